@@ -2,8 +2,15 @@
 //!
 //! The collector stores facts; the analyzer interprets them. `catalog` holds the knowledge base
 //! of enrollment failure signals (data under `analyzer/catalog/`), `classify` maps raw signals
-//! to categories with cause and remediation, and the query/API modules answer fleet-wide
-//! questions from ClickHouse rollups.
+//! to categories with cause and remediation, `rollups` owns the ClickHouse rollups and their
+//! migrations, `query` answers fleet-wide questions (classification applied at query time),
+//! `insights` finds problems before they fail, `keys` holds API keys and `api` serves it all.
 
+pub mod api;
 pub mod catalog;
 pub mod classify;
+pub mod config;
+pub mod insights;
+pub mod keys;
+pub mod query;
+pub mod rollups;

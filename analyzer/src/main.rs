@@ -1,1 +1,253 @@
-fn main() {}
+//! `fleetpulse-analyzer`: serve the API, apply migrations, manage API keys, classify signals.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleetpulse_analyzer::api::{self, AppState};
+use fleetpulse_analyzer::catalog::Catalog;
+use fleetpulse_analyzer::classify::{self, cli::ClassifyArgs};
+use fleetpulse_analyzer::config::{ServeArgs, Storage, StorageArgs};
+use fleetpulse_analyzer::query::catalog_adapter::CatalogClassifier;
+use fleetpulse_analyzer::query::classes::ClassCache;
+use fleetpulse_analyzer::query::engine::Engine;
+use fleetpulse_analyzer::{keys, rollups};
+
+/// The Fleetpulse analyzer: interprets enrollment telemetry stored by the collector.
+///
+/// Every storage flag is also an environment variable FLEETPULSE_ANALYZER_<FLAG> and a key of
+/// the --config TOML file (flags win over environment, environment over the file).
+#[derive(Debug, Parser)]
+#[command(name = "fleetpulse-analyzer", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply migrations, then serve the HTTP API (/api/v1, /healthz, /readyz, /metrics).
+    Serve(ServeArgs),
+    /// Apply the analyzer's ClickHouse migrations (rollups, with a one-off backfill) and the
+    /// control database schema, then exit.
+    Migrate(StorageArgs),
+    /// Manage API keys (shown once at creation, stored hashed).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    Classify(ClassifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a key; prints `fpk_<id>_<secret>` alone on stdout's first line.
+    Create {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Tenant the key may read (its filter is forced to this tenant).
+        #[arg(
+            long,
+            conflicts_with = "all_tenants",
+            required_unless_present = "all_tenants"
+        )]
+        tenant: Option<String>,
+        /// Let the key read every tenant.
+        #[arg(long)]
+        all_tenants: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id (the part after `fpk_` before the second `_`).
+    Revoke {
+        #[command(flatten)]
+        storage: StorageArgs,
+        id: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let _guard =
+        fleetpulse_telemetry::init("fleetpulse-analyzer", fleetpulse_telemetry::LogFormat::Text)?;
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            let storage = args.resolve()?;
+            migrate(&storage).await?;
+            keys::open(&storage.database_url)
+                .await
+                .context("opening the control database")?;
+            println!(
+                "migrations applied (schema version {})",
+                rollups::latest_version()
+            );
+            Ok(())
+        }
+        Command::Key(cmd) => key(cmd).await,
+        Command::Classify(args) => {
+            let stats =
+                classify::cli::run(&args, std::io::stdin().lock(), std::io::stdout().lock())?;
+            tracing::debug!(?stats, "classify finished");
+            Ok(())
+        }
+    }
+}
+
+async fn migrate(storage: &Storage) -> anyhow::Result<()> {
+    let report = rollups::migrate(
+        &storage.clickhouse(),
+        &storage.clickhouse_database,
+        storage.backfill_grace,
+    )
+    .await
+    .context("applying ClickHouse migrations")?;
+    if !report.applied.is_empty() {
+        tracing::info!(applied = ?report.applied, rebuilt = ?report.rebuilt, "ClickHouse migrations applied");
+    }
+    Ok(())
+}
+
+async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeyCommand::Create {
+            storage,
+            tenant,
+            all_tenants,
+            description,
+        } => {
+            let pool = keys::open(&storage.resolve()?.database_url).await?;
+            let tenant = if all_tenants { None } else { tenant };
+            let (info, token) = keys::create(&pool, tenant.as_deref(), &description).await?;
+            println!("{token}");
+            eprintln!(
+                "created API key {} for {}; store it now, it is not shown again",
+                info.id,
+                info.tenant
+                    .as_deref()
+                    .map_or("all tenants".to_owned(), |t| format!("tenant {t}"))
+            );
+        }
+        KeyCommand::List { storage, json } => {
+            let pool = keys::open(&storage.resolve()?.database_url).await?;
+            for k in keys::list(&pool).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&k)?);
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        k.id,
+                        k.tenant.as_deref().unwrap_or("*"),
+                        k.created_at,
+                        k.revoked_at.as_deref().unwrap_or("active"),
+                        k.description
+                    );
+                }
+            }
+        }
+        KeyCommand::Revoke { storage, id } => {
+            let pool = keys::open(&storage.resolve()?.database_url).await?;
+            keys::revoke(&pool, &id).await?;
+            eprintln!("revoked API key {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.resolve()?;
+    migrate(&cfg.storage).await?;
+    let pool = keys::open(&cfg.storage.database_url)
+        .await
+        .context("opening the control database")?;
+    let classifier = Arc::new(CatalogClassifier::new(Catalog::embedded()));
+    let catalog_json = Arc::new(classifier.catalog_json());
+    let cache = Arc::new(ClassCache::new(classifier.clone()));
+    let engine = Arc::new(Engine::new(
+        cfg.storage.clickhouse(),
+        cfg.storage.clickhouse_database.clone(),
+        cache,
+    ));
+    let classify_classifier = classifier.clone();
+    let state = AppState {
+        engine,
+        keys: pool,
+        insights: Arc::new(cfg.insights.clone()),
+        metrics: Arc::new(api::metrics::Metrics::new()),
+        classify_json: Arc::new(move |v| classify_classifier.classify_values(v)),
+        catalog_json,
+    };
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(api::server::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, tls = tls.is_some(), "analyzer API listening");
+    if let Some(path) = &cfg.ready_file {
+        let shown = if local.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], local.port()))
+        } else {
+            local
+        };
+        write_ready_file(
+            path,
+            &serde_json::json!({"http": shown.to_string()}).to_string(),
+        )?;
+    }
+    api::server::serve(listener, api::router(state), tls, shutdown_signal()).await?;
+    tracing::info!("analyzer stopped");
+    Ok(())
+}
+
+/// Writes the ready file atomically (temp file + rename) so a reader never sees half of it.
+fn write_ready_file(path: &Path, body: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

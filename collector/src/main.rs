@@ -1,1 +1,197 @@
-fn main() {}
+//! `fleetpulse-collector`: see `--help`. Errors end the process with status 1 and a message.
+
+mod cli;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use fleetpulse_collector::{
+    control::{ControlDb, agents::AgentRecord, tokens::TokenRecord},
+    validate::fmt_ts,
+};
+use serde_json::json;
+
+use cli::{AgentCommand, Cli, Command, ListArgs, TokenCommand};
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = fleetpulse_telemetry::init("fleetpulse-collector", cli.log_format)
+        .context("setting up logging")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let config = args.load()?;
+            fleetpulse_collector::serve(config, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Migrate(args) => {
+            let config = args.load()?;
+            let applied = fleetpulse_collector::migrate(&config).await?;
+            eprintln!(
+                "migrations applied to ClickHouse database {}: {}",
+                config.clickhouse_database,
+                if applied.is_empty() {
+                    "none (already up to date)".to_owned()
+                } else {
+                    format!("{applied:?}")
+                }
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create {
+            tenant,
+            description,
+            control,
+        }) => {
+            let db = open(&control).await?;
+            let (record, token) = db.create_token(&tenant, &description).await?;
+            println!("{token}");
+            eprintln!(
+                "created enrollment token {} for tenant {}; it is shown only this once",
+                record.id, record.tenant
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::List(list)) => {
+            let db = open(&list.control).await?;
+            let tokens = db.list_tokens(list.tenant.as_deref()).await?;
+            print_tokens(&list, &tokens);
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { token_id, control }) => {
+            let db = open(&control).await?;
+            db.revoke_token(&token_id).await?;
+            eprintln!("revoked enrollment token {token_id}");
+            Ok(())
+        }
+        Command::Agent(AgentCommand::List(list)) => {
+            let db = open(&list.control).await?;
+            let agents = db.list_agents(list.tenant.as_deref()).await?;
+            print_agents(&list, &agents);
+            Ok(())
+        }
+        Command::Agent(AgentCommand::Revoke { agent_id, control }) => {
+            let db = open(&control).await?;
+            db.revoke_agent(&agent_id).await?;
+            eprintln!("revoked agent {agent_id}");
+            Ok(())
+        }
+    }
+}
+
+async fn open(args: &fleetpulse_collector::config::ControlArgs) -> Result<ControlDb> {
+    let config = args.load()?;
+    Ok(ControlDb::open(&config.database_url).await?)
+}
+
+fn ms(at: i64) -> String {
+    fmt_ts(at.div_euclid(1000))
+}
+
+fn opt_ms(at: Option<i64>) -> serde_json::Value {
+    at.map_or(serde_json::Value::Null, |t| json!(ms(t)))
+}
+
+fn print_tokens(list: &ListArgs, tokens: &[TokenRecord]) {
+    if list.json {
+        let rows: Vec<_> = tokens
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "tenant": t.tenant,
+                    "description": t.description,
+                    "created_at": ms(t.created_at_ms),
+                    "revoked_at": opt_ms(t.revoked_at_ms),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    println!("{:<16}  {:<20}  {:<20}  {:<20}  DESCRIPTION", "ID", "TENANT", "CREATED", "REVOKED");
+    for t in tokens {
+        println!(
+            "{:<16}  {:<20}  {:<20}  {:<20}  {}",
+            t.id,
+            t.tenant,
+            ms(t.created_at_ms),
+            t.revoked_at_ms.map_or_else(|| "-".to_owned(), ms),
+            t.description
+        );
+    }
+}
+
+fn print_agents(list: &ListArgs, agents: &[AgentRecord]) {
+    if list.json {
+        let rows: Vec<_> = agents
+            .iter()
+            .map(|a| {
+                json!({
+                    "id": a.id,
+                    "tenant": a.tenant,
+                    "device_id": a.device_id,
+                    "hostname": a.hostname,
+                    "platform": a.platform,
+                    "agent_version": a.agent_version,
+                    "token_id": a.token_id,
+                    "created_at": ms(a.created_at_ms),
+                    "revoked_at": opt_ms(a.revoked_at_ms),
+                    "last_seen_at": opt_ms(a.last_seen_at_ms),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    println!(
+        "{:<36}  {:<20}  {:<24}  {:<10}  {:<20}  {:<20}  HOSTNAME",
+        "ID", "TENANT", "DEVICE", "PLATFORM", "LAST SEEN", "REVOKED"
+    );
+    for a in agents {
+        println!(
+            "{:<36}  {:<20}  {:<24}  {:<10}  {:<20}  {:<20}  {}",
+            a.id,
+            a.tenant,
+            a.device_id,
+            a.platform,
+            a.last_seen_at_ms.map_or_else(|| "-".to_owned(), ms),
+            a.revoked_at_ms.map_or_else(|| "-".to_owned(), ms),
+            a.hostname
+        );
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,669 @@
+//! Windows event log records as XML, as exported by `wevtutil qe <channel> /f:xml` (a stream
+//! of `<Event>` elements without a root element), the same wrapped in `<Events>`, or
+//! `Get-WinEvent ... | ForEach-Object { $_.ToXml() }`. `RenderingInfo` (from
+//! `/f:RenderedXml`) is used when present for the message text.
+//!
+//! Channels mapped to enrollment events:
+//! - `Microsoft-Windows-DeviceManagement-Enterprise-Diagnostics-Provider/Admin`: 75 (auto MDM
+//!   enroll succeeded), 76 (failed, `HRESULT`), 52 (server SOAP fault: subcode and reason
+//!   text), 71 and 77-84 (HRESULT-only enrollment events), 201/203/204/209 (OMA-DM session
+//!   results), 400 (CSP command failure).
+//! - `Microsoft-Windows-User Device Registration/Admin`: 201 and 220 (discovery), 204, 304 and
+//!   307 (join), 305 (authentication).
+//! - `Microsoft-Windows-ModernDeployment-Diagnostics-Provider/Autopilot`: 100-114.
+//!
+//! **Other event ids, and other channels, are skipped** (but still advance the cursor): the
+//! Admin channel carries many policy and CSP events that are not enrollment observations, and
+//! sending them as enrollment events would drown the real ones in noise. Skipped records are
+//! not lost: the raw log stays on the device.
+//!
+//! Each record is read once: [`parse_events`] skips records whose `EventRecordID` is at or
+//! below the per-channel [`Cursor`] and returns the advanced cursor, which the caller persists
+//! only after the produced items are safely spooled. The event id is derived from device,
+//! channel and record id, so even a re-read produces the same ids.
+
+use std::collections::BTreeMap;
+
+use fleetpulse_proto::v1::{
+    EnrollmentEvent, EnrollmentMethod, EnrollmentStage, Outcome, Platform, Source, SourceKind,
+};
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{
+    Attributes, MAX_CHANNEL_BYTES, ParseError, Parsed, SourceContext, line_col, parse_code,
+    reported_error, stable_event_id, timestamp_ms, truncate_bytes,
+};
+
+/// The MDM enrollment client's Admin channel.
+pub const DM_ADMIN_CHANNEL: &str =
+    "Microsoft-Windows-DeviceManagement-Enterprise-Diagnostics-Provider/Admin";
+/// Entra device registration (join) events.
+pub const DEVICE_REGISTRATION_CHANNEL: &str = "Microsoft-Windows-User Device Registration/Admin";
+/// Windows Autopilot diagnostics.
+pub const AUTOPILOT_CHANNEL: &str =
+    "Microsoft-Windows-ModernDeployment-Diagnostics-Provider/Autopilot";
+
+/// The highest `EventRecordID` read per channel. Persist it after the items it produced are
+/// spooled; pass it back on the next read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// Channel name (as printed in the records) -> highest record id read.
+    pub channels: BTreeMap<String, u64>,
+}
+
+impl Cursor {
+    /// The highest record id read on `channel` (0 when none).
+    pub fn last(&self, channel: &str) -> u64 {
+        self.channels.get(channel).copied().unwrap_or(0)
+    }
+
+    fn advance(&mut self, channel: &str, record_id: u64) {
+        let entry = self.channels.entry(channel.to_owned()).or_insert(0);
+        *entry = (*entry).max(record_id);
+    }
+}
+
+/// One `<Event>` element, the parts the mapping needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub provider: String,
+    pub event_id: u32,
+    pub level: Option<u8>,
+    pub time_created: OffsetDateTime,
+    pub record_id: u64,
+    pub channel: String,
+    pub computer: String,
+    /// `EventData/Data` (name, value) in order; `UserData` leaves under their element name.
+    pub data: Vec<(String, String)>,
+    /// `RenderingInfo/Message`, when the export included it.
+    pub message: Option<String>,
+    /// 1-based line of the `<Event>` start tag.
+    pub line: usize,
+}
+
+impl EventRecord {
+    /// The value of the data item called `name` (case-insensitive).
+    pub fn data_value(&self, name: &str) -> Option<&str> {
+        self.data
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A record being assembled while its element is read.
+#[derive(Default)]
+struct PartialRecord {
+    line: usize,
+    provider: String,
+    event_id: Option<String>,
+    level: Option<String>,
+    time_created: Option<String>,
+    record_id: Option<String>,
+    channel: Option<String>,
+    computer: Option<String>,
+    data: Vec<(String, String)>,
+    message: Option<String>,
+}
+
+impl PartialRecord {
+    fn finish(self) -> Result<EventRecord, ParseError> {
+        let line = self.line;
+        let missing =
+            |field: &str| ParseError::at_line(line, format!("<Event> is missing {field}"));
+        let event_id_text = self.event_id.ok_or_else(|| missing("System/EventID"))?;
+        let event_id = event_id_text.trim().parse::<u32>().map_err(|_| {
+            ParseError::at_line(
+                line,
+                format!("System/EventID: \"{event_id_text}\" is not a number"),
+            )
+        })?;
+        let record_text = self
+            .record_id
+            .ok_or_else(|| missing("System/EventRecordID"))?;
+        let record_id = record_text.trim().parse::<u64>().map_err(|_| {
+            ParseError::at_line(
+                line,
+                format!("System/EventRecordID: \"{record_text}\" is not a number"),
+            )
+        })?;
+        let time_text = self
+            .time_created
+            .ok_or_else(|| missing("System/TimeCreated/@SystemTime"))?;
+        let time_created = OffsetDateTime::parse(time_text.trim(), &Rfc3339).map_err(|err| {
+            ParseError::at_line(
+                line,
+                format!("System/TimeCreated/@SystemTime: \"{time_text}\" is not an RFC 3339 time ({err})"),
+            )
+        })?;
+        let channel = self.channel.ok_or_else(|| missing("System/Channel"))?;
+        let level = match self.level {
+            Some(text) => Some(text.trim().parse::<u8>().map_err(|_| {
+                ParseError::at_line(line, format!("System/Level: \"{text}\" is not a number"))
+            })?),
+            None => None,
+        };
+        Ok(EventRecord {
+            provider: self.provider,
+            event_id,
+            level,
+            time_created,
+            record_id,
+            channel: channel.trim().to_owned(),
+            computer: self.computer.unwrap_or_default().trim().to_owned(),
+            data: self.data,
+            message: self.message.map(|m| m.trim().to_owned()),
+            line,
+        })
+    }
+}
+
+fn attribute(
+    start: &BytesStart<'_>,
+    name: &str,
+    text: &str,
+    offset: usize,
+) -> Result<Option<String>, ParseError> {
+    for attribute in start.attributes() {
+        let attribute = attribute.map_err(|err| xml_error(text, offset, &err.to_string()))?;
+        if attribute.key.local_name().as_ref() == name.as_bytes() {
+            let value = attribute
+                .unescape_value()
+                .map_err(|err| xml_error(text, offset, &err.to_string()))?;
+            return Ok(Some(value.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+fn xml_error(text: &str, offset: usize, reason: &str) -> ParseError {
+    let (line, column) = line_col(text, offset);
+    ParseError::at(line, column, format!("malformed XML: {reason}"))
+}
+
+/// Where the text currently read belongs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    None,
+    EventId,
+    Level,
+    RecordId,
+    Channel,
+    Computer,
+    Data,
+    Message,
+}
+
+/// Reads every `<Event>` element of an export.
+pub fn parse_records(text: &str) -> Result<Vec<EventRecord>, ParseError> {
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().trim_text(true);
+    let mut records = Vec::new();
+    // Element names from the document root down to the current element.
+    let mut path: Vec<String> = Vec::new();
+    let mut current: Option<PartialRecord> = None;
+    let mut slot = Slot::None;
+    let mut buffer = String::new();
+    let mut data_name = String::new();
+    loop {
+        let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let event = reader.read_event().map_err(|err| {
+            let at = usize::try_from(reader.error_position()).unwrap_or(before);
+            xml_error(text, at, &err.to_string())
+        })?;
+        // Where the event just read ends: its last byte is on the line to report (leading
+        // whitespace before `before` was trimmed away).
+        let at = usize::try_from(reader.buffer_position())
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1)
+            .max(before);
+        let (start, is_empty) = match event {
+            Event::Start(start) => (start, false),
+            Event::Empty(start) => (start, true),
+            Event::Text(content) => {
+                let value = content
+                    .unescape()
+                    .map_err(|err| xml_error(text, before, &err.to_string()))?;
+                if current.is_some() && slot != Slot::None {
+                    buffer.push_str(&value);
+                } else if current.is_none() && !value.trim().is_empty() {
+                    let (line, column) = line_col(text, at);
+                    return Err(ParseError::at(
+                        line,
+                        column,
+                        "text outside of an <Event> element",
+                    ));
+                }
+                continue;
+            }
+            Event::CData(content) => {
+                if current.is_some() && slot != Slot::None {
+                    buffer.push_str(&String::from_utf8_lossy(&content));
+                }
+                continue;
+            }
+            Event::End(_) => {
+                let Some(name) = path.pop() else { continue };
+                if let Some(record) = current.as_mut() {
+                    if slot != Slot::None {
+                        finish_slot(record, slot, &mut buffer, &data_name);
+                        slot = Slot::None;
+                    }
+                    if name == "Event"
+                        && !path.iter().any(|p| p == "Event")
+                        && let Some(done) = current.take()
+                    {
+                        records.push(done.finish()?);
+                    }
+                }
+                continue;
+            }
+            Event::Eof => break,
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => continue,
+        };
+        let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+        let Some(record) = current.as_mut() else {
+            // Outside any <Event>: only an <Events> wrapper at the root may appear.
+            match name.as_str() {
+                "Event" => {
+                    let (line, _) = line_col(text, at);
+                    if is_empty {
+                        return Err(ParseError::at_line(line, "empty <Event/> element"));
+                    }
+                    current = Some(PartialRecord {
+                        line,
+                        ..Default::default()
+                    });
+                    path.push(name);
+                }
+                "Events" if path.is_empty() => {
+                    if !is_empty {
+                        path.push(name);
+                    }
+                }
+                other => {
+                    let (line, column) = line_col(text, at);
+                    return Err(ParseError::at(
+                        line,
+                        column,
+                        format!("expected <Event> or <Events>, found <{other}>"),
+                    ));
+                }
+            }
+            continue;
+        };
+        let depth = path
+            .iter()
+            .rposition(|p| p == "Event")
+            .map_or(0, |i| path.len() - i);
+        let parent = path.last().map(String::as_str).unwrap_or_default();
+        slot = Slot::None;
+        buffer.clear();
+        match (parent, name.as_str()) {
+            ("System", "Provider") => {
+                record.provider = attribute(&start, "Name", text, before)?.unwrap_or_default();
+            }
+            ("System", "TimeCreated") => {
+                record.time_created = attribute(&start, "SystemTime", text, before)?;
+            }
+            ("System", "EventID") => slot = Slot::EventId,
+            ("System", "Level") => slot = Slot::Level,
+            ("System", "EventRecordID") => slot = Slot::RecordId,
+            ("System", "Channel") => slot = Slot::Channel,
+            ("System", "Computer") => slot = Slot::Computer,
+            ("EventData", "Data") => {
+                data_name = attribute(&start, "Name", text, before)?
+                    .unwrap_or_else(|| format!("{}", record.data.len() + 1));
+                slot = Slot::Data;
+            }
+            ("RenderingInfo", "Message") => slot = Slot::Message,
+            // UserData/<provider element>/<field>: the leaves are named data.
+            (_, leaf) if depth >= 3 && path.iter().any(|p| p == "UserData") => {
+                data_name = leaf.to_owned();
+                slot = Slot::Data;
+            }
+            _ => {}
+        }
+        if is_empty {
+            // `<Data Name="X"/>` is an empty value; other empty elements end here.
+            finish_slot(record, slot, &mut buffer, &data_name);
+            slot = Slot::None;
+        } else {
+            path.push(name);
+        }
+    }
+    if let Some(record) = current {
+        return Err(ParseError::at_line(
+            record.line,
+            "truncated input: <Event> element is not closed before end of input",
+        ));
+    }
+    if let Some(open) = path.last() {
+        let (line, _) = line_col(text, text.len());
+        return Err(ParseError::at_line(
+            line,
+            format!("truncated input: <{open}> is not closed"),
+        ));
+    }
+    Ok(records)
+}
+
+fn finish_slot(record: &mut PartialRecord, slot: Slot, buffer: &mut String, data_name: &str) {
+    let value = std::mem::take(buffer);
+    match slot {
+        Slot::None => {}
+        Slot::EventId => record.event_id = Some(value),
+        Slot::Level => record.level = Some(value),
+        Slot::RecordId => record.record_id = Some(value),
+        Slot::Channel => record.channel = Some(value),
+        Slot::Computer => record.computer = Some(value),
+        Slot::Data => record.data.push((data_name.to_owned(), value)),
+        Slot::Message => record.message = Some(value),
+    }
+}
+
+/// Parses an export without a cursor (every record is new). Used by `inspect`.
+pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
+    parse_events(text, ctx, &Cursor::default()).map(|(parsed, _)| parsed)
+}
+
+/// Parses an export, skipping records at or below the cursor, and returns the events with
+/// the advanced cursor. On error nothing is returned and the cursor is not advanced, so a
+/// bad read never skips records.
+pub fn parse_events(
+    text: &str,
+    ctx: &SourceContext,
+    cursor: &Cursor,
+) -> Result<(Parsed, Cursor), ParseError> {
+    let records = parse_records(text)?;
+    let mut parsed = Parsed::default();
+    let mut next = cursor.clone();
+    for record in &records {
+        if record.record_id <= cursor.last(&record.channel) {
+            continue;
+        }
+        next.advance(&record.channel, record.record_id);
+        if let Some(event) = to_event(record, ctx) {
+            parsed.push_event(event);
+        }
+    }
+    Ok((parsed, next))
+}
+
+/// How a known event id maps onto the protocol.
+struct Mapping {
+    stage: EnrollmentStage,
+    method: EnrollmentMethod,
+    /// Outcome when the record carries no HRESULT.
+    default_outcome: Outcome,
+}
+
+fn mapping(record: &EventRecord) -> Option<Mapping> {
+    let channel = record.channel.as_str();
+    let map = |stage, default_outcome| {
+        Some(Mapping {
+            stage,
+            method: EnrollmentMethod::Unspecified,
+            default_outcome,
+        })
+    };
+    if channel.eq_ignore_ascii_case(DM_ADMIN_CHANNEL) {
+        match record.event_id {
+            75 => Some(Mapping {
+                stage: EnrollmentStage::Complete,
+                method: EnrollmentMethod::GpoAutoEnroll,
+                default_outcome: Outcome::Succeeded,
+            }),
+            76 => Some(Mapping {
+                stage: EnrollmentStage::Complete,
+                method: EnrollmentMethod::GpoAutoEnroll,
+                default_outcome: Outcome::Failed,
+            }),
+            52 => map(fault_stage(&fault(record).0), Outcome::Failed),
+            71 | 77..=84 => map(EnrollmentStage::Complete, level_outcome(record.level)),
+            201 | 203 | 204 | 209 => map(EnrollmentStage::FirstSync, level_outcome(record.level)),
+            400 => map(EnrollmentStage::FirstSync, Outcome::Failed),
+            _ => None,
+        }
+    } else if channel.eq_ignore_ascii_case(DEVICE_REGISTRATION_CHANNEL) {
+        match record.event_id {
+            201 | 220 => map(EnrollmentStage::Discovery, Outcome::Failed),
+            204 | 304 | 307 => map(EnrollmentStage::DeviceRegistration, Outcome::Failed),
+            305 => map(EnrollmentStage::Authentication, Outcome::Failed),
+            _ => None,
+        }
+    } else if channel.eq_ignore_ascii_case(AUTOPILOT_CHANNEL) {
+        match record.event_id {
+            100..=114 => map(EnrollmentStage::Complete, level_outcome(record.level)),
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
+
+/// Outcome from the event level when no HRESULT says it: critical, error and warning are
+/// failures; information is a success.
+fn level_outcome(level: Option<u8>) -> Outcome {
+    match level {
+        Some(1..=3) => Outcome::Failed,
+        Some(_) => Outcome::Succeeded,
+        None => Outcome::Unspecified,
+    }
+}
+
+/// Stage of a server SOAP fault (event 52) by subcode: authentication faults, certificate
+/// request faults, and everything else (device cap, platform, licence, server errors) as the
+/// server's authorization of the enroll request.
+fn fault_stage(subcode: &str) -> EnrollmentStage {
+    let subcode = subcode.rsplit(':').next().unwrap_or(subcode);
+    if subcode.eq_ignore_ascii_case("Authentication")
+        || subcode.eq_ignore_ascii_case("InvalidSecurity")
+    {
+        EnrollmentStage::Authentication
+    } else if subcode.eq_ignore_ascii_case("CertificateRequest") {
+        EnrollmentStage::CertificateRequest
+    } else {
+        EnrollmentStage::Authorization
+    }
+}
+
+/// Text between `marker` and the next `)` (`Value=(DeviceCapReached)`), or up to the last
+/// `)` when `to_last` (reason texts may contain parentheses).
+fn parenthesized<'a>(text: &'a str, marker: &str, to_last: bool) -> Option<&'a str> {
+    let start = text.find(marker)? + marker.len();
+    let rest = &text[start..];
+    let end = if to_last {
+        rest.rfind(')')?
+    } else {
+        rest.find(')')?
+    };
+    Some(&rest[..end])
+}
+
+/// The SOAP fault subcode and reason text of an event 52.
+fn fault(record: &EventRecord) -> (String, String) {
+    const SUBCODE: &str = "Fault/Code/Subcode/Value=(";
+    const REASON: &str = "Fault/Reason/Text=(";
+    let full_text = record
+        .data
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .chain(record.message.as_deref())
+        .find(|v| v.contains(SUBCODE));
+    if let Some(full) = full_text {
+        let subcode = parenthesized(full, SUBCODE, false).unwrap_or_default();
+        let reason = full
+            .find(REASON)
+            .and_then(|at| parenthesized(&full[at..], REASON, true))
+            .unwrap_or_default();
+        return (subcode.trim().to_owned(), reason.trim().to_owned());
+    }
+    // The template's two strings fill the two placeholders of the message.
+    (
+        record
+            .data_value("Message1")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        record
+            .data_value("Message2")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// First `0x` + 8 hex digits token in `text`.
+fn find_hex_code(text: &str) -> Option<u32> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("0x").or_else(|| text[from..].find("0X")) {
+        let start = from + found + 2;
+        let digits = bytes[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if digits == 8 {
+            return u32::from_str_radix(&text[start..start + 8], 16).ok();
+        }
+        from = start;
+    }
+    None
+}
+
+/// The error code a record carries: the `HRESULT` data item, else a data item whose name
+/// says it is a code, else (for event 400) `HexInt1`, else the first 8-digit hex code in the
+/// rendered message.
+fn record_code(record: &EventRecord) -> Option<u32> {
+    if let Some(code) = record.data_value("HRESULT").and_then(parse_code) {
+        return Some(code);
+    }
+    let named = record.data.iter().find_map(|(name, value)| {
+        let name = name.to_ascii_lowercase();
+        let looks_like_code = name.contains("hresult")
+            || name.contains("errorcode")
+            || name.contains("exitcode")
+            || name == "status"
+            || name == "error";
+        if looks_like_code {
+            parse_code(value)
+        } else {
+            None
+        }
+    });
+    if named.is_some() {
+        return named;
+    }
+    if record.event_id == 400 && record.channel.eq_ignore_ascii_case(DM_ADMIN_CHANNEL) {
+        return record.data_value("HexInt1").and_then(parse_code);
+    }
+    record.message.as_deref().and_then(find_hex_code)
+}
+
+/// Maps one record to an enrollment event, or `None` when its id is not an enrollment
+/// observation (see the module docs).
+pub fn to_event(record: &EventRecord, ctx: &SourceContext) -> Option<EnrollmentEvent> {
+    let mapping = mapping(record)?;
+    let is_fault = record.event_id == 52 && record.channel.eq_ignore_ascii_case(DM_ADMIN_CHANNEL);
+    let code = record_code(record);
+    let outcome = match code {
+        Some(0) => Outcome::Succeeded,
+        Some(_) => Outcome::Failed,
+        None => mapping.default_outcome,
+    };
+    let error = if is_fault {
+        let (subcode, reason) = fault(record);
+        Some(reported_error(code, &subcode, &reason))
+    } else if outcome == Outcome::Failed || code.is_some_and(|c| c != 0) {
+        Some(reported_error(
+            code,
+            "",
+            record.message.as_deref().unwrap_or_default(),
+        ))
+    } else {
+        None
+    };
+
+    let mut attributes = Attributes::new();
+    if let Some(level) = record.level {
+        attributes.add("level", &level.to_string());
+    }
+    attributes.add("provider", &record.provider);
+    if !record.computer.is_empty() {
+        attributes.add("computer", &record.computer);
+    }
+    if let Some(message) = record.message.as_deref()
+        && !is_fault
+        && error.is_none()
+    {
+        attributes.add("message", message);
+    }
+    for (name, value) in &record.data {
+        attributes.add(&format!("data.{name}"), value);
+    }
+
+    Some(EnrollmentEvent {
+        event_id: stable_event_id(
+            "event_log",
+            &[
+                &ctx.device_id,
+                &record.channel.to_ascii_lowercase(),
+                &record.record_id.to_string(),
+            ],
+        ),
+        agent_id: ctx.agent_id.clone(),
+        device_id: ctx.device_id.clone(),
+        occurred_at: Some(timestamp_ms(record.time_created)),
+        platform: Platform::Windows as i32,
+        enrollment_method: mapping.method as i32,
+        stage: mapping.stage as i32,
+        outcome: outcome as i32,
+        error,
+        source: Some(Source {
+            kind: SourceKind::EventLog as i32,
+            channel: truncate_bytes(&record.channel, MAX_CHANNEL_BYTES),
+            event_id: record.event_id,
+            record_id: record.record_id,
+        }),
+        attributes: attributes.into_map(),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_codes_are_found_in_messages() {
+        assert_eq!(
+            find_hex_code("Failed (Unknown Win32 Error code: 0x8018002b)"),
+            Some(0x8018_002b)
+        );
+        assert_eq!(
+            find_hex_code("Device Credential (0x1), Failed (0x80180001)"),
+            Some(0x8018_0001)
+        );
+        assert_eq!(find_hex_code("no code 0x12"), None);
+    }
+
+    #[test]
+    fn fault_stage_follows_subcode() {
+        assert_eq!(
+            fault_stage("DeviceCapReached"),
+            EnrollmentStage::Authorization
+        );
+        assert_eq!(
+            fault_stage("s:Authentication"),
+            EnrollmentStage::Authentication
+        );
+        assert_eq!(
+            fault_stage("CertificateRequest"),
+            EnrollmentStage::CertificateRequest
+        );
+    }
+}

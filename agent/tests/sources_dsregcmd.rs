@@ -1,0 +1,400 @@
+//! `dsregcmd /status` parser: documented samples, one test per quirk, bad input.
+
+#[path = "sources_support/mod.rs"]
+mod support;
+
+use fleetpulse_agent::inspect::InputKind;
+use fleetpulse_agent::sources::dsregcmd::{self, TestResult, parse_status, parse_test_result};
+use fleetpulse_agent::sources::{ParseError, decode_text};
+use fleetpulse_proto::v1::{EnrollmentStage, JoinState, Outcome, ReportedError, TpmInfo};
+use support::{ctx, fixture, fixture_bytes};
+
+const BANNER: &str = "+----------------------------------------------------------------------+";
+
+/// A minimal dsregcmd output with one section holding `lines`.
+fn section(name: &str, lines: &str) -> String {
+    format!("\n{BANNER}\n| {name:<69}|\n{BANNER}\n\n{lines}\n")
+}
+
+#[test]
+fn failed_sync_join_sample_matches_golden() {
+    support::assert_golden(InputKind::Dsregcmd, "dsregcmd_failed_sync_join.txt");
+}
+
+#[test]
+fn discovery_failure_sample_matches_golden() {
+    support::assert_golden(InputKind::Dsregcmd, "dsregcmd_discovery_failure.txt");
+}
+
+#[test]
+fn prt_failure_sample_matches_golden() {
+    support::assert_golden(InputKind::Dsregcmd, "dsregcmd_prt_failure.txt");
+}
+
+#[test]
+fn entra_joined_sample_matches_golden() {
+    support::assert_golden(InputKind::Dsregcmd, "dsregcmd_entra_joined.txt");
+}
+
+#[test]
+fn failed_sync_join_is_typed_exactly() {
+    let status = parse_status(&fixture("dsregcmd_failed_sync_join.txt")).expect("parses");
+    assert_eq!(
+        status
+            .sections
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "Device State",
+            "User State",
+            "SSO State",
+            "Diagnostic Data",
+            "IE Proxy Config for Current User",
+            "WinHttp Default Proxy Config",
+            "Ngc Prerequisite Check"
+        ]
+    );
+    let d = &status.diagnostics;
+    assert_eq!(d.client_error_code.as_deref(), Some("0x801c03f2"));
+    assert_eq!(d.server_error_code.as_deref(), Some("DirectoryError"));
+    assert_eq!(d.error_phase.as_deref(), Some("join"));
+    assert_eq!(d.registration_type.as_deref(), Some("sync"));
+    assert_eq!(d.https_status.as_deref(), Some("400"));
+    assert_eq!(
+        d.previous_registration.as_deref(),
+        Some("2019-01-31 09:16:43.000 UTC")
+    );
+    assert_eq!(status.join_state(), JoinState::DomainJoined);
+
+    let parsed =
+        dsregcmd::parse(&fixture("dsregcmd_failed_sync_join.txt"), &ctx()).expect("parses");
+    let events: Vec<_> = parsed.events().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].stage, EnrollmentStage::DeviceRegistration as i32);
+    assert_eq!(events[0].outcome, Outcome::Failed as i32);
+    assert_eq!(
+        events[0].error,
+        Some(ReportedError {
+            code: 0x801c_03f2,
+            has_code: true,
+            symbol: "DirectoryError".to_owned(),
+            message: "The device object by the given id (e92325d0-7ac4-4714-88a1-94ae875d5245) isn't found."
+                .to_owned(),
+        })
+    );
+    assert_eq!(
+        events[0].occurred_at.as_ref().map(|t| t.seconds),
+        Some(1_548_926_203)
+    );
+}
+
+#[test]
+fn quirk_banners_delimit_sections_and_a_cut_banner_is_an_error() {
+    let text = format!(
+        "{}{}",
+        section("Device State", "  AzureAdJoined : YES"),
+        section("Tenant Details", "  TenantId : t-1")
+    );
+    let status = parse_status(&text).expect("parses");
+    assert_eq!(status.sections.len(), 2);
+    assert_eq!(status.sections[1].name, "Tenant Details");
+    assert_eq!(status.sections[1].line, 9);
+    assert_eq!(status.tenant_details.tenant_id.as_deref(), Some("t-1"));
+
+    let cut = format!("\n{BANNER}\n| Device State |");
+    assert_eq!(
+        parse_status(&cut),
+        Err(ParseError::at_line(
+            4,
+            "truncated section banner: missing closing \"+----+\" line"
+        ))
+    );
+    let cut = format!("\n{BANNER}\n| Device State");
+    assert_eq!(
+        parse_status(&cut),
+        Err(ParseError::at_line(
+            3,
+            "expected \"| Section Name |\", found \"| Device State\""
+        ))
+    );
+    let cut = format!("\n{BANNER}\n");
+    assert_eq!(
+        parse_status(&cut),
+        Err(ParseError::at_line(
+            3,
+            "expected \"| Section Name |\", found \"\""
+        ))
+    );
+}
+
+#[test]
+fn quirk_keys_with_spaces() {
+    let status = parse_status(&section(
+        "Diagnostic Data",
+        "      AD Connectivity Test : PASS\n    Token acquisition Test : SKIPPED\n      Previous Prt Attempt : x",
+    ))
+    .expect("parses");
+    assert_eq!(
+        status.diagnostics.ad_connectivity_test.as_deref(),
+        Some("PASS")
+    );
+    assert_eq!(
+        status.diagnostics.token_acquisition_test.as_deref(),
+        Some("SKIPPED")
+    );
+    // "Previous Prt Attempt" belongs to SSO State: here it is kept as an unknown field.
+    assert_eq!(status.unknown.len(), 1);
+    assert_eq!(status.unknown[0].field.key, "Previous Prt Attempt");
+}
+
+#[test]
+fn quirk_varying_case_of_keys() {
+    let upper = parse_status(&section("SSO State", "  HTTP Status : 401")).expect("parses");
+    let lower = parse_status(&section("SSO State", "  HTTP status : 401")).expect("parses");
+    assert_eq!(upper.sso_state.http_status.as_deref(), Some("401"));
+    assert_eq!(lower.sso_state.http_status.as_deref(), Some("401"));
+    let https = parse_status(&section("Diagnostic Data", "  Https Status : 400")).expect("parses");
+    assert_eq!(https.diagnostics.https_status.as_deref(), Some("400"));
+    let yes = parse_status(&section(
+        "Device State",
+        "  AzureAdJoined : Yes\n  DomainJoined : no",
+    ))
+    .expect("parses");
+    assert_eq!(yes.join_state(), JoinState::EntraJoined);
+}
+
+#[test]
+fn quirk_no_space_before_colon() {
+    let status = parse_status(&section(
+        "Diagnostic Data",
+        "        AadRecoveryEnabled: NO",
+    ))
+    .expect("parses");
+    assert_eq!(
+        status.diagnostics.aad_recovery_enabled.as_deref(),
+        Some("NO")
+    );
+}
+
+#[test]
+fn quirk_empty_values() {
+    let status = parse_status(&section(
+        "Tenant Details",
+        "  MdmUrl :\n  MdmTouUrl : \n  TenantId : t",
+    ))
+    .expect("parses");
+    assert_eq!(status.tenant_details.mdm_url.as_deref(), Some(""));
+    assert_eq!(status.tenant_details.mdm_tou_url.as_deref(), Some(""));
+    let parsed = dsregcmd::parse(&section("Tenant Details", "  MdmUrl :"), &ctx()).expect("parses");
+    assert_eq!(parsed.states().next().map(|s| s.mdm_url.as_str()), Some(""));
+}
+
+#[test]
+fn quirk_values_containing_colons() {
+    let status = parse_status(&section(
+        "Tenant Details",
+        "  MdmUrl : https://enrollment.manage.microsoft.com:443/EnrollmentServer/Discovery.svc\n  SettingsUrl : a : b : c",
+    ))
+    .expect("parses");
+    assert_eq!(
+        status.tenant_details.mdm_url.as_deref(),
+        Some("https://enrollment.manage.microsoft.com:443/EnrollmentServer/Discovery.svc")
+    );
+    assert_eq!(
+        status.tenant_details.settings_url.as_deref(),
+        Some("a : b : c")
+    );
+    let times = parse_status(&section(
+        "Diagnostic Data",
+        "  Client Time : 2019-01-31 09:16:50.000 UTC",
+    ))
+    .expect("parses");
+    assert_eq!(
+        times.diagnostics.client_time.as_deref(),
+        Some("2019-01-31 09:16:50.000 UTC")
+    );
+}
+
+#[test]
+fn quirk_crlf_line_endings() {
+    let lf = fixture("dsregcmd_failed_sync_join.txt");
+    let crlf = lf.replace('\n', "\r\n");
+    assert_eq!(parse_status(&crlf), parse_status(&lf));
+    assert_eq!(
+        parse_status(&crlf)
+            .expect("parses")
+            .device_state
+            .device_name
+            .as_deref(),
+        Some("DESKTOP-7GN2K1.contoso.com")
+    );
+}
+
+#[test]
+fn quirk_utf16le_with_bom_as_powershell_redirects_it() {
+    let bytes = fixture_bytes("dsregcmd_failed_sync_join.utf16le.txt");
+    assert_eq!(&bytes[..2], &[0xFF, 0xFE]);
+    let utf16 = decode_text(&bytes).expect("decodes");
+    let utf8 = fixture("dsregcmd_failed_sync_join.txt");
+    assert_eq!(
+        dsregcmd::parse(&utf16, &ctx()),
+        dsregcmd::parse(&utf8, &ctx())
+    );
+    // inspect reads the UTF-16 file directly and prints the same as for the UTF-8 one.
+    assert_eq!(
+        support::inspect(InputKind::Dsregcmd, "dsregcmd_failed_sync_join.utf16le.txt"),
+        support::inspect(InputKind::Dsregcmd, "dsregcmd_failed_sync_join.txt")
+    );
+}
+
+#[test]
+fn quirk_unknown_keys_are_kept_in_attributes() {
+    let text = section(
+        "Device State",
+        "  AzureAdJoined : NO\n  Brand New Field : 42",
+    ) + &section("Work Account 1", "  WorkplaceTenantName : Fabrikam");
+    let parsed = dsregcmd::parse(&text, &ctx()).expect("parses");
+    let state = parsed.states().next().expect("one snapshot");
+    assert_eq!(
+        state
+            .attributes
+            .get("device_state.brand_new_field")
+            .map(String::as_str),
+        Some("42")
+    );
+    assert_eq!(
+        state
+            .attributes
+            .get("work_account_1.workplace_tenant_name")
+            .map(String::as_str),
+        Some("Fabrikam")
+    );
+}
+
+#[test]
+fn quirk_fail_test_results_carry_error_and_suberror() {
+    assert_eq!(
+        parse_test_result("FAIL [0x801c0021/0x80072ee2]"),
+        TestResult::Fail {
+            error: Some(0x801c_0021),
+            sub_error: Some(0x8007_2ee2)
+        }
+    );
+    assert_eq!(
+        parse_test_result("FAIL"),
+        TestResult::Fail {
+            error: None,
+            sub_error: None
+        }
+    );
+    assert_eq!(parse_test_result("PASS"), TestResult::Pass);
+    assert_eq!(parse_test_result("SKIPPED"), TestResult::Skipped);
+    let parsed =
+        dsregcmd::parse(&fixture("dsregcmd_discovery_failure.txt"), &ctx()).expect("parses");
+    let test_event = parsed.events().nth(1).expect("test failure event");
+    assert_eq!(test_event.stage, EnrollmentStage::Discovery as i32);
+    assert_eq!(test_event.error.as_ref().map(|e| e.code), Some(0x801c_0021));
+    assert_eq!(
+        test_event
+            .attributes
+            .get("sub_error_code")
+            .map(String::as_str),
+        Some("0x80072ee2")
+    );
+}
+
+#[test]
+fn device_auth_failed_and_prt_failure_become_events() {
+    let parsed = dsregcmd::parse(&fixture("dsregcmd_prt_failure.txt"), &ctx()).expect("parses");
+    let events: Vec<_> = parsed.events().collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0].error.as_ref().map(|e| e.message.as_str()),
+        Some("FAILED. Device is either disabled or deleted")
+    );
+    assert_eq!(
+        events[1]
+            .error
+            .as_ref()
+            .map(|e| (e.code, e.symbol.as_str())),
+        Some((0xc000_006d, "invalid_grant"))
+    );
+    assert_eq!(events[1].user_principal_name, "john@contoso.com");
+    let state = parsed.states().next().expect("snapshot");
+    assert_eq!(state.join_state, JoinState::HybridJoined as i32);
+    assert_eq!(state.tpm, None);
+}
+
+#[test]
+fn tpm_protected_and_tenant_details_fill_the_snapshot() {
+    let parsed = dsregcmd::parse(&fixture("dsregcmd_entra_joined.txt"), &ctx()).expect("parses");
+    assert_eq!(parsed.events().count(), 0);
+    let state = parsed.states().next().expect("snapshot");
+    assert_eq!(
+        state.tpm,
+        Some(TpmInfo {
+            present: true,
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        state.entra_tenant_id,
+        "72b988bf-86f1-41af-91ab-2d7cd011db47"
+    );
+    assert_eq!(
+        state.mdm_url,
+        "https://enrollment.manage.microsoft.com/EnrollmentServer/Discovery.svc"
+    );
+    assert_eq!(state.device_name, "CONTOSO-LT-0042");
+}
+
+#[test]
+fn event_ids_are_stable_across_reads() {
+    let a = dsregcmd::parse(&fixture("dsregcmd_discovery_failure.txt"), &ctx()).expect("parses");
+    let mut later = ctx();
+    later.now = time::macros::datetime!(2024-06-02 00:00:00 UTC);
+    let b = dsregcmd::parse(&fixture("dsregcmd_discovery_failure.txt"), &later).expect("parses");
+    let ids = |p: &fleetpulse_agent::sources::Parsed| {
+        p.events().map(|e| e.event_id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(ids(&a).len(), 2);
+}
+
+#[test]
+fn bad_input_is_rejected_with_the_line() {
+    assert_eq!(
+        parse_status("hello world\n"),
+        Err(ParseError::at_line(
+            1,
+            "expected a section banner \"+----+\", found \"hello world\""
+        ))
+    );
+    let text = section(
+        "Device State",
+        "  AzureAdJoined : YES\n  this line has no key",
+    );
+    assert_eq!(
+        parse_status(&text),
+        Err(ParseError::at_line(
+            7,
+            "expected \"Key : Value\", found \"this line has no key\""
+        ))
+    );
+    assert_eq!(
+        parse_status("\n\n"),
+        Err(ParseError::at_line(
+            3,
+            "no dsregcmd sections found (expected a \"| Device State |\" banner)"
+        ))
+    );
+    let truncated_mid_line = section("Device State", "  AzureAdJoi");
+    assert_eq!(
+        parse_status(&truncated_mid_line),
+        Err(ParseError::at_line(
+            6,
+            "expected \"Key : Value\", found \"AzureAdJoi\""
+        ))
+    );
+}

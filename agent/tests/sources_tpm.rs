@@ -1,0 +1,115 @@
+//! TPM parsers: `tpmtool getdeviceinformation` and `Get-Tpm`.
+
+#[path = "sources_support/mod.rs"]
+mod support;
+
+use fleetpulse_agent::inspect::InputKind;
+use fleetpulse_agent::sources::ParseError;
+use fleetpulse_agent::sources::tpm::{self, TpmFormat, parse_report};
+use fleetpulse_proto::v1::TpmInfo;
+use support::{ctx, fixture};
+
+#[test]
+fn tpmtool_sample_matches_golden() {
+    support::assert_golden(InputKind::Tpm, "tpmtool_getdeviceinformation.txt");
+}
+
+#[test]
+fn get_tpm_sample_matches_golden() {
+    support::assert_golden(InputKind::Tpm, "get_tpm.txt");
+}
+
+#[test]
+fn tpmtool_maps_to_tpm_info_and_keeps_nested_lockout_block() {
+    let report = parse_report(&fixture("tpmtool_getdeviceinformation.txt")).expect("parses");
+    assert_eq!(report.format, TpmFormat::Tpmtool);
+    assert_eq!(
+        report.tpm_info(),
+        TpmInfo {
+            present: true,
+            spec_version: "2.0".to_owned(),
+            ready: true,
+            manufacturer: "INTC".to_owned()
+        }
+    );
+    let lockout = report
+        .fields
+        .iter()
+        .find(|f| f.key == "Max Auth Fail")
+        .expect("nested field");
+    assert_eq!(lockout.group.as_deref(), Some("Lockout Information"));
+    assert_eq!(lockout.value, "32");
+    // "TPM Spec Version" (1.38) is the spec revision, not the TPM family.
+    assert_eq!(report.value("TPM Spec Version"), Some("1.38"));
+}
+
+#[test]
+fn get_tpm_maps_to_tpm_info_with_version_inferred_from_full20() {
+    let report = parse_report(&fixture("get_tpm.txt")).expect("parses");
+    assert_eq!(report.format, TpmFormat::GetTpm);
+    assert_eq!(
+        report.tpm_info(),
+        TpmInfo {
+            present: true,
+            spec_version: "1.2".to_owned(),
+            ready: false,
+            manufacturer: "IFX".to_owned()
+        }
+    );
+    let tpm20 = "TpmPresent : True\nTpmReady : True\nManufacturerId : 1229870147\nManufacturerVersionFull20 : 7.2.0.1\n";
+    assert_eq!(
+        parse_report(tpm20).expect("parses").tpm_info(),
+        TpmInfo {
+            present: true,
+            spec_version: "2.0".to_owned(),
+            ready: true,
+            manufacturer: "INTC".to_owned()
+        }
+    );
+}
+
+#[test]
+fn no_tpm_is_reported_as_absent() {
+    let parsed = tpm::parse("-TPM Present: False\r\n", &ctx()).expect("parses");
+    let state = parsed.states().next().expect("snapshot");
+    assert_eq!(state.tpm, Some(TpmInfo::default()));
+}
+
+#[test]
+fn get_tpm_continuation_lines_are_joined() {
+    let text = "TpmPresent : True\nSelfTest   : {1, 2, 3,\n             4}\n";
+    let report = parse_report(text).expect("parses");
+    assert_eq!(report.value("SelfTest"), Some("{1, 2, 3,4}"));
+}
+
+#[test]
+fn bad_input_is_rejected_with_the_line() {
+    assert_eq!(
+        parse_report(""),
+        Err(ParseError::at_line(
+            1,
+            "empty input (expected tpmtool or Get-Tpm output)"
+        ))
+    );
+    assert_eq!(
+        parse_report("\nhello\n"),
+        Err(ParseError::at_line(
+            2,
+            "expected \"-TPM Present: ...\" (tpmtool) or \"TpmPresent : ...\" (Get-Tpm), found \"hello\""
+        ))
+    );
+    assert_eq!(
+        parse_report("-TPM Present: True\n-TPM Vers"),
+        Err(ParseError::at_line(
+            2,
+            "expected \"-Key: Value\", found \"-TPM Vers\""
+        ))
+    );
+    assert_eq!(
+        parse_report("-TPM Version: 2.0\n"),
+        Err(ParseError::at_line(
+            2,
+            "missing \"TPM Present\" (truncated input?)"
+        ))
+    );
+}

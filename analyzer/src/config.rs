@@ -1,0 +1,306 @@
+//! Configuration: flags, `FLEETPULSE_ANALYZER_*` environment variables and a TOML file, in
+//! that order of precedence, then documented defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::insights::{InsightSettings, MAX_DEVICE_CAP};
+use crate::query::sql::valid_identifier;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// Storage flags shared by `serve`, `migrate` and `key`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StorageArgs {
+    /// TOML configuration file (keys as the long flags, with '_' for '-').
+    #[arg(long, env = "FLEETPULSE_ANALYZER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// ClickHouse HTTP URL [default: http://127.0.0.1:8123].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_CLICKHOUSE_URL")]
+    pub clickhouse_url: Option<String>,
+    /// ClickHouse database holding the raw tables and the rollups [default: fleetpulse].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_CLICKHOUSE_DATABASE")]
+    pub clickhouse_database: Option<String>,
+    #[arg(long, env = "FLEETPULSE_ANALYZER_CLICKHOUSE_USER")]
+    pub clickhouse_user: Option<String>,
+    #[arg(
+        long,
+        env = "FLEETPULSE_ANALYZER_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: Option<String>,
+    /// Control database for API keys: sqlite://FILE (created if missing) or postgres://...
+    /// [default: sqlite://fleetpulse-analyzer.db].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Seconds to wait after a rollup's cutover before backfilling history, covering batches
+    /// in flight and collector clock skew [default: 5].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_BACKFILL_GRACE_SECS")]
+    pub backfill_grace_secs: Option<u64>,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// HTTP listen address; port 0 picks a free port [default: 0.0.0.0:7602].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain; with --tls-key serves HTTPS.
+    #[arg(long, env = "FLEETPULSE_ANALYZER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "FLEETPULSE_ANALYZER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Written atomically as {"http":"127.0.0.1:PORT"} once the server is ready.
+    #[arg(long, env = "FLEETPULSE_ANALYZER_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Device enrollment limit assumed for tenants without one in `device_caps` [default: 5].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_DEFAULT_DEVICE_CAP")]
+    pub default_device_cap: Option<u32>,
+    /// Days without success or state after which a device counts as stale [default: 30].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_STALE_DAYS")]
+    pub stale_days: Option<u32>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    clickhouse_url: Option<String>,
+    clickhouse_database: Option<String>,
+    clickhouse_user: Option<String>,
+    clickhouse_password: Option<String>,
+    database_url: Option<String>,
+    backfill_grace_secs: Option<u64>,
+    listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    ready_file: Option<PathBuf>,
+    default_device_cap: Option<u32>,
+    stale_days: Option<u32>,
+    /// Per-tenant device enrollment limits, e.g. `[device_caps] contoso = 10`.
+    #[serde(default)]
+    device_caps: BTreeMap<String, u32>,
+}
+
+/// Resolved storage settings.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub clickhouse_url: String,
+    pub clickhouse_database: String,
+    pub clickhouse_user: Option<String>,
+    pub clickhouse_password: Option<String>,
+    pub database_url: String,
+    pub backfill_grace: Duration,
+}
+
+impl Storage {
+    /// A ClickHouse client (row validation off: 18.16 lacks RowBinaryWithNamesAndTypes).
+    pub fn clickhouse(&self) -> clickhouse::Client {
+        let mut c = clickhouse::Client::default()
+            .with_url(&self.clickhouse_url)
+            .with_validation(false);
+        if let Some(u) = &self.clickhouse_user {
+            c = c.with_user(u);
+        }
+        if let Some(p) = &self.clickhouse_password {
+            c = c.with_password(p);
+        }
+        c
+    }
+}
+
+/// Resolved `serve` settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub storage: Storage,
+    pub listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub ready_file: Option<PathBuf>,
+    pub insights: InsightSettings,
+}
+
+fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        source: Box::new(e),
+    })
+}
+
+fn storage(a: &StorageArgs, f: &FileConfig) -> Result<Storage, ConfigError> {
+    let db = a
+        .clickhouse_database
+        .clone()
+        .or_else(|| f.clickhouse_database.clone())
+        .unwrap_or_else(|| "fleetpulse".to_owned());
+    if !valid_identifier(&db) {
+        return Err(ConfigError::Invalid {
+            field: "clickhouse_database",
+            reason: format!("{db:?} is not a plain identifier (letters, digits, '_')"),
+        });
+    }
+    Ok(Storage {
+        clickhouse_url: a
+            .clickhouse_url
+            .clone()
+            .or_else(|| f.clickhouse_url.clone())
+            .unwrap_or_else(|| "http://127.0.0.1:8123".to_owned()),
+        clickhouse_database: db,
+        clickhouse_user: a
+            .clickhouse_user
+            .clone()
+            .or_else(|| f.clickhouse_user.clone()),
+        clickhouse_password: a
+            .clickhouse_password
+            .clone()
+            .or_else(|| f.clickhouse_password.clone()),
+        database_url: a
+            .database_url
+            .clone()
+            .or_else(|| f.database_url.clone())
+            .unwrap_or_else(|| "sqlite://fleetpulse-analyzer.db".to_owned()),
+        backfill_grace: Duration::from_secs(
+            a.backfill_grace_secs.or(f.backfill_grace_secs).unwrap_or(5),
+        ),
+    })
+}
+
+impl StorageArgs {
+    pub fn resolve(&self) -> Result<Storage, ConfigError> {
+        storage(self, &read_file(self.config.as_deref())?)
+    }
+}
+
+impl ServeArgs {
+    pub fn resolve(&self) -> Result<ServeConfig, ConfigError> {
+        let f = read_file(self.storage.config.as_deref())?;
+        let tls = match (
+            self.tls_cert.clone().or(f.tls_cert.clone()),
+            self.tls_key.clone().or(f.tls_key.clone()),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    field: "tls_key",
+                    reason: "required with tls_cert".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    field: "tls_cert",
+                    reason: "required with tls_key".into(),
+                });
+            }
+        };
+        let cap = self
+            .default_device_cap
+            .or(f.default_device_cap)
+            .unwrap_or(5);
+        let check_cap = |field: &'static str, c: u32| {
+            if (1..=MAX_DEVICE_CAP).contains(&c) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("{c} is outside 1..={MAX_DEVICE_CAP}"),
+                })
+            }
+        };
+        check_cap("default_device_cap", cap)?;
+        for c in f.device_caps.values() {
+            check_cap("device_caps", *c)?;
+        }
+        let stale_days = self.stale_days.or(f.stale_days).unwrap_or(30);
+        if stale_days == 0 || stale_days > 3650 {
+            return Err(ConfigError::Invalid {
+                field: "stale_days",
+                reason: format!("{stale_days} is outside 1..=3650"),
+            });
+        }
+        Ok(ServeConfig {
+            storage: storage(&self.storage, &f)?,
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7602))),
+            tls,
+            ready_file: self.ready_file.clone().or(f.ready_file),
+            insights: InsightSettings {
+                default_device_cap: cap,
+                device_caps: f.device_caps,
+                stale_days,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, "clickhouse_database = \"fp2\"\nlisten = \"127.0.0.1:9\"\n[device_caps]\ncontoso = 10\n")
+            .unwrap();
+        let mut a = ServeArgs::default();
+        a.storage.config = Some(path.clone());
+        let c = a.resolve().unwrap();
+        assert_eq!(c.storage.clickhouse_database, "fp2");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9");
+        assert_eq!(c.insights.device_caps.get("contoso"), Some(&10));
+        assert_eq!(c.storage.database_url, "sqlite://fleetpulse-analyzer.db");
+        a.storage.clickhouse_database = Some("bad-name".into());
+        assert!(matches!(
+            a.resolve(),
+            Err(ConfigError::Invalid {
+                field: "clickhouse_database",
+                ..
+            })
+        ));
+        std::fs::write(&path, "nope = 1\n").unwrap();
+        a.storage.clickhouse_database = None;
+        assert!(matches!(a.resolve(), Err(ConfigError::Parse { .. })));
+        std::fs::write(&path, "[device_caps]\nx = 16\n").unwrap();
+        assert!(matches!(
+            a.resolve(),
+            Err(ConfigError::Invalid {
+                field: "device_caps",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,393 @@
+//! Proactive insights: problems visible in state snapshots and events before (or without) a
+//! failure being reported. Each insight is one SQL producing `(tenant, subject, detail)` rows
+//! over raw tables, counted and listed with keyset pagination.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::query::QueryError;
+use crate::query::engine::{Bind, Engine, Sql};
+use crate::query::filters::FieldError;
+
+/// Per-tenant settings the insights need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsightSettings {
+    /// Device enrollment limit used when a tenant has none configured (Intune default 5).
+    pub default_device_cap: u32,
+    pub device_caps: BTreeMap<String, u32>,
+    /// Days without a successful enrollment or state snapshot after which a device is stale.
+    pub stale_days: u32,
+}
+
+impl Default for InsightSettings {
+    fn default() -> Self {
+        Self {
+            default_device_cap: 5,
+            device_caps: BTreeMap::new(),
+            stale_days: 30,
+        }
+    }
+}
+
+/// The largest device cap Intune allows.
+pub const MAX_DEVICE_CAP: u32 = 15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsightId {
+    DeviceCap,
+    TpmAutopilot,
+    Unlicensed,
+    NoAutoEnrollEvent,
+    Stale,
+}
+
+impl InsightId {
+    pub const ALL: [InsightId; 5] = [
+        Self::DeviceCap,
+        Self::TpmAutopilot,
+        Self::Unlicensed,
+        Self::NoAutoEnrollEvent,
+        Self::Stale,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeviceCap => "device_cap_near",
+            Self::TpmAutopilot => "autopilot_tpm_unsupported",
+            Self::Unlicensed => "unlicensed_users_enrolling",
+            Self::NoAutoEnrollEvent => "auto_enrollment_not_triggered",
+            Self::Stale => "stale_enrollments",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+
+    /// Whether the affected subjects are users (UPNs) or devices.
+    pub fn subject_kind(self) -> &'static str {
+        match self {
+            Self::DeviceCap | Self::Unlicensed => "user",
+            _ => "device",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::DeviceCap => "Users at or one below their device enrollment limit",
+            Self::TpmAutopilot => {
+                "Self-deploying / pre-provisioned Autopilot devices without TPM 2.0"
+            }
+            Self::Unlicensed => "Users attempting enrollment without an Intune licence",
+            Self::NoAutoEnrollEvent => "Joined Windows devices where MDM auto-enrollment never ran",
+            Self::Stale => "Stale enrollments",
+        }
+    }
+
+    pub fn cause(self) -> &'static str {
+        match self {
+            Self::DeviceCap => {
+                "The user's enrolled devices are at, or one below, the tenant's device enrollment limit; the next enrollment (a replacement phone, a reset laptop) will fail with DeviceCapReached (0x80180014 / MENROLL_E_DEVICECAPREACHED)."
+            }
+            Self::TpmAutopilot => {
+                "Self-deploying and pre-provisioning Autopilot modes need TPM 2.0 device attestation; a device without a TPM or with TPM 1.2 fails at attestation (0x800705B4 / 0x801C03EA family) or cannot be provisioned at all."
+            }
+            Self::Unlicensed => {
+                "The device reports the user as unlicensed while enrollment is being attempted; Intune rejects the enrollment (MENROLL_E_USERLICENSE 0x80180018, 'This account is not allowed on this phone')."
+            }
+            Self::NoAutoEnrollEvent => {
+                "The device is joined to Microsoft Entra (or hybrid/domain joined) but not MDM-enrolled, and never logged DeviceManagement-Enterprise-Diagnostics-Provider event 75 (success) or 76 (failure): automatic MDM enrollment was never triggered (GPO not applied, MDM user scope excluding the user, or the scheduled task missing)."
+            }
+            Self::Stale => {
+                "No successful enrollment event and no state snapshot from this device for the configured number of days: the device may be retired, wiped, offline, or its agent stopped reporting."
+            }
+        }
+    }
+
+    pub fn remediation(self) -> &'static str {
+        match self {
+            Self::DeviceCap => {
+                "Remove stale devices of the user in Intune and Entra ID (Devices > All devices), or raise the device limit restriction (at most 15), or enroll shared devices with a device enrollment manager account."
+            }
+            Self::TpmAutopilot => {
+                "Replace or upgrade the hardware to a TPM 2.0 device (enable the firmware TPM/PTT in UEFI if present), or assign these devices a user-driven Autopilot profile instead."
+            }
+            Self::Unlicensed => {
+                "Assign an Intune (or EMS/Microsoft 365 E3/E5) licence to the user, directly or through a group, then retry enrollment."
+            }
+            Self::NoAutoEnrollEvent => {
+                "Check the 'Enable automatic MDM enrollment using default Microsoft Entra credentials' policy (gpresult), the MDM user scope in Entra ID > Mobility, and the EnterpriseMgmt scheduled task; then run the task or 'deviceenroller.exe /c /AutoEnrollMDM'."
+            }
+            Self::Stale => {
+                "Confirm whether the device is still in use; if retired, delete it from Intune and Entra ID; otherwise check the agent and network connectivity and re-enroll."
+            }
+        }
+    }
+}
+
+/// One affected user or device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+pub struct Affected {
+    pub tenant: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InsightSummary {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub subject: &'static str,
+    pub count: u64,
+    pub cause: &'static str,
+    pub remediation: &'static str,
+    pub sample: Vec<Affected>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AffectedPage {
+    pub id: &'static str,
+    pub subject: &'static str,
+    pub count: u64,
+    pub items: Vec<Affected>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffectedCursor {
+    pub tenant: String,
+    pub subject: String,
+}
+
+impl AffectedCursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+    pub fn decode(s: &str) -> Result<Self, FieldError> {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| FieldError::new("cursor", "not a cursor returned by this endpoint"))
+    }
+}
+
+/// Latest snapshot per device: argMax over captured_at.
+fn latest_states(db: &str, sql: &mut Sql, tenant: Option<&str>) {
+    sql.push(&format!(
+        "SELECT tenant, device_id, argMax(platform, captured_at) AS platform, \
+         argMax(join_state, captured_at) AS join_state, argMax(mdm_enrolled, captured_at) AS mdm_enrolled, \
+         argMax(tpm_present, captured_at) AS tpm_present, argMax(tpm_spec_version, captured_at) AS tpm_spec_version, \
+         argMax(primary_user_upn, captured_at) AS upn, argMax(license_state, captured_at) AS license_state, \
+         argMax(last_attempt_at, captured_at) AS last_attempt_at, \
+         argMax(enrollment_method, captured_at) AS state_method, max(captured_at) AS captured \
+         FROM {db}.device_states"
+    ));
+    if let Some(t) = tenant {
+        sql.push(" WHERE tenant = ").bind(Bind::Str(t.to_owned()));
+    }
+    sql.push(" GROUP BY tenant, device_id");
+}
+
+fn tenant_clause(sql: &mut Sql, tenant: Option<&str>, first: bool) {
+    if let Some(t) = tenant {
+        sql.push(if first {
+            " WHERE tenant = "
+        } else {
+            " AND tenant = "
+        })
+        .bind(Bind::Str(t.to_owned()));
+    }
+}
+
+/// The `(tenant, subject, detail)` rows of one insight as of `now`.
+fn insight_sql(
+    engine: &Engine,
+    id: InsightId,
+    s: &InsightSettings,
+    tenant: Option<&str>,
+    now: u32,
+) -> Sql {
+    let db = engine.db();
+    let mut sql = Sql::default();
+    match id {
+        InsightId::DeviceCap => {
+            let (tenants, caps): (Vec<String>, Vec<u64>) = s
+                .device_caps
+                .iter()
+                .map(|(t, c)| (t.clone(), u64::from(*c)))
+                .unzip();
+            sql.push("SELECT tenant, upn AS subject, concat(toString(n), '/', toString(cap)) AS detail FROM (SELECT tenant, upn, count() AS n, ");
+            if tenants.is_empty() {
+                sql.push("toUInt64(")
+                    .bind(Bind::U64(u64::from(s.default_device_cap)))
+                    .push(")");
+            } else {
+                sql.push("transform(tenant, ")
+                    .bind(Bind::Strs(tenants))
+                    .push(", ")
+                    .bind(Bind::U64s(caps))
+                    .push(", toUInt64(")
+                    .bind(Bind::U64(u64::from(s.default_device_cap)))
+                    .push("))");
+            }
+            sql.push(" AS cap FROM (");
+            latest_states(db, &mut sql, tenant);
+            sql.push(
+                ") WHERE mdm_enrolled = 1 AND upn != '' GROUP BY tenant, upn) WHERE n + 1 >= cap",
+            );
+        }
+        InsightId::TpmAutopilot => {
+            sql.push(
+                "SELECT tenant, device_id AS subject, \
+                 if(tpm_present = 0, 'tpm missing', concat('tpm ', tpm_spec_version)) AS detail FROM (",
+            );
+            latest_states(db, &mut sql, tenant);
+            sql.push(&format!(
+                ") WHERE platform = 'windows' AND (tpm_present = 0 OR startsWith(tpm_spec_version, '1.')) \
+                 AND (state_method IN ('autopilot_self_deploying', 'autopilot_pre_provisioned') \
+                 OR (tenant, device_id) IN (SELECT tenant, device_id FROM {db}.enrollment_events \
+                 WHERE enrollment_method IN ('autopilot_self_deploying', 'autopilot_pre_provisioned')"
+            ));
+            tenant_clause(&mut sql, tenant, false);
+            sql.push("))");
+        }
+        InsightId::Unlicensed => {
+            sql.push(
+                "SELECT tenant, upn AS subject, concat(toString(count()), ' device(s)') AS detail FROM (",
+            );
+            latest_states(db, &mut sql, tenant);
+            sql.push(
+                ") WHERE license_state = 'unlicensed' AND upn != '' AND toUInt32(last_attempt_at) != 0 \
+                 GROUP BY tenant, upn",
+            );
+        }
+        InsightId::NoAutoEnrollEvent => {
+            sql.push("SELECT tenant, device_id AS subject, join_state AS detail FROM (");
+            latest_states(db, &mut sql, tenant);
+            sql.push(&format!(
+                ") WHERE platform = 'windows' AND mdm_enrolled = 0 \
+                 AND join_state IN ('entra_joined', 'hybrid_joined', 'domain_joined') \
+                 AND (tenant, device_id) NOT IN (SELECT tenant, device_id FROM {db}.enrollment_events \
+                 WHERE source_event_id IN (75, 76) AND position(source_channel, 'DeviceManagement-Enterprise-Diagnostics-Provider') > 0"
+            ));
+            tenant_clause(&mut sql, tenant, false);
+            sql.push(")");
+        }
+        InsightId::Stale => {
+            let cutoff = now.saturating_sub(s.stale_days.saturating_mul(86_400));
+            sql.push("SELECT tenant, device_id AS subject, concat('last seen ', toString(max(t))) AS detail FROM (");
+            sql.push(&format!(
+                "SELECT tenant, device_id, captured_at AS t FROM {db}.device_states"
+            ));
+            tenant_clause(&mut sql, tenant, true);
+            sql.push(&format!(
+                " UNION ALL SELECT tenant, device_id, occurred_at AS t FROM {db}.enrollment_events WHERE outcome = 'succeeded'"
+            ));
+            tenant_clause(&mut sql, tenant, false);
+            sql.push(") GROUP BY tenant, device_id HAVING max(t) < toDateTime(")
+                .bind(Bind::U32(cutoff))
+                .push(", 'UTC')");
+        }
+    }
+    sql
+}
+
+async fn count(engine: &Engine, inner: Sql) -> Result<u64, QueryError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT count() FROM (");
+    sql.append(inner);
+    sql.push(")");
+    Ok(sql.query(engine.client()).fetch_one().await?)
+}
+
+async fn page(
+    engine: &Engine,
+    inner: Sql,
+    cursor: Option<&AffectedCursor>,
+    limit: u64,
+) -> Result<Vec<Affected>, QueryError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT tenant, subject, detail FROM (");
+    sql.append(inner);
+    sql.push(")");
+    if let Some(c) = cursor {
+        sql.push(" WHERE tenant > ")
+            .bind(Bind::Str(c.tenant.clone()))
+            .push(" OR (tenant = ")
+            .bind(Bind::Str(c.tenant.clone()))
+            .push(" AND subject > ")
+            .bind(Bind::Str(c.subject.clone()))
+            .push(")");
+    }
+    sql.push(" ORDER BY tenant, subject LIMIT ")
+        .bind(Bind::U64(limit));
+    Ok(sql.query(engine.client()).fetch_all().await?)
+}
+
+/// All insights with their counts and first ten affected subjects.
+pub async fn list(
+    engine: &Engine,
+    s: &InsightSettings,
+    tenant: Option<&str>,
+    now: u32,
+) -> Result<Vec<InsightSummary>, QueryError> {
+    let mut out = Vec::new();
+    for id in InsightId::ALL {
+        let n = count(engine, insight_sql(engine, id, s, tenant, now)).await?;
+        let sample = page(engine, insight_sql(engine, id, s, tenant, now), None, 10).await?;
+        out.push(InsightSummary {
+            id: id.as_str(),
+            title: id.title(),
+            subject: id.subject_kind(),
+            count: n,
+            cause: id.cause(),
+            remediation: id.remediation(),
+            sample,
+        });
+    }
+    Ok(out)
+}
+
+/// One page of an insight's affected subjects, ordered by (tenant, subject).
+pub async fn affected(
+    engine: &Engine,
+    id: InsightId,
+    s: &InsightSettings,
+    tenant: Option<&str>,
+    now: u32,
+    cursor: Option<&AffectedCursor>,
+    limit: u64,
+) -> Result<AffectedPage, QueryError> {
+    let n = count(engine, insight_sql(engine, id, s, tenant, now)).await?;
+    let mut items = page(
+        engine,
+        insight_sql(engine, id, s, tenant, now),
+        cursor,
+        limit + 1,
+    )
+    .await?;
+    let more = items.len() as u64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(|a| {
+            AffectedCursor {
+                tenant: a.tenant.clone(),
+                subject: a.subject.clone(),
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(AffectedPage {
+        id: id.as_str(),
+        subject: id.subject_kind(),
+        count: n,
+        items,
+        next_cursor,
+    })
+}

@@ -1,0 +1,738 @@
+//! Builds and runs the aggregate queries (summary, breakdowns, time series, top codes).
+//! Every value is bound with `?`; only validated identifiers and fixed fragments are formatted.
+
+use std::sync::Arc;
+
+use clickhouse::Client;
+use serde::{Deserialize, Serialize};
+
+use super::QueryError;
+use super::classes::{ClassCache, RawSignal, SignalInfo, format_code};
+use super::filters::{Filters, SourceChoice};
+use super::plan::{Resolution, Segment, Source, plan};
+use super::sql::MESSAGE_KEY_SQL;
+
+/// A value bound to a `?` placeholder.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    U32(u32),
+    U64(u64),
+    Str(String),
+    U64s(Vec<u64>),
+    Strs(Vec<String>),
+}
+
+/// SQL text with its bound values, in placeholder order.
+#[derive(Debug, Default, Clone)]
+pub struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Sql {
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+    pub fn bind(&mut self, b: Bind) -> &mut Self {
+        self.text.push('?');
+        self.binds.push(b);
+        self
+    }
+    pub fn append(&mut self, other: Sql) {
+        self.text.push_str(&other.text);
+        self.binds.extend(other.binds);
+    }
+    /// Creates the clickhouse query with all binds applied.
+    pub fn query(&self, client: &Client) -> clickhouse::query::Query {
+        let mut q = client
+            .query(&self.text)
+            .with_setting("max_query_size", "16777216");
+        for b in &self.binds {
+            q = match b {
+                Bind::U32(v) => q.bind(*v),
+                Bind::U64(v) => q.bind(*v),
+                Bind::Str(v) => q.bind(v.as_str()),
+                Bind::U64s(v) => q.bind(v.as_slice()),
+                Bind::Strs(v) => q.bind(v.as_slice()),
+            };
+        }
+        q
+    }
+}
+
+/// Time bucket widths for time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    FiveMinutes,
+    FifteenMinutes,
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "5m" => Some(Self::FiveMinutes),
+            "15m" => Some(Self::FifteenMinutes),
+            "1h" => Some(Self::Hour),
+            "1d" => Some(Self::Day),
+            _ => None,
+        }
+    }
+    pub fn seconds(self) -> u32 {
+        match self {
+            Self::FiveMinutes => 300,
+            Self::FifteenMinutes => 900,
+            Self::Hour => 3_600,
+            Self::Day => 86_400,
+        }
+    }
+    fn function(self) -> &'static str {
+        match self {
+            Self::FiveMinutes => "toStartOfFiveMinute",
+            Self::FifteenMinutes => "toStartOfFifteenMinutes",
+            Self::Hour => "toStartOfHour",
+            Self::Day => "toStartOfDay",
+        }
+    }
+    fn resolution(self) -> Resolution {
+        match self {
+            Self::FiveMinutes | Self::FifteenMinutes => Resolution::SubHour,
+            Self::Hour => Resolution::Hour,
+            Self::Day => Resolution::Day,
+        }
+    }
+}
+
+/// Dimensions a breakdown can group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Category,
+    Code,
+    Platform,
+    OsVersion,
+    Method,
+    Tenant,
+    Stage,
+    Outcome,
+}
+
+impl Dimension {
+    pub const NAMES: &'static [&'static str] = &[
+        "category",
+        "code",
+        "platform",
+        "os_version",
+        "enrollment_method",
+        "tenant",
+        "stage",
+        "outcome",
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "category" => Self::Category,
+            "code" => Self::Code,
+            "platform" => Self::Platform,
+            "os_version" => Self::OsVersion,
+            "enrollment_method" | "method" => Self::Method,
+            "tenant" => Self::Tenant,
+            "stage" => Self::Stage,
+            "outcome" => Self::Outcome,
+            _ => return None,
+        })
+    }
+}
+
+/// A column the per-segment subqueries must produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Named(&'static str),
+    MessageKey,
+    Sig,
+    Ts(Bucket),
+}
+
+impl Col {
+    fn select(self, source: Source) -> String {
+        let raw = source == Source::Raw;
+        match self {
+            Col::Named(n) => n.to_owned(),
+            Col::MessageKey if raw => format!("{MESSAGE_KEY_SQL} AS message_key"),
+            Col::MessageKey => "message_key".to_owned(),
+            Col::Sig if raw => format!(
+                "cityHash64(error_code, error_has_code, error_symbol, {MESSAGE_KEY_SQL}, platform, stage, source_kind) AS sig"
+            ),
+            Col::Sig => {
+                "cityHash64(error_code, error_has_code, error_symbol, message_key, platform, stage, source_kind) AS sig"
+                    .to_owned()
+            }
+            Col::Ts(b) if raw => format!("{}(occurred_at) AS ts", b.function()),
+            Col::Ts(b) => format!("{}(bucket) AS ts", b.function()),
+        }
+    }
+    fn alias(self) -> &'static str {
+        match self {
+            Col::Named(n) => n,
+            Col::MessageKey => "message_key",
+            Col::Sig => "sig",
+            Col::Ts(_) => "ts",
+        }
+    }
+}
+
+/// Output aliases differ from the state columns' names (`events`, `devices`, `users`): an alias
+/// equal to a column name would shadow it inside the other aggregates.
+const METRICS: &str = "countMerge(events) AS n_events, \
+countMergeIf(events, outcome IN ('succeeded', 'failed')) AS attempts, \
+countMergeIf(events, outcome = 'failed') AS failures, \
+uniqMergeIf(devices, outcome = 'failed') AS affected_devices, \
+uniqIfMergeIf(users, outcome = 'failed') AS affected_users, \
+uniqMerge(devices) AS n_devices, \
+uniqIfMerge(users) AS n_users";
+
+/// Counts for one group. Events are stage observations; `attempts` are those with a terminal
+/// outcome (succeeded or failed); affected devices/users are unique among failed events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    pub events: u64,
+    pub attempts: u64,
+    pub failures: u64,
+    pub failure_rate: f64,
+    pub affected_devices: u64,
+    pub affected_users: u64,
+    pub devices: u64,
+    pub users: u64,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct MetricRow {
+    key: String,
+    events: u64,
+    attempts: u64,
+    failures: u64,
+    affected_devices: u64,
+    affected_users: u64,
+    devices: u64,
+    users: u64,
+}
+
+impl MetricRow {
+    fn metrics(&self) -> Metrics {
+        Metrics {
+            events: self.events,
+            attempts: self.attempts,
+            failures: self.failures,
+            failure_rate: if self.attempts == 0 {
+                0.0
+            } else {
+                self.failures as f64 / self.attempts as f64
+            },
+            affected_devices: self.affected_devices,
+            affected_users: self.affected_users,
+            devices: self.devices,
+            users: self.users,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakdownRow {
+    /// The group's value; for `code`, `0x%08X` or null when the events carried no code.
+    pub key: Option<String>,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CategoryCount {
+    pub category: String,
+    pub failures: u64,
+    pub affected_devices: u64,
+    pub affected_users: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub top_categories: Vec<CategoryCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    pub t: String,
+    #[serde(skip)]
+    pub ts: u32,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopCode {
+    pub code: Option<String>,
+    pub symbol: String,
+    pub category: String,
+    pub failures: u64,
+    pub affected_devices: u64,
+    pub affected_users: u64,
+    pub failure_reason: String,
+    pub cause: String,
+    pub remediation: String,
+    pub source_doc: String,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct SignalRow {
+    sig: u64,
+    error_code: u32,
+    error_has_code: u8,
+    error_symbol: String,
+    message_key: String,
+    platform: String,
+    stage: String,
+    source_kind: String,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct TsRow {
+    ts: u32,
+    events: u64,
+    attempts: u64,
+    failures: u64,
+    affected_devices: u64,
+    affected_users: u64,
+    devices: u64,
+    users: u64,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct TopCodeRow {
+    error_code: u32,
+    error_has_code: u8,
+    error_symbol: String,
+    category: String,
+    sample: u64,
+    failures: u64,
+    affected_devices: u64,
+    affected_users: u64,
+}
+
+/// Category assignment for the signals in scope, bound into `transform`.
+struct CategoryMap {
+    sigs: Vec<u64>,
+    cats: Vec<String>,
+}
+
+/// The aggregate query engine.
+pub struct Engine {
+    client: Client,
+    db: String,
+    cache: Arc<ClassCache>,
+}
+
+impl Engine {
+    /// `db` must be a validated identifier.
+    pub fn new(client: Client, db: String, cache: Arc<ClassCache>) -> Self {
+        Self { client, db, cache }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+    pub fn cache(&self) -> &Arc<ClassCache> {
+        &self.cache
+    }
+
+    fn segments(&self, f: &Filters, resolution: Resolution) -> Vec<Segment> {
+        plan(f.from, f.to, resolution, f.source == SourceChoice::Auto)
+    }
+
+    /// The `UNION ALL` of per-segment subqueries producing `cols` (+ states when `states`).
+    fn union(
+        &self,
+        segs: &[Segment],
+        cols: &[Col],
+        f: &Filters,
+        failed_only: bool,
+        states: bool,
+    ) -> Sql {
+        let mut sql = Sql::default();
+        for (i, seg) in segs.iter().enumerate() {
+            if i > 0 {
+                sql.push(" UNION ALL ");
+            }
+            let selects: Vec<String> = cols.iter().map(|c| c.select(seg.source)).collect();
+            let aliases: Vec<&str> = cols.iter().map(|c| c.alias()).collect();
+            sql.push("SELECT ").push(&selects.join(", "));
+            let raw = seg.source == Source::Raw;
+            if states {
+                if raw {
+                    sql.push(
+                        ", countState() AS events, uniqState(tenant, device_id) AS devices, \
+                         uniqIfState(tenant, user_principal_name, user_principal_name != '') AS users",
+                    );
+                } else {
+                    sql.push(", events, devices, users");
+                }
+            }
+            sql.push(&format!(" FROM {}.{} WHERE ", self.db, seg.source.table()));
+            let tcol = if raw { "occurred_at" } else { "bucket" };
+            sql.push(&format!("{tcol} >= toDateTime("))
+                .bind(Bind::U32(seg.from))
+                .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
+                .bind(Bind::U32(seg.to))
+                .push(", 'UTC')");
+            push_filters(&mut sql, f);
+            if failed_only {
+                sql.push(" AND outcome = 'failed'");
+            }
+            if raw || !states {
+                sql.push(" GROUP BY ").push(&aliases.join(", "));
+            }
+        }
+        sql
+    }
+
+    /// Classifies the distinct failed signals in scope and returns the non-`unknown` ones.
+    async fn category_map(&self, f: &Filters, segs: &[Segment]) -> Result<CategoryMap, QueryError> {
+        let cols = [
+            Col::Sig,
+            Col::Named("error_code"),
+            Col::Named("error_has_code"),
+            Col::Named("error_symbol"),
+            Col::MessageKey,
+            Col::Named("platform"),
+            Col::Named("stage"),
+            Col::Named("source_kind"),
+        ];
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT sig, any(error_code) AS error_code, any(error_has_code) AS error_has_code, \
+             any(error_symbol) AS error_symbol, any(message_key) AS message_key, any(platform) AS platform, \
+             any(stage) AS stage, any(source_kind) AS source_kind FROM (",
+        );
+        sql.append(self.union(segs, &cols, f, true, false));
+        sql.push(") GROUP BY sig");
+        let rows: Vec<SignalRow> = sql.query(&self.client).fetch_all().await?;
+        let mut map = CategoryMap {
+            sigs: Vec::new(),
+            cats: Vec::new(),
+        };
+        for r in rows {
+            let info = self.cache.classify(r.sig, &signal_of(&r));
+            if info.category != "unknown" {
+                map.sigs.push(r.sig);
+                map.cats.push(info.category.clone());
+            }
+        }
+        Ok(map)
+    }
+
+    fn category_expr(sql: &mut Sql, map: &CategoryMap) {
+        if map.sigs.is_empty() {
+            sql.push("if(outcome = 'failed', 'unknown', '')");
+        } else {
+            sql.push("if(outcome = 'failed', transform(sig, ")
+                .bind(Bind::U64s(map.sigs.clone()))
+                .push(", ")
+                .bind(Bind::Strs(map.cats.clone()))
+                .push(", 'unknown'), '')");
+        }
+    }
+
+    /// Groups by `dim` (or by nothing when None, giving one row keyed '').
+    async fn grouped(
+        &self,
+        f: &Filters,
+        dim: Option<Dimension>,
+        limit: u64,
+    ) -> Result<Vec<MetricRow>, QueryError> {
+        let segs = self.segments(f, Resolution::Day);
+        let needs_cat = f.category.is_some() || dim == Some(Dimension::Category);
+        let map = if needs_cat {
+            Some(self.category_map(f, &segs).await?)
+        } else {
+            None
+        };
+        let mut cols = vec![Col::Named("outcome")];
+        let key_expr: &str = match dim {
+            None => "''",
+            Some(Dimension::Category) => "category",
+            Some(Dimension::Code) => {
+                cols.extend([Col::Named("error_code"), Col::Named("error_has_code")]);
+                "if(error_has_code = 1, toString(error_code), '')"
+            }
+            Some(Dimension::Platform) => {
+                cols.push(Col::Named("platform"));
+                "platform"
+            }
+            Some(Dimension::OsVersion) => {
+                cols.push(Col::Named("os_version"));
+                "os_version"
+            }
+            Some(Dimension::Method) => {
+                cols.push(Col::Named("enrollment_method"));
+                "enrollment_method"
+            }
+            Some(Dimension::Tenant) => {
+                cols.push(Col::Named("tenant"));
+                "tenant"
+            }
+            Some(Dimension::Stage) => {
+                cols.push(Col::Named("stage"));
+                "stage"
+            }
+            Some(Dimension::Outcome) => "outcome",
+        };
+        if needs_cat {
+            cols.push(Col::Sig);
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(key_expr)
+            .push(" AS key, ")
+            .push(METRICS)
+            .push(" FROM (SELECT *");
+        if let Some(map) = &map {
+            sql.push(", ");
+            Self::category_expr(&mut sql, map);
+            sql.push(" AS category");
+        }
+        sql.push(" FROM (");
+        sql.append(self.union(&segs, &cols, f, dim == Some(Dimension::Category), true));
+        sql.push("))");
+        if let Some(c) = &f.category {
+            sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
+        }
+        if dim.is_some() {
+            sql.push(" GROUP BY key ORDER BY failures DESC, n_events DESC, key ASC LIMIT ")
+                .bind(Bind::U64(limit));
+        }
+        Ok(sql.query(&self.client).fetch_all().await?)
+    }
+
+    /// Totals for the range plus the five categories with most failures.
+    pub async fn summary(&self, f: &Filters) -> Result<Summary, QueryError> {
+        let totals = self.grouped(f, None, 1).await?;
+        let metrics = totals
+            .first()
+            .map(MetricRow::metrics)
+            .unwrap_or_else(|| MetricRow::zero().metrics());
+        let top = self.grouped(f, Some(Dimension::Category), 5).await?;
+        Ok(Summary {
+            metrics,
+            top_categories: top
+                .into_iter()
+                .filter(|r| r.failures > 0)
+                .map(|r| CategoryCount {
+                    category: r.key,
+                    failures: r.failures,
+                    affected_devices: r.affected_devices,
+                    affected_users: r.affected_users,
+                })
+                .collect(),
+        })
+    }
+
+    /// One row per value of `dim`, most failures first.
+    pub async fn breakdown(
+        &self,
+        f: &Filters,
+        dim: Dimension,
+        limit: u64,
+    ) -> Result<Vec<BreakdownRow>, QueryError> {
+        let rows = self.grouped(f, Some(dim), limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let key = match dim {
+                    Dimension::Code if r.key.is_empty() => None,
+                    Dimension::Code => r.key.parse::<u32>().ok().and_then(|c| format_code(c, true)),
+                    _ => Some(r.key.clone()),
+                };
+                BreakdownRow {
+                    key,
+                    metrics: r.metrics(),
+                }
+            })
+            .collect())
+    }
+
+    /// Metrics per time bucket over `[from, to)`, empty buckets included as zeros.
+    pub async fn timeseries(&self, f: &Filters, bucket: Bucket) -> Result<Vec<Point>, QueryError> {
+        let segs = self.segments(f, bucket.resolution());
+        let map = if f.category.is_some() {
+            Some(self.category_map(f, &segs).await?)
+        } else {
+            None
+        };
+        let mut cols = vec![Col::Named("outcome"), Col::Ts(bucket)];
+        if map.is_some() {
+            cols.push(Col::Sig);
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT toUInt32(ts) AS ts, ")
+            .push(METRICS)
+            .push(" FROM (SELECT *");
+        if let Some(map) = &map {
+            sql.push(", ");
+            Self::category_expr(&mut sql, map);
+            sql.push(" AS category");
+        }
+        sql.push(" FROM (");
+        sql.append(self.union(&segs, &cols, f, false, true));
+        sql.push("))");
+        if let Some(c) = &f.category {
+            sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
+        }
+        sql.push(" GROUP BY ts ORDER BY ts");
+        let rows: Vec<TsRow> = sql.query(&self.client).fetch_all().await?;
+        let step = bucket.seconds();
+        // Day buckets start at UTC midnight, sub-day buckets at multiples of their width.
+        let first = f.from / step * step;
+        let mut out = Vec::new();
+        let mut it = rows.into_iter().peekable();
+        let mut t = first;
+        while t < f.to {
+            let m = match it.peek() {
+                Some(r) if r.ts == t => {
+                    let r = it.next().map(|r| MetricRow {
+                        key: String::new(),
+                        events: r.events,
+                        attempts: r.attempts,
+                        failures: r.failures,
+                        affected_devices: r.affected_devices,
+                        affected_users: r.affected_users,
+                        devices: r.devices,
+                        users: r.users,
+                    });
+                    r.unwrap_or_else(MetricRow::zero).metrics()
+                }
+                _ => MetricRow::zero().metrics(),
+            };
+            out.push(Point {
+                t: super::filters::rfc3339(t),
+                ts: t,
+                metrics: m,
+            });
+            t = t.saturating_add(step);
+            if t == u32::MAX {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The codes (with symbol and category) behind most failures, with cause and remediation.
+    pub async fn top_codes(&self, f: &Filters, limit: u64) -> Result<Vec<TopCode>, QueryError> {
+        let segs = self.segments(f, Resolution::Day);
+        let map = self.category_map(f, &segs).await?;
+        let cols = [
+            Col::Named("outcome"),
+            Col::Named("error_code"),
+            Col::Named("error_has_code"),
+            Col::Named("error_symbol"),
+            Col::Sig,
+        ];
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT error_code, error_has_code, error_symbol, category, any(sig) AS sample, \
+             countMerge(events) AS failures, uniqMerge(devices) AS affected_devices, \
+             uniqIfMerge(users) AS affected_users FROM (SELECT *, ",
+        );
+        Self::category_expr(&mut sql, &map);
+        sql.push(" AS category FROM (");
+        sql.append(self.union(&segs, &cols, f, true, true));
+        sql.push("))");
+        if let Some(c) = &f.category {
+            sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
+        }
+        sql.push(
+            " GROUP BY error_code, error_has_code, error_symbol, category \
+             ORDER BY failures DESC, error_code, error_symbol LIMIT ",
+        )
+        .bind(Bind::U64(limit));
+        let rows: Vec<TopCodeRow> = sql.query(&self.client).fetch_all().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let info = self
+                    .cache
+                    .get(r.sample)
+                    .unwrap_or_else(|| Arc::new(unknown_info()));
+                TopCode {
+                    code: format_code(r.error_code, r.error_has_code == 1),
+                    symbol: r.error_symbol,
+                    category: r.category,
+                    failures: r.failures,
+                    affected_devices: r.affected_devices,
+                    affected_users: r.affected_users,
+                    failure_reason: info.failure_reason.clone(),
+                    cause: info.cause.clone(),
+                    remediation: info.remediation.clone(),
+                    source_doc: info.source_doc.clone(),
+                }
+            })
+            .collect())
+    }
+}
+
+impl MetricRow {
+    fn zero() -> Self {
+        Self {
+            key: String::new(),
+            events: 0,
+            attempts: 0,
+            failures: 0,
+            affected_devices: 0,
+            affected_users: 0,
+            devices: 0,
+            users: 0,
+        }
+    }
+}
+
+fn unknown_info() -> SignalInfo {
+    SignalInfo {
+        category: "unknown".to_owned(),
+        code: None,
+        failure_reason: "unknown".to_owned(),
+        cause: String::new(),
+        remediation: String::new(),
+        source_doc: String::new(),
+    }
+}
+
+fn signal_of(r: &SignalRow) -> RawSignal {
+    RawSignal {
+        code: (r.error_has_code == 1).then_some(r.error_code),
+        symbol: r.error_symbol.clone(),
+        message: r.message_key.clone(),
+        platform: r.platform.clone(),
+        source: r.source_kind.clone(),
+        stage: r.stage.clone(),
+    }
+}
+
+/// Appends the column filters shared by raw and rollup tables (all bound).
+pub fn push_filters(sql: &mut Sql, f: &Filters) {
+    let pairs: [(&str, &Option<String>); 6] = [
+        ("tenant", &f.tenant),
+        ("platform", &f.platform),
+        ("enrollment_method", &f.method),
+        ("os_version", &f.os_version),
+        ("stage", &f.stage),
+        ("outcome", &f.outcome),
+    ];
+    for (col, v) in pairs {
+        if let Some(v) = v {
+            sql.push(&format!(" AND {col} = "))
+                .bind(Bind::Str(v.clone()));
+        }
+    }
+}

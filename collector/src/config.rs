@@ -1,0 +1,563 @@
+//! Collector configuration: one flat set of keys, layered as TOML file < environment < flags.
+//!
+//! Every key exists in three spellings: `grpc_listen` in the TOML file,
+//! `FLEETPULSE_COLLECTOR_GRPC_LISTEN` in the environment and `--grpc-listen` on the command line.
+//! clap resolves flag-over-environment; this module applies the result over the file, so the
+//! precedence is file < environment < flag. Unknown TOML keys are an error (a typo must not
+//! silently fall back to a default).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// Default gRPC listen address (agents connect here).
+pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:7600";
+/// Default HTTP listen address (`/healthz`, `/readyz`, `/metrics`).
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:7601";
+/// Default ClickHouse HTTP endpoint.
+pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+/// Default ClickHouse database (created if missing).
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "fleetpulse";
+/// Default control-plane database: a SQLite file in the working directory, created if missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://fleetpulse-collector.db";
+
+/// The collector's settings after layering. See the `--help` text of each flag for meanings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address; port 0 picks a free port. Default 0.0.0.0:7600.
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address for health and metrics; port 0 picks a free port. Default 0.0.0.0:7601.
+    pub http_listen: SocketAddr,
+    /// ClickHouse HTTP URL. Default http://127.0.0.1:8123.
+    pub clickhouse_url: String,
+    /// ClickHouse database holding the raw tables. Default `fleetpulse`.
+    pub clickhouse_database: String,
+    /// ClickHouse user; the server's default user when absent.
+    pub clickhouse_user: Option<String>,
+    /// ClickHouse password; none when absent.
+    pub clickhouse_password: Option<String>,
+    /// Control-plane database (tokens, agents, batch ledger): `sqlite://FILE` or `postgres://...`.
+    pub database_url: String,
+    /// PEM certificate chain for gRPC TLS; plaintext gRPC when absent.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle; when set, agents must present a client certificate signed by it (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// File written atomically once the collector is ready: `{"grpc":"ADDR","http":"ADDR"}`.
+    pub ready_file: Option<PathBuf>,
+    /// Maximum items in one Push. Default 5000.
+    pub max_batch_items: u32,
+    /// Maximum encoded bytes of one Push. Default 4 MiB.
+    pub max_batch_bytes: u32,
+    /// How far in the future a timestamp may be, in seconds. Default 86400 (24 h).
+    pub max_future_skew_secs: u32,
+    /// Days of data kept in ClickHouse; also the maximum age of an accepted item. Default 90.
+    pub retention_days: u32,
+    /// The writer flushes once this many rows are pending. Default 50000.
+    pub flush_rows: usize,
+    /// The writer flushes pending rows at least this often, in milliseconds. Default 200.
+    pub flush_interval_ms: u64,
+    /// Rows accepted but not yet confirmed by ClickHouse; beyond this Push answers UNAVAILABLE.
+    /// Default 200000.
+    pub max_pending_rows: usize,
+    /// Timeout of one ClickHouse insert or query, in seconds. Default 10.
+    pub clickhouse_timeout_secs: u64,
+    /// How long a Push owns its batch in the ledger before another attempt may take it over,
+    /// in seconds. Must exceed twice the ClickHouse timeout. Default 30.
+    pub batch_lease_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_listen: parse_default_addr(DEFAULT_GRPC_LISTEN),
+            http_listen: parse_default_addr(DEFAULT_HTTP_LISTEN),
+            clickhouse_url: DEFAULT_CLICKHOUSE_URL.to_owned(),
+            clickhouse_database: DEFAULT_CLICKHOUSE_DATABASE.to_owned(),
+            clickhouse_user: None,
+            clickhouse_password: None,
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            ready_file: None,
+            max_batch_items: 5000,
+            max_batch_bytes: 4 * 1024 * 1024,
+            max_future_skew_secs: 24 * 3600,
+            retention_days: 90,
+            flush_rows: 50_000,
+            flush_interval_ms: 200,
+            max_pending_rows: 200_000,
+            clickhouse_timeout_secs: 10,
+            batch_lease_secs: 30,
+        }
+    }
+}
+
+/// Parses one of the address constants above; they are literals checked by a unit test.
+fn parse_default_addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `file` (when given) over the defaults, applies `overrides`, then checks the result.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: impl FnOnce(&mut Config),
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        overrides(&mut config);
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text over the defaults (missing keys keep their default).
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks cross-field rules that serde cannot express.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if let Err(e) = crate::store::validate_identifier(&self.clickhouse_database) {
+            return invalid(format!("clickhouse_database: {e}"));
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return invalid(format!(
+                "database_url: {:?} is neither sqlite:... nor postgres://...",
+                self.database_url
+            ));
+        }
+        if self.max_batch_items == 0 {
+            return invalid("max_batch_items: must be at least 1".into());
+        }
+        if self.max_batch_bytes < 1024 {
+            return invalid(format!(
+                "max_batch_bytes: {} is below the minimum of 1024",
+                self.max_batch_bytes
+            ));
+        }
+        if self.max_batch_bytes > 256 * 1024 * 1024 {
+            return invalid(format!(
+                "max_batch_bytes: {} is above the maximum of 268435456 (256 MiB)",
+                self.max_batch_bytes
+            ));
+        }
+        if self.retention_days == 0 {
+            return invalid("retention_days: must be at least 1".into());
+        }
+        if self.retention_days > 36500 {
+            return invalid(format!(
+                "retention_days: {} is above the maximum of 36500",
+                self.retention_days
+            ));
+        }
+        if self.flush_rows == 0 {
+            return invalid("flush_rows: must be at least 1".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return invalid("flush_interval_ms: must be at least 1".into());
+        }
+        if self.max_pending_rows < self.max_batch_items as usize {
+            return invalid(format!(
+                "max_pending_rows: {} is below max_batch_items ({}); one batch could never fit",
+                self.max_pending_rows, self.max_batch_items
+            ));
+        }
+        if self.clickhouse_timeout_secs == 0 {
+            return invalid("clickhouse_timeout_secs: must be at least 1".into());
+        }
+        if self.batch_lease_secs < 2 * self.clickhouse_timeout_secs + 5 {
+            return invalid(format!(
+                "batch_lease_secs: {} must be at least 2 * clickhouse_timeout_secs + 5 = {} \
+                 (a lease must outlive every write attempt made under it)",
+                self.batch_lease_secs,
+                2 * self.clickhouse_timeout_secs + 5
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_cert is set but tls_key is not".into()),
+            (None, Some(_)) => return invalid("tls_key is set but tls_cert is not".into()),
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return invalid("tls_client_ca requires tls_cert and tls_key (mTLS needs TLS)".into());
+        }
+        Ok(())
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    pub fn clickhouse_timeout(&self) -> Duration {
+        Duration::from_secs(self.clickhouse_timeout_secs)
+    }
+
+    pub fn batch_lease(&self) -> Duration {
+        Duration::from_secs(self.batch_lease_secs)
+    }
+
+    /// The oldest accepted timestamp, as an age: the retention.
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 86_400)
+    }
+
+    /// tonic's decode limit: a little above `max_batch_bytes`, so a slightly oversized batch is
+    /// decoded and answered with our own RESOURCE_EXHAUSTED message naming the limit, while a
+    /// huge one is refused by tonic before it is buffered whole.
+    pub fn grpc_decode_limit(&self) -> usize {
+        self.max_batch_bytes as usize + 64 * 1024
+    }
+}
+
+/// Flags shared by `serve` and `migrate`: every configuration key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML file with any of the keys below in snake_case (e.g. `grpc_listen = "0.0.0.0:7600"`).
+    /// Precedence: file < environment < flag. Unknown keys are an error.
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address the gRPC ingest service listens on; port 0 picks a free port (see --ready-file).
+    /// [default: 0.0.0.0:7600]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_GRPC_LISTEN", value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// Address of the HTTP server for /healthz, /readyz and /metrics; port 0 picks a free port.
+    /// [default: 0.0.0.0:7601]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// ClickHouse HTTP interface URL. [default: http://127.0.0.1:8123]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_URL", value_name = "URL")]
+    pub clickhouse_url: Option<String>,
+
+    /// ClickHouse database for the raw tables; created if missing. Letters, digits and `_`,
+    /// not starting with a digit. [default: fleetpulse]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_DATABASE", value_name = "NAME")]
+    pub clickhouse_database: Option<String>,
+
+    /// ClickHouse user. [default: the server's default user]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_USER", value_name = "USER")]
+    pub clickhouse_user: Option<String>,
+
+    /// ClickHouse password (prefer the environment variable over the flag). [default: none]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: Option<String>,
+
+    /// Control-plane database holding enrollment tokens, agent credentials (hashed) and the batch
+    /// ledger: `sqlite://FILE` (created if missing) or `postgres://USER:PASS@HOST/DB`. Several
+    /// collectors may share one PostgreSQL database. [default: sqlite://fleetpulse-collector.db]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key). [default: plaintext]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching --tls-cert.
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: require every gRPC client to present a certificate signed by it (mTLS).
+    /// The agent credential is still required. [default: no client certificate required]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_TLS_CLIENT_CA", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Once migrations ran and both listeners are bound, write this file atomically with the
+    /// bound addresses as JSON: {"grpc":"127.0.0.1:PORT","http":"127.0.0.1:PORT"}
+    /// (an unspecified listen IP is written as the loopback address). [default: not written]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Maximum number of items in one Push; larger batches get RESOURCE_EXHAUSTED.
+    /// [default: 5000]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_MAX_BATCH_ITEMS", value_name = "N")]
+    pub max_batch_items: Option<u32>,
+
+    /// Maximum encoded size of one Push in bytes; larger batches get RESOURCE_EXHAUSTED.
+    /// [default: 4194304 (4 MiB)]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_MAX_BATCH_BYTES", value_name = "BYTES")]
+    pub max_batch_bytes: Option<u32>,
+
+    /// How far ahead of the collector's clock a timestamp may be, in seconds; items beyond are
+    /// rejected. [default: 86400 (24 h)]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_MAX_FUTURE_SKEW_SECS", value_name = "SECS")]
+    pub max_future_skew_secs: Option<u32>,
+
+    /// Days of data kept: daily partitions older than this are dropped hourly, and items older
+    /// than this are rejected on Push. [default: 90]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
+
+    /// The ClickHouse writer flushes as soon as this many rows are pending. [default: 50000]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_FLUSH_ROWS", value_name = "ROWS")]
+    pub flush_rows: Option<usize>,
+
+    /// The writer flushes pending rows at least this often (also the longest a small Push
+    /// waits for its acknowledgement). [default: 200]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_FLUSH_INTERVAL_MS", value_name = "MS")]
+    pub flush_interval_ms: Option<u64>,
+
+    /// Rows handed to the writer but not yet confirmed by ClickHouse; when full, Push answers
+    /// UNAVAILABLE at once instead of buffering. [default: 200000]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_MAX_PENDING_ROWS", value_name = "ROWS")]
+    pub max_pending_rows: Option<usize>,
+
+    /// Timeout of each ClickHouse insert and query, in seconds. [default: 10]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_TIMEOUT_SECS", value_name = "SECS")]
+    pub clickhouse_timeout_secs: Option<u64>,
+
+    /// How long one Push owns its batch in the ledger before a retry may take it over (after a
+    /// crash), in seconds; at least 2 * clickhouse-timeout-secs + 5. [default: 30]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_BATCH_LEASE_SECS", value_name = "SECS")]
+    pub batch_lease_secs: Option<u64>,
+}
+
+impl ConfigArgs {
+    /// Layers file < environment/flags and checks the result.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.config.as_deref(), |c| self.apply(c))
+    }
+
+    fn apply(&self, c: &mut Config) {
+        fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+            if let Some(v) = src {
+                *dst = v.clone();
+            }
+        }
+        fn set_opt<T: Clone>(dst: &mut Option<T>, src: &Option<T>) {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        }
+        set(&mut c.grpc_listen, &self.grpc_listen);
+        set(&mut c.http_listen, &self.http_listen);
+        set(&mut c.clickhouse_url, &self.clickhouse_url);
+        set(&mut c.clickhouse_database, &self.clickhouse_database);
+        set_opt(&mut c.clickhouse_user, &self.clickhouse_user);
+        set_opt(&mut c.clickhouse_password, &self.clickhouse_password);
+        set(&mut c.database_url, &self.database_url);
+        set_opt(&mut c.tls_cert, &self.tls_cert);
+        set_opt(&mut c.tls_key, &self.tls_key);
+        set_opt(&mut c.tls_client_ca, &self.tls_client_ca);
+        set_opt(&mut c.ready_file, &self.ready_file);
+        set(&mut c.max_batch_items, &self.max_batch_items);
+        set(&mut c.max_batch_bytes, &self.max_batch_bytes);
+        set(&mut c.max_future_skew_secs, &self.max_future_skew_secs);
+        set(&mut c.retention_days, &self.retention_days);
+        set(&mut c.flush_rows, &self.flush_rows);
+        set(&mut c.flush_interval_ms, &self.flush_interval_ms);
+        set(&mut c.max_pending_rows, &self.max_pending_rows);
+        set(&mut c.clickhouse_timeout_secs, &self.clickhouse_timeout_secs);
+        set(&mut c.batch_lease_secs, &self.batch_lease_secs);
+    }
+}
+
+/// Flags of the administrative commands (`token`, `agent`): only the control database matters.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ControlArgs {
+    /// TOML config file (same format as for `serve`); only `database_url` is used here.
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Control-plane database: `sqlite://FILE` (created if missing) or `postgres://...`.
+    /// [default: sqlite://fleetpulse-collector.db]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+}
+
+impl ControlArgs {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.config.as_deref(), |c| {
+            if let Some(url) = &self.database_url {
+                c.database_url.clone_from(url);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConfigArgs,
+    }
+
+    #[test]
+    fn default_address_constants_parse() {
+        assert_eq!(DEFAULT_GRPC_LISTEN.parse::<SocketAddr>().unwrap(), Config::default().grpc_listen);
+        assert_eq!(DEFAULT_HTTP_LISTEN.parse::<SocketAddr>().unwrap(), Config::default().http_listen);
+        assert_eq!(Config::default().grpc_listen.port(), 7600);
+        assert_eq!(Config::default().http_listen.port(), 7601);
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.clickhouse_url, "http://127.0.0.1:8123");
+        assert_eq!(c.clickhouse_database, "fleetpulse");
+        assert_eq!(c.database_url, "sqlite://fleetpulse-collector.db");
+        assert_eq!(c.max_batch_items, 5000);
+        assert_eq!(c.max_batch_bytes, 4_194_304);
+        assert_eq!(c.max_future_skew_secs, 86_400);
+        assert_eq!(c.retention_days, 90);
+        assert_eq!(c.flush_rows, 50_000);
+        assert_eq!(c.flush_interval_ms, 200);
+        assert_eq!(c.max_pending_rows, 200_000);
+        assert_eq!(c.clickhouse_timeout_secs, 10);
+        assert_eq!(c.batch_lease_secs, 30);
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn file_then_flags_layering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "clickhouse_database = \"from_file\"\nflush_rows = 7\nretention_days = 30\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--config",
+            path.to_str().unwrap(),
+            "--flush-rows",
+            "9",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let c = cli.args.load().unwrap();
+        assert_eq!(c.clickhouse_database, "from_file");
+        assert_eq!(c.flush_rows, 9, "flag wins over file");
+        assert_eq!(c.retention_days, 30, "file wins over default");
+        assert_eq!(c.grpc_listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.http_listen.port(), 7601, "default kept");
+    }
+
+    #[test]
+    fn env_sits_between_file_and_flag() {
+        // A variable name no other test uses, so parallel tests do not interfere.
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "max_pending_rows")
+            .unwrap();
+        assert_eq!(
+            arg.get_env().unwrap(),
+            std::ffi::OsStr::new("FLEETPULSE_COLLECTOR_MAX_PENDING_ROWS")
+        );
+        // Every flag has its FLEETPULSE_COLLECTOR_<UPPER_SNAKE> variable.
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let expected = format!("FLEETPULSE_COLLECTOR_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(a.get_env().map(|e| e.to_str().unwrap().to_owned()), Some(expected));
+        }
+    }
+
+    #[test]
+    fn unknown_toml_key_is_rejected_with_its_name() {
+        let err = Config::from_toml("grpc_listn = \"0.0.0.0:1\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `grpc_listn`"), "{text}");
+        assert!(text.contains("grpc_listen"), "lists the valid keys: {text}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = Config {
+            clickhouse_database: "bad-name".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.check().unwrap_err().to_string(),
+            "invalid configuration: clickhouse_database: \"bad-name\" is not an identifier \
+             ([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)"
+        );
+        c.clickhouse_database = "ok".into();
+        c.batch_lease_secs = 10;
+        assert_eq!(
+            c.check().unwrap_err().to_string(),
+            "invalid configuration: batch_lease_secs: 10 must be at least 2 * \
+             clickhouse_timeout_secs + 5 = 25 (a lease must outlive every write attempt made \
+             under it)"
+        );
+        c.batch_lease_secs = 30;
+        c.tls_key = Some("k.pem".into());
+        assert_eq!(
+            c.check().unwrap_err().to_string(),
+            "invalid configuration: tls_key is set but tls_cert is not"
+        );
+        c.tls_key = None;
+        c.database_url = "mysql://x".into();
+        assert_eq!(
+            c.check().unwrap_err().to_string(),
+            "invalid configuration: database_url: \"mysql://x\" is neither sqlite:... nor postgres://..."
+        );
+    }
+}

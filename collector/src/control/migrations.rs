@@ -1,0 +1,149 @@
+//! Versioned control-plane migrations, applied at start and by `fleetpulse-collector migrate`.
+//!
+//! A tiny runner rather than `sqlx::migrate!`: the same portable DDL runs on SQLite and
+//! PostgreSQL, each version is recorded in `control_schema_migrations` and applied once, and
+//! every statement is `IF NOT EXISTS`, so a run interrupted between a statement and its record
+//! is safe to repeat. On PostgreSQL an advisory lock serialises collectors starting together.
+
+use sqlx::{Any, Transaction};
+
+use super::{Backend, ControlDb, ControlError, now_ms};
+
+/// One migration: a version, a name, and statements that are each idempotent.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    statements: &'static [&'static str],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "tokens_agents_ledger",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS enrollment_tokens (
+            id VARCHAR(32) PRIMARY KEY,
+            tenant VARCHAR(64) NOT NULL,
+            secret_hash VARCHAR(64) NOT NULL,
+            description TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            revoked_at BIGINT
+        )",
+        "CREATE TABLE IF NOT EXISTS agents (
+            id VARCHAR(36) PRIMARY KEY,
+            tenant VARCHAR(64) NOT NULL,
+            device_id VARCHAR(128) NOT NULL,
+            hostname TEXT NOT NULL,
+            platform VARCHAR(32) NOT NULL,
+            agent_version VARCHAR(64) NOT NULL,
+            secret_hash VARCHAR(64) NOT NULL,
+            token_id VARCHAR(32) NOT NULL,
+            created_at BIGINT NOT NULL,
+            revoked_at BIGINT,
+            last_seen_at BIGINT
+        )",
+        "CREATE INDEX IF NOT EXISTS agents_tenant ON agents (tenant)",
+        "CREATE TABLE IF NOT EXISTS ingest_batches (
+            agent_id VARCHAR(36) NOT NULL,
+            batch_seq BIGINT NOT NULL,
+            tenant VARCHAR(64) NOT NULL,
+            digest VARCHAR(64) NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            item_count BIGINT NOT NULL,
+            accepted BIGINT NOT NULL,
+            rejects TEXT NOT NULL,
+            owner VARCHAR(64) NOT NULL,
+            lease_until BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (agent_id, batch_seq)
+        )",
+        "CREATE INDEX IF NOT EXISTS ingest_batches_created ON ingest_batches (created_at)",
+    ],
+}];
+
+const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS control_schema_migrations (
+    version BIGINT PRIMARY KEY,
+    name VARCHAR(128) NOT NULL,
+    applied_at BIGINT NOT NULL
+)";
+
+/// Arbitrary constant naming the migration advisory lock on PostgreSQL.
+const PG_LOCK_KEY: i64 = 0x0f1e_e7_c0_11;
+
+/// Applies every migration not yet recorded; returns the versions applied by this call.
+pub async fn run(db: &ControlDb) -> Result<Vec<i64>, ControlError> {
+    let mut tx: Transaction<'_, Any> = db.pool().begin().await?;
+    if db.backend() == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(CREATE_VERSIONS).execute(&mut *tx).await?;
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM control_schema_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        let err = |source| ControlError::Migration {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        for statement in m.statements {
+            sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;
+        }
+        sqlx::query(
+            "INSERT INTO control_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
+             ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        applied.push(m.version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::test_support;
+
+    #[tokio::test]
+    async fn sqlite_migrations_apply_once() {
+        let (_dir, db) = test_support::sqlite().await; // `open` already ran them
+        assert_eq!(run(&db).await.unwrap(), Vec::<i64>::new(), "second run applies nothing");
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM control_schema_migrations ORDER BY version")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(versions, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn postgres_migrations_apply_once_even_concurrently() {
+        let Some(pg) = test_support::postgres() else { return };
+        let db = test_support::connect_retrying(&pg.url).await;
+        let (a, b) = tokio::join!(run(&db), run(&db));
+        let mut applied = [a.unwrap(), b.unwrap()];
+        applied.sort();
+        assert_eq!(applied, [vec![], vec![1]], "exactly one run applies version 1");
+        assert_eq!(run(&db).await.unwrap(), Vec::<i64>::new());
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM control_schema_migrations")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+}

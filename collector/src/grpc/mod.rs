@@ -1,0 +1,103 @@
+//! The gRPC server: the ingest service, gRPC health (SERVING while ClickHouse answers) and
+//! server reflection, optionally over TLS with client certificates.
+
+pub mod auth;
+pub mod service;
+
+use std::{path::Path, sync::Arc};
+
+use fleetpulse_proto::v1::ingest_service_server::IngestServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::{config::Config, store::writer::StoreHealth};
+pub use service::{IngestSvc, Shared};
+
+/// Errors starting or running the gRPC server.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("reading {what} {path}: {source}")]
+    ReadPem {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Serve(tonic::transport::Error),
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, GrpcError> {
+    std::fs::read(path).map_err(|source| GrpcError::ReadPem {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The TLS settings from the configuration, or None for plaintext.
+pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, GrpcError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read_pem("TLS certificate", cert)?,
+        read_pem("TLS key", key)?,
+    );
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read_pem("client CA", ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Serves gRPC on `listener` until `shutdown` completes, then waits for in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    svc: IngestSvc,
+    config: &Config,
+    health: Arc<StoreHealth>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let mut serving = health.subscribe();
+    let follow = tokio::spawn(async move {
+        loop {
+            let up = *serving.borrow_and_update();
+            if up {
+                reporter.set_serving::<IngestServiceServer<IngestSvc>>().await;
+                reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            } else {
+                reporter.set_not_serving::<IngestServiceServer<IngestSvc>>().await;
+                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            }
+            if serving.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fleetpulse_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let ingest = IngestServiceServer::new(svc)
+        .max_decoding_message_size(config.grpc_decode_limit())
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let mut builder = Server::builder();
+    if let Some(tls) = tls_config(config)? {
+        builder = builder.tls_config(tls).map_err(GrpcError::Tls)?;
+    }
+    let result = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ingest)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(GrpcError::Serve);
+    follow.abort();
+    result
+}

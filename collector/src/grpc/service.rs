@@ -1,0 +1,568 @@
+//! `fleetpulse.v1.IngestService`: Register, Push and GetLimits.
+//!
+//! Push is the hot path: authenticate (one SELECT), check limits, validate every item, digest,
+//! reserve writer room, claim the batch in the ledger (one INSERT), encode rows, write them
+//! through the shared writer and wait for ClickHouse, mark the batch stored (one UPDATE),
+//! answer. See `control::ledger` for why this stores every accepted item exactly once.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use fleetpulse_proto::v1::{
+    GetLimitsRequest, ItemRejection as WireRejection, Limits, PushRequest, PushResponse,
+    RegisterRequest, RegisterResponse, TelemetryItem, ingest_service_server::IngestService,
+    telemetry_item::Kind,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::auth;
+use crate::{
+    control::{
+        ControlDb, ControlError,
+        agents::{AgentIdentity, NewAgent},
+        ledger::{BatchKey, Claim, StoredReject},
+        now_ms,
+        tokens::AuthError,
+    },
+    digest::batch_digest,
+    metrics::Metrics,
+    store::{
+        Store,
+        recovery::{find_existing, remove_existing},
+        rows::{RowContext, Rows, event_row, heartbeat_row, platform_name, state_row},
+        writer::WriterHandle,
+    },
+    validate::{self, BatchError, Checked, ItemRejection, Rules, Validation, limits},
+};
+
+/// How often an agent's `last_seen_at` is written at most (it costs a control-DB write).
+const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
+/// At most this many offending fields are listed in an INVALID_ARGUMENT message.
+const LISTED_REJECTIONS: usize = 20;
+
+/// Everything a request needs.
+pub struct Shared {
+    pub control: Arc<ControlDb>,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub metrics: Arc<Metrics>,
+    pub rules: Rules,
+    pub lease: Duration,
+    /// Random per process, in every log line of a push, to tell collectors apart.
+    pub collector_id: String,
+    last_seen: Mutex<HashMap<Arc<str>, Instant>>,
+}
+
+impl Shared {
+    pub fn new(
+        control: Arc<ControlDb>,
+        store: Store,
+        writer: WriterHandle,
+        metrics: Arc<Metrics>,
+        rules: Rules,
+        lease: Duration,
+        collector_id: String,
+    ) -> Self {
+        Self {
+            control,
+            store,
+            writer,
+            metrics,
+            rules,
+            lease,
+            collector_id,
+            last_seen: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// The tonic service; clones share state.
+#[derive(Clone)]
+pub struct IngestSvc {
+    shared: Arc<Shared>,
+}
+
+impl IngestSvc {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn limits(&self) -> Limits {
+        let r = &self.shared.rules;
+        Limits {
+            max_batch_items: r.max_batch_items,
+            max_batch_bytes: r.max_batch_bytes,
+            max_future_skew_seconds: max_future_skew_secs_u32(r),
+            max_age_seconds: u32::try_from(r.max_age_secs()).unwrap_or(u32::MAX),
+        }
+    }
+
+    async fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<AgentIdentity, Status> {
+        let m = &self.shared.metrics;
+        let token = auth::bearer(metadata).map_err(|f| {
+            m.auth_failure(f.reason());
+            auth::unauthenticated(&f)
+        })?;
+        match self.shared.control.authenticate_agent(token).await {
+            Ok(identity) => {
+                self.note_seen(&identity);
+                Ok(identity)
+            }
+            Err(AuthError::Failure(f)) => {
+                m.auth_failure(f.reason());
+                Err(auth::unauthenticated(&f))
+            }
+            Err(AuthError::Db(e)) => Err(control_unavailable(&ControlError::Query(e))),
+        }
+    }
+
+    /// Updates `last_seen_at` in the background, at most once a minute per agent.
+    fn note_seen(&self, identity: &AgentIdentity) {
+        let now = Instant::now();
+        let due = match self.shared.last_seen.lock() {
+            Ok(mut map) => match map.get(&identity.agent_id) {
+                Some(at) if now.duration_since(*at) < LAST_SEEN_EVERY => false,
+                _ => {
+                    map.insert(identity.agent_id.clone(), now);
+                    true
+                }
+            },
+            Err(_) => false,
+        };
+        if due {
+            let control = self.shared.control.clone();
+            let agent = identity.agent_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = control.touch_agent(&agent, now_ms()).await {
+                    tracing::debug!(error = %e, agent_id = %agent, "updating last_seen_at failed");
+                }
+            });
+        }
+    }
+}
+
+fn max_future_skew_secs_u32(r: &Rules) -> u32 {
+    u32::try_from(r.max_future_skew_secs).unwrap_or(u32::MAX)
+}
+
+fn control_unavailable(e: &ControlError) -> Status {
+    tracing::warn!(error = %e, "control database error");
+    Status::unavailable(format!("control database unavailable: {e}; retry later"))
+}
+
+fn batch_status(e: BatchError) -> Status {
+    match e {
+        BatchError::InvalidArgument(m) => Status::invalid_argument(m),
+        BatchError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        BatchError::PermissionDenied(m) => Status::permission_denied(m),
+    }
+}
+
+fn status_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument => "invalid_argument",
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Unavailable => "unavailable",
+        _ => "other",
+    }
+}
+
+fn kind_name(item: &TelemetryItem) -> &'static str {
+    match &item.kind {
+        Some(Kind::Event(_)) => "event",
+        Some(Kind::State(_)) => "state",
+        Some(Kind::Heartbeat(_)) => "heartbeat",
+        None => "empty",
+    }
+}
+
+/// Metric label of a rejected field: `items[3].event.attributes["k"]` -> `attributes`.
+fn field_label(field: &str) -> &str {
+    let after_index = field.split_once("].").map_or(field, |(_, rest)| rest);
+    let after_kind = after_index.split_once('.').map_or(after_index, |(_, rest)| rest);
+    after_kind.split('[').next().unwrap_or(after_kind)
+}
+
+fn to_wire(r: &ItemRejection) -> WireRejection {
+    WireRejection {
+        index: r.index,
+        field: r.field.clone(),
+        reason: r.reason.clone(),
+    }
+}
+
+fn stored_to_wire(r: StoredReject) -> WireRejection {
+    WireRejection {
+        index: r.index,
+        field: r.field,
+        reason: r.reason,
+    }
+}
+
+/// Encodes the valid items into rows, consuming the request's items.
+fn encode(items: Vec<TelemetryItem>, validation: &Validation, ctx: &RowContext) -> Rows {
+    let mut rows = Rows::default();
+    for (item, checked) in items.into_iter().zip(&validation.checked) {
+        match (item.kind, checked) {
+            (
+                Some(Kind::Event(e)),
+                Some(Checked::Event {
+                    event_id,
+                    occurred_at,
+                    occurred_ms,
+                }),
+            ) => rows
+                .events
+                .push(event_row(ctx, e, *event_id, *occurred_at, *occurred_ms)),
+            (
+                Some(Kind::State(s)),
+                Some(Checked::State {
+                    captured_at,
+                    last_attempt_at,
+                }),
+            ) => rows
+                .states
+                .push(state_row(ctx, s, *captured_at, *last_attempt_at)),
+            (Some(Kind::Heartbeat(h)), Some(Checked::Heartbeat { sent_at })) => {
+                rows.heartbeats.push(heartbeat_row(ctx, h, *sent_at))
+            }
+            _ => {}
+        }
+    }
+    rows
+}
+
+fn unix_now() -> (i64, u32) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (i64::try_from(secs).unwrap_or(i64::MAX), u32::try_from(secs).unwrap_or(u32::MAX))
+}
+
+impl IngestSvc {
+    async fn push_inner(&self, identity: AgentIdentity, req: PushRequest) -> Result<PushResponse, Status> {
+        let s = &self.shared;
+        let m = &s.metrics;
+        validate::check_batch(&req, req.encoded_len(), &s.rules).map_err(batch_status)?;
+        let mut per_kind = [0u64; 3];
+        for item in &req.items {
+            match &item.kind {
+                Some(Kind::Event(_)) => per_kind[0] += 1,
+                Some(Kind::State(_)) => per_kind[1] += 1,
+                Some(Kind::Heartbeat(_)) => per_kind[2] += 1,
+                None => {}
+            }
+        }
+        for (kind, n) in ["event", "state", "heartbeat"].iter().zip(per_kind) {
+            m.items(&m.items_received, kind, n);
+        }
+
+        let (now_secs, received_at) = unix_now();
+        let validation = validate::validate_items(&req.items, &identity.agent_id, &s.rules, now_secs)
+            .map_err(batch_status)?;
+        let accepted = validation.accepted();
+        let invalid_all = req.all_or_nothing && !validation.rejections.is_empty();
+        let digest = batch_digest(&req.items);
+        let batch_seq = req.batch_seq;
+        let seq = i64::try_from(batch_seq).map_err(|_| Status::invalid_argument("batch_seq: too large"))?;
+
+        // Refuse quickly, before touching the ledger, when the rows could not be written.
+        let permit = if accepted > 0 && !invalid_all {
+            Some(s.writer.try_reserve(accepted).map_err(|r| Status::unavailable(r.to_string()))?)
+        } else {
+            None
+        };
+
+        let lease_deadline = Instant::now() + s.lease;
+        let claim_at = now_ms();
+        let key = BatchKey {
+            tenant: &identity.tenant,
+            agent_id: &identity.agent_id,
+            batch_seq: seq,
+            digest: &digest,
+            item_count: req.items.len() as i64,
+        };
+        let lease_ms = i64::try_from(s.lease.as_millis()).unwrap_or(i64::MAX);
+        let claim = s
+            .control
+            .claim_batch(&key, claim_at, lease_ms)
+            .await
+            .map_err(|e| control_unavailable(&e))?;
+        let (owner, first_seen_ms) = match claim {
+            Claim::Duplicate { accepted, rejects } => {
+                m.batches_duplicate.inc();
+                tracing::info!(accepted, "duplicate batch; nothing stored again");
+                return Ok(PushResponse {
+                    batch_seq,
+                    accepted,
+                    rejected: rejects.into_iter().map(stored_to_wire).collect(),
+                    duplicate: true,
+                });
+            }
+            Claim::DigestMismatch => {
+                return Err(Status::failed_precondition(format!(
+                    "batch_seq {batch_seq} was already used for different contents; \
+                     give new contents a new sequence number"
+                )));
+            }
+            Claim::Busy { lease_remaining_ms } => {
+                return Err(Status::unavailable(format!(
+                    "batch {batch_seq} is being stored by another request; retry in {}s",
+                    (lease_remaining_ms + 999) / 1000
+                )));
+            }
+            Claim::Fresh { owner } => (owner, None),
+            Claim::TakenOver { owner, first_seen_ms } => (owner, Some(first_seen_ms)),
+        };
+
+        if invalid_all {
+            let result = match first_seen_ms {
+                None => s.control.abandon_batch(&identity.agent_id, seq, &owner).await,
+                Some(_) => s.control.release_batch(&identity.agent_id, seq, &owner, now_ms()).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "releasing the claim of an invalid batch failed");
+            }
+            for r in &validation.rejections {
+                m.item_rejected(kind_name(&req.items[r.index as usize]), field_label(&r.field));
+            }
+            return Err(Status::invalid_argument(validate::summarize(
+                &validation.rejections,
+                LISTED_REJECTIONS,
+            )));
+        }
+
+        // From here on this request owns the batch until `lease_deadline`.
+        let rejected_kinds: Vec<(&'static str, usize)> = validation
+            .rejections
+            .iter()
+            .map(|r| (kind_name(&req.items[r.index as usize]), r.index as usize))
+            .collect();
+        let ctx = RowContext {
+            tenant: identity.tenant.clone(),
+            agent_id: identity.agent_id.clone(),
+            batch_seq,
+            received_at,
+            registered_device_id: identity.device_id.clone(),
+        };
+        let mut rows = encode(req.items, &validation, &ctx);
+        let stored_kinds = [rows.events.len(), rows.states.len(), rows.heartbeats.len()];
+
+        let release = |lease_until: i64| {
+            let control = s.control.clone();
+            let agent = identity.agent_id.clone();
+            let owner = owner.clone();
+            async move {
+                if let Err(e) = control.release_batch(&agent, seq, &owner, lease_until).await {
+                    tracing::warn!(error = %e, "releasing the batch lease failed; it expires on its own");
+                }
+            }
+        };
+
+        if let Some(first_seen_ms) = first_seen_ms {
+            let first_seen_secs = u32::try_from(first_seen_ms / 1000).unwrap_or(0);
+            match find_existing(&s.store, &identity.tenant, &identity.agent_id, batch_seq, &rows, first_seen_secs).await {
+                Ok(existing) => {
+                    let removed = remove_existing(&mut rows, existing);
+                    tracing::info!(already_stored = removed, to_store = rows.len(), "recovering a batch taken over from an earlier attempt");
+                }
+                Err(e) => {
+                    release(now_ms()).await;
+                    s.writer.health().mark_down(&e.to_string());
+                    return Err(Status::unavailable(format!(
+                        "ClickHouse is unavailable ({e}); keep the batch and retry later"
+                    )));
+                }
+            }
+        }
+
+        if !rows.is_empty() {
+            let Some(permit) = permit else {
+                release(now_ms()).await;
+                return Err(Status::internal("no writer reservation for a batch with rows"));
+            };
+            if let Err(e) = s.writer.write(rows, permit, lease_deadline).await {
+                let settle = if e.uncertain {
+                    i64::try_from(s.store.timeout().as_millis()).unwrap_or(i64::MAX)
+                } else {
+                    0
+                };
+                release(now_ms() + settle).await;
+                return Err(Status::unavailable(format!(
+                    "storing the batch failed: {e}; keep the batch and retry later"
+                )));
+            }
+        }
+
+        let rejects: Vec<StoredReject> = validation
+            .rejections
+            .iter()
+            .map(|r| StoredReject {
+                index: r.index,
+                field: r.field.clone(),
+                reason: r.reason.clone(),
+            })
+            .collect();
+        let accepted = u32::try_from(accepted).unwrap_or(u32::MAX);
+        match s
+            .control
+            .finish_batch(&identity.agent_id, seq, &owner, accepted, &rejects, now_ms())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("lease lost before finishing; the rows are stored and the new owner recovers"),
+            Err(e) => {
+                // The rows are stored but not marked: a resend recovers after the lease and
+                // stores nothing twice. Tell the agent to resend.
+                return Err(control_unavailable(&e));
+            }
+        }
+
+        m.batches_accepted.inc();
+        for (kind, n) in ["event", "state", "heartbeat"].iter().zip(stored_kinds) {
+            m.items(&m.items_accepted, kind, n as u64);
+        }
+        for (r, (kind, _)) in validation.rejections.iter().zip(&rejected_kinds) {
+            m.item_rejected(kind, field_label(&r.field));
+        }
+        tracing::debug!(accepted, rejected = validation.rejections.len(), "batch stored");
+        Ok(PushResponse {
+            batch_seq,
+            accepted,
+            rejected: validation.rejections.iter().map(to_wire).collect(),
+            duplicate: false,
+        })
+    }
+
+    async fn register_inner(&self, req: RegisterRequest) -> Result<RegisterResponse, Status> {
+        let s = &self.shared;
+        let token = match s.control.verify_enrollment_token(&req.enrollment_token).await {
+            Ok(t) => t,
+            Err(AuthError::Failure(f)) => {
+                s.metrics.auth_failure(f.reason());
+                return Err(auth::unauthenticated(&f));
+            }
+            Err(AuthError::Db(e)) => return Err(control_unavailable(&ControlError::Query(e))),
+        };
+        let check = |field: &str, value: &str, min: usize, max: usize| -> Result<(), Status> {
+            if value.len() < min {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: required ({min}..={max} bytes)"
+                )));
+            }
+            if value.len() > max {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: is {} bytes; at most {max} allowed",
+                    value.len()
+                )));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: contains a control character"
+                )));
+            }
+            Ok(())
+        };
+        check("device_id", &req.device_id, 1, limits::DEVICE_ID)?;
+        check("hostname", &req.hostname, 0, limits::HOSTNAME)?;
+        check("agent_version", &req.agent_version, 0, limits::AGENT_VERSION)?;
+        let platform = platform_name(req.platform);
+        let (record, credential) = s
+            .control
+            .register_agent(
+                &token,
+                &NewAgent {
+                    device_id: &req.device_id,
+                    hostname: &req.hostname,
+                    platform: &platform,
+                    agent_version: &req.agent_version,
+                },
+            )
+            .await
+            .map_err(|e| control_unavailable(&e))?;
+        s.metrics.registrations.inc();
+        tracing::info!(
+            tenant = %record.tenant,
+            agent_id = %record.id,
+            device_id = %record.device_id,
+            token_id = %record.token_id,
+            "agent registered"
+        );
+        Ok(RegisterResponse {
+            agent_id: record.id,
+            agent_credential: credential,
+            tenant: record.tenant,
+            limits: Some(self.limits()),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestSvc {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let span = tracing::info_span!("register", collector = %self.shared.collector_id);
+        self.register_inner(request.into_inner())
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let m = &self.shared.metrics;
+        m.batches_received.inc();
+        let identity = match self.authenticate(request.metadata()).await {
+            Ok(i) => i,
+            Err(status) => {
+                m.batch_rejected(status_label(status.code()));
+                return Err(status);
+            }
+        };
+        let req = request.into_inner();
+        let span = tracing::info_span!(
+            "push",
+            collector = %self.shared.collector_id,
+            tenant = %identity.tenant,
+            agent_id = %identity.agent_id,
+            batch_seq = req.batch_seq,
+            items = req.items.len(),
+        );
+        match self.push_inner(identity, req).instrument(span.clone()).await {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(status) => {
+                m.batch_rejected(status_label(status.code()));
+                span.in_scope(|| {
+                    tracing::info!(code = ?status.code(), message = status.message(), "push refused")
+                });
+                Err(status)
+            }
+        }
+    }
+
+    async fn get_limits(&self, request: Request<GetLimitsRequest>) -> Result<Response<Limits>, Status> {
+        self.authenticate(request.metadata()).await?;
+        Ok(Response::new(self.limits()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_labels_drop_index_kind_and_keys() {
+        assert_eq!(field_label("items[3].event.occurred_at"), "occurred_at");
+        assert_eq!(field_label("items[3].event.error.message"), "error.message");
+        assert_eq!(field_label("items[0].event.attributes[\"k\"]"), "attributes");
+        assert_eq!(field_label("items[1].kind"), "kind");
+    }
+}

@@ -1,0 +1,190 @@
+//! Prometheus metrics of the collector, served on `/metrics` in the OpenMetrics text format.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ItemLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Every metric, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub batches_received: Counter,
+    pub batches_accepted: Counter,
+    pub batches_duplicate: Counter,
+    /// Pushes refused as a whole, by gRPC status (invalid_argument, unavailable, ...).
+    pub batches_rejected: Family<ReasonLabel, Counter>,
+    pub items_received: Family<KindLabel, Counter>,
+    pub items_accepted: Family<KindLabel, Counter>,
+    /// Items rejected individually, by kind and reason (the offending field's name).
+    pub items_rejected: Family<ItemLabels, Counter>,
+    pub flush_rows: Histogram,
+    pub flush_seconds: Histogram,
+    pub clickhouse_errors: Counter,
+    pub pending_rows: Gauge,
+    pub auth_failures: Family<ReasonLabel, Counter>,
+    pub registrations: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fleetpulse_collector");
+        let m = Self {
+            batches_received: Counter::default(),
+            batches_accepted: Counter::default(),
+            batches_duplicate: Counter::default(),
+            batches_rejected: Family::default(),
+            items_received: Family::default(),
+            items_accepted: Family::default(),
+            items_rejected: Family::default(),
+            flush_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            clickhouse_errors: Counter::default(),
+            pending_rows: Gauge::default(),
+            auth_failures: Family::default(),
+            registrations: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("batches_received", "Push requests received", m.batches_received.clone());
+        registry.register(
+            "batches_accepted",
+            "Push requests answered OK with their rows newly stored",
+            m.batches_accepted.clone(),
+        );
+        registry.register(
+            "batches_duplicate",
+            "Push requests answered OK as duplicates of a stored batch",
+            m.batches_duplicate.clone(),
+        );
+        registry.register(
+            "batches_rejected",
+            "Push requests refused as a whole, by gRPC status",
+            m.batches_rejected.clone(),
+        );
+        registry.register("items_received", "Items received, by kind", m.items_received.clone());
+        registry.register(
+            "items_accepted",
+            "Items durably stored, by kind",
+            m.items_accepted.clone(),
+        );
+        registry.register(
+            "items_rejected",
+            "Items rejected by validation, by kind and offending field",
+            m.items_rejected.clone(),
+        );
+        registry.register("flush_rows", "Rows per ClickHouse flush", m.flush_rows.clone());
+        registry.register(
+            "flush_seconds",
+            "Duration of successful ClickHouse flushes",
+            m.flush_seconds.clone(),
+        );
+        registry.register(
+            "clickhouse_errors",
+            "Failed ClickHouse flushes",
+            m.clickhouse_errors.clone(),
+        );
+        registry.register(
+            "pending_rows",
+            "Rows handed to the writer and not yet confirmed",
+            m.pending_rows.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused credentials and enrollment tokens, by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register("registrations", "Agents registered", m.registrations.clone());
+        Self { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn batch_rejected(&self, reason: &str) {
+        self.batches_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn items(&self, family: &Family<KindLabel, Counter>, kind: &str, n: u64) {
+        if n > 0 {
+            family
+                .get_or_create(&KindLabel {
+                    kind: kind.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    pub fn item_rejected(&self, kind: &str, reason: &str) {
+        self.items_rejected
+            .get_or_create(&ItemLabels {
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_names_and_labels() {
+        let m = Metrics::new();
+        m.batches_received.inc();
+        m.batch_rejected("invalid_argument");
+        m.item_rejected("event", "occurred_at");
+        m.pending_rows.inc_by(5);
+        let text = m.render();
+        assert!(text.contains("fleetpulse_collector_batches_received_total 1"), "{text}");
+        assert!(text.contains("fleetpulse_collector_batches_rejected_total{reason=\"invalid_argument\"} 1"));
+        assert!(text.contains("fleetpulse_collector_items_rejected_total{kind=\"event\",reason=\"occurred_at\"} 1"));
+        assert!(text.contains("fleetpulse_collector_pending_rows 5"));
+        assert!(text.contains("fleetpulse_collector_flush_seconds_bucket"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

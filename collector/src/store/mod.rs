@@ -1,0 +1,133 @@
+//! ClickHouse: the raw tables, their migrations, the batched writer, recovery queries and
+//! retention. Talks HTTP through the official `clickhouse` crate with schema validation off
+//! (18.16 lacks `RowBinaryWithNamesAndTypes`), so inserts are plain RowBinary with LZ4.
+
+pub mod migrations;
+pub mod recovery;
+pub mod retention;
+pub mod rows;
+pub mod writer;
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// Errors talking to ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("ClickHouse did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("ClickHouse migration {version} ({name}), statement {statement}: {source}")]
+    Migration {
+        version: u32,
+        name: &'static str,
+        statement: usize,
+        source: clickhouse::error::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Checks that `name` can be spliced into SQL as a database name: `[A-Za-z_][A-Za-z0-9_]*`,
+/// at most 64 characters. The only identifier ever formatted into SQL text.
+pub fn validate_identifier(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let ok = match bytes.next() {
+        Some(first) => {
+            (first.is_ascii_alphabetic() || first == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && name.len() <= 64
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not an identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)"
+        ))
+    }
+}
+
+/// A handle on the ClickHouse server and database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: clickhouse::Client,
+    db: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("db", &self.db).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    pub fn new(config: &Config) -> Result<Self, StoreError> {
+        validate_identifier(&config.clickhouse_database).map_err(StoreError::Invalid)?;
+        let mut client = clickhouse::Client::default()
+            .with_url(&config.clickhouse_url)
+            .with_validation(false);
+        if let Some(user) = &config.clickhouse_user {
+            client = client.with_user(user);
+        }
+        if let Some(password) = &config.clickhouse_password {
+            client = client.with_password(password);
+        }
+        Ok(Self {
+            client,
+            db: config.clickhouse_database.clone(),
+            timeout: config.clickhouse_timeout(),
+        })
+    }
+
+    pub fn client(&self) -> &clickhouse::Client {
+        &self.client
+    }
+
+    /// The validated database name.
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `fut` under the ClickHouse timeout.
+    pub async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    /// `SELECT 1`, for readiness and recovery probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(self.client.query("SELECT 1").execute()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        for ok in ["fleetpulse", "_x", "a1_b2", "A"] {
+            validate_identifier(ok).unwrap();
+        }
+        for bad in ["", "1abc", "a-b", "a.b", "a b", "a`b", "é", &"a".repeat(65)] {
+            assert_eq!(
+                validate_identifier(bad).unwrap_err(),
+                format!("{bad:?} is not an identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)")
+            );
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The single ClickHouse writer: coalesces the rows of many concurrent pushes into large
+//! inserts and tells each push whether its rows were confirmed.
+//!
+//! One background task owns all inserts. A push reserves room for its rows first
+//! (`try_reserve`, a semaphore of `max_pending_rows` permits): when the room is gone, or while
+//! ClickHouse is known to be down (the last flush failed and no probe has succeeded since), the
+//! push is refused at once with UNAVAILABLE and the agent keeps its batch. Memory is therefore
+//! bounded by `max_pending_rows` rows plus one batch.
+//!
+//! The task flushes when `flush_rows` rows are pending or `flush_interval` after the first
+//! pending row, inserting each table's rows in one RowBinary insert (LZ4). Each push is
+//! completed only after every insert of its flush returned OK; any failure fails every push of
+//! the flush (the ledger recovers partially written ones). A push whose ledger lease would not
+//! outlive a full insert attempt is failed before the insert starts (see `control::ledger`).
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+
+use super::{
+    Store,
+    rows::{EventRow, HeartbeatRow, Rows, StateRow},
+};
+use crate::metrics::Metrics;
+
+/// Tuning of the writer (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub flush_rows: usize,
+    pub flush_interval: Duration,
+    pub max_pending_rows: usize,
+    /// Bound of one whole flush (all tables).
+    pub timeout: Duration,
+}
+
+/// Why rows were not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteError {
+    pub message: String,
+    /// True when the server may still be applying the insert (timeout, broken connection):
+    /// recovery must wait for it to settle before looking.
+    pub uncertain: bool,
+}
+
+/// Why a push cannot even be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("ClickHouse is unavailable ({0}); keep the batch and retry later")]
+    ClickHouseDown(String),
+    #[error(
+        "the collector is overloaded: {pending} rows are waiting for ClickHouse (limit {limit}); \
+         keep the batch and retry later"
+    )]
+    Overloaded { pending: usize, limit: usize },
+    #[error("the collector is shutting down; retry against another collector or later")]
+    ShuttingDown,
+}
+
+/// Whether ClickHouse is believed reachable, shared by the writer, the probe and the services.
+#[derive(Debug)]
+pub struct StoreHealth {
+    down: AtomicBool,
+    last_error: Mutex<String>,
+    /// Broadcasts `true` while serving (for gRPC health).
+    serving: watch::Sender<bool>,
+}
+
+impl StoreHealth {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            down: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+            serving: watch::Sender::new(true),
+        })
+    }
+
+    /// The last error when ClickHouse is known down.
+    pub fn down_reason(&self) -> Option<String> {
+        if self.down.load(Ordering::Acquire) {
+            Some(
+                self.last_error
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or_else(|_| "unknown error".into()),
+            )
+        } else {
+            None
+        }
+    }
+
+    pub fn mark_down(&self, error: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            error.clone_into(&mut e);
+        }
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(error, "ClickHouse marked down; pushes are refused until it answers");
+            self.serving.send_replace(false);
+        }
+    }
+
+    pub fn mark_up(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("ClickHouse answers again; accepting pushes");
+            self.serving.send_replace(true);
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+}
+
+struct Request {
+    rows: Rows,
+    /// Latest instant at which an insert of these rows may start.
+    start_by: Instant,
+    done: oneshot::Sender<Result<(), WriteError>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Cheap-to-clone handle used by pushes.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::UnboundedSender<Request>,
+    permits: Arc<Semaphore>,
+    max_pending: usize,
+    health: Arc<StoreHealth>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl WriterHandle {
+    /// Reserves room for `rows` rows, or explains at once why not.
+    pub fn try_reserve(&self, rows: usize) -> Result<OwnedSemaphorePermit, Refusal> {
+        if let Some(reason) = self.health.down_reason() {
+            return Err(Refusal::ClickHouseDown(reason));
+        }
+        if self.tx.is_closed() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let n = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
+        self.permits
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| Refusal::Overloaded {
+                pending: self.max_pending - self.permits.available_permits(),
+                limit: self.max_pending,
+            })
+    }
+
+    /// Queues `rows` and waits for ClickHouse's verdict. `lease_until` is when the push's
+    /// ledger lease ends: the rows are only written if a whole insert fits before it.
+    pub async fn write(
+        &self,
+        rows: Rows,
+        permit: OwnedSemaphorePermit,
+        lease_until: Instant,
+    ) -> Result<(), WriteError> {
+        let n = rows.len() as i64;
+        let (done, wait) = oneshot::channel();
+        let start_by = lease_until
+            .checked_sub(self.timeout)
+            .unwrap_or_else(Instant::now);
+        self.metrics.pending_rows.inc_by(n);
+        let sent = self.tx.send(Request {
+            rows,
+            start_by,
+            done,
+            _permit: permit,
+        });
+        let result = match sent {
+            Ok(()) => wait.await.unwrap_or_else(|_| {
+                Err(WriteError {
+                    message: "the writer stopped before confirming the rows".into(),
+                    uncertain: true,
+                })
+            }),
+            Err(_) => Err(WriteError {
+                message: "the collector is shutting down".into(),
+                uncertain: false,
+            }),
+        };
+        self.metrics.pending_rows.dec_by(n);
+        result
+    }
+
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+}
+
+/// Starts the writer task. It ends once every handle is dropped and the last rows are flushed.
+pub fn spawn(
+    store: Store,
+    config: WriterConfig,
+    health: Arc<StoreHealth>,
+    metrics: Arc<Metrics>,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = WriterHandle {
+        tx,
+        permits: Arc::new(Semaphore::new(config.max_pending_rows)),
+        max_pending: config.max_pending_rows,
+        health: health.clone(),
+        timeout: config.timeout,
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn(run(store, config, health, metrics, rx));
+    (handle, task)
+}
+
+async fn run(
+    store: Store,
+    config: WriterConfig,
+    health: Arc<StoreHealth>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
+    let tables = Tables::new(store.db());
+    let mut batch: Vec<Request> = Vec::new();
+    loop {
+        let Some(first) = rx.recv().await else { break };
+        let mut rows = first.rows.len();
+        batch.push(first);
+        let flush_at = tokio::time::Instant::now() + config.flush_interval;
+        let mut closed = false;
+        while rows < config.flush_rows {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(r) => {
+                        rows += r.rows.len();
+                        batch.push(r);
+                    }
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(flush_at) => break,
+            }
+        }
+        flush(&store, &tables, &config, &health, &metrics, std::mem::take(&mut batch)).await;
+        if closed {
+            break;
+        }
+    }
+    tracing::debug!("writer stopped");
+}
+
+/// Table names, formatted once.
+struct Tables {
+    events: String,
+    states: String,
+    heartbeats: String,
+}
+
+impl Tables {
+    fn new(db: &str) -> Self {
+        Self {
+            events: format!("{db}.enrollment_events"),
+            states: format!("{db}.device_states"),
+            heartbeats: format!("{db}.agent_heartbeats"),
+        }
+    }
+}
+
+async fn flush(
+    store: &Store,
+    tables: &Tables,
+    config: &WriterConfig,
+    health: &StoreHealth,
+    metrics: &Metrics,
+    batch: Vec<Request>,
+) {
+    let now = Instant::now();
+    let (live, late): (Vec<Request>, Vec<Request>) =
+        batch.into_iter().partition(|r| r.start_by > now);
+    for r in late {
+        let _ = r.done.send(Err(WriteError {
+            message: "the batch waited too long for the writer; retry".into(),
+            uncertain: false,
+        }));
+    }
+    if live.is_empty() {
+        return;
+    }
+    let rows: usize = live.iter().map(|r| r.rows.len()).sum();
+    let started = Instant::now();
+    let result = match tokio::time::timeout(config.timeout, insert_all(store, tables, &live)).await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteError {
+            uncertain: !is_certain_failure(&e),
+            message: format!("ClickHouse insert failed: {e}"),
+        }),
+        Err(_) => Err(WriteError {
+            message: format!("ClickHouse insert timed out after {:?}", config.timeout),
+            uncertain: true,
+        }),
+    };
+    let elapsed = started.elapsed();
+    match &result {
+        Ok(()) => {
+            health.mark_up();
+            metrics.flush_rows.observe(rows as f64);
+            metrics.flush_seconds.observe(elapsed.as_secs_f64());
+            tracing::debug!(rows, pushes = live.len(), ?elapsed, "flushed");
+        }
+        Err(e) => {
+            metrics.clickhouse_errors.inc();
+            health.mark_down(&e.message);
+            tracing::warn!(rows, pushes = live.len(), error = %e.message, uncertain = e.uncertain, "flush failed");
+        }
+    }
+    for r in live {
+        let _ = r.done.send(result.clone());
+    }
+}
+
+async fn insert_all(
+    store: &Store,
+    tables: &Tables,
+    batch: &[Request],
+) -> Result<(), clickhouse::error::Error> {
+    if batch.iter().any(|r| !r.rows.events.is_empty()) {
+        insert_table::<EventRow>(store, &tables.events, batch.iter().map(|r| &r.rows.events)).await?;
+    }
+    if batch.iter().any(|r| !r.rows.states.is_empty()) {
+        insert_table::<StateRow>(store, &tables.states, batch.iter().map(|r| &r.rows.states)).await?;
+    }
+    if batch.iter().any(|r| !r.rows.heartbeats.is_empty()) {
+        insert_table::<HeartbeatRow>(
+            store,
+            &tables.heartbeats,
+            batch.iter().map(|r| &r.rows.heartbeats),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_table<'a, T>(
+    store: &Store,
+    table: &str,
+    parts: impl Iterator<Item = &'a Vec<T>>,
+) -> Result<(), clickhouse::error::Error>
+where
+    T: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    let mut insert = store
+        .client()
+        .insert_unescaped::<T>(table)
+        .await?
+        .with_timeouts(Some(store.timeout()), Some(store.timeout()));
+    for part in parts {
+        for row in part {
+            insert.write(row).await?;
+        }
+    }
+    insert.end().await
+}
+
+/// Whether a failed insert certainly left nothing in flight on the server: the server answered
+/// with an error (it finished processing), or the connection was refused (nothing was sent).
+fn is_certain_failure(e: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error;
+    match e {
+        Error::BadResponse(_) => true,
+        Error::Network(source) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(c) = cause {
+                if let Some(io) = c.downcast_ref::<std::io::Error>()
+                    && io.kind() == std::io::ErrorKind::ConnectionRefused
+                {
+                    return true;
+                }
+                cause = c.source();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// While ClickHouse is marked down, probes it every `every` and marks it up when it answers.
+pub async fn probe_while_down(
+    store: Store,
+    health: Arc<StoreHealth>,
+    every: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if health.down_reason().is_some() {
+            match store.ping().await {
+                Ok(()) => health.mark_up(),
+                Err(e) => health.mark_down(&e.to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_flips_and_broadcasts() {
+        let h = StoreHealth::new();
+        let rx = h.subscribe();
+        assert_eq!(h.down_reason(), None);
+        h.mark_down("connection refused");
+        assert_eq!(h.down_reason().as_deref(), Some("connection refused"));
+        assert!(!*rx.borrow());
+        h.mark_up();
+        assert_eq!(h.down_reason(), None);
+        assert!(*rx.borrow());
+    }
+
+    #[test]
+    fn server_errors_are_certain_and_timeouts_are_not() {
+        assert!(is_certain_failure(&clickhouse::error::Error::BadResponse("Code: 60".into())));
+        assert!(!is_certain_failure(&clickhouse::error::Error::TimedOut));
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(is_certain_failure(&clickhouse::error::Error::Network(Box::new(refused))));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(!is_certain_failure(&clickhouse::error::Error::Network(Box::new(reset))));
+    }
+
+    #[tokio::test]
+    async fn reservations_are_bounded_and_refused_while_down() {
+        let config = crate::config::Config {
+            clickhouse_url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        };
+        let store = Store::new(&config).unwrap();
+        let health = StoreHealth::new();
+        let metrics = Arc::new(Metrics::new());
+        let (handle, task) = spawn(
+            store,
+            WriterConfig {
+                flush_rows: 10,
+                flush_interval: Duration::from_millis(10),
+                max_pending_rows: 100,
+                timeout: Duration::from_secs(2),
+            },
+            health.clone(),
+            metrics,
+        );
+        let a = handle.try_reserve(60).unwrap();
+        assert_eq!(
+            handle.try_reserve(41).unwrap_err(),
+            Refusal::Overloaded {
+                pending: 60,
+                limit: 100
+            }
+        );
+        drop(a);
+        let b = handle.try_reserve(100).unwrap();
+        drop(b);
+        health.mark_down("connection refused");
+        assert_eq!(
+            handle.try_reserve(1).unwrap_err().to_string(),
+            "ClickHouse is unavailable (connection refused); keep the batch and retry later"
+        );
+        drop(handle);
+        task.await.unwrap();
+    }
+}

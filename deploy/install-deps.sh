@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what Fleetpulse needs to build and test on Debian/Ubuntu, and nothing that is
+# already present: a C toolchain (ring and the bundled SQLite are compiled from C),
+# ClickHouse server + client, and PostgreSQL (for the control-plane tests).
+# Idempotent; runs `apt-get update` at most once. Uses sudo when not root.
+# Used by scripts/test.sh and scripts/run.sh; does not need protoc (protox compiles the protos).
+set -euo pipefail
+
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v clickhouse-server >/dev/null 2>&1 || missing+=(clickhouse-server)
+command -v clickhouse-client >/dev/null 2>&1 || missing+=(clickhouse-client)
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+    missing+=(postgresql)
+fi
+
+if ((${#missing[@]} > 0)); then
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            echo "install-deps: need root or sudo to install: ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    echo "install-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+    exit 1
+fi
+# rustup's minimal profile lacks rustfmt/clippy; add them when rustup manages the toolchain.
+if command -v rustup >/dev/null 2>&1; then
+    for component in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+            rustup component add "${component}" >&2
+        fi
+    done
+fi

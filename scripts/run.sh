@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Runs Fleetpulse locally: installs ClickHouse if missing, builds release binaries, starts a
+# private ClickHouse (data under ./.fleetpulse-run/), the collector, the analyzer and a
+# simulated fleet, prints where to look, and runs until Ctrl-C, then stops everything cleanly.
+#
+# Environment (all optional):
+#   FLEETPULSE_RUN_DIR         state directory               [./.fleetpulse-run]
+#   FLEETPULSE_CH_HTTP_PORT    ClickHouse HTTP port          [8123]
+#   FLEETPULSE_CH_TCP_PORT     ClickHouse native port        [9000]
+#   CLICKHOUSE_URL             use this ClickHouse instead of starting one (HTTP URL)
+#   FLEETPULSE_GRPC_PORT       collector gRPC port           [7600]
+#   FLEETPULSE_HTTP_PORT       collector health/metrics port [7601]
+#   FLEETPULSE_ANALYZER_PORT   analyzer HTTP port            [7700]
+#   FLEETPULSE_FLEET_AGENTS    simulated agents              [20]
+#   FLEETPULSE_FLEET_RATE      simulated events per second   [200]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+RUN_DIR="${FLEETPULSE_RUN_DIR:-${ROOT}/.fleetpulse-run}"
+CH_HTTP_PORT="${FLEETPULSE_CH_HTTP_PORT:-8123}"
+CH_TCP_PORT="${FLEETPULSE_CH_TCP_PORT:-9000}"
+GRPC_PORT="${FLEETPULSE_GRPC_PORT:-7600}"
+HTTP_PORT="${FLEETPULSE_HTTP_PORT:-7601}"
+ANALYZER_PORT="${FLEETPULSE_ANALYZER_PORT:-7700}"
+FLEET_AGENTS="${FLEETPULSE_FLEET_AGENTS:-20}"
+FLEET_RATE="${FLEETPULSE_FLEET_RATE:-200}"
+DATABASE=fleetpulse
+TENANT=demo
+BIN="${ROOT}/target/release"
+LOGS="${RUN_DIR}/logs"
+
+log() { echo "run: $*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+bash deploy/install-deps.sh
+log "building release binaries (first build takes several minutes)"
+cargo build --release --workspace --bins
+
+mkdir -p "${LOGS}"
+pids=()
+names=()
+
+# Stops children newest first (fleet, analyzer, collector, ClickHouse) so that each one can
+# flush into the next; SIGKILL only after a grace period.
+cleanup() {
+    trap - INT TERM EXIT
+    log "stopping"
+    local i
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        local pid=${pids[$i]}
+        if kill -0 "${pid}" 2>/dev/null; then
+            kill -TERM "${pid}" 2>/dev/null || true
+            local waited=0
+            while kill -0 "${pid}" 2>/dev/null && ((waited < 300)); do
+                sleep 0.1
+                waited=$((waited + 1))
+            done
+            if kill -0 "${pid}" 2>/dev/null; then
+                log "${names[$i]} did not stop within 30 s; killing it"
+                kill -KILL "${pid}" 2>/dev/null || true
+            fi
+            wait "${pid}" 2>/dev/null || true
+            log "stopped ${names[$i]}"
+        fi
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start() {
+    local name=$1
+    shift
+    "$@" >"${LOGS}/${name}.log" 2>&1 &
+    pids+=($!)
+    names+=("${name}")
+}
+
+# Waits up to $2 seconds for command $3... to succeed while process $1 is alive.
+wait_for() {
+    local pid=$1 timeout=$2
+    shift 2
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        kill -0 "${pid}" 2>/dev/null || return 1
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+# ---- ClickHouse ----
+if [[ -n "${CLICKHOUSE_URL:-}" ]]; then
+    CH_URL="${CLICKHOUSE_URL}"
+    CH_CLIENT_HINT="(external ClickHouse ${CH_URL})"
+    log "using ClickHouse at ${CH_URL}"
+else
+    CH_DIR="${RUN_DIR}/clickhouse"
+    mkdir -p "${CH_DIR}/data/tmp" "${CH_DIR}/data/user_files"
+    cp /etc/clickhouse-server/users.xml "${CH_DIR}/users.xml"
+    # The distribution's config with private paths and ports; the first <path> is the data
+    # path (a later one belongs to <distributed_ddl>). Replication/TLS ports are removed.
+    sed -e "0,/<path>[^<]*<\/path>/s##<path>${CH_DIR}/data/</path>#" \
+        -e "s#<tmp_path>[^<]*</tmp_path>#<tmp_path>${CH_DIR}/data/tmp/</tmp_path>#" \
+        -e "s#<user_files_path>[^<]*</user_files_path>#<user_files_path>${CH_DIR}/data/user_files/</user_files_path>#" \
+        -e "s#<log>[^<]*</log>#<log>${LOGS}/clickhouse-server.log</log>#" \
+        -e "s#<errorlog>[^<]*</errorlog>#<errorlog>${LOGS}/clickhouse-server.err.log</errorlog>#" \
+        -e "s#<http_port>[^<]*</http_port>#<http_port>${CH_HTTP_PORT}</http_port>#" \
+        -e "s#<tcp_port>[^<]*</tcp_port>#<tcp_port>${CH_TCP_PORT}</tcp_port>#" \
+        -e "/^[[:space:]]*<interserver_http_port>/d" \
+        -e "/^[[:space:]]*<format_schema_path>/d" \
+        -e "/^[[:space:]]*<listen_host>::1<\/listen_host>/d" \
+        /etc/clickhouse-server/config.xml >"${CH_DIR}/config.xml"
+    if clickhouse-client --host 127.0.0.1 --port "${CH_TCP_PORT}" -q 'SELECT 1' >/dev/null 2>&1; then
+        die "something already answers on ClickHouse port ${CH_TCP_PORT}; set CLICKHOUSE_URL to use it or FLEETPULSE_CH_HTTP_PORT/FLEETPULSE_CH_TCP_PORT to pick free ports"
+    fi
+    log "starting ClickHouse (HTTP ${CH_HTTP_PORT}, native ${CH_TCP_PORT}, data ${CH_DIR}/data)"
+    start clickhouse clickhouse-server --config-file="${CH_DIR}/config.xml"
+    wait_for "${pids[-1]}" 60 clickhouse-client --host 127.0.0.1 --port "${CH_TCP_PORT}" -q 'SELECT 1' ||
+        die "ClickHouse did not start; see ${LOGS}/clickhouse.log and ${LOGS}/clickhouse-server.err.log"
+    CH_URL="http://127.0.0.1:${CH_HTTP_PORT}"
+    CH_CLIENT_HINT="clickhouse-client --port ${CH_TCP_PORT}"
+fi
+
+# ---- collector ----
+export FLEETPULSE_COLLECTOR_DATABASE_URL="sqlite://${RUN_DIR}/collector.db"
+export FLEETPULSE_COLLECTOR_CLICKHOUSE_URL="${CH_URL}"
+export FLEETPULSE_COLLECTOR_CLICKHOUSE_DATABASE="${DATABASE}"
+rm -f "${RUN_DIR}/collector.ready"
+log "starting the collector (gRPC ${GRPC_PORT}, HTTP ${HTTP_PORT})"
+start collector "${BIN}/fleetpulse-collector" serve \
+    --grpc-listen "127.0.0.1:${GRPC_PORT}" --http-listen "127.0.0.1:${HTTP_PORT}" \
+    --ready-file "${RUN_DIR}/collector.ready"
+wait_for "${pids[-1]}" 60 test -s "${RUN_DIR}/collector.ready" ||
+    die "the collector did not become ready; see ${LOGS}/collector.log"
+TOKEN=$("${BIN}/fleetpulse-collector" token create --tenant "${TENANT}" \
+    --description "scripts/run.sh demo fleet" 2>>"${LOGS}/collector-cli.log" | head -n1)
+[[ "${TOKEN}" == fpe_* ]] || die "token create did not print a token; see ${LOGS}/collector-cli.log"
+echo "${TOKEN}" >"${RUN_DIR}/demo.token"
+
+# ---- analyzer (when its serve command exists) ----
+ANALYZER_NOTE="analyzer: not available in this build"
+if "${BIN}/fleetpulse-analyzer" serve --help >/dev/null 2>&1; then
+    rm -f "${RUN_DIR}/analyzer.ready"
+    log "starting the analyzer (HTTP ${ANALYZER_PORT})"
+    start analyzer env \
+        FLEETPULSE_ANALYZER_CLICKHOUSE_URL="${CH_URL}" \
+        FLEETPULSE_ANALYZER_CLICKHOUSE_DATABASE="${DATABASE}" \
+        FLEETPULSE_ANALYZER_DATABASE_URL="sqlite://${RUN_DIR}/analyzer.db" \
+        FLEETPULSE_ANALYZER_LISTEN="127.0.0.1:${ANALYZER_PORT}" \
+        FLEETPULSE_ANALYZER_READY_FILE="${RUN_DIR}/analyzer.ready" \
+        "${BIN}/fleetpulse-analyzer" serve
+    if wait_for "${pids[-1]}" 60 test -s "${RUN_DIR}/analyzer.ready"; then
+        ANALYZER_NOTE="analyzer:  http://127.0.0.1:${ANALYZER_PORT}/  (log ${LOGS}/analyzer.log)"
+    else
+        ANALYZER_NOTE="analyzer: did not become ready; see ${LOGS}/analyzer.log"
+        log "${ANALYZER_NOTE}"
+    fi
+fi
+
+# ---- simulated fleet ----
+sim_help=$("${BIN}/fleetpulse-agent" simulate --help 2>/dev/null || true)
+if [[ -n "${sim_help}" ]] && grep -q -- '--collector' <<<"${sim_help}" && grep -q -- '--enrollment-token' <<<"${sim_help}"; then
+    log "starting the simulated fleet (fleetpulse-agent simulate, ${FLEET_AGENTS} agents)"
+    sim_args=(simulate --collector "http://127.0.0.1:${GRPC_PORT}" --enrollment-token "${TOKEN}")
+    grep -q -- '--agents' <<<"${sim_help}" && sim_args+=(--agents "${FLEET_AGENTS}")
+    grep -q -- '--state-dir' <<<"${sim_help}" && sim_args+=(--state-dir "${RUN_DIR}/fleet")
+    start fleet "${BIN}/fleetpulse-agent" "${sim_args[@]}"
+else
+    log "starting the simulated fleet (fleetpulse-feed, ${FLEET_AGENTS} agents, ${FLEET_RATE} events/s)"
+    start fleet "${BIN}/fleetpulse-feed" --collector "http://127.0.0.1:${GRPC_PORT}" \
+        --token "${TOKEN}" --agents "${FLEET_AGENTS}" --rate "${FLEET_RATE}"
+fi
+
+cat <<EOF
+
+Fleetpulse is running (state and logs in ${RUN_DIR}).
+  collector gRPC:  127.0.0.1:${GRPC_PORT}   (enrollment token for tenant '${TENANT}': ${RUN_DIR}/demo.token)
+  collector HTTP:  http://127.0.0.1:${HTTP_PORT}/healthz  /readyz  /metrics
+  ${ANALYZER_NOTE}
+  ClickHouse:      ${CH_URL}  (database '${DATABASE}')
+Events arriving (run it twice, a few seconds apart):
+  ${CH_CLIENT_HINT} -q "SELECT tenant, outcome, count() AS events, max(received_at) AS last FROM ${DATABASE}.enrollment_events GROUP BY tenant, outcome ORDER BY events DESC"
+Logs:
+  ${LOGS}/collector.log  ${LOGS}/fleet.log  ${LOGS}/clickhouse-server.err.log
+Press Ctrl-C to stop everything.
+EOF
+
+# Exit when any component dies (its log says why), or on Ctrl-C via the traps.
+while true; do
+    for i in "${!pids[@]}"; do
+        if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+            wait "${pids[$i]}" && status=0 || status=$?
+            die "${names[$i]} exited (status ${status}); see ${LOGS}/${names[$i]}.log"
+        fi
+    done
+    sleep 1
+done

@@ -1,0 +1,398 @@
+//! Ingest benchmark: events per second through the whole pipeline (agents -> gRPC -> collector
+//! -> ClickHouse) against the raw limit of this machine (the same rows inserted straight into
+//! ClickHouse with the `clickhouse` crate), measured in the same run.
+//!
+//! ```text
+//! cargo run --release -p fleetpulse-tests --bin ingest-bench -- --events 2000000
+//! ```
+//!
+//! Progress goes to stderr; the last stdout line is exactly one JSON object:
+//! `{"events":N,"pipeline_eps":X,"raw_clickhouse_eps":Y,"ratio":X/Y}`.
+//!
+//! Pipeline time runs from the first Push to the moment every event is acknowledged and counted
+//! in ClickHouse; raw time covers only the inserts. Data generation happens before either clock
+//! starts. The collector is the release binary next to this one (rebuilt first when run through
+//! cargo), on a fresh database; ClickHouse is a private server unless `CLICKHOUSE_URL` is set.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use fleetpulse_proto::v1::telemetry_item::Kind;
+use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
+use fleetpulse_tests::harness::rows::{EnrollmentEventRow, raw_table_statements};
+use fleetpulse_tests::harness::synthetic::Synth;
+use fleetpulse_tests::harness::{self, ClickHouseServer, Collector, Registered, bearer};
+use prost::Message;
+use tonic::Code;
+
+/// Measures collector ingest throughput against raw ClickHouse inserts.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Number of enrollment events to push (and to insert raw).
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Concurrent simulated agents, each with its own connection and credential, each sending
+    /// its batches one after the other (waiting for the ack, like a real agent).
+    #[arg(long, default_value_t = 16)]
+    agents: usize,
+    /// Items per Push; 0 means the collector's advertised maximum.
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
+    /// Rows per raw INSERT in the baseline.
+    #[arg(long, default_value_t = 100_000)]
+    raw_chunk: usize,
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Do not rebuild the collector binary through cargo before running.
+    #[arg(long)]
+    no_build: bool,
+    /// Extra argument for `fleetpulse-collector serve` (repeatable), e.g. `--collector-arg=--flush-rows=100000`.
+    #[arg(long, allow_hyphen_values = true)]
+    collector_arg: Vec<String>,
+    /// Keep the benchmark databases instead of dropping them.
+    #[arg(long)]
+    keep: bool,
+}
+
+const TENANT: &str = "bench";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.events == 0 || args.agents == 0 {
+        bail!("--events and --agents must be at least 1");
+    }
+    if !args.no_build {
+        build_collector()?;
+    }
+
+    let managed;
+    let ch: &ClickHouseServer = match std::env::var("CLICKHOUSE_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            eprintln!("bench: using ClickHouse at {url}");
+            harness::shared()
+        }
+        _ => {
+            managed = harness::private().context("start a private ClickHouse")?;
+            eprintln!("bench: private ClickHouse at {}", managed.url());
+            &managed
+        }
+    };
+
+    let pipeline_db = harness::unique_database("bench_pipeline");
+    let raw_db = harness::unique_database("bench_raw");
+    let mut builder = Collector::builder(ch.url(), &pipeline_db);
+    for a in &args.collector_arg {
+        builder = builder.arg(a);
+    }
+    let mut collector = builder.start().await.context("start the collector")?;
+    eprintln!(
+        "bench: collector on {} (log {})",
+        collector.grpc_addr(),
+        collector.log_path().display()
+    );
+
+    let token = collector.token_create(TENANT).await?;
+    let mut agents = Vec::with_capacity(args.agents);
+    let mut synth = Synth::new(args.seed);
+    for _ in 0..args.agents {
+        let device = synth.device_id();
+        agents.push(collector.register(&token, &device).await?);
+    }
+    let limits = agents[0].limits.unwrap_or_default();
+    let batch_items = match args.batch {
+        0 => usize::try_from(limits.max_batch_items)
+            .unwrap_or(1000)
+            .max(1),
+        n => n,
+    };
+    let max_bytes = usize::try_from(limits.max_batch_bytes).unwrap_or(usize::MAX);
+    eprintln!(
+        "bench: {} agents, batches of up to {batch_items} items / {max_bytes} bytes, generating {} events",
+        args.agents, args.events
+    );
+
+    let generated = Instant::now();
+    let (plans, rows) = generate(&mut synth, &agents, args.events, batch_items, max_bytes)?;
+    eprintln!(
+        "bench: generated {} batches and {} rows in {:.1} s",
+        plans.iter().map(Vec::len).sum::<usize>(),
+        rows.len(),
+        generated.elapsed().as_secs_f64()
+    );
+
+    // ---- pipeline ----
+    let acked = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (agent, batches) in agents.iter().cloned().zip(plans) {
+        let client = collector.lazy_client()?;
+        let acked = Arc::clone(&acked);
+        tasks.push(tokio::spawn(push_all(client, agent, batches, acked)));
+    }
+    let progress = {
+        let acked = Arc::clone(&acked);
+        let total = args.events;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let n = acked.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "bench: pipeline {n}/{total} acked, {:.0} events/s",
+                    n as f64 / secs.max(1e-9)
+                );
+            }
+        })
+    };
+    for task in tasks {
+        task.await.context("agent task panicked")??;
+    }
+    let acked_at = started.elapsed();
+    let count_sql = format!("SELECT count() FROM {pipeline_db}.enrollment_events");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = ch.count(&count_sql, &[]).await?;
+        if n == args.events {
+            break;
+        }
+        if n > args.events {
+            bail!(
+                "ClickHouse counts {n} events, more than the {} pushed: duplicates",
+                args.events
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "only {n} of {} acknowledged events are in ClickHouse after 120 s",
+                args.events
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pipeline = started.elapsed();
+    progress.abort();
+    let pipeline_eps = args.events as f64 / pipeline.as_secs_f64();
+    eprintln!(
+        "bench: pipeline {} events in {:.2} s (all acked after {:.2} s): {:.0} events/s",
+        args.events,
+        pipeline.as_secs_f64(),
+        acked_at.as_secs_f64(),
+        pipeline_eps
+    );
+    collector.stop().await.context("stop the collector")?;
+
+    // ---- raw ClickHouse ----
+    ch.execute(&format!("CREATE DATABASE {raw_db}")).await?;
+    for stmt in raw_table_statements(&raw_db) {
+        ch.execute(&stmt).await?;
+    }
+    let client = ch.client(&raw_db);
+    let started = Instant::now();
+    let mut inserted = 0usize;
+    for chunk in rows.chunks(args.raw_chunk.max(1)) {
+        let mut insert = client
+            .insert::<EnrollmentEventRow>("enrollment_events")
+            .await?;
+        for row in chunk {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        inserted += chunk.len();
+        if inserted.is_multiple_of(args.raw_chunk.max(1) * 5) {
+            eprintln!("bench: raw {inserted}/{} inserted", rows.len());
+        }
+    }
+    let raw = started.elapsed();
+    let raw_count = ch
+        .count(
+            &format!("SELECT count() FROM {raw_db}.enrollment_events"),
+            &[],
+        )
+        .await?;
+    if raw_count != args.events {
+        bail!("raw table holds {raw_count} rows, expected {}", args.events);
+    }
+    let raw_eps = args.events as f64 / raw.as_secs_f64();
+    eprintln!(
+        "bench: raw {} rows in {:.2} s: {:.0} rows/s",
+        args.events,
+        raw.as_secs_f64(),
+        raw_eps
+    );
+
+    if !args.keep {
+        ch.execute(&format!("DROP DATABASE {pipeline_db}")).await?;
+        ch.execute(&format!("DROP DATABASE {raw_db}")).await?;
+    }
+    let ratio = pipeline_eps / raw_eps;
+    eprintln!("bench: ratio pipeline/raw = {ratio:.3}");
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": args.events,
+            "pipeline_eps": pipeline_eps.round(),
+            "raw_clickhouse_eps": raw_eps.round(),
+            "ratio": (ratio * 1000.0).round() / 1000.0,
+        })
+    );
+    Ok(())
+}
+
+/// Rebuilds the collector with the profile of this binary so the bench never measures a stale
+/// build. Only possible when started by cargo (which sets `CARGO`).
+fn build_collector() -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe()?;
+    let release = exe
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "release");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "--manifest-path",
+        manifest,
+        "-p",
+        "fleetpulse-collector",
+        "--bin",
+        "fleetpulse-collector",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    eprintln!(
+        "bench: building the collector ({})",
+        if release { "release" } else { "debug" }
+    );
+    let status = cmd.status().context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build of fleetpulse-collector failed with {status}");
+    }
+    Ok(())
+}
+
+type Plans = Vec<Vec<PushRequest>>;
+
+/// Per agent, its batches (sequence numbers from 1); plus the rows those events become.
+fn generate(
+    synth: &mut Synth,
+    agents: &[Registered],
+    events: u64,
+    batch_items: usize,
+    max_bytes: usize,
+) -> anyhow::Result<(Plans, Vec<EnrollmentEventRow>)> {
+    let received_at = u32::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    )?;
+    let start = SystemTime::now() - Duration::from_secs(3_600);
+    let per_agent = events / agents.len() as u64;
+    let remainder = events % agents.len() as u64;
+    let mut plans = Vec::with_capacity(agents.len());
+    let mut rows = Vec::with_capacity(usize::try_from(events)?);
+    for (i, agent) in agents.iter().enumerate() {
+        let n = per_agent + u64::from((i as u64) < remainder);
+        let n = usize::try_from(n)?;
+        // 50 devices behind each agent (a site relay), events spread over the last hour.
+        let devices: Vec<String> = (0..50).map(|_| synth.device_id()).collect();
+        let step = Duration::from_secs(3_000) / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        let items = synth.event_items(&agent.agent_id, &devices, n, start, step);
+        let mut batches = Vec::new();
+        let mut current: Vec<TelemetryItem> = Vec::new();
+        let mut current_bytes = 16usize;
+        for item in items {
+            let len = item.encoded_len() + 8;
+            if !current.is_empty()
+                && (current.len() == batch_items || current_bytes + len > max_bytes)
+            {
+                batches.push(std::mem::take(&mut current));
+                current_bytes = 16;
+            }
+            current_bytes += len;
+            current.push(item);
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        let mut plan = Vec::with_capacity(batches.len());
+        for (seq, items) in batches.into_iter().enumerate() {
+            let batch_seq = seq as u64 + 1;
+            for item in &items {
+                if let Some(Kind::Event(e)) = &item.kind {
+                    rows.push(EnrollmentEventRow::expected(
+                        &agent.tenant,
+                        batch_seq,
+                        received_at,
+                        e,
+                    ));
+                }
+            }
+            plan.push(PushRequest {
+                batch_seq,
+                items,
+                all_or_nothing: false,
+            });
+        }
+        plans.push(plan);
+    }
+    Ok((plans, rows))
+}
+
+/// One agent: push each batch, retrying UNAVAILABLE with backoff, until all are acknowledged.
+async fn push_all(
+    mut client: fleetpulse_proto::v1::ingest_service_client::IngestServiceClient<
+        tonic::transport::Channel,
+    >,
+    agent: Registered,
+    batches: Vec<PushRequest>,
+    acked: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    for batch in batches {
+        let items = batch.items.len() as u64;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match client.push(bearer(&agent.credential, batch.clone())).await {
+                Ok(response) => {
+                    let r = response.into_inner();
+                    if !r.rejected.is_empty() {
+                        bail!(
+                            "agent {} batch {}: {} items rejected, first: {:?}",
+                            agent.agent_id,
+                            batch.batch_seq,
+                            r.rejected.len(),
+                            r.rejected[0]
+                        );
+                    }
+                    if u64::from(r.accepted) != items {
+                        bail!(
+                            "batch {}: accepted {} of {items}",
+                            batch.batch_seq,
+                            r.accepted
+                        );
+                    }
+                    acked.fetch_add(items, Ordering::Relaxed);
+                    break;
+                }
+                // UNAVAILABLE means "nothing acknowledged, keep it and retry" (ClickHouse busy,
+                // writer queue full); anything else is a failure of the run.
+                Err(s) if s.code() == Code::Unavailable => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(s) => bail!("agent {} batch {}: {s}", agent.agent_id, batch.batch_seq),
+            }
+        }
+    }
+    Ok(())
+}

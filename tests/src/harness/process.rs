@@ -1,0 +1,135 @@
+//! Child processes that can never outlive the test process, and their orderly termination.
+//!
+//! Every server the harness starts is spawned with `PR_SET_PDEATHSIG = SIGKILL`, so a test
+//! binary that panics, is killed by a timeout or by Ctrl-C leaves no orphaned ClickHouse,
+//! PostgreSQL or collector behind. The kernel sends the parent-death signal when the *thread*
+//! that forked the child exits, not the process; cargo runs each test on its own short-lived
+//! thread, so all children are forked from one dedicated spawner thread that lives as long as
+//! the process.
+
+use std::io;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+use super::HarnessError;
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// The spawner thread's request queue; the thread itself is never joined.
+static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("fleetpulse-harness-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    // If the requester is gone, the child still dies with the test process
+                    // (parent-death signal), so a failed reply leaks nothing.
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| panic!("cannot start the harness spawner thread: {e}"));
+        Mutex::new(tx)
+    })
+}
+
+/// Spawns `command` so that the kernel SIGKILLs it when the test process dies.
+pub fn spawn_guarded(mut command: Command, what: &str) -> Result<Child, HarnessError> {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl: then nobody would kill us.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (reply_tx, reply_rx) = mpsc::channel();
+    {
+        let sender = spawner().lock().map_err(|_| {
+            HarnessError::Spawn(what.to_owned(), io::Error::other("spawner lock poisoned"))
+        })?;
+        sender.send((command, reply_tx)).map_err(|_| {
+            HarnessError::Spawn(what.to_owned(), io::Error::other("spawner thread is gone"))
+        })?;
+    }
+    reply_rx
+        .recv()
+        .map_err(|_| {
+            HarnessError::Spawn(what.to_owned(), io::Error::other("spawner thread is gone"))
+        })?
+        .map_err(|e| HarnessError::Spawn(what.to_owned(), e))
+}
+
+/// Sends `signal` to the child unless it has already been reaped.
+pub fn signal(child: &Child, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: plain syscall; a stale pid of an exited-but-unreaped child is still ours
+    // (zombies keep their pid until waited for), so this cannot hit another process.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Waits for the child to exit, polling until `timeout`. `None` when it is still running.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM, then SIGKILL if the child has not exited within `grace`. Returns the exit status.
+pub fn terminate(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    signal(child, libc::SIGTERM);
+    if let Some(status) = wait_timeout(child, grace)? {
+        return Ok(status);
+    }
+    signal(child, libc::SIGKILL);
+    child.wait()
+}
+
+/// Finds a free loopback TCP port by binding port 0. The port is released before it is used,
+/// so a caller must retry on "address in use" (another process may take it in between).
+pub fn free_port() -> Result<u16, HarnessError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(HarnessError::FreePort)?;
+    Ok(listener
+        .local_addr()
+        .map_err(HarnessError::FreePort)?
+        .port())
+}
+
+/// The last `max_bytes` of a log file, for failure messages.
+pub fn log_tail(path: &std::path::Path, max_bytes: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let start = bytes.len().saturating_sub(max_bytes);
+            String::from_utf8_lossy(&bytes[start..]).into_owned()
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}

@@ -1,0 +1,703 @@
+//! The analyzer API end to end: API keys and tenant isolation, exact 400 bodies for invalid
+//! filters, device events and state, the funnel and the insights on data of known composition,
+//! classify/catalog/OpenAPI/health endpoints.
+
+mod analyzer_support;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use analyzer_support::*;
+use fleetpulse_tests::harness::rows::{DeviceStateRow, EnrollmentEventRow};
+use fleetpulse_tests::harness::{ClickHouseServer, shared, unique_database};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+async fn fresh_db(ch: &ClickHouseServer, prefix: &str) -> String {
+    let db = unique_database(prefix);
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_tenant_isolation_and_invalid_filters() {
+    let ch = shared();
+    let db = fresh_db(ch, "analyzer_auth").await;
+    let rows = events(7, 1500, now().saturating_sub(30));
+    insert_events(ch, &db, &rows).await;
+    let a = Analyzer::start(ch, &db, &[]).await;
+    let contoso = a.create_key(&["--tenant", "contoso", "--description", "contoso dashboards"]);
+    let all = a.create_key(&["--all-tenants"]);
+    let range = format!("from={}&to={}", iso(T0), iso(T0 + 3 * DAY));
+
+    // 401: missing, malformed, unknown, revoked.
+    let path = format!("/api/v1/summary?{range}");
+    assert_eq!(
+        a.get(&path, None).await,
+        (
+            401,
+            json!({"error": {"reason": "missing API key: send Authorization: Bearer fpk_..."}})
+        )
+    );
+    assert_eq!(
+        a.get(&path, Some("nope")).await,
+        (
+            401,
+            json!({"error": {"reason": "malformed API key: expected fpk_<id>_<secret>"}})
+        )
+    );
+    let forged = format!("{}{}", &contoso[..contoso.len() - 64], "0".repeat(64));
+    assert_eq!(
+        a.get(&path, Some(&forged)).await,
+        (401, json!({"error": {"reason": "invalid API key"}}))
+    );
+
+    // A tenant-scoped key sees exactly its tenant, whatever it asks.
+    let c = classifier();
+    let keep = in_range(T0, T0 + 3 * DAY);
+    let want_contoso =
+        brute(&rows, |r| keep(r) && r.tenant == "contoso", |_| Some(None))[&None].clone();
+    let body = a.ok(&path, &contoso).await;
+    assert_eq!(Counts::from_json(&body["summary"]), want_contoso);
+    let body = a.ok(&format!("{path}&tenant=contoso"), &contoso).await;
+    assert_eq!(Counts::from_json(&body["summary"]), want_contoso);
+    assert_eq!(
+        a.get(&format!("{path}&tenant=fabrikam"), Some(&contoso))
+            .await,
+        (
+            403,
+            json!({"error": {"reason": "this API key is scoped to tenant \"contoso\" and cannot read tenant \"fabrikam\""}})
+        )
+    );
+    let body = a
+        .ok(&format!("/api/v1/breakdown/tenant?{range}"), &contoso)
+        .await;
+    let tenants: Vec<&str> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants, vec!["contoso"]);
+    let body = a
+        .ok(&format!("/api/v1/breakdown/tenant?{range}"), &all)
+        .await;
+    assert_eq!(body["rows"].as_array().unwrap().len(), 2);
+    let one_device = rows
+        .iter()
+        .find(|r| r.tenant == "fabrikam")
+        .unwrap()
+        .device_id
+        .clone();
+    let (status, _) = a
+        .get(
+            &format!("/api/v1/devices/{one_device}/events?tenant=fabrikam"),
+            Some(&contoso),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let body = a
+        .ok(&format!("/api/v1/devices/{one_device}/events"), &contoso)
+        .await;
+    assert!(
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant"] == "contoso"),
+        "{body}"
+    );
+    let body = a
+        .ok(
+            &format!("/api/v1/summary?{range}&category=device_cap"),
+            &contoso,
+        )
+        .await;
+    let want = brute(
+        &rows,
+        |r| {
+            keep(r)
+                && r.tenant == "contoso"
+                && r.outcome == "failed"
+                && category(&c, r) == "device_cap"
+        },
+        |_| Some(None),
+    );
+    assert_eq!(
+        Counts::from_json(&body["summary"]),
+        want.get(&None).cloned().unwrap_or_default()
+    );
+
+    // Revocation takes effect on the next request.
+    let id = contoso.split('_').nth(1).unwrap().to_owned();
+    let out = a.key(&["revoke", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        a.get(&path, Some(&contoso)).await,
+        (
+            401,
+            json!({"error": {"reason": "this API key has been revoked"}})
+        )
+    );
+    let out = a.key(&["list", "--json"]);
+    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    let revoked = listed.iter().find(|k| k["id"] == id.as_str()).unwrap();
+    assert_eq!(revoked["tenant"], "contoso");
+    assert_eq!(revoked["description"], "contoso dashboards");
+    assert!(revoked["revoked_at"].is_string());
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&contoso[contoso.len() - 64..]),
+        "secret leaked"
+    );
+
+    // Invalid filters: exact 400 bodies.
+    let bad =
+        |field: &str, reason: &str| (400u16, json!({"error": {"field": field, "reason": reason}}));
+    let cats = fleetpulse_analyzer::catalog::CATEGORY_IDS.join(", ");
+    for (query, expected) in [
+        (
+            "/api/v1/summary?from=yesterday",
+            bad(
+                "from",
+                "must be an RFC 3339 timestamp such as 2024-05-01T00:00:00Z",
+            ),
+        ),
+        (
+            "/api/v1/summary?from=2024-03-02T00:00:00Z&to=2024-03-01T00:00:00Z",
+            bad("to", "must be later than from"),
+        ),
+        (
+            "/api/v1/summary?from=2020-01-01T00:00:00Z&to=2024-03-01T00:00:00Z",
+            bad("from", "the range from..to must not exceed 400 days"),
+        ),
+        (
+            "/api/v1/summary?platform=beos",
+            bad(
+                "platform",
+                "must be one of: unspecified, windows, ios, ipados, macos, android, linux",
+            ),
+        ),
+        (
+            "/api/v1/summary?category=gremlins",
+            bad("category", &format!("must be one of: {cats}")),
+        ),
+        (
+            "/api/v1/summary?tenant=contoso&tenant=fabrikam",
+            bad("tenant", "given more than once"),
+        ),
+        (
+            "/api/v1/summary?colour=red",
+            bad(
+                "colour",
+                "unknown parameter; allowed: from, to, tenant, platform, method, os_version, stage, outcome, category, source",
+            ),
+        ),
+        (
+            "/api/v1/timeseries?bucket=7m",
+            bad("bucket", "must be one of: 5m, 15m, 1h, 1d"),
+        ),
+        (
+            "/api/v1/timeseries?bucket=5m&from=2024-01-01T00:00:00Z&to=2024-03-01T00:00:00Z",
+            bad(
+                "bucket",
+                "the range holds 17280 buckets, more than 5000; choose a coarser bucket or a shorter range",
+            ),
+        ),
+        (
+            "/api/v1/breakdown/colour",
+            bad(
+                "dimension",
+                "must be one of: category, code, platform, os_version, enrollment_method, tenant, stage, outcome",
+            ),
+        ),
+        (
+            "/api/v1/breakdown/code?limit=0",
+            bad("limit", "must be an integer from 1 to 1000"),
+        ),
+        (
+            "/api/v1/devices/x/events?cursor=zzz",
+            bad("cursor", "not a cursor returned by this endpoint"),
+        ),
+        ("/api/v1/source?source=x", (404, Value::Null)),
+        (
+            "/api/v1/summary?source=fast",
+            bad("source", "must be one of: auto, raw"),
+        ),
+    ] {
+        assert_eq!(a.get(query, Some(&all)).await, expected, "{query}");
+    }
+
+    // Classify mirrors the CLI, including the per-line error object.
+    let (status, body) = request(
+        a.addr,
+        "POST",
+        "/api/v1/classify",
+        Some(&all),
+        Some(r#"[{"code":"0x80180014","message":"SDM One Time Limit Check"},{"code":[1]},{"symbol":"DeviceCapReached"}]"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["category"], "autopilot");
+    assert_eq!(body[0]["code"], "0x80180014");
+    assert_eq!(body[1]["line"], 2);
+    assert!(body[1]["error"].is_string(), "{body}");
+    assert_eq!(body[2]["category"], "device_cap");
+    let (status, body) = request(a.addr, "POST", "/api/v1/classify", Some(&all), Some("{")).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "body");
+
+    // Catalog, OpenAPI (no key needed), health, readiness and metrics.
+    let body = a.ok("/api/v1/catalog", &all).await;
+    assert_eq!(
+        body["categories"].as_array().unwrap().len(),
+        fleetpulse_analyzer::catalog::CATEGORY_IDS.len()
+    );
+    let (status, doc) = a.get("/api/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(
+        a.get("/healthz", None).await,
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        a.get("/readyz", None).await,
+        (200, json!({"status": "ready"}))
+    );
+    let metrics = fleetpulse_tests::harness::http::get(a.addr, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains(
+            "fleetpulse_analyzer_http_requests_total{route=\"/api/v1/summary\",status=\"401\"} 4"
+        ),
+        "{}",
+        metrics.body
+    );
+    ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+fn ev(
+    tenant: &str,
+    device: &str,
+    at: u32,
+    method: &str,
+    stage: &str,
+    outcome: &str,
+) -> EnrollmentEventRow {
+    EnrollmentEventRow {
+        tenant: tenant.into(),
+        event_id: Uuid::new_v4(),
+        agent_id: format!("agent-{device}"),
+        batch_seq: 1,
+        device_id: device.into(),
+        occurred_at: at,
+        occurred_ms: 0,
+        received_at: at,
+        platform: "windows".into(),
+        os_edition: String::new(),
+        os_version: "10.0.22631.4602".into(),
+        enrollment_method: method.into(),
+        stage: stage.into(),
+        outcome: outcome.into(),
+        error_code: 0,
+        error_has_code: 0,
+        error_symbol: String::new(),
+        error_message: String::new(),
+        source_kind: "event_log".into(),
+        source_channel: String::new(),
+        source_event_id: 0,
+        source_record_id: 0,
+        user_principal_name: String::new(),
+        attributes_key: vec![],
+        attributes_value: vec![],
+    }
+}
+
+fn st(tenant: &str, device: &str, at: u32) -> DeviceStateRow {
+    DeviceStateRow {
+        tenant: tenant.into(),
+        agent_id: format!("agent-{device}"),
+        batch_seq: 1,
+        device_id: device.into(),
+        captured_at: at,
+        received_at: at,
+        platform: "ios".into(),
+        os_edition: String::new(),
+        os_version: "17.5".into(),
+        join_state: "not_joined".into(),
+        mdm_enrolled: 1,
+        mdm_url: String::new(),
+        entra_tenant_id: String::new(),
+        tpm_present: 1,
+        tpm_spec_version: "2.0".into(),
+        tpm_ready: 1,
+        tpm_manufacturer: String::new(),
+        primary_user_upn: String::new(),
+        last_attempt_at: 0,
+        last_outcome: "succeeded".into(),
+        last_error_code: 0,
+        last_error_has_code: 0,
+        last_error_symbol: String::new(),
+        last_error_message: String::new(),
+        license_state: "licensed".into(),
+        enrollment_method: "apple_ade".into(),
+        device_name: String::new(),
+        attributes_key: vec![],
+        attributes_value: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_funnel_and_insights_are_exact() {
+    let ch = shared();
+    let db = fresh_db(ch, "analyzer_insights").await;
+    let n = now();
+    let recent = n - DAY;
+    let mut states = Vec::new();
+    let mut evs = Vec::new();
+    // Device cap (contoso limit 5 by default, fabrikam 3 by config).
+    for (tenant, user, enrolled, not_enrolled) in [
+        ("contoso", "a@c", 5, 0),
+        ("contoso", "b@c", 4, 0),
+        ("contoso", "c@c", 3, 0),
+        ("contoso", "d@c", 3, 2),
+        ("fabrikam", "e@f", 2, 0),
+    ] {
+        for i in 0..enrolled + not_enrolled {
+            let dev = format!("{user}-{i}");
+            let mut s = st(tenant, &dev, recent - 100);
+            s.primary_user_upn = user.into();
+            states.push(s.clone());
+            // A later snapshot un-enrolls the extra devices: only the latest counts.
+            if i >= enrolled {
+                s.captured_at = recent;
+                s.mdm_enrolled = 0;
+                states.push(s);
+            }
+        }
+    }
+    // TPM vs Autopilot.
+    let win = |d: &str, tpm: u8, ver: &str, method: &str| {
+        let mut s = st("contoso", d, recent);
+        s.platform = "windows".into();
+        s.tpm_present = tpm;
+        s.tpm_spec_version = ver.into();
+        s.enrollment_method = method.into();
+        s.join_state = "entra_joined".into();
+        s
+    };
+    states.push(win("t1", 0, "", "autopilot_self_deploying"));
+    states.push(win("t2", 1, "1.2", "entra_join"));
+    evs.push(ev(
+        "contoso",
+        "t2",
+        recent,
+        "autopilot_pre_provisioned",
+        "authentication",
+        "failed",
+    ));
+    states.push(win("t3", 1, "2.0", "autopilot_self_deploying"));
+    states.push(win("t4", 1, "1.2", "autopilot_user_driven"));
+    // Licence.
+    for (dev, user, lic, attempted) in [
+        ("l1", "x@c", "unlicensed", true),
+        ("l2", "y@c", "unlicensed", false),
+        ("l3", "z@c", "licensed", true),
+    ] {
+        let mut s = st("contoso", dev, recent);
+        s.primary_user_upn = user.into();
+        s.license_state = lic.into();
+        s.last_attempt_at = if attempted { recent - 10 } else { 0 };
+        s.mdm_enrolled = 0;
+        states.push(s);
+    }
+    // Auto-enrollment never triggered.
+    let joined = |d: &str, join: &str, enrolled: u8| {
+        let mut s = win(d, 1, "2.0", "gpo_auto_enroll");
+        s.join_state = join.into();
+        s.mdm_enrolled = enrolled;
+        s
+    };
+    states.push(joined("n1", "entra_joined", 0));
+    states.push(joined("n2", "hybrid_joined", 0));
+    let mut e76 = ev(
+        "contoso",
+        "n2",
+        recent,
+        "gpo_auto_enroll",
+        "complete",
+        "failed",
+    );
+    e76.source_channel =
+        "Microsoft-Windows-DeviceManagement-Enterprise-Diagnostics-Provider/Admin".into();
+    e76.source_event_id = 76;
+    evs.push(e76);
+    states.push(joined("n3", "entra_joined", 1));
+    states.push(joined("n4", "not_joined", 0));
+    // Stale: s1's only snapshot is 40 days old; s2 is old but enrolled successfully lately;
+    // s3 has only an old success.
+    states.push(st("fabrikam", "s1", n - 40 * DAY));
+    states.push(st("fabrikam", "s2", n - 40 * DAY));
+    evs.push(ev(
+        "fabrikam",
+        "s2",
+        n - 2 * DAY,
+        "apple_ade",
+        "complete",
+        "succeeded",
+    ));
+    evs.push(ev(
+        "fabrikam",
+        "s3",
+        n - 45 * DAY,
+        "apple_ade",
+        "complete",
+        "succeeded",
+    ));
+
+    // Funnel on an isolated tenant and range: three devices of known paths.
+    let f0 = T0;
+    let path = |d: &str, steps: &[(&str, &str, u32)]| -> Vec<EnrollmentEventRow> {
+        steps
+            .iter()
+            .map(|(stage, outcome, dt)| ev("funnel", d, f0 + dt, "entra_join", stage, outcome))
+            .collect()
+    };
+    evs.extend(path(
+        "f1",
+        &[
+            ("discovery", "succeeded", 0),
+            ("authentication", "succeeded", 10),
+            ("complete", "succeeded", 100),
+        ],
+    ));
+    evs.extend(path(
+        "f2",
+        &[
+            ("discovery", "succeeded", 0),
+            ("authentication", "succeeded", 20),
+            ("complete", "succeeded", 300),
+        ],
+    ));
+    evs.extend(path(
+        "f3",
+        &[
+            ("discovery", "succeeded", 0),
+            ("authentication", "failed", 5),
+        ],
+    ));
+    // Device event pagination: 7 events of one device.
+    for i in 0..7u32 {
+        let mut e = ev(
+            "contoso",
+            "pager",
+            T0 + i / 2,
+            "entra_join",
+            "authorization",
+            "failed",
+        );
+        e.occurred_ms = (i % 2) as u16;
+        e.error_code = 0x8018_0014;
+        e.error_has_code = 1;
+        evs.push(e);
+    }
+    insert_events(ch, &db, &evs).await;
+    insert_states(ch, &db, &states).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("analyzer.toml");
+    std::fs::write(&cfg, "stale_days = 30\n[device_caps]\nfabrikam = 3\n").unwrap();
+    let a = Analyzer::start(ch, &db, &["--config", cfg.to_str().unwrap()]).await;
+    let key = a.create_key(&["--all-tenants"]);
+
+    let body = a.ok("/api/v1/insights", &key).await;
+    let by_id: BTreeMap<String, &Value> = body["insights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap().to_owned(), i))
+        .collect();
+    let subjects = |id: &str| -> Vec<(String, String, String)> {
+        by_id[id]["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["tenant"].as_str().unwrap().into(),
+                    a["subject"].as_str().unwrap().into(),
+                    a["detail"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let t = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        subjects("device_cap_near"),
+        vec![
+            t("contoso", "a@c", "5/5"),
+            t("contoso", "b@c", "4/5"),
+            t("fabrikam", "e@f", "2/3")
+        ]
+    );
+    assert_eq!(
+        subjects("autopilot_tpm_unsupported"),
+        vec![
+            t("contoso", "t1", "tpm missing"),
+            t("contoso", "t2", "tpm 1.2")
+        ]
+    );
+    assert_eq!(
+        subjects("unlicensed_users_enrolling"),
+        vec![t("contoso", "x@c", "1 device(s)")]
+    );
+    assert_eq!(
+        subjects("auto_enrollment_not_triggered"),
+        vec![t("contoso", "n1", "entra_joined")]
+    );
+    let stale: Vec<String> = subjects("stale_enrollments")
+        .into_iter()
+        .map(|(_, s, _)| s)
+        .collect();
+    // The funnel devices only ever succeeded in 2024: stale too.
+    assert_eq!(stale, vec!["s1", "s3", "f1", "f2", "f3"]);
+    for (id, count) in [
+        ("device_cap_near", 3),
+        ("autopilot_tpm_unsupported", 2),
+        ("unlicensed_users_enrolling", 1),
+        ("auto_enrollment_not_triggered", 1),
+        ("stale_enrollments", 5),
+    ] {
+        assert_eq!(by_id[id]["count"], count, "{id}");
+        assert!(!by_id[id]["remediation"].as_str().unwrap().is_empty());
+    }
+    // Paginated affected list.
+    let p1 = a
+        .ok("/api/v1/insights/device_cap_near/devices?limit=2", &key)
+        .await;
+    assert_eq!(p1["count"], 3);
+    assert_eq!(p1["items"].as_array().unwrap().len(), 2);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let p2 = a
+        .ok(
+            &format!("/api/v1/insights/device_cap_near/devices?limit=2&cursor={cursor}"),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        p2["items"],
+        json!([{"tenant": "fabrikam", "subject": "e@f", "detail": "2/3"}])
+    );
+    assert!(p2["next_cursor"].is_null());
+    let scoped = a
+        .ok(
+            "/api/v1/insights/device_cap_near/devices?tenant=fabrikam",
+            &key,
+        )
+        .await;
+    assert_eq!(scoped["count"], 1);
+    assert_eq!(
+        a.get("/api/v1/insights/nope/devices", Some(&key)).await.0,
+        404
+    );
+
+    // Funnel.
+    let body = a
+        .ok(
+            &format!(
+                "/api/v1/funnel?tenant=funnel&from={}&to={}",
+                iso(T0),
+                iso(T0 + DAY)
+            ),
+            &key,
+        )
+        .await;
+    let g = &body["groups"][0];
+    assert_eq!(body["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (g["enrollment_method"].as_str(), g["platform"].as_str()),
+        (Some("entra_join"), Some("windows"))
+    );
+    assert_eq!(
+        (g["devices"].as_u64(), g["enrolled"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(
+        g["stages"],
+        json!([
+            {"stage": "discovery", "reached": 3, "succeeded": 3, "failed": 0, "dropped": 0},
+            {"stage": "authentication", "reached": 3, "succeeded": 2, "failed": 1, "dropped": 1},
+            {"stage": "complete", "reached": 2, "succeeded": 2, "failed": 0, "dropped": 0}
+        ])
+    );
+    let p50 = g["time_to_enroll_seconds"]["p50"].as_f64().unwrap();
+    assert!((100.0..=300.0).contains(&p50), "{g}");
+
+    // Device events: newest first, 3 per page, cursor until the end, classified.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let pager_category = {
+        let mut e = ev(
+            "contoso",
+            "pager",
+            T0,
+            "entra_join",
+            "authorization",
+            "failed",
+        );
+        e.error_code = 0x8018_0014;
+        e.error_has_code = 1;
+        category(&classifier(), &e)
+    };
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/devices/pager/events?limit=3&cursor={c}"),
+            None => "/api/v1/devices/pager/events?limit=3".to_owned(),
+        };
+        let page = a.ok(&path, &key).await;
+        for e in page["events"].as_array().unwrap() {
+            assert_eq!(e["classification"]["category"], pager_category.as_str());
+            seen.push(e["occurred_at"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen.len(), 7);
+    assert_eq!(seen, sorted);
+    assert_eq!(seen[0], "2024-03-01T00:00:03.000Z");
+
+    // Device state: latest snapshot.
+    let s = a.ok("/api/v1/devices/d@c-3/state", &key).await;
+    assert_eq!(
+        (s["mdm_enrolled"].as_bool(), s["primary_user_upn"].as_str()),
+        (Some(false), Some("d@c"))
+    );
+    assert_eq!(
+        a.get("/api/v1/devices/ghost/state", Some(&key)).await.0,
+        404
+    );
+    ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
+}

@@ -1,0 +1,412 @@
+//! Shared by the analyzer end-to-end suites: the analyzer binary as a subprocess, a minimal
+//! HTTP client with headers and bodies, generated telemetry of known composition, and
+//! brute-force aggregation over the generated rows.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fleetpulse_analyzer::catalog::Catalog;
+use fleetpulse_analyzer::query::catalog_adapter::CatalogClassifier;
+use fleetpulse_analyzer::query::classes::{RawSignal, SignalClassifier};
+use fleetpulse_analyzer::query::sql::message_key;
+use fleetpulse_tests::harness::collector::workspace_binary;
+use fleetpulse_tests::harness::process::{spawn_guarded, terminate};
+use fleetpulse_tests::harness::rows::{DeviceStateRow, EnrollmentEventRow};
+use fleetpulse_tests::harness::{ClickHouseServer, poll_until};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+/// 2024-03-01T00:00:00Z.
+pub const T0: u32 = 1_709_251_200;
+pub const DAY: u32 = 86_400;
+
+/// A running `fleetpulse-analyzer serve`.
+pub struct Analyzer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub db_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Analyzer {
+    fn drop(&mut self) {
+        let _ = terminate(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+impl Analyzer {
+    pub async fn start(ch: &ClickHouseServer, database: &str, extra: &[&str]) -> Analyzer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready.json");
+        let db_url = format!("sqlite://{}", dir.path().join("keys.db").display());
+        let bin = workspace_binary("fleetpulse-analyzer").expect("analyzer binary");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backfill-grace-secs",
+            "0",
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .args([
+            "--clickhouse-url",
+            ch.url(),
+            "--clickhouse-database",
+            database,
+            "--database-url",
+            &db_url,
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("log.txt")).expect("log"),
+        ));
+        let child = spawn_guarded(cmd, "fleetpulse-analyzer").expect("spawn analyzer");
+        let ready2 = ready.clone();
+        let log = dir.path().join("log.txt");
+        let addr = poll_until(
+            Duration::from_secs(60),
+            "the analyzer ready file",
+            move || {
+                let ready = ready2.clone();
+                let log = log.clone();
+                async move {
+                    let text = std::fs::read_to_string(&ready).map_err(|e| {
+                        format!(
+                            "{e}; log: {}",
+                            std::fs::read_to_string(&log).unwrap_or_default()
+                        )
+                    })?;
+                    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    v["http"]
+                        .as_str()
+                        .and_then(|s| s.parse::<SocketAddr>().ok())
+                        .ok_or_else(|| text.clone())
+                }
+            },
+        )
+        .await;
+        Analyzer {
+            child,
+            addr,
+            db_url,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `fleetpulse-analyzer key ...` against this server's key store.
+    pub fn key(&self, args: &[&str]) -> std::process::Output {
+        let bin = workspace_binary("fleetpulse-analyzer").expect("analyzer binary");
+        let mut all = vec!["key", args[0]];
+        all.extend_from_slice(&["--database-url", &self.db_url]);
+        all.extend_from_slice(&args[1..]);
+        Command::new(bin)
+            .args(&all)
+            .output()
+            .expect("run key command")
+    }
+
+    /// Creates a key and returns the token.
+    pub fn create_key(&self, scope: &[&str]) -> String {
+        let mut args = vec!["create"];
+        args.extend_from_slice(scope);
+        let out = self.key(&args);
+        assert!(
+            out.status.success(),
+            "key create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        request(self.addr, "GET", path, token, None).await
+    }
+
+    /// GET that must answer 200.
+    pub async fn ok(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.get(path, Some(token)).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+}
+
+/// One HTTP/1.0 request; returns status and JSON body (Value::Null when not JSON).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
+        .await
+        .expect("timeout")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+pub const TENANTS: &[&str] = &["contoso", "fabrikam"];
+pub const PLATFORMS: &[&str] = &["windows", "ios", "android", "macos"];
+pub const METHODS: &[&str] = &[
+    "entra_join",
+    "autopilot_self_deploying",
+    "apple_ade",
+    "android_work_profile",
+];
+pub const STAGES: &[&str] = &[
+    "discovery",
+    "authentication",
+    "authorization",
+    "certificate_request",
+    "complete",
+];
+pub const OS: &[&str] = &["10.0.22631.4602", "10.0.19045.5247", "17.5.1", "14"];
+
+/// Signals spanning catalogued codes, symbols, messages with masked parts and unknowns.
+pub const SIGNALS: &[(Option<u32>, &str, &str)] = &[
+    (
+        Some(0x8018_0014),
+        "",
+        "Device cap reached trace 1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    ),
+    (Some(0x8018_0018), "", "The license of user is in bad state"),
+    (
+        Some(0x801C_03EA),
+        "",
+        "Registering your device for mobile management at 2024-03-01T10:00:00Z",
+    ),
+    (None, "DeviceCapReached", ""),
+    (
+        Some(0x8018_002B),
+        "",
+        "Auto MDM Enroll: Failed (Unknown Win32 Error code: 0x8018002b)",
+    ),
+    (Some(0x1234_5678), "", "something nobody documented"),
+    (None, "", "no code at all"),
+    (Some(0x8007_0005), "", "Access is denied."),
+];
+
+/// Deterministic events over [T0, T0 + 3 days): `n` rows, received at `received_at`.
+pub fn events(seed: u64, n: usize, received_at: u32) -> Vec<EnrollmentEventRow> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let tenant = TENANTS[rng.gen_range(0..TENANTS.len())];
+            let p = rng.gen_range(0..PLATFORMS.len());
+            let device = rng.gen_range(0..200);
+            let user = rng.gen_range(0..90);
+            let outcome = ["succeeded", "failed", "failed", "in_progress"][rng.gen_range(0..4)];
+            let (code, symbol, message) = if outcome == "failed" {
+                SIGNALS[rng.gen_range(0..SIGNALS.len())]
+            } else {
+                (None, "", "")
+            };
+            EnrollmentEventRow {
+                tenant: tenant.to_owned(),
+                event_id: Uuid::from_u128(rng.r#gen()),
+                agent_id: format!("agent-{device}"),
+                batch_seq: 1,
+                device_id: format!("dev-{device:03}"),
+                occurred_at: T0 + rng.gen_range(0..3 * DAY),
+                occurred_ms: rng.gen_range(0..1000),
+                received_at,
+                platform: PLATFORMS[p].to_owned(),
+                os_edition: String::new(),
+                os_version: OS[p].to_owned(),
+                enrollment_method: METHODS[p].to_owned(),
+                stage: STAGES[rng.gen_range(0..STAGES.len())].to_owned(),
+                outcome: outcome.to_owned(),
+                error_code: code.unwrap_or(0),
+                error_has_code: u8::from(code.is_some()),
+                error_symbol: symbol.to_owned(),
+                error_message: message.to_owned(),
+                source_kind: "simulator".to_owned(),
+                source_channel: String::new(),
+                source_event_id: 0,
+                source_record_id: 0,
+                // Every seventh user is empty (self-deploying): not a user.
+                user_principal_name: if user % 7 == 0 {
+                    String::new()
+                } else {
+                    format!("user{user}@{tenant}.com")
+                },
+                attributes_key: vec![],
+                attributes_value: vec![],
+            }
+        })
+        .collect()
+}
+
+pub async fn insert_events(ch: &ClickHouseServer, db: &str, rows: &[EnrollmentEventRow]) {
+    let client = ch.client(db);
+    let mut insert = client
+        .insert::<EnrollmentEventRow>("enrollment_events")
+        .await
+        .expect("insert");
+    for r in rows {
+        insert.write(r).await.expect("write row");
+    }
+    insert.end().await.expect("end insert");
+}
+
+pub async fn insert_states(ch: &ClickHouseServer, db: &str, rows: &[DeviceStateRow]) {
+    let client = ch.client(db);
+    let mut insert = client
+        .insert::<DeviceStateRow>("device_states")
+        .await
+        .expect("insert");
+    for r in rows {
+        insert.write(r).await.expect("write row");
+    }
+    insert.end().await.expect("end insert");
+}
+
+/// Unix seconds as RFC 3339.
+pub fn iso(t: u32) -> String {
+    fleetpulse_analyzer::query::filters::rfc3339(t)
+}
+
+/// Brute-force counts of one group.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub events: u64,
+    pub attempts: u64,
+    pub failures: u64,
+    pub affected_devices: u64,
+    pub affected_users: u64,
+    pub devices: u64,
+    pub users: u64,
+}
+
+impl Counts {
+    pub fn from_json(v: &Value) -> Counts {
+        let n = |k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("{k} missing in {v}"))
+        };
+        Counts {
+            events: n("events"),
+            attempts: n("attempts"),
+            failures: n("failures"),
+            affected_devices: n("affected_devices"),
+            affected_users: n("affected_users"),
+            devices: n("devices"),
+            users: n("users"),
+        }
+    }
+}
+
+pub fn classifier() -> CatalogClassifier {
+    CatalogClassifier::new(Catalog::embedded())
+}
+
+/// The category the server assigns to a failed row (same classifier, same message key).
+pub fn category(c: &CatalogClassifier, r: &EnrollmentEventRow) -> String {
+    c.classify(&RawSignal {
+        code: (r.error_has_code == 1).then_some(r.error_code),
+        symbol: r.error_symbol.clone(),
+        message: message_key(&r.error_message),
+        platform: r.platform.clone(),
+        source: r.source_kind.clone(),
+        stage: r.stage.clone(),
+    })
+    .category
+}
+
+/// The value of `dim` for a row (None for a code-less row in the code dimension).
+pub fn key_of(c: &CatalogClassifier, dim: &str, r: &EnrollmentEventRow) -> Option<String> {
+    Some(match dim {
+        "category" => category(c, r),
+        "code" => return (r.error_has_code == 1).then(|| format!("0x{:08X}", r.error_code)),
+        "platform" => r.platform.clone(),
+        "os_version" => r.os_version.clone(),
+        "enrollment_method" => r.enrollment_method.clone(),
+        "tenant" => r.tenant.clone(),
+        "stage" => r.stage.clone(),
+        "outcome" => r.outcome.clone(),
+        other => panic!("unknown dimension {other}"),
+    })
+}
+
+/// Brute-force grouping over rows passing `keep`.
+pub fn brute(
+    rows: &[EnrollmentEventRow],
+    keep: impl Fn(&EnrollmentEventRow) -> bool,
+    key: impl Fn(&EnrollmentEventRow) -> Option<Option<String>>,
+) -> BTreeMap<Option<String>, Counts> {
+    type Sets = (
+        HashSet<(String, String)>,
+        HashSet<(String, String)>,
+        HashSet<(String, String)>,
+        HashSet<(String, String)>,
+    );
+    let mut acc: BTreeMap<Option<String>, (Counts, Sets)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| keep(r)) {
+        let Some(k) = key(r) else { continue };
+        let (c, (dev, usr, fdev, fusr)) = acc.entry(k).or_default();
+        c.events += 1;
+        if r.outcome == "succeeded" || r.outcome == "failed" {
+            c.attempts += 1;
+        }
+        dev.insert((r.tenant.clone(), r.device_id.clone()));
+        if !r.user_principal_name.is_empty() {
+            usr.insert((r.tenant.clone(), r.user_principal_name.clone()));
+        }
+        if r.outcome == "failed" {
+            c.failures += 1;
+            fdev.insert((r.tenant.clone(), r.device_id.clone()));
+            if !r.user_principal_name.is_empty() {
+                fusr.insert((r.tenant.clone(), r.user_principal_name.clone()));
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|(k, (mut c, (dev, usr, fdev, fusr)))| {
+            c.devices = dev.len() as u64;
+            c.users = usr.len() as u64;
+            c.affected_devices = fdev.len() as u64;
+            c.affected_users = fusr.len() as u64;
+            (k, c)
+        })
+        .collect()
+}
+
+pub fn in_range(from: u32, to: u32) -> impl Fn(&EnrollmentEventRow) -> bool {
+    move |r| r.occurred_at >= from && r.occurred_at < to
+}

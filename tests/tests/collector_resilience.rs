@@ -1,0 +1,278 @@
+//! Collector behaviour across failures, end to end: ClickHouse down and back, the collector
+//! restarted gracefully mid-stream, and the collector killed (-9) with a batch in flight.
+//! In every case the agent retries with the same sequence number and each event ends up in
+//! ClickHouse exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use fleetpulse_proto::v1::PushResponse;
+use fleetpulse_proto::v1::TelemetryItem;
+use fleetpulse_proto::v1::ingest_service_client::IngestServiceClient;
+use fleetpulse_tests::harness::synthetic::Synth;
+use fleetpulse_tests::harness::{
+    self, Collector, Fixture, Registered, poll_eq, poll_until, unique_database,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn recent() -> SystemTime {
+    SystemTime::now() - Duration::from_secs(600)
+}
+
+fn items(agent: &Registered, seed: u64, n: usize) -> Vec<TelemetryItem> {
+    Synth::new(seed).event_items(&agent.agent_id, &[], n, recent(), Duration::from_millis(10))
+}
+
+/// What an agent does: resend the same batch until it is acknowledged. Failures that leave the
+/// outcome unknown (connection refused or reset, collector shutting down) are retried; a
+/// definite refusal is returned.
+async fn push_until_acked(
+    agent: &Registered,
+    client: &mut IngestServiceClient<Channel>,
+    seq: u64,
+    items: Vec<TelemetryItem>,
+    timeout: Duration,
+) -> PushResponse {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match agent.push(client, seq, items.clone()).await {
+            Ok(r) => return r,
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ) =>
+            {
+                last = Some(s);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("batch {seq} refused for good: {s:?}"),
+        }
+    }
+    panic!("batch {seq} not acknowledged within {timeout:?}; last: {last:?}")
+}
+
+async fn assert_each_batch_once(ch: &harness::ClickHouseServer, db: &str, batches: u64, per: u64) {
+    let total = ch
+        .count(&format!("SELECT count() FROM {db}.enrollment_events"), &[])
+        .await
+        .expect("count");
+    let distinct = ch
+        .count(
+            &format!("SELECT uniqExact(event_id) FROM {db}.enrollment_events"),
+            &[],
+        )
+        .await
+        .expect("uniq");
+    let wrong = ch
+        .query_json(
+            &format!(
+                "SELECT batch_seq, count() AS n FROM {db}.enrollment_events \
+                 GROUP BY batch_seq HAVING n != {per} ORDER BY batch_seq"
+            ),
+            &[],
+        )
+        .await
+        .expect("per batch");
+    assert_eq!((total, distinct), (batches * per, batches * per));
+    assert_eq!(
+        wrong,
+        Vec::<serde_json::Value>::new(),
+        "batches stored other than once"
+    );
+}
+
+#[tokio::test]
+async fn clickhouse_outage_answers_unavailable_and_loses_nothing() -> anyhow::Result<()> {
+    let ch = harness::private()?;
+    let db = unique_database("outage");
+    let collector = Collector::builder(ch.url(), &db)
+        .arg("--clickhouse-timeout-secs")
+        .arg("3")
+        .arg("--batch-lease-secs")
+        .arg("11")
+        .start()
+        .await?;
+    let token = collector.token_create("contoso").await?;
+    let agent = collector.register(&token, "dev-outage").await?;
+    let mut client = collector.client().await?;
+    assert_eq!(
+        agent
+            .push(&mut client, 1, items(&agent, 1, 10))
+            .await?
+            .accepted,
+        10
+    );
+
+    ch.stop()?;
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let status = agent
+            .push(&mut client, 2, items(&agent, 2, 10))
+            .await
+            .expect_err("ClickHouse is down");
+        let took = started.elapsed();
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "attempt {attempt}: {status:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "attempt {attempt} took {took:?}"
+        );
+    }
+    let ready = collector.http_get("/readyz").await?;
+    assert_eq!(ready.status, 503, "{ready:?}");
+
+    ch.start()?;
+    let response = push_until_acked(
+        &agent,
+        &mut client,
+        2,
+        items(&agent, 2, 10),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!((response.accepted, response.duplicate), (10, false));
+    assert_eq!(
+        agent
+            .push(&mut client, 3, items(&agent, 3, 10))
+            .await?
+            .accepted,
+        10
+    );
+    assert_each_batch_once(&ch, &db, 3, 10).await;
+    poll_eq(Duration::from_secs(10), "/readyz status", 200, || async {
+        collector.http_get("/readyz").await.map(|r| r.status)
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_restarted_mid_stream_stores_every_batch_once() -> anyhow::Result<()> {
+    let mut fx = Fixture::start("restart_stream").await?;
+    let agent = fx.enroll("contoso", "dev-stream").await?;
+    const BATCHES: u64 = 40;
+    const PER: usize = 50;
+    let acked = Arc::new(AtomicU64::new(0));
+    let stream = {
+        let agent = agent.clone();
+        let acked = Arc::clone(&acked);
+        let mut client = fx.collector.lazy_client()?;
+        tokio::spawn(async move {
+            for seq in 1..=BATCHES {
+                let batch = items(&agent, 100 + seq, PER);
+                let r = push_until_acked(&agent, &mut client, seq, batch, Duration::from_secs(120))
+                    .await;
+                assert_eq!(r.accepted, PER as u32, "batch {seq}");
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+
+    for after in [8, 20] {
+        poll_until(
+            Duration::from_secs(60),
+            "batches acknowledged before restart",
+            || async {
+                let n = acked.load(Ordering::SeqCst);
+                if n >= after { Ok(n) } else { Err(n) }
+            },
+        )
+        .await;
+        fx.collector.restart().await?;
+    }
+    stream.await?;
+    assert_each_batch_once(fx.ch, &fx.db, BATCHES, PER as u64).await;
+    Ok(())
+}
+
+/// Counter of Push batches the collector has received (before storing them).
+const BATCHES_RECEIVED_METRIC: &str = "fleetpulse_collector_batches_received_total";
+
+fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| *series == name || series.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
+        .reduce(|a, b| a + b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_with_a_batch_in_flight_stores_the_resend_once() -> anyhow::Result<()> {
+    // The writer flushes only at 100 pending rows (or after a minute): a 50-item batch waits
+    // in memory, unacknowledged, when the collector is killed.
+    let mut fx = Fixture::start_with("kill9", |b| {
+        b.args([
+            "--flush-rows",
+            "100",
+            "--flush-interval-ms",
+            "60000",
+            "--clickhouse-timeout-secs",
+            "2",
+            "--batch-lease-secs",
+            "9",
+        ])
+    })
+    .await?;
+    let agent = fx.enroll("contoso", "dev-kill9").await?;
+    let first = items(&agent, 1, 50);
+    let in_flight = {
+        let agent = agent.clone();
+        let first = first.clone();
+        let mut client = fx.collector.client().await?;
+        tokio::spawn(async move { agent.push(&mut client, 1, first).await })
+    };
+    poll_until(
+        Duration::from_secs(30),
+        "the collector to receive batch 1",
+        || async {
+            let metrics = fx
+                .collector
+                .http_get("/metrics")
+                .await
+                .map_err(|e| e.to_string())?;
+            match metric_value(&metrics.body, BATCHES_RECEIVED_METRIC) {
+                Some(v) if v >= 1.0 => Ok(v),
+                other => Err(format!("{BATCHES_RECEIVED_METRIC} = {other:?}")),
+            }
+        },
+    )
+    .await;
+    fx.collector.kill();
+    let lost = in_flight.await?;
+    assert!(
+        lost.is_err(),
+        "no ack can come from a killed collector: {lost:?}"
+    );
+    assert_eq!(fx.count("enrollment_events").await?, 0);
+
+    fx.collector.start_again().await?;
+    // The agent resends batch 1; a second agent batch fills the writer to its flush size.
+    let mut client_a = fx.collector.lazy_client()?;
+    let mut client_b = fx.collector.lazy_client()?;
+    let second = items(&agent, 2, 50);
+    let (r1, r2) = tokio::join!(
+        push_until_acked(&agent, &mut client_a, 1, first, Duration::from_secs(60)),
+        push_until_acked(&agent, &mut client_b, 2, second, Duration::from_secs(60)),
+    );
+    assert_eq!((r1.accepted, r1.duplicate), (50, false));
+    assert_eq!((r2.accepted, r2.duplicate), (50, false));
+    assert_each_batch_once(fx.ch, &fx.db, 2, 50).await;
+    Ok(())
+}
+
+#[test]
+fn metric_values_are_summed_over_labels() {
+    let text =
+        "# HELP x_total X.\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 3\nx_totalother 9\n";
+    assert_eq!(metric_value(text, "x_total"), Some(5.0));
+    assert_eq!(metric_value(text, "y_total"), None);
+}
