@@ -14,7 +14,12 @@ use fleetpulse_collector::config::{ConfigArgs, ControlArgs};
 pub struct Cli {
     /// Log line format on stderr: `text` or `json`. The filter comes from RUST_LOG
     /// (default info); OTLP traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-    #[arg(long, global = true, env = "FLEETPULSE_COLLECTOR_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETPULSE_COLLECTOR_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: fleetpulse_telemetry::LogFormat,
 
     #[command(subcommand)]

@@ -275,11 +275,19 @@ pub struct ConfigArgs {
 
     /// ClickHouse database for the raw tables; created if missing. Letters, digits and `_`,
     /// not starting with a digit. [default: fleetpulse]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_DATABASE", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_DATABASE",
+        value_name = "NAME"
+    )]
     pub clickhouse_database: Option<String>,
 
     /// ClickHouse user. [default: the server's default user]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_USER", value_name = "USER")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_USER",
+        value_name = "USER"
+    )]
     pub clickhouse_user: Option<String>,
 
     /// ClickHouse password (prefer the environment variable over the flag). [default: none]
@@ -328,12 +336,20 @@ pub struct ConfigArgs {
 
     /// Maximum encoded size of one Push in bytes; larger batches get RESOURCE_EXHAUSTED.
     /// [default: 4194304 (4 MiB)]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_MAX_BATCH_BYTES", value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_MAX_BATCH_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_batch_bytes: Option<u32>,
 
     /// How far ahead of the collector's clock a timestamp may be, in seconds; items beyond are
     /// rejected. [default: 86400 (24 h)]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_MAX_FUTURE_SKEW_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_MAX_FUTURE_SKEW_SECS",
+        value_name = "SECS"
+    )]
     pub max_future_skew_secs: Option<u32>,
 
     /// Days of data kept: daily partitions older than this are dropped hourly, and items older
@@ -347,21 +363,37 @@ pub struct ConfigArgs {
 
     /// The writer flushes pending rows at least this often (also the longest a small Push
     /// waits for its acknowledgement). [default: 200]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_FLUSH_INTERVAL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_FLUSH_INTERVAL_MS",
+        value_name = "MS"
+    )]
     pub flush_interval_ms: Option<u64>,
 
     /// Rows handed to the writer but not yet confirmed by ClickHouse; when full, Push answers
     /// UNAVAILABLE at once instead of buffering. [default: 200000]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_MAX_PENDING_ROWS", value_name = "ROWS")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_MAX_PENDING_ROWS",
+        value_name = "ROWS"
+    )]
     pub max_pending_rows: Option<usize>,
 
     /// Timeout of each ClickHouse insert and query, in seconds. [default: 10]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_TIMEOUT_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
     pub clickhouse_timeout_secs: Option<u64>,
 
     /// How long one Push owns its batch in the ledger before a retry may take it over (after a
     /// crash), in seconds; at least 2 * clickhouse-timeout-secs + 5. [default: 30]
-    #[arg(long, env = "FLEETPULSE_COLLECTOR_BATCH_LEASE_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_BATCH_LEASE_SECS",
+        value_name = "SECS"
+    )]
     pub batch_lease_secs: Option<u64>,
 }
 
@@ -400,7 +432,10 @@ impl ConfigArgs {
         set(&mut c.flush_rows, &self.flush_rows);
         set(&mut c.flush_interval_ms, &self.flush_interval_ms);
         set(&mut c.max_pending_rows, &self.max_pending_rows);
-        set(&mut c.clickhouse_timeout_secs, &self.clickhouse_timeout_secs);
+        set(
+            &mut c.clickhouse_timeout_secs,
+            &self.clickhouse_timeout_secs,
+        );
         set(&mut c.batch_lease_secs, &self.batch_lease_secs);
     }
 }
@@ -446,8 +481,14 @@ mod tests {
 
     #[test]
     fn default_address_constants_parse() {
-        assert_eq!(DEFAULT_GRPC_LISTEN.parse::<SocketAddr>().unwrap(), Config::default().grpc_listen);
-        assert_eq!(DEFAULT_HTTP_LISTEN.parse::<SocketAddr>().unwrap(), Config::default().http_listen);
+        assert_eq!(
+            DEFAULT_GRPC_LISTEN.parse::<SocketAddr>().unwrap(),
+            Config::default().grpc_listen
+        );
+        assert_eq!(
+            DEFAULT_HTTP_LISTEN.parse::<SocketAddr>().unwrap(),
+            Config::default().http_listen
+        );
         assert_eq!(Config::default().grpc_listen.port(), 7600);
         assert_eq!(Config::default().http_listen.port(), 7601);
     }
@@ -515,8 +556,14 @@ mod tests {
             if long == "help" {
                 continue;
             }
-            let expected = format!("FLEETPULSE_COLLECTOR_{}", long.replace('-', "_").to_uppercase());
-            assert_eq!(a.get_env().map(|e| e.to_str().unwrap().to_owned()), Some(expected));
+            let expected = format!(
+                "FLEETPULSE_COLLECTOR_{}",
+                long.replace('-', "_").to_uppercase()
+            );
+            assert_eq!(
+                a.get_env().map(|e| e.to_str().unwrap().to_owned()),
+                Some(expected)
+            );
         }
     }
 

@@ -191,12 +191,20 @@ mod tests {
 
     #[test]
     fn attribute_order_does_not_matter_but_contents_do() {
-        let pairs: Vec<(String, String)> = (0..20).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
-        let a: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let a: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let mut b = a.clone();
         b.reverse();
         assert_eq!(batch_digest(&[ev(&a)]), batch_digest(&[ev(&b)]));
-        assert_ne!(batch_digest(&[ev(&[("k", "v")])]), batch_digest(&[ev(&[("k", "w")])]));
+        assert_ne!(
+            batch_digest(&[ev(&[("k", "v")])]),
+            batch_digest(&[ev(&[("k", "w")])])
+        );
     }
 
     #[test]
@@ -210,7 +218,10 @@ mod tests {
             })),
         };
         assert_ne!(batch_digest(&[x("ab", "c")]), batch_digest(&[x("a", "bc")]));
-        assert_ne!(batch_digest(&[x("a", "b"), x("c", "d")]), batch_digest(&[x("c", "d"), x("a", "b")]));
+        assert_ne!(
+            batch_digest(&[x("a", "b"), x("c", "d")]),
+            batch_digest(&[x("c", "d"), x("a", "b")])
+        );
         assert_ne!(batch_digest(&[TelemetryItem::default()]), batch_digest(&[]));
         assert_eq!(batch_digest(&[x("a", "b")]).len(), 64);
     }

@@ -36,7 +36,9 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn probe<E: std::fmt::Display>(fut: impl Future<Output = Result<(), E>>) -> Result<(), String> {
+async fn probe<E: std::fmt::Display>(
+    fut: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, fut).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

@@ -115,7 +115,10 @@ fn print_tokens(list: &ListArgs, tokens: &[TokenRecord]) {
         println!("{}", serde_json::Value::Array(rows));
         return;
     }
-    println!("{:<16}  {:<20}  {:<20}  {:<20}  DESCRIPTION", "ID", "TENANT", "CREATED", "REVOKED");
+    println!(
+        "{:<16}  {:<20}  {:<20}  {:<20}  DESCRIPTION",
+        "ID", "TENANT", "CREATED", "REVOKED"
+    );
     for t in tokens {
         println!(
             "{:<16}  {:<20}  {:<20}  {:<20}  {}",

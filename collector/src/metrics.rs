@@ -72,7 +72,11 @@ impl Metrics {
             registrations: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("batches_received", "Push requests received", m.batches_received.clone());
+        registry.register(
+            "batches_received",
+            "Push requests received",
+            m.batches_received.clone(),
+        );
         registry.register(
             "batches_accepted",
             "Push requests answered OK with their rows newly stored",
@@ -88,7 +92,11 @@ impl Metrics {
             "Push requests refused as a whole, by gRPC status",
             m.batches_rejected.clone(),
         );
-        registry.register("items_received", "Items received, by kind", m.items_received.clone());
+        registry.register(
+            "items_received",
+            "Items received, by kind",
+            m.items_received.clone(),
+        );
         registry.register(
             "items_accepted",
             "Items durably stored, by kind",
@@ -99,7 +107,11 @@ impl Metrics {
             "Items rejected by validation, by kind and offending field",
             m.items_rejected.clone(),
         );
-        registry.register("flush_rows", "Rows per ClickHouse flush", m.flush_rows.clone());
+        registry.register(
+            "flush_rows",
+            "Rows per ClickHouse flush",
+            m.flush_rows.clone(),
+        );
         registry.register(
             "flush_seconds",
             "Duration of successful ClickHouse flushes",
@@ -120,7 +132,11 @@ impl Metrics {
             "Refused credentials and enrollment tokens, by reason",
             m.auth_failures.clone(),
         );
-        registry.register("registrations", "Agents registered", m.registrations.clone());
+        registry.register(
+            "registrations",
+            "Agents registered",
+            m.registrations.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -180,9 +196,16 @@ mod tests {
         m.item_rejected("event", "occurred_at");
         m.pending_rows.inc_by(5);
         let text = m.render();
-        assert!(text.contains("fleetpulse_collector_batches_received_total 1"), "{text}");
-        assert!(text.contains("fleetpulse_collector_batches_rejected_total{reason=\"invalid_argument\"} 1"));
-        assert!(text.contains("fleetpulse_collector_items_rejected_total{kind=\"event\",reason=\"occurred_at\"} 1"));
+        assert!(
+            text.contains("fleetpulse_collector_batches_received_total 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "fleetpulse_collector_batches_rejected_total{reason=\"invalid_argument\"} 1"
+        ));
+        assert!(text.contains(
+            "fleetpulse_collector_items_rejected_total{kind=\"event\",reason=\"occurred_at\"} 1"
+        ));
         assert!(text.contains("fleetpulse_collector_pending_rows 5"));
         assert!(text.contains("fleetpulse_collector_flush_seconds_bucket"));
         assert!(text.ends_with("# EOF\n"));

@@ -91,8 +91,12 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 /// The address a local client should dial: an unspecified IP becomes loopback.
 pub fn dialable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
         _ => addr,
     }
 }
@@ -134,16 +138,20 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
 
     let grpc_listener = bind("gRPC", config.grpc_listen).await?;
     let http_listener = bind("HTTP", config.http_listen).await?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|source| ServeError::Bind {
-        what: "gRPC",
-        addr: config.grpc_listen,
-        source,
-    })?;
-    let http_addr = http_listener.local_addr().map_err(|source| ServeError::Bind {
-        what: "HTTP",
-        addr: config.http_listen,
-        source,
-    })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            what: "gRPC",
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            what: "HTTP",
+            addr: config.http_listen,
+            source,
+        })?;
     // Check TLS files before announcing readiness.
     grpc::tls_config(&config)?;
 
@@ -199,7 +207,14 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         let config = config.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            grpc::serve(grpc_listener, svc, &config, health, cancel.cancelled_owned()).await
+            grpc::serve(
+                grpc_listener,
+                svc,
+                &config,
+                health,
+                cancel.cancelled_owned(),
+            )
+            .await
         })
     };
     let http_task = {
@@ -278,7 +293,10 @@ impl Collector {
         };
         // The gRPC server dropped the service and with it the last writer handle: the writer
         // flushes what is left and stops.
-        if tokio::time::timeout(self.drain_timeout, self.writer_task).await.is_err() {
+        if tokio::time::timeout(self.drain_timeout, self.writer_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("the writer did not finish within {:?}", self.drain_timeout);
         }
         for t in self.background {
@@ -315,7 +333,14 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             r#"{"grpc":"127.0.0.1:7600","http":"127.0.0.2:7601"}"#
         );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
-        assert_eq!(dialable("[::]:5".parse().unwrap()), "[::1]:5".parse().unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        assert_eq!(
+            dialable("[::]:5".parse().unwrap()),
+            "[::1]:5".parse().unwrap()
+        );
     }
 }

@@ -274,7 +274,10 @@ impl ItemCheck<'_> {
 
     fn max_len(&mut self, field: &str, s: &str, max: usize) {
         if s.len() > max {
-            self.reject(field, format!("is {} bytes; at most {max} allowed", s.len()));
+            self.reject(
+                field,
+                format!("is {} bytes; at most {max} allowed", s.len()),
+            );
         }
     }
 
@@ -285,7 +288,10 @@ impl ItemCheck<'_> {
                 self.reject(field, format!("required (1..={max} bytes)"));
             }
         } else if s.len() > max {
-            self.reject(field, format!("is {} bytes; at most {max} allowed", s.len()));
+            self.reject(
+                field,
+                format!("is {} bytes; at most {max} allowed", s.len()),
+            );
         } else if s.chars().any(char::is_control) {
             self.reject(field, "contains a control character".into());
         }
@@ -294,7 +300,10 @@ impl ItemCheck<'_> {
     fn agent_id(&mut self, s: &str) {
         // A non-empty foreign agent id was refused for the whole push already.
         if s.is_empty() {
-            self.reject("agent_id", "required (the agent id of the credential)".into());
+            self.reject(
+                "agent_id",
+                "required (the agent id of the credential)".into(),
+            );
         }
     }
 
@@ -313,7 +322,10 @@ impl ItemCheck<'_> {
             return None;
         };
         if !(0..=999_999_999).contains(&ts.nanos) {
-            self.reject(field, format!("nanos {} is outside 0..=999999999", ts.nanos));
+            self.reject(
+                field,
+                format!("nanos {} is outside 0..=999999999", ts.nanos),
+            );
             return None;
         }
         let skew = self.rules.max_future_skew_secs;
@@ -358,7 +370,11 @@ impl ItemCheck<'_> {
     fn error(&mut self, prefix: &str, e: Option<&ReportedError>) {
         if let Some(e) = e {
             self.max_len(&format!("{prefix}.symbol"), &e.symbol, limits::ERROR_SYMBOL);
-            self.max_len(&format!("{prefix}.message"), &e.message, limits::ERROR_MESSAGE);
+            self.max_len(
+                &format!("{prefix}.message"),
+                &e.message,
+                limits::ERROR_MESSAGE,
+            );
         }
     }
 
@@ -369,7 +385,11 @@ impl ItemCheck<'_> {
         if attrs.len() > limits::ATTRIBUTES {
             self.reject(
                 "attributes",
-                format!("has {} entries; at most {} allowed", attrs.len(), limits::ATTRIBUTES),
+                format!(
+                    "has {} entries; at most {} allowed",
+                    attrs.len(),
+                    limits::ATTRIBUTES
+                ),
             );
         }
         let first = self.out.len();
@@ -385,11 +405,18 @@ impl ItemCheck<'_> {
                     ),
                 );
             } else if k.chars().any(char::is_control) {
-                self.reject("attributes", format!("key {} contains a control character", echo(k)));
+                self.reject(
+                    "attributes",
+                    format!("key {} contains a control character", echo(k)),
+                );
             } else if v.len() > limits::ATTRIBUTE_VALUE {
                 self.reject(
                     &format!("attributes[{k:?}]"),
-                    format!("value is {} bytes; at most {} allowed", v.len(), limits::ATTRIBUTE_VALUE),
+                    format!(
+                        "value is {} bytes; at most {} allowed",
+                        v.len(),
+                        limits::ATTRIBUTE_VALUE
+                    ),
                 );
             }
         }
@@ -460,10 +487,22 @@ impl ItemCheck<'_> {
         self.max_len("os_edition", &s.os_edition, limits::OS_EDITION);
         self.max_len("os_version", &s.os_version, limits::OS_VERSION);
         self.max_len("mdm_url", &s.mdm_url, limits::MDM_URL);
-        self.max_len("entra_tenant_id", &s.entra_tenant_id, limits::ENTRA_TENANT_ID);
+        self.max_len(
+            "entra_tenant_id",
+            &s.entra_tenant_id,
+            limits::ENTRA_TENANT_ID,
+        );
         if let Some(t) = &s.tpm {
-            self.max_len("tpm.spec_version", &t.spec_version, limits::TPM_SPEC_VERSION);
-            self.max_len("tpm.manufacturer", &t.manufacturer, limits::TPM_MANUFACTURER);
+            self.max_len(
+                "tpm.spec_version",
+                &t.spec_version,
+                limits::TPM_SPEC_VERSION,
+            );
+            self.max_len(
+                "tpm.manufacturer",
+                &t.manufacturer,
+                limits::TPM_MANUFACTURER,
+            );
         }
         self.max_len(
             "primary_user_upn",
@@ -564,18 +603,28 @@ mod tests {
     fn event_id_rules() {
         for (id, reason) in [
             ("", "required (a UUID)"),
-            ("abc", "\"abc\" is not a UUID in canonical form (8-4-4-4-12 hex digits)"),
+            (
+                "abc",
+                "\"abc\" is not a UUID in canonical form (8-4-4-4-12 hex digits)",
+            ),
             (
                 "0b6a3c1e9d7f4e2ab5c81d2e3f4a5b6c",
                 "\"0b6a3c1e9d7f4e2ab5c81d2e3f4a5b6c\" is not a UUID in canonical form (8-4-4-4-12 hex digits)",
             ),
-            ("00000000-0000-0000-0000-000000000000", "must not be the nil UUID"),
+            (
+                "00000000-0000-0000-0000-000000000000",
+                "must not be the nil UUID",
+            ),
         ] {
             let v = one(EnrollmentEvent {
                 event_id: id.into(),
                 ..event()
             });
-            assert_eq!(reasons(&v), vec![pair("items[0].event.event_id", reason)], "{id}");
+            assert_eq!(
+                reasons(&v),
+                vec![pair("items[0].event.event_id", reason)],
+                "{id}"
+            );
             assert_eq!(v.checked, vec![None]);
         }
     }
@@ -606,7 +655,10 @@ mod tests {
         });
         assert_eq!(
             reasons(&v),
-            vec![pair("items[0].event.agent_id", "required (the agent id of the credential)")]
+            vec![pair(
+                "items[0].event.agent_id",
+                "required (the agent id of the credential)"
+            )]
         );
     }
 
@@ -614,7 +666,10 @@ mod tests {
     fn device_id_rules() {
         for (id, reason) in [
             (String::new(), "required (1..=128 bytes)".to_owned()),
-            ("x".repeat(129), "is 129 bytes; at most 128 allowed".to_owned()),
+            (
+                "x".repeat(129),
+                "is 129 bytes; at most 128 allowed".to_owned(),
+            ),
             ("a\nb".to_owned(), "contains a control character".to_owned()),
         ] {
             let v = one(EnrollmentEvent {
@@ -623,38 +678,54 @@ mod tests {
             });
             assert_eq!(reasons(&v), vec![pair("items[0].event.device_id", &reason)]);
         }
-        assert!(one(EnrollmentEvent {
-            device_id: "x".repeat(128),
-            ..event()
-        })
-        .rejections
-        .is_empty());
+        assert!(
+            one(EnrollmentEvent {
+                device_id: "x".repeat(128),
+                ..event()
+            })
+            .rejections
+            .is_empty()
+        );
     }
 
     #[test]
     fn occurred_at_rules() {
         let cases = [
             (None, "required"),
-            (ts(3_881_606_400, 0), "2093-01-01T00:00:00Z is more than 24h in the future"),
-            (ts(NOW - 91 * 86_400, 0), "2025-10-02T00:00:00Z is older than the retention of 90 days"),
+            (
+                ts(3_881_606_400, 0),
+                "2093-01-01T00:00:00Z is more than 24h in the future",
+            ),
+            (
+                ts(NOW - 91 * 86_400, 0),
+                "2025-10-02T00:00:00Z is older than the retention of 90 days",
+            ),
             (ts(NOW, -1), "nanos -1 is outside 0..=999999999"),
-            (ts(NOW, 1_000_000_000), "nanos 1000000000 is outside 0..=999999999"),
+            (
+                ts(NOW, 1_000_000_000),
+                "nanos 1000000000 is outside 0..=999999999",
+            ),
         ];
         for (t, reason) in cases {
             let v = one(EnrollmentEvent {
                 occurred_at: t,
                 ..event()
             });
-            assert_eq!(reasons(&v), vec![pair("items[0].event.occurred_at", reason)]);
+            assert_eq!(
+                reasons(&v),
+                vec![pair("items[0].event.occurred_at", reason)]
+            );
         }
         // The edges themselves are accepted.
         for t in [NOW + 86_400, NOW - 90 * 86_400] {
-            assert!(one(EnrollmentEvent {
-                occurred_at: ts(t, 0),
-                ..event()
-            })
-            .rejections
-            .is_empty());
+            assert!(
+                one(EnrollmentEvent {
+                    occurred_at: ts(t, 0),
+                    ..event()
+                })
+                .rejections
+                .is_empty()
+            );
         }
     }
 
@@ -678,26 +749,48 @@ mod tests {
         assert_eq!(
             reasons(&v),
             vec![
-                pair("items[0].event.os_edition", "is 129 bytes; at most 128 allowed"),
-                pair("items[0].event.os_version", "is 65 bytes; at most 64 allowed"),
-                pair("items[0].event.error.symbol", "is 257 bytes; at most 256 allowed"),
-                pair("items[0].event.error.message", "is 4097 bytes; at most 4096 allowed"),
-                pair("items[0].event.source.channel", "is 257 bytes; at most 256 allowed"),
-                pair("items[0].event.user_principal_name", "is 257 bytes; at most 256 allowed"),
+                pair(
+                    "items[0].event.os_edition",
+                    "is 129 bytes; at most 128 allowed"
+                ),
+                pair(
+                    "items[0].event.os_version",
+                    "is 65 bytes; at most 64 allowed"
+                ),
+                pair(
+                    "items[0].event.error.symbol",
+                    "is 257 bytes; at most 256 allowed"
+                ),
+                pair(
+                    "items[0].event.error.message",
+                    "is 4097 bytes; at most 4096 allowed"
+                ),
+                pair(
+                    "items[0].event.source.channel",
+                    "is 257 bytes; at most 256 allowed"
+                ),
+                pair(
+                    "items[0].event.user_principal_name",
+                    "is 257 bytes; at most 256 allowed"
+                ),
             ]
         );
     }
 
     #[test]
     fn attribute_rules() {
-        let many: HashMap<String, String> = (0..33).map(|i| (format!("k{i}"), String::new())).collect();
+        let many: HashMap<String, String> =
+            (0..33).map(|i| (format!("k{i}"), String::new())).collect();
         let v = one(EnrollmentEvent {
             attributes: many,
             ..event()
         });
         assert_eq!(
             reasons(&v),
-            vec![pair("items[0].event.attributes", "has 33 entries; at most 32 allowed")]
+            vec![pair(
+                "items[0].event.attributes",
+                "has 33 entries; at most 32 allowed"
+            )]
         );
         let v = one(EnrollmentEvent {
             attributes: HashMap::from([
@@ -712,13 +805,22 @@ mod tests {
         assert_eq!(
             reasons(&v),
             vec![
-                pair("items[0].event.attributes", "key \"\" is 0 bytes; keys must be 1..=64 bytes"),
+                pair(
+                    "items[0].event.attributes",
+                    "key \"\" is 0 bytes; keys must be 1..=64 bytes"
+                ),
                 pair(
                     "items[0].event.attributes",
                     "key \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"... is 65 bytes; keys must be 1..=64 bytes"
                 ),
-                pair("items[0].event.attributes", "key \"tab\\t\" contains a control character"),
-                pair("items[0].event.attributes[\"big\"]", "value is 1025 bytes; at most 1024 allowed"),
+                pair(
+                    "items[0].event.attributes",
+                    "key \"tab\\t\" contains a control character"
+                ),
+                pair(
+                    "items[0].event.attributes[\"big\"]",
+                    "value is 1025 bytes; at most 1024 allowed"
+                ),
             ]
         );
     }
@@ -776,8 +878,14 @@ mod tests {
                     "items[0].state.last_enrollment_attempt_at",
                     "2026-01-03T00:00:00Z is more than 24h in the future"
                 ),
-                pair("items[0].state.mdm_url", "is 2049 bytes; at most 2048 allowed"),
-                pair("items[0].state.tpm.manufacturer", "is 65 bytes; at most 64 allowed"),
+                pair(
+                    "items[0].state.mdm_url",
+                    "is 2049 bytes; at most 2048 allowed"
+                ),
+                pair(
+                    "items[0].state.tpm.manufacturer",
+                    "is 65 bytes; at most 64 allowed"
+                ),
                 pair(
                     "items[0].state.last_enrollment_error.symbol",
                     "is 257 bytes; at most 256 allowed"
@@ -793,8 +901,14 @@ mod tests {
             sent_at: ts(NOW, 0),
             ..Default::default()
         };
-        let v = validate_items(&[item(Kind::Heartbeat(good.clone()))], AGENT, &rules(), NOW).unwrap();
-        assert_eq!(v.checked, vec![Some(Checked::Heartbeat { sent_at: NOW as u32 })]);
+        let v =
+            validate_items(&[item(Kind::Heartbeat(good.clone()))], AGENT, &rules(), NOW).unwrap();
+        assert_eq!(
+            v.checked,
+            vec![Some(Checked::Heartbeat {
+                sent_at: NOW as u32
+            })]
+        );
         let bad = Heartbeat {
             sent_at: None,
             agent_version: "v".repeat(65),
@@ -805,9 +919,15 @@ mod tests {
         assert_eq!(
             reasons(&v),
             vec![
-                pair("items[0].heartbeat.device_id", "contains a control character"),
+                pair(
+                    "items[0].heartbeat.device_id",
+                    "contains a control character"
+                ),
                 pair("items[0].heartbeat.sent_at", "required"),
-                pair("items[0].heartbeat.agent_version", "is 65 bytes; at most 64 allowed"),
+                pair(
+                    "items[0].heartbeat.agent_version",
+                    "is 65 bytes; at most 64 allowed"
+                ),
             ]
         );
     }
@@ -856,7 +976,8 @@ mod tests {
         assert_eq!(
             check_batch(&req(u64::MAX, 1), 10, &r).unwrap_err(),
             BatchError::InvalidArgument(
-                "batch_seq: 18446744073709551615 is above the maximum of 9223372036854775807".into()
+                "batch_seq: 18446744073709551615 is above the maximum of 9223372036854775807"
+                    .into()
             )
         );
         assert_eq!(
@@ -872,7 +993,8 @@ mod tests {
         assert_eq!(
             check_batch(&req(1, 5000), 4_194_305, &r).unwrap_err(),
             BatchError::ResourceExhausted(
-                "the batch is 4194305 bytes, over max_batch_bytes = 4194304; split the batch".into()
+                "the batch is 4194305 bytes, over max_batch_bytes = 4194304; split the batch"
+                    .into()
             )
         );
         check_batch(&req(1, 5000), 4_194_304, &r).unwrap();
@@ -888,9 +1010,17 @@ mod tests {
             })
             .collect();
         let s = summarize(&rs, 20);
-        assert!(s.starts_with("items[0].event.device_id: required; items[1].event.device_id: required"));
-        assert!(s.ends_with("items[19].event.device_id: required; and 3 more"), "{s}");
-        assert_eq!(summarize(&rs[..1], 20), "items[0].event.device_id: required");
+        assert!(
+            s.starts_with("items[0].event.device_id: required; items[1].event.device_id: required")
+        );
+        assert!(
+            s.ends_with("items[19].event.device_id: required; and 3 more"),
+            "{s}"
+        );
+        assert_eq!(
+            summarize(&rs[..1], 20),
+            "items[0].event.device_id: required"
+        );
     }
 
     #[test]

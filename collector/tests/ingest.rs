@@ -36,7 +36,11 @@ fn free_port() -> u16 {
 
 impl PrivateClickHouse {
     fn start() -> Option<Self> {
-        if Command::new("clickhouse-server").arg("--version").output().is_err() {
+        if Command::new("clickhouse-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("skipping: clickhouse-server is not installed");
             return None;
         }
@@ -96,18 +100,31 @@ impl PrivateClickHouse {
             if self.query("SELECT 1").is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "ClickHouse did not start within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "ClickHouse did not start within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn query(&self, sql: &str) -> Result<String, String> {
         let out = Command::new("curl")
-            .args(["-sS", "--fail-with-body", &format!("{}/", self.url()), "--data-binary", sql])
+            .args([
+                "-sS",
+                "--fail-with-body",
+                &format!("{}/", self.url()),
+                "--data-binary",
+                sql,
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         let body = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() { Ok(body) } else { Err(body) }
+        if out.status.success() {
+            Ok(body)
+        } else {
+            Err(body)
+        }
     }
 
     fn count(&self, sql: &str) -> u64 {
@@ -115,7 +132,12 @@ impl PrivateClickHouse {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -182,7 +204,10 @@ async fn client(c: &Collector) -> IngestServiceClient<Channel> {
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn event(agent: &str, day_offset: i64) -> TelemetryItem {
@@ -227,7 +252,9 @@ async fn register(c: &mut IngestServiceClient<Channel>, token: &str) -> (String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_push_resend_and_recover() {
-    let Some(ch) = PrivateClickHouse::start() else { return };
+    let Some(ch) = PrivateClickHouse::start() else {
+        return;
+    };
     let e = env(ch, "fp_it_main");
     let control = ControlDb::open(&e.config.database_url).await.unwrap();
     let (_, token) = control.create_token("contoso", "").await.unwrap();
@@ -281,13 +308,20 @@ async fn register_push_resend_and_recover() {
         items,
         all_or_nothing: false,
     };
-    let first = c.push(authed(&cred, batch.clone())).await.unwrap().into_inner();
+    let first = c
+        .push(authed(&cred, batch.clone()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((first.accepted, first.duplicate), (31, false));
     assert_eq!(first.rejected.len(), 1);
     assert_eq!(first.rejected[0].index, 31);
     assert_eq!(first.rejected[0].field, "items[31].event.occurred_at");
     let db = "fp_it_main";
-    assert_eq!(e.ch.count(&format!("SELECT count() FROM {db}.enrollment_events")), 30);
+    assert_eq!(
+        e.ch.count(&format!("SELECT count() FROM {db}.enrollment_events")),
+        30
+    );
     assert_eq!(e.ch.count(&format!("SELECT count() FROM {db}.agent_heartbeats WHERE device_id = 'dev-1' AND spool_depth = 4")), 1);
     assert_eq!(
         e.ch.query(&format!(
@@ -298,10 +332,17 @@ async fn register_push_resend_and_recover() {
     );
 
     // Lost ack: the same batch again is a duplicate with the original answer.
-    let again = c.push(authed(&cred, batch.clone())).await.unwrap().into_inner();
+    let again = c
+        .push(authed(&cred, batch.clone()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((again.accepted, again.duplicate), (31, true));
     assert_eq!(again.rejected, first.rejected);
-    assert_eq!(e.ch.count(&format!("SELECT count() FROM {db}.enrollment_events")), 30);
+    assert_eq!(
+        e.ch.count(&format!("SELECT count() FROM {db}.enrollment_events")),
+        30
+    );
 
     // Same number, other contents.
     let err = c
@@ -330,8 +371,15 @@ async fn register_push_resend_and_recover() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("items[1].event.occurred_at: "), "{}", err.message());
-    assert_eq!(e.ch.count(&format!("SELECT count() FROM {db}.enrollment_events")), 30);
+    assert!(
+        err.message().starts_with("items[1].event.occurred_at: "),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        e.ch.count(&format!("SELECT count() FROM {db}.enrollment_events")),
+        30
+    );
 
     // Recovery: batch 3 was partially stored by an attempt that died (ledger row pending with an
     // expired lease, 4 of its 10 events in ClickHouse). The resend stores exactly the other 6.
@@ -355,7 +403,9 @@ async fn register_push_resend_and_recover() {
         fleetpulse_collector::control::ledger::Claim::Fresh { .. }
     ));
     for item in &items[..4] {
-        let Some(Kind::Event(ev)) = &item.kind else { unreachable!() };
+        let Some(Kind::Event(ev)) = &item.kind else {
+            unreachable!()
+        };
         let ts = ev.occurred_at.as_ref().unwrap();
         e.ch.query(&format!(
             "INSERT INTO {db}.enrollment_events (tenant, event_id, agent_id, batch_seq, device_id, occurred_at, received_at) \
@@ -364,24 +414,46 @@ async fn register_push_resend_and_recover() {
         ))
         .unwrap();
     }
-    let r = c.push(authed(&cred, batch3.clone())).await.unwrap().into_inner();
+    let r = c
+        .push(authed(&cred, batch3.clone()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((r.accepted, r.duplicate), (10, false));
     assert_eq!(
-        e.ch.count(&format!("SELECT count() FROM {db}.enrollment_events WHERE batch_seq = 3")),
+        e.ch.count(&format!(
+            "SELECT count() FROM {db}.enrollment_events WHERE batch_seq = 3"
+        )),
         10
     );
     assert_eq!(
-        e.ch.count(&format!("SELECT uniqExact(event_id) FROM {db}.enrollment_events WHERE batch_seq = 3")),
+        e.ch.count(&format!(
+            "SELECT uniqExact(event_id) FROM {db}.enrollment_events WHERE batch_seq = 3"
+        )),
         10
     );
 
-    let limits = c.get_limits(authed(&cred, GetLimitsRequest {})).await.unwrap().into_inner();
-    assert_eq!((limits.max_batch_items, limits.max_age_seconds), (5000, 90 * 86_400));
+    let limits = c
+        .get_limits(authed(&cred, GetLimitsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (limits.max_batch_items, limits.max_age_seconds),
+        (5000, 90 * 86_400)
+    );
 
     // Revocation applies to the very next push.
     control.revoke_agent(&agent).await.unwrap();
     let err = c
-        .push(authed(&cred, PushRequest { batch_seq: 9, items: vec![event(&agent, 0)], all_or_nothing: false }))
+        .push(authed(
+            &cred,
+            PushRequest {
+                batch_seq: 9,
+                items: vec![event(&agent, 0)],
+                all_or_nothing: false,
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -401,7 +473,9 @@ async fn collector_wait(c: Collector) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_down_means_unavailable_then_recovery() {
-    let Some(ch) = PrivateClickHouse::start() else { return };
+    let Some(ch) = PrivateClickHouse::start() else {
+        return;
+    };
     let mut e = env(ch, "fp_it_down");
     let control = ControlDb::open(&e.config.database_url).await.unwrap();
     let (_, token) = control.create_token("contoso", "").await.unwrap();
@@ -423,7 +497,11 @@ async fn clickhouse_down_means_unavailable_then_recovery() {
     let started = Instant::now();
     let err = c.push(authed(&cred, push(3))).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().starts_with("ClickHouse is unavailable"), "{}", err.message());
+    assert!(
+        err.message().starts_with("ClickHouse is unavailable"),
+        "{}",
+        err.message()
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
 
     e.ch = e.ch.restart();
@@ -439,7 +517,10 @@ async fn clickhouse_down_means_unavailable_then_recovery() {
         }
     };
     assert_eq!(r.accepted, 5);
-    assert_eq!(e.ch.count("SELECT count() FROM fp_it_down.enrollment_events"), 10);
+    assert_eq!(
+        e.ch.count("SELECT count() FROM fp_it_down.enrollment_events"),
+        10
+    );
     collector.shutdown();
     collector_wait(collector).await;
 }

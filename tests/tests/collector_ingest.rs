@@ -477,12 +477,10 @@ async fn same_sequence_with_different_contents_is_failed_precondition() -> anyho
         .await
         .expect_err("batch 7 already holds other contents");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(
-        status
-            .message()
-            .starts_with("batch_seq: 7 was already stored with different contents"),
-        "{}",
-        status.message()
+    assert_eq!(
+        status.message(),
+        "batch_seq 7 was already used for different contents; \
+         give new contents a new sequence number"
     );
     assert_eq!(fx.count("enrollment_events").await?, 5);
     Ok(())

@@ -66,7 +66,9 @@ pub struct SpoolEntry {
 
 /// Kinds of [`SpoolEntry`].
 pub mod spool_entry {
-    /// What a spool record holds.
+    /// What a spool record holds. (Item is large, but a record is decoded one at a time and
+    /// moved into its batch at once; boxing would cost an allocation per record.)
+    #[allow(clippy::large_enum_variant)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Kind {
         /// A telemetry item to ship.

@@ -146,22 +146,26 @@ impl ControlDb {
     }
 
     /// Lists agents, oldest first, optionally of one tenant.
-    pub async fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, ControlError> {
-        let rows = match tenant {
-            Some(t) => {
-                sqlx::query(&format!(
+    pub async fn list_agents(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<AgentRecord>, ControlError> {
+        let rows =
+            match tenant {
+                Some(t) => sqlx::query(&format!(
                     "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant = $1 ORDER BY created_at, id"
                 ))
                 .bind(t)
                 .fetch_all(self.pool())
-                .await?
-            }
-            None => {
-                sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id"))
+                .await?,
+                None => {
+                    sqlx::query(&format!(
+                        "SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id"
+                    ))
                     .fetch_all(self.pool())
                     .await?
-            }
-        };
+                }
+            };
         rows.iter()
             .map(agent_from_row)
             .collect::<Result<_, _>>()
@@ -175,7 +179,9 @@ impl ControlDb {
             .fetch_optional(self.pool())
             .await?;
         if exists.is_none() {
-            return Err(ControlError::NotFound(format!("no agent with id {agent_id:?}")));
+            return Err(ControlError::NotFound(format!(
+                "no agent with id {agent_id:?}"
+            )));
         }
         sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())
@@ -209,7 +215,11 @@ mod tests {
         db.revoke_token(&token.id).await.unwrap();
         db.authenticate_agent(&cred).await.unwrap();
 
-        let wrong = format!("{}{}", &cred[..cred.len() - 1], if cred.ends_with('0') { '1' } else { '0' });
+        let wrong = format!(
+            "{}{}",
+            &cred[..cred.len() - 1],
+            if cred.ends_with('0') { '1' } else { '0' }
+        );
         match db.authenticate_agent(&wrong).await {
             Err(AuthError::Failure(AuthFailure::Unknown(m))) => {
                 assert_eq!(m, "unknown or invalid agent credential")
@@ -243,7 +253,9 @@ mod tests {
 
     #[tokio::test]
     async fn agent_lifecycle_postgres() {
-        let Some(pg) = test_support::postgres() else { return };
+        let Some(pg) = test_support::postgres() else {
+            return;
+        };
         let db = test_support::connect_retrying(&pg.url).await;
         crate::control::migrations::run(&db).await.unwrap();
         agent_lifecycle(&db).await;

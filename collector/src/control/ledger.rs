@@ -267,11 +267,13 @@ impl ControlDb {
 
     /// Deletes ledger rows created before `before_ms`; returns how many.
     pub async fn prune_batches(&self, before_ms: i64) -> Result<u64, ControlError> {
-        Ok(sqlx::query("DELETE FROM ingest_batches WHERE created_at < $1")
-            .bind(before_ms)
-            .execute(self.pool())
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM ingest_batches WHERE created_at < $1")
+                .bind(before_ms)
+                .execute(self.pool())
+                .await?
+                .rows_affected(),
+        )
     }
 }
 
@@ -294,18 +296,23 @@ mod tests {
 
     async fn state_machine(db: &ControlDb) {
         let now = 1_000_000;
-        let Claim::Fresh { owner } = db.claim_batch(&key(1, "d1"), now, LEASE).await.unwrap() else {
+        let Claim::Fresh { owner } = db.claim_batch(&key(1, "d1"), now, LEASE).await.unwrap()
+        else {
             panic!("first claim must be fresh")
         };
         // Live lease: the same batch is busy, another digest is a mismatch.
         assert_eq!(
-            db.claim_batch(&key(1, "d1"), now + 10, LEASE).await.unwrap(),
+            db.claim_batch(&key(1, "d1"), now + 10, LEASE)
+                .await
+                .unwrap(),
             Claim::Busy {
                 lease_remaining_ms: LEASE - 10
             }
         );
         assert_eq!(
-            db.claim_batch(&key(1, "d2"), now + 10, LEASE).await.unwrap(),
+            db.claim_batch(&key(1, "d2"), now + 10, LEASE)
+                .await
+                .unwrap(),
             Claim::DigestMismatch
         );
         let rejects = vec![StoredReject {
@@ -313,51 +320,78 @@ mod tests {
             field: "items[2].event.device_id".into(),
             reason: "required".into(),
         }];
-        assert!(db.finish_batch(&key(1, "").agent_id, 1, &owner, 2, &rejects, now + 20).await.unwrap());
+        assert!(
+            db.finish_batch(&key(1, "").agent_id, 1, &owner, 2, &rejects, now + 20)
+                .await
+                .unwrap()
+        );
         assert_eq!(
-            db.claim_batch(&key(1, "d1"), now + 30, LEASE).await.unwrap(),
+            db.claim_batch(&key(1, "d1"), now + 30, LEASE)
+                .await
+                .unwrap(),
             Claim::Duplicate {
                 accepted: 2,
                 rejects: rejects.clone()
             }
         );
         assert_eq!(
-            db.claim_batch(&key(1, "other"), now + 30, LEASE).await.unwrap(),
+            db.claim_batch(&key(1, "other"), now + 30, LEASE)
+                .await
+                .unwrap(),
             Claim::DigestMismatch
         );
 
         // A failed attempt releases its lease; the next attempt takes over and must recover.
-        let Claim::Fresh { owner: o2 } = db.claim_batch(&key(2, "e"), now, LEASE).await.unwrap() else {
+        let Claim::Fresh { owner: o2 } = db.claim_batch(&key(2, "e"), now, LEASE).await.unwrap()
+        else {
             panic!()
         };
-        db.release_batch(key(2, "").agent_id, 2, &o2, now + 100).await.unwrap();
+        db.release_batch(key(2, "").agent_id, 2, &o2, now + 100)
+            .await
+            .unwrap();
         assert_eq!(
             db.claim_batch(&key(2, "e"), now + 50, LEASE).await.unwrap(),
             Claim::Busy {
                 lease_remaining_ms: 50
             }
         );
-        let Claim::TakenOver { owner: o3, first_seen_ms } =
-            db.claim_batch(&key(2, "e"), now + 100, LEASE).await.unwrap()
+        let Claim::TakenOver {
+            owner: o3,
+            first_seen_ms,
+        } = db
+            .claim_batch(&key(2, "e"), now + 100, LEASE)
+            .await
+            .unwrap()
         else {
             panic!("expired lease must be taken over")
         };
         assert_eq!(first_seen_ms, now);
         // The old owner lost the batch: its late finish does nothing.
-        assert!(!db.finish_batch(key(2, "").agent_id, 2, &o2, 5, &[], now + 110).await.unwrap());
-        assert!(db.finish_batch(key(2, "").agent_id, 2, &o3, 3, &[], now + 120).await.unwrap());
+        assert!(
+            !db.finish_batch(key(2, "").agent_id, 2, &o2, 5, &[], now + 110)
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.finish_batch(key(2, "").agent_id, 2, &o3, 3, &[], now + 120)
+                .await
+                .unwrap()
+        );
 
         // A crashed attempt (no release) is taken over once its lease ran out.
         let Claim::Fresh { .. } = db.claim_batch(&key(3, "f"), now, LEASE).await.unwrap() else {
             panic!()
         };
         assert!(matches!(
-            db.claim_batch(&key(3, "f"), now + LEASE, LEASE).await.unwrap(),
+            db.claim_batch(&key(3, "f"), now + LEASE, LEASE)
+                .await
+                .unwrap(),
             Claim::TakenOver { .. }
         ));
 
         // Abandoned claims free the number for new contents.
-        let Claim::Fresh { owner: o4 } = db.claim_batch(&key(4, "g"), now, LEASE).await.unwrap() else {
+        let Claim::Fresh { owner: o4 } = db.claim_batch(&key(4, "g"), now, LEASE).await.unwrap()
+        else {
             panic!()
         };
         db.abandon_batch(key(4, "").agent_id, 4, &o4).await.unwrap();
@@ -366,16 +400,18 @@ mod tests {
             Claim::Fresh { .. }
         ));
 
-        assert_eq!(db.prune_batches(now).await.unwrap(), 0, "nothing older than `now`");
+        assert_eq!(
+            db.prune_batches(now).await.unwrap(),
+            0,
+            "nothing older than `now`"
+        );
     }
 
     async fn concurrent_claims_have_one_winner(db: &ControlDb) {
         let now = 5_000_000;
         let k = key(10, "x");
-        let claims = futures::future::join_all(
-            (0..8).map(|_| db.claim_batch(&k, now, LEASE)),
-        )
-        .await;
+        let claims =
+            futures::future::join_all((0..8).map(|_| db.claim_batch(&k, now, LEASE))).await;
         let fresh = claims
             .iter()
             .filter(|c| matches!(c, Ok(Claim::Fresh { .. })))
@@ -388,10 +424,8 @@ mod tests {
 
         // Racing takeovers of an expired lease: exactly one wins.
         let later = now + LEASE + 1;
-        let claims = futures::future::join_all(
-            (0..8).map(|_| db.claim_batch(&k, later, LEASE)),
-        )
-        .await;
+        let claims =
+            futures::future::join_all((0..8).map(|_| db.claim_batch(&k, later, LEASE))).await;
         let taken = claims
             .iter()
             .filter(|c| matches!(c, Ok(Claim::TakenOver { .. })))
@@ -413,7 +447,9 @@ mod tests {
 
     #[tokio::test]
     async fn ledger_state_machine_postgres() {
-        let Some(pg) = test_support::postgres() else { return };
+        let Some(pg) = test_support::postgres() else {
+            return;
+        };
         let db = test_support::connect_retrying(&pg.url).await;
         crate::control::migrations::run(&db).await.unwrap();
         state_machine(&db).await;
@@ -421,7 +457,10 @@ mod tests {
         // A second pool (another collector) sees the same ledger.
         let other = test_support::connect_retrying(&pg.url).await;
         assert_eq!(
-            other.claim_batch(&key(1, "d1"), 1_000_100, LEASE).await.unwrap(),
+            other
+                .claim_batch(&key(1, "d1"), 1_000_100, LEASE)
+                .await
+                .unwrap(),
             Claim::Duplicate {
                 accepted: 2,
                 rejects: vec![StoredReject {

@@ -96,7 +96,10 @@ pub async fn run(db: &ControlDb) -> Result<Vec<i64>, ControlError> {
             source,
         };
         for statement in m.statements {
-            sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
         }
         sqlx::query(
             "INSERT INTO control_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
@@ -122,7 +125,11 @@ mod tests {
     #[tokio::test]
     async fn sqlite_migrations_apply_once() {
         let (_dir, db) = test_support::sqlite().await; // `open` already ran them
-        assert_eq!(run(&db).await.unwrap(), Vec::<i64>::new(), "second run applies nothing");
+        assert_eq!(
+            run(&db).await.unwrap(),
+            Vec::<i64>::new(),
+            "second run applies nothing"
+        );
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM control_schema_migrations ORDER BY version")
                 .fetch_all(db.pool())
@@ -133,12 +140,18 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_migrations_apply_once_even_concurrently() {
-        let Some(pg) = test_support::postgres() else { return };
+        let Some(pg) = test_support::postgres() else {
+            return;
+        };
         let db = test_support::connect_retrying(&pg.url).await;
         let (a, b) = tokio::join!(run(&db), run(&db));
         let mut applied = [a.unwrap(), b.unwrap()];
         applied.sort();
-        assert_eq!(applied, [vec![], vec![1]], "exactly one run applies version 1");
+        assert_eq!(
+            applied,
+            [vec![], vec![1]],
+            "exactly one run applies version 1"
+        );
         assert_eq!(run(&db).await.unwrap(), Vec::<i64>::new());
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM control_schema_migrations")
             .fetch_one(db.pool())

@@ -255,7 +255,14 @@ pub(crate) mod test_support {
         let child = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(format!("{PG_BIN}/postgres"))
-            .args(["-D", data_s, "-p", &port.to_string(), "-k", dir.path().to_str().unwrap()])
+            .args([
+                "-D",
+                data_s,
+                "-p",
+                &port.to_string(),
+                "-k",
+                dir.path().to_str().unwrap(),
+            ])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -268,7 +275,10 @@ pub(crate) mod test_support {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not start within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(pg)
@@ -296,14 +306,26 @@ mod tests {
 
     #[test]
     fn sqlite_url_gets_create_mode() {
-        assert_eq!(sqlite_url_with_create("sqlite://a.db"), "sqlite://a.db?mode=rwc");
-        assert_eq!(sqlite_url_with_create("sqlite://a.db?cache=shared"), "sqlite://a.db?cache=shared&mode=rwc");
-        assert_eq!(sqlite_url_with_create("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(
+            sqlite_url_with_create("sqlite://a.db"),
+            "sqlite://a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite://a.db?cache=shared"),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite://a.db?mode=ro"),
+            "sqlite://a.db?mode=ro"
+        );
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }

@@ -55,7 +55,9 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Splits `fpe_<id>_<secret>` into (id, secret).
@@ -64,7 +66,9 @@ pub fn parse_enrollment_token(token: &str) -> Result<(&str, &str), MalformedToke
         kind: "enrollment token",
         expected: "fpe_<16 hex digits>_<64 hex digits>",
     };
-    let rest = token.strip_prefix(ENROLLMENT_PREFIX).ok_or(malformed.clone())?;
+    let rest = token
+        .strip_prefix(ENROLLMENT_PREFIX)
+        .ok_or(malformed.clone())?;
     let (id, secret) = rest.split_once('_').ok_or(malformed.clone())?;
     if is_lower_hex(id, TOKEN_ID_HEX_LEN) && is_lower_hex(secret, SECRET_HEX_LEN) {
         Ok((id, secret))
@@ -79,7 +83,9 @@ pub fn parse_agent_credential(credential: &str) -> Result<(Uuid, &str), Malforme
         kind: "agent credential",
         expected: "fpa_<agent uuid>_<64 hex digits>",
     };
-    let rest = credential.strip_prefix(AGENT_PREFIX).ok_or(malformed.clone())?;
+    let rest = credential
+        .strip_prefix(AGENT_PREFIX)
+        .ok_or(malformed.clone())?;
     let (id, secret) = rest.split_once('_').ok_or(malformed.clone())?;
     let uuid = Uuid::try_parse(id).map_err(|_| malformed.clone())?;
     if id.len() == 36 && is_lower_hex(secret, SECRET_HEX_LEN) {
@@ -108,12 +114,18 @@ mod tests {
         assert_eq!(id.len(), 16);
         assert_eq!(secret.len(), 64);
         let token = format_enrollment_token(&id, &secret);
-        assert_eq!(parse_enrollment_token(&token).unwrap(), (id.as_str(), secret.as_str()));
+        assert_eq!(
+            parse_enrollment_token(&token).unwrap(),
+            (id.as_str(), secret.as_str())
+        );
 
         let agent = Uuid::new_v4();
         let cred = format_agent_credential(&agent, &secret);
         assert!(cred.starts_with("fpa_"));
-        assert_eq!(parse_agent_credential(&cred).unwrap(), (agent, secret.as_str()));
+        assert_eq!(
+            parse_agent_credential(&cred).unwrap(),
+            (agent, secret.as_str())
+        );
     }
 
     #[test]
@@ -163,7 +175,10 @@ mod tests {
         let h = hash_secret("secret-1");
         assert!(secret_matches("secret-1", &h));
         assert!(!secret_matches("secret-2", &h));
-        assert!(!secret_matches("secret-1", &h[..62]), "truncated hash never matches");
+        assert!(
+            !secret_matches("secret-1", &h[..62]),
+            "truncated hash never matches"
+        );
         assert!(!secret_matches("secret-1", "not hex"));
     }
 }

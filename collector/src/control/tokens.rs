@@ -114,26 +114,26 @@ impl ControlDb {
     }
 
     /// Lists tokens, oldest first, optionally of one tenant.
-    pub async fn list_tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>, ControlError> {
-        let rows = match tenant {
-            Some(t) => {
-                sqlx::query(
+    pub async fn list_tokens(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<TokenRecord>, ControlError> {
+        let rows =
+            match tenant {
+                Some(t) => sqlx::query(
                     "SELECT id, tenant, description, created_at, revoked_at FROM enrollment_tokens
                      WHERE tenant = $1 ORDER BY created_at, id",
                 )
                 .bind(t)
                 .fetch_all(self.pool())
-                .await?
-            }
-            None => {
-                sqlx::query(
+                .await?,
+                None => sqlx::query(
                     "SELECT id, tenant, description, created_at, revoked_at FROM enrollment_tokens
                      ORDER BY created_at, id",
                 )
                 .fetch_all(self.pool())
-                .await?
-            }
-        };
+                .await?,
+            };
         rows.iter()
             .map(|r| {
                 Ok(TokenRecord {
@@ -156,7 +156,9 @@ impl ControlDb {
                 .fetch_optional(self.pool())
                 .await?;
         if exists.is_none() {
-            return Err(ControlError::NotFound(format!("no enrollment token with id {id:?}")));
+            return Err(ControlError::NotFound(format!(
+                "no enrollment token with id {id:?}"
+            )));
         }
         sqlx::query(
             "UPDATE enrollment_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
@@ -229,7 +231,10 @@ mod tests {
         let forged = format!("fpe_{}_{}", rec.id, "0".repeat(64));
         match db.verify_enrollment_token(&forged).await {
             Err(AuthError::Failure(f)) => {
-                assert_eq!(f, AuthFailure::Unknown("unknown or invalid enrollment token".into()))
+                assert_eq!(
+                    f,
+                    AuthFailure::Unknown("unknown or invalid enrollment token".into())
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -242,7 +247,10 @@ mod tests {
         }
 
         let (other, _) = db.create_token("fabrikam", "").await.unwrap();
-        assert_eq!(db.list_tokens(Some("contoso")).await.unwrap(), vec![rec.clone()]);
+        assert_eq!(
+            db.list_tokens(Some("contoso")).await.unwrap(),
+            vec![rec.clone()]
+        );
         assert_eq!(db.list_tokens(None).await.unwrap().len(), 2);
 
         db.revoke_token(&rec.id).await.unwrap();
@@ -254,9 +262,16 @@ mod tests {
         }
         let listed = db.list_tokens(Some("contoso")).await.unwrap();
         assert!(listed[0].revoked_at_ms.is_some());
-        assert!(db.list_tokens(Some("fabrikam")).await.unwrap()[0].revoked_at_ms.is_none());
+        assert!(
+            db.list_tokens(Some("fabrikam")).await.unwrap()[0]
+                .revoked_at_ms
+                .is_none()
+        );
         assert_eq!(
-            db.revoke_token("0000000000000000").await.unwrap_err().to_string(),
+            db.revoke_token("0000000000000000")
+                .await
+                .unwrap_err()
+                .to_string(),
             "no enrollment token with id \"0000000000000000\""
         );
         let _ = other;
@@ -270,7 +285,9 @@ mod tests {
 
     #[tokio::test]
     async fn token_lifecycle_postgres() {
-        let Some(pg) = test_support::postgres() else { return };
+        let Some(pg) = test_support::postgres() else {
+            return;
+        };
         let db = test_support::connect_retrying(&pg.url).await;
         crate::control::migrations::run(&db).await.unwrap();
         token_lifecycle(&db).await;

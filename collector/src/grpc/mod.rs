@@ -69,11 +69,19 @@ pub async fn serve(
         loop {
             let up = *serving.borrow_and_update();
             if up {
-                reporter.set_serving::<IngestServiceServer<IngestSvc>>().await;
-                reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                reporter
+                    .set_serving::<IngestServiceServer<IngestSvc>>()
+                    .await;
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
             } else {
-                reporter.set_not_serving::<IngestServiceServer<IngestSvc>>().await;
-                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                reporter
+                    .set_not_serving::<IngestServiceServer<IngestSvc>>()
+                    .await;
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
             }
             if serving.changed().await.is_err() {
                 return;

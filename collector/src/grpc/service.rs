@@ -102,7 +102,10 @@ impl IngestSvc {
         }
     }
 
-    async fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<AgentIdentity, Status> {
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<AgentIdentity, Status> {
         let m = &self.shared.metrics;
         let token = auth::bearer(metadata).map_err(|f| {
             m.auth_failure(f.reason());
@@ -188,7 +191,9 @@ fn kind_name(item: &TelemetryItem) -> &'static str {
 /// Metric label of a rejected field: `items[3].event.attributes["k"]` -> `attributes`.
 fn field_label(field: &str) -> &str {
     let after_index = field.split_once("].").map_or(field, |(_, rest)| rest);
-    let after_kind = after_index.split_once('.').map_or(after_index, |(_, rest)| rest);
+    let after_kind = after_index
+        .split_once('.')
+        .map_or(after_index, |(_, rest)| rest);
     after_kind.split('[').next().unwrap_or(after_kind)
 }
 
@@ -246,11 +251,18 @@ fn unix_now() -> (i64, u32) {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    (i64::try_from(secs).unwrap_or(i64::MAX), u32::try_from(secs).unwrap_or(u32::MAX))
+    (
+        i64::try_from(secs).unwrap_or(i64::MAX),
+        u32::try_from(secs).unwrap_or(u32::MAX),
+    )
 }
 
 impl IngestSvc {
-    async fn push_inner(&self, identity: AgentIdentity, req: PushRequest) -> Result<PushResponse, Status> {
+    async fn push_inner(
+        &self,
+        identity: AgentIdentity,
+        req: PushRequest,
+    ) -> Result<PushResponse, Status> {
         let s = &self.shared;
         let m = &s.metrics;
         validate::check_batch(&req, req.encoded_len(), &s.rules).map_err(batch_status)?;
@@ -268,17 +280,23 @@ impl IngestSvc {
         }
 
         let (now_secs, received_at) = unix_now();
-        let validation = validate::validate_items(&req.items, &identity.agent_id, &s.rules, now_secs)
-            .map_err(batch_status)?;
+        let validation =
+            validate::validate_items(&req.items, &identity.agent_id, &s.rules, now_secs)
+                .map_err(batch_status)?;
         let accepted = validation.accepted();
         let invalid_all = req.all_or_nothing && !validation.rejections.is_empty();
         let digest = batch_digest(&req.items);
         let batch_seq = req.batch_seq;
-        let seq = i64::try_from(batch_seq).map_err(|_| Status::invalid_argument("batch_seq: too large"))?;
+        let seq = i64::try_from(batch_seq)
+            .map_err(|_| Status::invalid_argument("batch_seq: too large"))?;
 
         // Refuse quickly, before touching the ledger, when the rows could not be written.
         let permit = if accepted > 0 && !invalid_all {
-            Some(s.writer.try_reserve(accepted).map_err(|r| Status::unavailable(r.to_string()))?)
+            Some(
+                s.writer
+                    .try_reserve(accepted)
+                    .map_err(|r| Status::unavailable(r.to_string()))?,
+            )
         } else {
             None
         };
@@ -322,19 +340,33 @@ impl IngestSvc {
                 )));
             }
             Claim::Fresh { owner } => (owner, None),
-            Claim::TakenOver { owner, first_seen_ms } => (owner, Some(first_seen_ms)),
+            Claim::TakenOver {
+                owner,
+                first_seen_ms,
+            } => (owner, Some(first_seen_ms)),
         };
 
         if invalid_all {
             let result = match first_seen_ms {
-                None => s.control.abandon_batch(&identity.agent_id, seq, &owner).await,
-                Some(_) => s.control.release_batch(&identity.agent_id, seq, &owner, now_ms()).await,
+                None => {
+                    s.control
+                        .abandon_batch(&identity.agent_id, seq, &owner)
+                        .await
+                }
+                Some(_) => {
+                    s.control
+                        .release_batch(&identity.agent_id, seq, &owner, now_ms())
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "releasing the claim of an invalid batch failed");
             }
             for r in &validation.rejections {
-                m.item_rejected(kind_name(&req.items[r.index as usize]), field_label(&r.field));
+                m.item_rejected(
+                    kind_name(&req.items[r.index as usize]),
+                    field_label(&r.field),
+                );
             }
             return Err(Status::invalid_argument(validate::summarize(
                 &validation.rejections,
@@ -363,7 +395,10 @@ impl IngestSvc {
             let agent = identity.agent_id.clone();
             let owner = owner.clone();
             async move {
-                if let Err(e) = control.release_batch(&agent, seq, &owner, lease_until).await {
+                if let Err(e) = control
+                    .release_batch(&agent, seq, &owner, lease_until)
+                    .await
+                {
                     tracing::warn!(error = %e, "releasing the batch lease failed; it expires on its own");
                 }
             }
@@ -371,10 +406,23 @@ impl IngestSvc {
 
         if let Some(first_seen_ms) = first_seen_ms {
             let first_seen_secs = u32::try_from(first_seen_ms / 1000).unwrap_or(0);
-            match find_existing(&s.store, &identity.tenant, &identity.agent_id, batch_seq, &rows, first_seen_secs).await {
+            match find_existing(
+                &s.store,
+                &identity.tenant,
+                &identity.agent_id,
+                batch_seq,
+                &rows,
+                first_seen_secs,
+            )
+            .await
+            {
                 Ok(existing) => {
                     let removed = remove_existing(&mut rows, existing);
-                    tracing::info!(already_stored = removed, to_store = rows.len(), "recovering a batch taken over from an earlier attempt");
+                    tracing::info!(
+                        already_stored = removed,
+                        to_store = rows.len(),
+                        "recovering a batch taken over from an earlier attempt"
+                    );
                 }
                 Err(e) => {
                     release(now_ms()).await;
@@ -389,7 +437,9 @@ impl IngestSvc {
         if !rows.is_empty() {
             let Some(permit) = permit else {
                 release(now_ms()).await;
-                return Err(Status::internal("no writer reservation for a batch with rows"));
+                return Err(Status::internal(
+                    "no writer reservation for a batch with rows",
+                ));
             };
             if let Err(e) = s.writer.write(rows, permit, lease_deadline).await {
                 let settle = if e.uncertain {
@@ -416,11 +466,20 @@ impl IngestSvc {
         let accepted = u32::try_from(accepted).unwrap_or(u32::MAX);
         match s
             .control
-            .finish_batch(&identity.agent_id, seq, &owner, accepted, &rejects, now_ms())
+            .finish_batch(
+                &identity.agent_id,
+                seq,
+                &owner,
+                accepted,
+                &rejects,
+                now_ms(),
+            )
             .await
         {
             Ok(true) => {}
-            Ok(false) => tracing::warn!("lease lost before finishing; the rows are stored and the new owner recovers"),
+            Ok(false) => tracing::warn!(
+                "lease lost before finishing; the rows are stored and the new owner recovers"
+            ),
             Err(e) => {
                 // The rows are stored but not marked: a resend recovers after the lease and
                 // stores nothing twice. Tell the agent to resend.
@@ -435,7 +494,11 @@ impl IngestSvc {
         for (r, (kind, _)) in validation.rejections.iter().zip(&rejected_kinds) {
             m.item_rejected(kind, field_label(&r.field));
         }
-        tracing::debug!(accepted, rejected = validation.rejections.len(), "batch stored");
+        tracing::debug!(
+            accepted,
+            rejected = validation.rejections.len(),
+            "batch stored"
+        );
         Ok(PushResponse {
             batch_seq,
             accepted,
@@ -446,7 +509,11 @@ impl IngestSvc {
 
     async fn register_inner(&self, req: RegisterRequest) -> Result<RegisterResponse, Status> {
         let s = &self.shared;
-        let token = match s.control.verify_enrollment_token(&req.enrollment_token).await {
+        let token = match s
+            .control
+            .verify_enrollment_token(&req.enrollment_token)
+            .await
+        {
             Ok(t) => t,
             Err(AuthError::Failure(f)) => {
                 s.metrics.auth_failure(f.reason());
@@ -475,7 +542,12 @@ impl IngestSvc {
         };
         check("device_id", &req.device_id, 1, limits::DEVICE_ID)?;
         check("hostname", &req.hostname, 0, limits::HOSTNAME)?;
-        check("agent_version", &req.agent_version, 0, limits::AGENT_VERSION)?;
+        check(
+            "agent_version",
+            &req.agent_version,
+            0,
+            limits::AGENT_VERSION,
+        )?;
         let platform = platform_name(req.platform);
         let (record, credential) = s
             .control
@@ -509,7 +581,10 @@ impl IngestSvc {
 
 #[tonic::async_trait]
 impl IngestService for IngestSvc {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
         let span = tracing::info_span!("register", collector = %self.shared.collector_id);
         self.register_inner(request.into_inner())
             .instrument(span)
@@ -536,7 +611,11 @@ impl IngestService for IngestSvc {
             batch_seq = req.batch_seq,
             items = req.items.len(),
         );
-        match self.push_inner(identity, req).instrument(span.clone()).await {
+        match self
+            .push_inner(identity, req)
+            .instrument(span.clone())
+            .await
+        {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {
                 m.batch_rejected(status_label(status.code()));
@@ -548,7 +627,10 @@ impl IngestService for IngestSvc {
         }
     }
 
-    async fn get_limits(&self, request: Request<GetLimitsRequest>) -> Result<Response<Limits>, Status> {
+    async fn get_limits(
+        &self,
+        request: Request<GetLimitsRequest>,
+    ) -> Result<Response<Limits>, Status> {
         self.authenticate(request.metadata()).await?;
         Ok(Response::new(self.limits()))
     }
@@ -562,7 +644,10 @@ mod tests {
     fn field_labels_drop_index_kind_and_keys() {
         assert_eq!(field_label("items[3].event.occurred_at"), "occurred_at");
         assert_eq!(field_label("items[3].event.error.message"), "error.message");
-        assert_eq!(field_label("items[0].event.attributes[\"k\"]"), "attributes");
+        assert_eq!(
+            field_label("items[0].event.attributes[\"k\"]"),
+            "attributes"
+        );
         assert_eq!(field_label("items[1].kind"), "kind");
     }
 }

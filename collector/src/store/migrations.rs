@@ -62,7 +62,11 @@ pub async fn run(store: &Store) -> Result<Vec<u32>, StoreError> {
     let db = store.db();
     let client = store.client();
     store
-        .timed(client.query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute())
+        .timed(
+            client
+                .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+                .execute(),
+        )
         .await?;
     store
         .timed(
@@ -78,7 +82,9 @@ pub async fn run(store: &Store) -> Result<Vec<u32>, StoreError> {
     let done: Vec<VersionRow> = store
         .timed(
             client
-                .query(&format!("SELECT DISTINCT version FROM {db}.schema_migrations"))
+                .query(&format!(
+                    "SELECT DISTINCT version FROM {db}.schema_migrations"
+                ))
                 .fetch_all::<VersionRow>(),
         )
         .await?;
@@ -113,7 +119,11 @@ pub async fn run(store: &Store) -> Result<Vec<u32>, StoreError> {
                     .execute(),
             )
             .await?;
-        tracing::info!(version = m.version, name = m.name, "applied ClickHouse migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied ClickHouse migration"
+        );
         applied.push(m.version);
     }
     Ok(applied)
@@ -125,17 +135,22 @@ mod tests {
 
     #[test]
     fn splits_on_semicolons_and_drops_comments() {
-        let sql = "-- header; with a semicolon\nCREATE TABLE a (x UInt8); -- trailing\n\n  ;\nSELECT 1\n";
-        assert_eq!(split_statements(sql), vec!["CREATE TABLE a (x UInt8)", "SELECT 1"]);
+        let sql =
+            "-- header; with a semicolon\nCREATE TABLE a (x UInt8); -- trailing\n\n  ;\nSELECT 1\n";
+        assert_eq!(
+            split_statements(sql),
+            vec!["CREATE TABLE a (x UInt8)", "SELECT 1"]
+        );
     }
 
     #[test]
     fn raw_tables_render_three_create_statements_for_the_database() {
         let statements = render(&MIGRATIONS[0], "fp_test");
         assert_eq!(statements.len(), 3);
-        for (s, table) in statements
-            .iter()
-            .zip(["enrollment_events", "device_states", "agent_heartbeats"])
+        for (s, table) in
+            statements
+                .iter()
+                .zip(["enrollment_events", "device_states", "agent_heartbeats"])
         {
             assert!(
                 s.starts_with(&format!("CREATE TABLE IF NOT EXISTS fp_test.{table}")),

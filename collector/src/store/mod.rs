@@ -61,7 +61,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("db", &self.db).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,7 +128,9 @@ mod tests {
         for bad in ["", "1abc", "a-b", "a.b", "a b", "a`b", "é", &"a".repeat(65)] {
             assert_eq!(
                 validate_identifier(bad).unwrap_err(),
-                format!("{bad:?} is not an identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)")
+                format!(
+                    "{bad:?} is not an identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)"
+                )
             );
         }
     }

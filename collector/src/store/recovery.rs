@@ -130,13 +130,14 @@ pub async fn find_existing(
 /// Removes from `rows` every row already stored; returns how many were removed.
 pub fn remove_existing(rows: &mut Rows, mut existing: Existing) -> usize {
     let before = rows.len();
-    rows.events.retain(|r| match existing.events.get_mut(&r.event_id) {
-        Some(n) if *n > 0 => {
-            *n -= 1;
-            false
-        }
-        _ => true,
-    });
+    rows.events
+        .retain(|r| match existing.events.get_mut(&r.event_id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        });
     let mut key = (String::new(), 0u32);
     rows.states.retain(|r| {
         key.0.clone_from(&r.device_id);

@@ -32,7 +32,9 @@ pub fn cutoff_day(now_secs: i64, retention_days: u32) -> u32 {
     let date = time::OffsetDateTime::from_unix_timestamp(cutoff)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .date();
-    date.year().max(0) as u32 * 10_000 + u32::from(u8::from(date.month())) * 100 + u32::from(date.day())
+    date.year().max(0) as u32 * 10_000
+        + u32::from(u8::from(date.month())) * 100
+        + u32::from(date.day())
 }
 
 /// Drops (or, with `dry_run`, only lists) partitions older than the cutoff day.
@@ -123,7 +125,14 @@ mod tests {
     #[test]
     fn partitions_must_be_eight_digits() {
         assert_eq!(parse_day_partition("20240131"), Some(20_240_131));
-        for bad in ["2024013", "202401311", "2024-01-31", "tuple()", "2024013a", ""] {
+        for bad in [
+            "2024013",
+            "202401311",
+            "2024-01-31",
+            "tuple()",
+            "2024013a",
+            "",
+        ] {
             assert_eq!(parse_day_partition(bad), None, "{bad}");
         }
     }

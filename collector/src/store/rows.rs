@@ -158,7 +158,11 @@ pub struct RowContext {
 fn names_of(as_str: impl Fn(i32) -> Option<&'static str>, prefix: &str) -> Vec<String> {
     (0..)
         .map_while(|n| as_str(n))
-        .map(|name| name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase())
+        .map(|name| {
+            name.strip_prefix(prefix)
+                .unwrap_or(name)
+                .to_ascii_lowercase()
+        })
         .collect()
 }
 
@@ -175,7 +179,10 @@ macro_rules! enum_names {
         pub fn $fn_name(value: i32) -> Cow<'static, str> {
             static TABLE: OnceLock<Vec<String>> = OnceLock::new();
             let table = TABLE.get_or_init(|| {
-                names_of(|n| <$ty>::try_from(n).ok().map(|e| e.as_str_name()), $prefix)
+                names_of(
+                    |n| <$ty>::try_from(n).ok().map(|e| e.as_str_name()),
+                    $prefix,
+                )
             });
             lookup(table, value)
         }
@@ -183,7 +190,11 @@ macro_rules! enum_names {
 }
 
 enum_names!(platform_name, Platform, "PLATFORM_");
-enum_names!(enrollment_method_name, EnrollmentMethod, "ENROLLMENT_METHOD_");
+enum_names!(
+    enrollment_method_name,
+    EnrollmentMethod,
+    "ENROLLMENT_METHOD_"
+);
 enum_names!(stage_name, EnrollmentStage, "ENROLLMENT_STAGE_");
 enum_names!(outcome_name, Outcome, "OUTCOME_");
 enum_names!(source_kind_name, SourceKind, "SOURCE_KIND_");
@@ -249,7 +260,12 @@ pub fn event_row(
 }
 
 /// Encodes a validated device state; `last_attempt_at` is 0 when the device reported none.
-pub fn state_row(ctx: &RowContext, s: DeviceState, captured_at: u32, last_attempt_at: u32) -> StateRow {
+pub fn state_row(
+    ctx: &RowContext,
+    s: DeviceState,
+    captured_at: u32,
+    last_attempt_at: u32,
+) -> StateRow {
     let (last_error_code, last_error_has_code, last_error_symbol, last_error_message) =
         error_parts(s.last_enrollment_error);
     let tpm = s.tpm.unwrap_or_default();
@@ -330,11 +346,20 @@ mod tests {
             enrollment_method_name(EnrollmentMethod::AutopilotSelfDeploying as i32),
             "autopilot_self_deploying"
         );
-        assert_eq!(join_state_name(JoinState::HybridJoined as i32), "hybrid_joined");
-        assert_eq!(license_state_name(LicenseState::Unlicensed as i32), "unlicensed");
+        assert_eq!(
+            join_state_name(JoinState::HybridJoined as i32),
+            "hybrid_joined"
+        );
+        assert_eq!(
+            license_state_name(LicenseState::Unlicensed as i32),
+            "unlicensed"
+        );
         assert_eq!(platform_name(99), "unknown_99");
         assert_eq!(stage_name(-3), "unknown_-3");
-        assert!(matches!(platform_name(1), Cow::Borrowed(_)), "known names do not allocate");
+        assert!(
+            matches!(platform_name(1), Cow::Borrowed(_)),
+            "known names do not allocate"
+        );
     }
 
     fn ctx() -> RowContext {
@@ -380,7 +405,10 @@ mod tests {
         assert_eq!(&*row.tenant, "contoso");
         assert_eq!(row.event_id, id);
         assert_eq!(row.batch_seq, 7);
-        assert_eq!((row.occurred_at, row.occurred_ms, row.received_at), (1_700_000_000, 123, 1_700_000_100));
+        assert_eq!(
+            (row.occurred_at, row.occurred_ms, row.received_at),
+            (1_700_000_000, 123, 1_700_000_100)
+        );
         assert_eq!(row.platform, "windows");
         assert_eq!(row.enrollment_method, "entra_join");
         assert_eq!(row.stage, "authorization");

@@ -100,7 +100,10 @@ impl StoreHealth {
             error.clone_into(&mut e);
         }
         if !self.down.swap(true, Ordering::AcqRel) {
-            tracing::warn!(error, "ClickHouse marked down; pushes are refused until it answers");
+            tracing::warn!(
+                error,
+                "ClickHouse marked down; pushes are refused until it answers"
+            );
             self.serving.send_replace(false);
         }
     }
@@ -246,7 +249,15 @@ async fn run(
                 () = tokio::time::sleep_until(flush_at) => break,
             }
         }
-        flush(&store, &tables, &config, &health, &metrics, std::mem::take(&mut batch)).await;
+        flush(
+            &store,
+            &tables,
+            &config,
+            &health,
+            &metrics,
+            std::mem::take(&mut batch),
+        )
+        .await;
         if closed {
             break;
         }
@@ -330,10 +341,12 @@ async fn insert_all(
     batch: &[Request],
 ) -> Result<(), clickhouse::error::Error> {
     if batch.iter().any(|r| !r.rows.events.is_empty()) {
-        insert_table::<EventRow>(store, &tables.events, batch.iter().map(|r| &r.rows.events)).await?;
+        insert_table::<EventRow>(store, &tables.events, batch.iter().map(|r| &r.rows.events))
+            .await?;
     }
     if batch.iter().any(|r| !r.rows.states.is_empty()) {
-        insert_table::<StateRow>(store, &tables.states, batch.iter().map(|r| &r.rows.states)).await?;
+        insert_table::<StateRow>(store, &tables.states, batch.iter().map(|r| &r.rows.states))
+            .await?;
     }
     if batch.iter().any(|r| !r.rows.heartbeats.is_empty()) {
         insert_table::<HeartbeatRow>(
@@ -431,12 +444,18 @@ mod tests {
 
     #[test]
     fn server_errors_are_certain_and_timeouts_are_not() {
-        assert!(is_certain_failure(&clickhouse::error::Error::BadResponse("Code: 60".into())));
+        assert!(is_certain_failure(&clickhouse::error::Error::BadResponse(
+            "Code: 60".into()
+        )));
         assert!(!is_certain_failure(&clickhouse::error::Error::TimedOut));
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(is_certain_failure(&clickhouse::error::Error::Network(Box::new(refused))));
+        assert!(is_certain_failure(&clickhouse::error::Error::Network(
+            Box::new(refused)
+        )));
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert!(!is_certain_failure(&clickhouse::error::Error::Network(Box::new(reset))));
+        assert!(!is_certain_failure(&clickhouse::error::Error::Network(
+            Box::new(reset)
+        )));
     }
 
     #[tokio::test]

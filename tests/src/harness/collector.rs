@@ -534,6 +534,8 @@ impl Collector {
             .arg(&ready)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            // Plain logs: they are read in failure messages, not on a terminal.
+            .env("NO_COLOR", "1")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log)
