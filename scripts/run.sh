@@ -11,8 +11,8 @@
 #   FLEETPULSE_GRPC_PORT       collector gRPC port           [7600]
 #   FLEETPULSE_HTTP_PORT       collector health/metrics port [7601]
 #   FLEETPULSE_ANALYZER_PORT   analyzer HTTP port            [7700]
-#   FLEETPULSE_FLEET_AGENTS    simulated agents              [20]
-#   FLEETPULSE_FLEET_RATE      simulated events per second   [200]
+#   FLEETPULSE_FLEET_DEVICES   simulated devices             [2000]
+#   FLEETPULSE_FLEET_RATE      simulated events per second   [100]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -23,10 +23,10 @@ CH_TCP_PORT="${FLEETPULSE_CH_TCP_PORT:-9000}"
 GRPC_PORT="${FLEETPULSE_GRPC_PORT:-7600}"
 HTTP_PORT="${FLEETPULSE_HTTP_PORT:-7601}"
 ANALYZER_PORT="${FLEETPULSE_ANALYZER_PORT:-7700}"
-FLEET_AGENTS="${FLEETPULSE_FLEET_AGENTS:-20}"
-FLEET_RATE="${FLEETPULSE_FLEET_RATE:-200}"
+FLEET_DEVICES="${FLEETPULSE_FLEET_DEVICES:-2000}"
+FLEET_RATE="${FLEETPULSE_FLEET_RATE:-100}"
 DATABASE=fleetpulse
-TENANT=demo
+TENANTS="contoso fabrikam"
 BIN="${ROOT}/target/release"
 LOGS="${RUN_DIR}/logs"
 
@@ -136,10 +136,15 @@ start collector "${BIN}/fleetpulse-collector" serve \
     --ready-file "${RUN_DIR}/collector.ready"
 wait_for "${pids[-1]}" 60 test -s "${RUN_DIR}/collector.ready" ||
     die "the collector did not become ready; see ${LOGS}/collector.log"
-TOKEN=$("${BIN}/fleetpulse-collector" token create --tenant "${TENANT}" \
-    --description "scripts/run.sh demo fleet" 2>>"${LOGS}/collector-cli.log" | head -n1)
-[[ "${TOKEN}" == fpe_* ]] || die "token create did not print a token; see ${LOGS}/collector-cli.log"
-echo "${TOKEN}" >"${RUN_DIR}/demo.token"
+# One enrollment token per demo tenant: rows of each tenant carry the tenant of its token.
+TOKENS=()
+for tenant in ${TENANTS}; do
+    token=$("${BIN}/fleetpulse-collector" token create --tenant "${tenant}" \
+        --description "scripts/run.sh demo fleet" 2>>"${LOGS}/collector-cli.log" | head -n1)
+    [[ "${token}" == fpe_* ]] || die "token create did not print a token; see ${LOGS}/collector-cli.log"
+    TOKENS+=("${token}")
+done
+printf '%s\n' "${TOKENS[@]}" >"${RUN_DIR}/demo.tokens"
 
 # ---- analyzer (when its serve command exists) ----
 ANALYZER_NOTE="analyzer: not available in this build"
@@ -162,23 +167,22 @@ if "${BIN}/fleetpulse-analyzer" serve --help >/dev/null 2>&1; then
 fi
 
 # ---- simulated fleet ----
-sim_help=$("${BIN}/fleetpulse-agent" simulate --help 2>/dev/null || true)
-if [[ -n "${sim_help}" ]] && grep -q -- '--collector' <<<"${sim_help}" && grep -q -- '--enrollment-token' <<<"${sim_help}"; then
-    log "starting the simulated fleet (fleetpulse-agent simulate, ${FLEET_AGENTS} agents)"
-    sim_args=(simulate --collector "http://127.0.0.1:${GRPC_PORT}" --enrollment-token "${TOKEN}")
-    grep -q -- '--agents' <<<"${sim_help}" && sim_args+=(--agents "${FLEET_AGENTS}")
-    grep -q -- '--state-dir' <<<"${sim_help}" && sim_args+=(--state-dir "${RUN_DIR}/fleet")
-    start fleet "${BIN}/fleetpulse-agent" "${sim_args[@]}"
+if "${BIN}/fleetpulse-agent" simulate --help >/dev/null 2>&1; then
+    log "starting the simulated fleet (fleetpulse-agent simulate: ${FLEET_DEVICES} devices, ${FLEET_RATE} events/s)"
+    sim_tokens=$(IFS=,; echo "${TOKENS[*]}")
+    start fleet "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC_PORT}" \
+        --enrollment-token "${sim_tokens}" --devices "${FLEET_DEVICES}" --rate "${FLEET_RATE}" \
+        --duration 0 --seed 42 --spool-dir "${RUN_DIR}/fleet"
 else
-    log "starting the simulated fleet (fleetpulse-feed, ${FLEET_AGENTS} agents, ${FLEET_RATE} events/s)"
+    log "starting the simulated fleet (fleetpulse-feed: 20 agents, ${FLEET_RATE} events/s)"
     start fleet "${BIN}/fleetpulse-feed" --collector "http://127.0.0.1:${GRPC_PORT}" \
-        --token "${TOKEN}" --agents "${FLEET_AGENTS}" --rate "${FLEET_RATE}"
+        --token "${TOKENS[0]}" --agents 20 --rate "${FLEET_RATE}"
 fi
 
 cat <<EOF
 
 Fleetpulse is running (state and logs in ${RUN_DIR}).
-  collector gRPC:  127.0.0.1:${GRPC_PORT}   (enrollment token for tenant '${TENANT}': ${RUN_DIR}/demo.token)
+  collector gRPC:  127.0.0.1:${GRPC_PORT}   (enrollment tokens of tenants ${TENANTS// /, }: ${RUN_DIR}/demo.tokens)
   collector HTTP:  http://127.0.0.1:${HTTP_PORT}/healthz  /readyz  /metrics
   ${ANALYZER_NOTE}
   ClickHouse:      ${CH_URL}  (database '${DATABASE}')

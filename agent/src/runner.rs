@@ -31,11 +31,15 @@ const IMPORT_CHUNK_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct NdjsonImport {
     dir: PathBuf,
+    chunk_bytes: usize,
 }
 
 impl NdjsonImport {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    /// An import of `dir` appending at most about `chunk_bytes` of input per spool write
+    /// (callers pass the spool's segment size, so one append always fits the spool's cap).
+    pub fn new(dir: PathBuf, chunk_bytes: u64) -> Self {
+        let chunk_bytes = usize::try_from(chunk_bytes).unwrap_or(IMPORT_CHUNK_BYTES).clamp(4096, IMPORT_CHUNK_BYTES);
+        Self { dir, chunk_bytes }
     }
 
     /// Imports what is new in every file; returns the number of items appended.
@@ -65,7 +69,7 @@ impl NdjsonImport {
         let mut offset: u64 = spool.source_cursor(&key).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut imported = 0;
         loop {
-            let chunk = match read_complete_lines(path, offset) {
+            let chunk = match read_complete_lines(path, offset, self.chunk_bytes) {
                 Ok(chunk) => chunk,
                 Err(err) => {
                     tracing::warn!(file = %path.display(), error = %err, "cannot read import file");
@@ -100,9 +104,10 @@ impl NdjsonImport {
     }
 }
 
-/// Reads up to [`IMPORT_CHUNK_LINES`] complete lines from `offset`. Returns the text, the
-/// offset after it, and whether the file had shrunk below `offset` (then it is read from 0).
-fn read_complete_lines(path: &Path, offset: u64) -> std::io::Result<Option<(String, u64, bool)>> {
+/// Reads up to [`IMPORT_CHUNK_LINES`] complete lines (about `chunk_bytes`, but always at least
+/// one line of up to [`IMPORT_CHUNK_BYTES`]) from `offset`. Returns the text, the offset after
+/// it, and whether the file had shrunk below `offset` (then it is read from 0).
+fn read_complete_lines(path: &Path, offset: u64, chunk_bytes: usize) -> std::io::Result<Option<(String, u64, bool)>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
@@ -117,6 +122,9 @@ fn read_complete_lines(path: &Path, offset: u64) -> std::io::Result<Option<(Stri
     let mut lines = 0;
     for (i, byte) in buf.iter().enumerate() {
         if *byte == b'\n' {
+            if end > 0 && i + 1 > chunk_bytes {
+                break;
+            }
             end = i + 1;
             lines += 1;
             if lines == IMPORT_CHUNK_LINES {
@@ -126,7 +134,7 @@ fn read_complete_lines(path: &Path, offset: u64) -> std::io::Result<Option<(Stri
     }
     if end == 0 {
         if buf.len() == IMPORT_CHUNK_BYTES {
-            // One line longer than a chunk: far beyond any valid item; skip it whole.
+            // One line longer than 1 MiB: far beyond any valid item; skip it whole.
             tracing::warn!(file = %path.display(), offset, "skipping a line longer than 1 MiB");
             return Ok(Some((String::new(), offset + buf.len() as u64, restarted)));
         }
@@ -260,7 +268,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     let shipper_task = tokio::spawn(shipper.run(stop_rx.clone()));
     let heartbeat_task = tokio::spawn(run_heartbeats(spool.clone(), state.clone(), stats.clone(), settings.shipper.heartbeat_interval, stop_rx.clone()));
 
-    let import = settings.import_ndjson.clone().map(NdjsonImport::new);
+    let import = settings.import_ndjson.clone().map(|dir| NdjsonImport::new(dir, settings.spool.segment_bytes));
     let mut ticker = tokio::time::interval(settings.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -305,11 +313,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.ndjson");
         std::fs::write(&path, "one\ntwo\nthr").unwrap();
-        let (text, next, restarted) = read_complete_lines(&path, 0).unwrap().unwrap();
+        let (text, next, restarted) = read_complete_lines(&path, 0, 4096).unwrap().unwrap();
         assert_eq!((text.as_str(), next, restarted), ("one\ntwo\n", 8, false));
-        assert_eq!(read_complete_lines(&path, 8).unwrap(), None);
+        assert_eq!(read_complete_lines(&path, 8, 4096).unwrap(), None);
+        // A chunk stops at the byte budget, but always takes at least one line.
+        assert_eq!(read_complete_lines(&path, 0, 5).unwrap(), Some(("one\n".to_owned(), 4, false)));
+        assert_eq!(read_complete_lines(&path, 0, 2).unwrap(), Some(("one\n".to_owned(), 4, false)));
         std::fs::write(&path, "x\n").unwrap();
-        assert_eq!(read_complete_lines(&path, 8).unwrap(), Some(("x\n".to_owned(), 2, true)));
+        assert_eq!(read_complete_lines(&path, 8, 4096).unwrap(), Some(("x\n".to_owned(), 2, true)));
     }
 
     #[tokio::test]
@@ -331,7 +342,7 @@ mod tests {
             platform: fleetpulse_proto::v1::Platform::Linux,
             now: time::OffsetDateTime::now_utc(),
         };
-        let import = NdjsonImport::new(import_dir.clone());
+        let import = NdjsonImport::new(import_dir.clone(), 4096);
         {
             let spool = SharedSpool::new(Spool::open(&dir.path().join("spool"), Default::default()).unwrap());
             assert_eq!(import.poll(&spool, &ctx).await.unwrap(), 3);

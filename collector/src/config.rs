@@ -243,11 +243,13 @@ impl Config {
         Duration::from_secs(u64::from(self.retention_days) * 86_400)
     }
 
-    /// tonic's decode limit: a little above `max_batch_bytes`, so a slightly oversized batch is
-    /// decoded and answered with our own RESOURCE_EXHAUSTED message naming the limit, while a
-    /// huge one is refused by tonic before it is buffered whole.
+    /// tonic's decode limit: twice `max_batch_bytes` (at least 1 MiB above it), so an oversized
+    /// batch is decoded and answered with our RESOURCE_EXHAUSTED message naming the limit and
+    /// the actual size, while a huge one is refused by tonic (OUT_OF_RANGE, naming the limit)
+    /// from its length prefix, before it is buffered.
     pub fn grpc_decode_limit(&self) -> usize {
-        self.max_batch_bytes as usize + 64 * 1024
+        let max = self.max_batch_bytes as usize;
+        max.saturating_mul(2).max(max + 1024 * 1024)
     }
 }
 

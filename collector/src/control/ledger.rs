@@ -321,7 +321,7 @@ mod tests {
             reason: "required".into(),
         }];
         assert!(
-            db.finish_batch(&key(1, "").agent_id, 1, &owner, 2, &rejects, now + 20)
+            db.finish_batch(key(1, "").agent_id, 1, &owner, 2, &rejects, now + 20)
                 .await
                 .unwrap()
         );

@@ -68,7 +68,7 @@ const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS control_schema_migrati
 )";
 
 /// Arbitrary constant naming the migration advisory lock on PostgreSQL.
-const PG_LOCK_KEY: i64 = 0x0f1e_e7_c0_11;
+const PG_LOCK_KEY: i64 = 0x000f_1ee7_c011;
 
 /// Applies every migration not yet recorded; returns the versions applied by this call.
 pub async fn run(db: &ControlDb) -> Result<Vec<i64>, ControlError> {

@@ -157,7 +157,7 @@ pub struct RowContext {
 /// Builds (once per enum) the table of lower-snake names indexed by value.
 fn names_of(as_str: impl Fn(i32) -> Option<&'static str>, prefix: &str) -> Vec<String> {
     (0..)
-        .map_while(|n| as_str(n))
+        .map_while(as_str)
         .map(|name| {
             name.strip_prefix(prefix)
                 .unwrap_or(name)

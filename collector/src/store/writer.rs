@@ -7,8 +7,12 @@
 //! push is refused at once with UNAVAILABLE and the agent keeps its batch. Memory is therefore
 //! bounded by `max_pending_rows` rows plus one batch.
 //!
-//! The task flushes when `flush_rows` rows are pending or `flush_interval` after the first
-//! pending row, inserting each table's rows in one RowBinary insert (LZ4). Each push is
+//! The task works like a group commit: it takes every request queued, and flushes at once
+//! unless another push holds a reservation and is still preparing its rows (validation,
+//! ledger claim, encoding), in which case it waits for those rows, up to `flush_interval`
+//! after the first pending row or until `flush_rows` rows are pending. So a lone sender is
+//! never delayed, while concurrent pushes share one insert; rows arriving during an insert go
+//! into the next. Each table's rows go in one RowBinary insert (LZ4). Each push is
 //! completed only after every insert of its flush returned OK; any failure fails every push of
 //! the flush (the ledger recovers partially written ones). A push whose ledger lease would not
 //! outlive a full insert attempt is failed before the insert starts (see `control::ledger`).
@@ -16,12 +20,12 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::{
     Store,
@@ -120,12 +124,35 @@ impl StoreHealth {
     }
 }
 
+/// Counts pushes that hold a reservation but have not handed their rows over yet, so the
+/// writer knows whether waiting a little would let it insert them together.
+#[derive(Debug, Default)]
+struct Preparing {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+/// Room for a push's rows in the writer; dropping it without writing gives the room back.
+#[derive(Debug)]
+pub struct Reservation {
+    /// Moves into the request when the rows are handed over; `None` only after that.
+    permit: Option<OwnedSemaphorePermit>,
+    preparing: Arc<Preparing>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.preparing.count.fetch_sub(1, Ordering::AcqRel);
+        self.preparing.changed.notify_one();
+    }
+}
+
 struct Request {
     rows: Rows,
     /// Latest instant at which an insert of these rows may start.
     start_by: Instant,
     done: oneshot::Sender<Result<(), WriteError>>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Cheap-to-clone handle used by pushes.
@@ -137,11 +164,12 @@ pub struct WriterHandle {
     health: Arc<StoreHealth>,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    preparing: Arc<Preparing>,
 }
 
 impl WriterHandle {
     /// Reserves room for `rows` rows, or explains at once why not.
-    pub fn try_reserve(&self, rows: usize) -> Result<OwnedSemaphorePermit, Refusal> {
+    pub fn try_reserve(&self, rows: usize) -> Result<Reservation, Refusal> {
         if let Some(reason) = self.health.down_reason() {
             return Err(Refusal::ClickHouseDown(reason));
         }
@@ -149,13 +177,19 @@ impl WriterHandle {
             return Err(Refusal::ShuttingDown);
         }
         let n = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
-        self.permits
+        let permit = self
+            .permits
             .clone()
             .try_acquire_many_owned(n)
             .map_err(|_| Refusal::Overloaded {
                 pending: self.max_pending - self.permits.available_permits(),
                 limit: self.max_pending,
-            })
+            })?;
+        self.preparing.count.fetch_add(1, Ordering::AcqRel);
+        Ok(Reservation {
+            permit: Some(permit),
+            preparing: self.preparing.clone(),
+        })
     }
 
     /// Queues `rows` and waits for ClickHouse's verdict. `lease_until` is when the push's
@@ -163,7 +197,7 @@ impl WriterHandle {
     pub async fn write(
         &self,
         rows: Rows,
-        permit: OwnedSemaphorePermit,
+        mut reservation: Reservation,
         lease_until: Instant,
     ) -> Result<(), WriteError> {
         let n = rows.len() as i64;
@@ -172,12 +206,14 @@ impl WriterHandle {
             .checked_sub(self.timeout)
             .unwrap_or_else(Instant::now);
         self.metrics.pending_rows.inc_by(n);
+        // Hand the rows over before no longer counting as preparing (see `run`).
         let sent = self.tx.send(Request {
             rows,
             start_by,
             done,
-            _permit: permit,
+            _permit: reservation.permit.take(),
         });
+        drop(reservation);
         let result = match sent {
             Ok(()) => wait.await.unwrap_or_else(|_| {
                 Err(WriteError {
@@ -214,8 +250,16 @@ pub fn spawn(
         health: health.clone(),
         timeout: config.timeout,
         metrics: metrics.clone(),
+        preparing: Arc::new(Preparing::default()),
     };
-    let task = tokio::spawn(run(store, config, health, metrics, rx));
+    let task = tokio::spawn(run(
+        store,
+        config,
+        health,
+        metrics,
+        handle.preparing.clone(),
+        rx,
+    ));
     (handle, task)
 }
 
@@ -224,43 +268,50 @@ async fn run(
     config: WriterConfig,
     health: Arc<StoreHealth>,
     metrics: Arc<Metrics>,
+    preparing: Arc<Preparing>,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     let tables = Tables::new(store.db());
     let mut batch: Vec<Request> = Vec::new();
-    loop {
+    let mut closed = false;
+    while !closed {
         let Some(first) = rx.recv().await else { break };
         let mut rows = first.rows.len();
         batch.push(first);
         let flush_at = tokio::time::Instant::now() + config.flush_interval;
-        let mut closed = false;
-        while rows < config.flush_rows {
+        loop {
+            // Take everything already queued.
+            loop {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        rows += r.rows.len();
+                        batch.push(r);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            // Flush unless more rows are known to be on their way.
+            if closed || rows >= config.flush_rows || preparing.count.load(Ordering::Acquire) == 0
+            {
+                break;
+            }
             tokio::select! {
                 next = rx.recv() => match next {
                     Some(r) => {
                         rows += r.rows.len();
                         batch.push(r);
                     }
-                    None => {
-                        closed = true;
-                        break;
-                    }
+                    None => closed = true,
                 },
+                () = preparing.changed.notified() => {}
                 () = tokio::time::sleep_until(flush_at) => break,
             }
         }
-        flush(
-            &store,
-            &tables,
-            &config,
-            &health,
-            &metrics,
-            std::mem::take(&mut batch),
-        )
-        .await;
-        if closed {
-            break;
-        }
+        flush(&store, &tables, &config, &health, &metrics, std::mem::take(&mut batch)).await;
     }
     tracing::debug!("writer stopped");
 }
@@ -488,7 +539,9 @@ mod tests {
         );
         drop(a);
         let b = handle.try_reserve(100).unwrap();
+        assert_eq!(handle.preparing.count.load(Ordering::Acquire), 1);
         drop(b);
+        assert_eq!(handle.preparing.count.load(Ordering::Acquire), 0);
         health.mark_down("connection refused");
         assert_eq!(
             handle.try_reserve(1).unwrap_err().to_string(),

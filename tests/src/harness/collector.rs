@@ -155,11 +155,11 @@ impl CollectorBuilder {
                 serve_args.extend(["--tls-client-ca".into(), ca.clone().into_os_string()]);
             }
         }
-        serve_args.extend(self.args);
         let log = dir.path().join("collector.log");
         let mut collector = Collector {
             bin,
             serve_args,
+            extra_args: self.args,
             env: self.env,
             database_url,
             clickhouse_url: self.clickhouse_url,
@@ -181,6 +181,7 @@ impl CollectorBuilder {
 pub struct Collector {
     bin: PathBuf,
     serve_args: Vec<OsString>,
+    extra_args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     database_url: String,
     clickhouse_url: String,
@@ -502,6 +503,16 @@ impl Collector {
         self.spawn_and_wait().await
     }
 
+    /// Replaces the builder's extra `serve` arguments for the next (re)start, e.g. to restart
+    /// with other flush settings. Storage, TLS and listen addresses stay.
+    pub fn set_extra_args<I, S>(&mut self, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.extra_args = args.into_iter().map(Into::into).collect();
+    }
+
     /// Graceful [`stop`](Self::stop) then [`start_again`](Self::start_again).
     pub async fn restart(&mut self) -> Result<(), HarnessError> {
         self.stop().await?;
@@ -526,6 +537,7 @@ impl Collector {
         let mut command = Command::new(&self.bin);
         command
             .args(&self.serve_args)
+            .args(&self.extra_args)
             .arg("--grpc-listen")
             .arg(self.grpc.to_string())
             .arg("--http-listen")
