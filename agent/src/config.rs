@@ -43,7 +43,10 @@ use crate::spool::{DEFAULT_MAX_BYTES, SpoolConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {}: {reason}", path.display())]
     Parse { path: PathBuf, reason: String },
     #[error("{field}: {reason}")]
@@ -115,9 +118,14 @@ pub enum Compression {
 impl FileConfig {
     /// Reads and parses a TOML config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|err| ConfigError::Parse { path: path.to_owned(), reason: err.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })
     }
 }
 
@@ -143,10 +151,20 @@ pub struct ConfigArgs {
     #[arg(long, env = "FLEETPULSE_AGENT_CA_CERT", value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
     /// PEM client certificate, for collectors that require mutual TLS (with --client-key).
-    #[arg(long, env = "FLEETPULSE_AGENT_CLIENT_CERT", value_name = "PEM", requires = "client_key")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_AGENT_CLIENT_CERT",
+        value_name = "PEM",
+        requires = "client_key"
+    )]
     pub client_cert: Option<PathBuf>,
     /// PEM private key of --client-cert.
-    #[arg(long, env = "FLEETPULSE_AGENT_CLIENT_KEY", value_name = "PEM", requires = "client_cert")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_AGENT_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "client_cert"
+    )]
     pub client_key: Option<PathBuf>,
     /// Spool size cap in bytes; when full the oldest unsent data is dropped (and counted).
     /// Default 67108864 (64 MiB).
@@ -159,7 +177,11 @@ pub struct ConfigArgs {
     #[arg(long, env = "FLEETPULSE_AGENT_BATCH_MAX_AGE_MS", value_name = "MS")]
     pub batch_max_age_ms: Option<u64>,
     /// Seconds between heartbeats (agent liveness and spool health). Default 60.
-    #[arg(long, env = "FLEETPULSE_AGENT_HEARTBEAT_INTERVAL_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        env = "FLEETPULSE_AGENT_HEARTBEAT_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
     pub heartbeat_interval_secs: Option<u64>,
     /// Compression of Push requests. Default gzip.
     #[arg(long, env = "FLEETPULSE_AGENT_COMPRESSION", value_enum)]
@@ -230,7 +252,10 @@ impl Settings {
         let base = default_state_dir();
         let mut shipper = ShipperSettings::default();
         let f = &file.shipper;
-        shipper.batch_max_items = args.batch_max_items.or(f.batch_max_items).unwrap_or(shipper.batch_max_items);
+        shipper.batch_max_items = args
+            .batch_max_items
+            .or(f.batch_max_items)
+            .unwrap_or(shipper.batch_max_items);
         shipper.batch_max_bytes = f.batch_max_bytes.unwrap_or(shipper.batch_max_bytes);
         if let Some(ms) = args.batch_max_age_ms.or(f.batch_max_age_ms) {
             shipper.batch_max_age = Duration::from_millis(ms);
@@ -249,13 +274,22 @@ impl Settings {
             shipper.backoff_max = Duration::from_millis(ms);
         }
         if shipper.batch_max_items == 0 {
-            return Err(ConfigError::Invalid { field: "batch_max_items", reason: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                field: "batch_max_items",
+                reason: "must be at least 1".into(),
+            });
         }
         if shipper.batch_max_bytes < 1024 {
-            return Err(ConfigError::Invalid { field: "shipper.batch_max_bytes", reason: "must be at least 1024".into() });
+            return Err(ConfigError::Invalid {
+                field: "shipper.batch_max_bytes",
+                reason: "must be at least 1024".into(),
+            });
         }
         if shipper.heartbeat_interval.is_zero() {
-            return Err(ConfigError::Invalid { field: "heartbeat_interval_secs", reason: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                field: "heartbeat_interval_secs",
+                reason: "must be at least 1".into(),
+            });
         }
         if shipper.backoff_initial.is_zero() || shipper.backoff_max < shipper.backoff_initial {
             return Err(ConfigError::Invalid {
@@ -263,13 +297,22 @@ impl Settings {
                 reason: "backoff_initial_ms must be > 0 and <= backoff_max_ms".into(),
             });
         }
-        let max_bytes = args.spool_max_bytes.or(file.spool.max_bytes).unwrap_or(DEFAULT_MAX_BYTES);
+        let max_bytes = args
+            .spool_max_bytes
+            .or(file.spool.max_bytes)
+            .unwrap_or(DEFAULT_MAX_BYTES);
         if max_bytes < 256 * 1024 {
-            return Err(ConfigError::Invalid { field: "spool_max_bytes", reason: format!("{max_bytes} is below the minimum of 262144") });
+            return Err(ConfigError::Invalid {
+                field: "spool_max_bytes",
+                reason: format!("{max_bytes} is below the minimum of 262144"),
+            });
         }
         let poll_secs = file.sources.poll_interval_secs.unwrap_or(30);
         if poll_secs == 0 {
-            return Err(ConfigError::Invalid { field: "sources.poll_interval_secs", reason: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                field: "sources.poll_interval_secs",
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(Self {
             collector: args.collector.clone().or_else(|| file.collector.clone()),
@@ -278,11 +321,21 @@ impl Settings {
                 .clone()
                 .or_else(|| file.state_file.clone())
                 .unwrap_or_else(|| base.join("state.json")),
-            spool_dir: args.spool_dir.clone().or_else(|| file.spool_dir.clone()).unwrap_or_else(|| base.join("spool")),
+            spool_dir: args
+                .spool_dir
+                .clone()
+                .or_else(|| file.spool_dir.clone())
+                .unwrap_or_else(|| base.join("spool")),
             tls: TlsSettings {
                 ca_cert: args.ca_cert.clone().or_else(|| file.tls.ca_cert.clone()),
-                client_cert: args.client_cert.clone().or_else(|| file.tls.client_cert.clone()),
-                client_key: args.client_key.clone().or_else(|| file.tls.client_key.clone()),
+                client_cert: args
+                    .client_cert
+                    .clone()
+                    .or_else(|| file.tls.client_cert.clone()),
+                client_key: args
+                    .client_key
+                    .clone()
+                    .or_else(|| file.tls.client_key.clone()),
             },
             spool: SpoolConfig::with_max_bytes(max_bytes),
             shipper,
@@ -296,7 +349,8 @@ impl Settings {
 /// `/Library/Application Support/Fleetpulse/Agent` on macOS, `/var/lib/fleetpulse-agent` else.
 pub fn default_state_dir() -> PathBuf {
     if cfg!(windows) {
-        let base = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+        let base = std::env::var_os("ProgramData")
+            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
         base.join("Fleetpulse").join("Agent")
     } else if cfg!(target_os = "macos") {
         PathBuf::from("/Library/Application Support/Fleetpulse/Agent")
@@ -346,10 +400,18 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_their_name() {
         let err = toml::from_str::<FileConfig>("[shipper]\nbatch_max_itemz = 3\n").unwrap_err();
-        assert!(err.to_string().contains("unknown field `batch_max_itemz`"), "{err}");
-        let args = ConfigArgs { batch_max_items: Some(0), ..ConfigArgs::default() };
+        assert!(
+            err.to_string().contains("unknown field `batch_max_itemz`"),
+            "{err}"
+        );
+        let args = ConfigArgs {
+            batch_max_items: Some(0),
+            ..ConfigArgs::default()
+        };
         assert_eq!(
-            Settings::merge(&args, &FileConfig::default()).unwrap_err().to_string(),
+            Settings::merge(&args, &FileConfig::default())
+                .unwrap_err()
+                .to_string(),
             "batch_max_items: must be at least 1"
         );
     }

@@ -52,7 +52,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -82,7 +85,12 @@ pub struct DirLock {
 impl DirLock {
     /// Takes the lock on `path` (created if missing), failing at once if another process has it.
     pub fn acquire(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
@@ -111,7 +119,10 @@ mod tests {
         write_atomic(&path, b"one", false).unwrap();
         write_atomic(&path, b"two", false).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.json")]);
     }
 
@@ -122,7 +133,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         write_atomic(&path, b"s", true).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[cfg(unix)]
@@ -132,7 +146,10 @@ mod tests {
         let path = dir.path().join("lock");
         let held = DirLock::acquire(&path).unwrap();
         let err = DirLock::acquire(&path).unwrap_err();
-        assert!(err.to_string().contains("is locked by another process"), "{err}");
+        assert!(
+            err.to_string().contains("is locked by another process"),
+            "{err}"
+        );
         drop(held);
         DirLock::acquire(&path).unwrap();
     }

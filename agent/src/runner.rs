@@ -38,12 +38,18 @@ impl NdjsonImport {
     /// An import of `dir` appending at most about `chunk_bytes` of input per spool write
     /// (callers pass the spool's segment size, so one append always fits the spool's cap).
     pub fn new(dir: PathBuf, chunk_bytes: u64) -> Self {
-        let chunk_bytes = usize::try_from(chunk_bytes).unwrap_or(IMPORT_CHUNK_BYTES).clamp(4096, IMPORT_CHUNK_BYTES);
+        let chunk_bytes = usize::try_from(chunk_bytes)
+            .unwrap_or(IMPORT_CHUNK_BYTES)
+            .clamp(4096, IMPORT_CHUNK_BYTES);
         Self { dir, chunk_bytes }
     }
 
     /// Imports what is new in every file; returns the number of items appended.
-    pub async fn poll(&self, spool: &SharedSpool, ctx: &SourceContext) -> Result<u64, ShipperError> {
+    pub async fn poll(
+        &self,
+        spool: &SharedSpool,
+        ctx: &SourceContext,
+    ) -> Result<u64, ShipperError> {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries
                 .filter_map(Result::ok)
@@ -63,10 +69,22 @@ impl NdjsonImport {
         Ok(total)
     }
 
-    async fn import_file(&self, path: &Path, spool: &SharedSpool, ctx: &SourceContext) -> Result<u64, ShipperError> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    async fn import_file(
+        &self,
+        path: &Path,
+        spool: &SharedSpool,
+        ctx: &SourceContext,
+    ) -> Result<u64, ShipperError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let key = format!("ndjson:{name}");
-        let mut offset: u64 = spool.source_cursor(&key).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut offset: u64 = spool
+            .source_cursor(&key)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut imported = 0;
         loop {
             let chunk = match read_complete_lines(path, offset, self.chunk_bytes) {
@@ -76,7 +94,9 @@ impl NdjsonImport {
                     return Ok(imported);
                 }
             };
-            let Some((text, next, restarted)) = chunk else { return Ok(imported) };
+            let Some((text, next, restarted)) = chunk else {
+                return Ok(imported);
+            };
             if restarted {
                 tracing::warn!(file = %path.display(), "import file shrank (replaced?): reading it from the start");
             }
@@ -87,7 +107,12 @@ impl NdjsonImport {
                     continue;
                 }
                 match ndjson::parse(line, ctx) {
-                    Ok(parsed) => items.extend(parsed.items.into_iter().map(|item| with_agent(item, &ctx.agent_id))),
+                    Ok(parsed) => items.extend(
+                        parsed
+                            .items
+                            .into_iter()
+                            .map(|item| with_agent(item, &ctx.agent_id)),
+                    ),
                     Err(err) => tracing::warn!(
                         file = %path.display(),
                         line_in_chunk = index + 1,
@@ -98,7 +123,9 @@ impl NdjsonImport {
                 }
             }
             imported += items.len() as u64;
-            spool.append(items, Some((key.clone(), next.to_string()))).await?;
+            spool
+                .append(items, Some((key.clone(), next.to_string())))
+                .await?;
             offset = next;
         }
     }
@@ -107,11 +134,19 @@ impl NdjsonImport {
 /// Reads up to [`IMPORT_CHUNK_LINES`] complete lines (about `chunk_bytes`, but always at least
 /// one line of up to [`IMPORT_CHUNK_BYTES`]) from `offset`. Returns the text, the offset after
 /// it, and whether the file had shrunk below `offset` (then it is read from 0).
-fn read_complete_lines(path: &Path, offset: u64, chunk_bytes: usize) -> std::io::Result<Option<(String, u64, bool)>> {
+fn read_complete_lines(
+    path: &Path,
+    offset: u64,
+    chunk_bytes: usize,
+) -> std::io::Result<Option<(String, u64, bool)>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
-    let (offset, restarted) = if len < offset { (0, true) } else { (offset, false) };
+    let (offset, restarted) = if len < offset {
+        (0, true)
+    } else {
+        (offset, false)
+    };
     if len == offset {
         return Ok(None);
     }
@@ -181,19 +216,27 @@ async fn poll_platform(spool: &SharedSpool, state: &AgentState) -> Result<(), Sh
     ];
     let ctx = context(state);
     let stored = spool.source_cursor("eventlog").await?;
-    let channels = stored.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    let channels = stored
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
     let mut cursor = event_xml::Cursor { channels };
     for channel in CHANNELS {
         match shim::collect_events(channel, &ctx, &cursor) {
             Ok((parsed, next)) => {
                 cursor = next;
                 let value = serde_json::to_string(&cursor.channels).unwrap_or_default();
-                spool.append(parsed.items, Some(("eventlog".to_owned(), value))).await?;
+                spool
+                    .append(parsed.items, Some(("eventlog".to_owned(), value)))
+                    .await?;
             }
             Err(err) => tracing::warn!(channel, error = %err, "event log collection failed"),
         }
     }
-    let snapshots = [shim::collect_dsregcmd(&ctx), shim::collect_registry(&ctx), shim::collect_tpm(&ctx)];
+    let snapshots = [
+        shim::collect_dsregcmd(&ctx),
+        shim::collect_registry(&ctx),
+        shim::collect_tpm(&ctx),
+    ];
     let mut items = Vec::new();
     for result in snapshots {
         match result {
@@ -230,7 +273,10 @@ pub fn open_spool(settings: &Settings, state: &AgentState) -> anyhow::Result<Spo
         spool.ensure_next_seq_at_least(state.batch_seq_reserved)?;
     }
     if spool.truncated_on_open() > 0 {
-        tracing::warn!(bytes = spool.truncated_on_open(), "cut a torn write at the end of the spool (crash during an append)");
+        tracing::warn!(
+            bytes = spool.truncated_on_open(),
+            "cut a torn write at the end of the spool (crash during an append)"
+        );
     }
     Ok(spool)
 }
@@ -238,7 +284,10 @@ pub fn open_spool(settings: &Settings, state: &AgentState) -> anyhow::Result<Spo
 /// Runs the agent until `shutdown` turns true.
 pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let state = AgentState::load(&settings.state_file)?;
-    let collector = settings.collector.clone().unwrap_or_else(|| state.collector_url.clone());
+    let collector = settings
+        .collector
+        .clone()
+        .unwrap_or_else(|| state.collector_url.clone());
     let spool = open_spool(&settings, &state)?;
     let dead_letter = DeadLetter::new(spool.dir());
     let stats0 = spool.stats();
@@ -266,9 +315,18 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
         stats.clone(),
     );
     let shipper_task = tokio::spawn(shipper.run(stop_rx.clone()));
-    let heartbeat_task = tokio::spawn(run_heartbeats(spool.clone(), state.clone(), stats.clone(), settings.shipper.heartbeat_interval, stop_rx.clone()));
+    let heartbeat_task = tokio::spawn(run_heartbeats(
+        spool.clone(),
+        state.clone(),
+        stats.clone(),
+        settings.shipper.heartbeat_interval,
+        stop_rx.clone(),
+    ));
 
-    let import = settings.import_ndjson.clone().map(|dir| NdjsonImport::new(dir, settings.spool.segment_bytes));
+    let import = settings
+        .import_ndjson
+        .clone()
+        .map(|dir| NdjsonImport::new(dir, settings.spool.segment_bytes));
     let mut ticker = tokio::time::interval(settings.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -291,7 +349,9 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
         }
     }
 
-    tracing::info!("shutting down: sending what is spooled (at most 5 s), the rest stays in the spool");
+    tracing::info!(
+        "shutting down: sending what is spooled (at most 5 s), the rest stays in the spool"
+    );
     let _ = stop_tx.send(true);
     let _ = heartbeat_task.await;
     match tokio::time::timeout(Duration::from_secs(5), shipper_task).await {
@@ -317,10 +377,19 @@ mod tests {
         assert_eq!((text.as_str(), next, restarted), ("one\ntwo\n", 8, false));
         assert_eq!(read_complete_lines(&path, 8, 4096).unwrap(), None);
         // A chunk stops at the byte budget, but always takes at least one line.
-        assert_eq!(read_complete_lines(&path, 0, 5).unwrap(), Some(("one\n".to_owned(), 4, false)));
-        assert_eq!(read_complete_lines(&path, 0, 2).unwrap(), Some(("one\n".to_owned(), 4, false)));
+        assert_eq!(
+            read_complete_lines(&path, 0, 5).unwrap(),
+            Some(("one\n".to_owned(), 4, false))
+        );
+        assert_eq!(
+            read_complete_lines(&path, 0, 2).unwrap(),
+            Some(("one\n".to_owned(), 4, false))
+        );
         std::fs::write(&path, "x\n").unwrap();
-        assert_eq!(read_complete_lines(&path, 8, 4096).unwrap(), Some(("x\n".to_owned(), 2, true)));
+        assert_eq!(
+            read_complete_lines(&path, 8, 4096).unwrap(),
+            Some(("x\n".to_owned(), 2, true))
+        );
     }
 
     #[tokio::test]
@@ -344,13 +413,26 @@ mod tests {
         };
         let import = NdjsonImport::new(import_dir.clone(), 4096);
         {
-            let spool = SharedSpool::new(Spool::open(&dir.path().join("spool"), Default::default()).unwrap());
+            let spool = SharedSpool::new(
+                Spool::open(&dir.path().join("spool"), Default::default()).unwrap(),
+            );
             assert_eq!(import.poll(&spool, &ctx).await.unwrap(), 3);
             assert_eq!(import.poll(&spool, &ctx).await.unwrap(), 0);
-            let batch = spool.with(|s| s.next_batch(100, 1 << 20)).await.unwrap().unwrap().unwrap();
-            let request = spool.with(move |s| s.load_batch(batch.seq)).await.unwrap().unwrap();
+            let batch = spool
+                .with(|s| s.next_batch(100, 1 << 20))
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let request = spool
+                .with(move |s| s.load_batch(batch.seq))
+                .await
+                .unwrap()
+                .unwrap();
             for item in &request.items {
-                let Some(telemetry_item::Kind::Event(e)) = &item.kind else { panic!("not an event") };
+                let Some(telemetry_item::Kind::Event(e)) = &item.kind else {
+                    panic!("not an event")
+                };
                 assert_eq!(e.agent_id, "agent-1");
             }
         }
@@ -358,7 +440,8 @@ mod tests {
         let mut more = text.clone();
         more.push_str(&line(3));
         std::fs::write(import_dir.join("a.ndjson"), &more).unwrap();
-        let spool = SharedSpool::new(Spool::open(&dir.path().join("spool"), Default::default()).unwrap());
+        let spool =
+            SharedSpool::new(Spool::open(&dir.path().join("spool"), Default::default()).unwrap());
         assert_eq!(import.poll(&spool, &ctx).await.unwrap(), 1);
         assert_eq!(spool.stats().await.unwrap().depth, 4);
     }

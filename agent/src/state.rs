@@ -33,7 +33,10 @@ pub const STATE_FORMAT: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state file {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file {} is invalid: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(
@@ -85,16 +88,31 @@ impl AgentState {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StateError::NotRegistered { path: path.to_owned() });
+                return Err(StateError::NotRegistered {
+                    path: path.to_owned(),
+                });
             }
-            Err(source) => return Err(StateError::Io { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         warn_if_readable_by_others(path);
-        let state: Self = serde_json::from_slice(&bytes)
-            .map_err(|err| StateError::Invalid { path: path.to_owned(), reason: err.to_string() })?;
-        let invalid = |reason: &str| StateError::Invalid { path: path.to_owned(), reason: reason.to_owned() };
+        let state: Self = serde_json::from_slice(&bytes).map_err(|err| StateError::Invalid {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })?;
+        let invalid = |reason: &str| StateError::Invalid {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
         if state.format != STATE_FORMAT {
-            return Err(invalid(&format!("format {} is not supported (expected {STATE_FORMAT})", state.format)));
+            return Err(invalid(&format!(
+                "format {} is not supported (expected {STATE_FORMAT})",
+                state.format
+            )));
         }
         if state.agent_id.is_empty() {
             return Err(invalid("agent_id is empty"));
@@ -111,17 +129,29 @@ impl AgentState {
     /// Writes the state file atomically with owner-only permissions.
     pub fn store(&self, path: &Path) -> Result<(), StateError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|source| StateError::Io { path: parent.to_owned(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| StateError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
-        let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|err| StateError::Invalid { path: path.to_owned(), reason: err.to_string() })?;
-        durable::write_atomic(path, &bytes, true).map_err(|source| StateError::Io { path: path.to_owned(), source })
+        let bytes = serde_json::to_vec_pretty(self).map_err(|err| StateError::Invalid {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })?;
+        durable::write_atomic(path, &bytes, true).map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Makes sure `next_seq` (and a margin of `ahead` more) is covered by the reservation,
     /// persisting a new reservation block if not. Returns whether the file was written.
-    pub fn reserve_seq(&mut self, path: &Path, next_seq: u64, ahead: u64) -> Result<bool, StateError> {
+    pub fn reserve_seq(
+        &mut self,
+        path: &Path,
+        next_seq: u64,
+        ahead: u64,
+    ) -> Result<bool, StateError> {
         if next_seq + ahead < self.batch_seq_reserved {
             return Ok(false);
         }
@@ -178,7 +208,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
     }
 
@@ -194,13 +227,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let err = AgentState::load(&path).unwrap_err();
-        assert!(err.to_string().contains("register this agent first"), "{err}");
+        assert!(
+            err.to_string().contains("register this agent first"),
+            "{err}"
+        );
         let mut state = sample();
         state.agent_credential.clear();
         state.store(&path).unwrap();
         assert_eq!(
             AgentState::load(&path).unwrap_err().to_string(),
-            format!("state file {} is invalid: agent_credential is empty", path.display())
+            format!(
+                "state file {} is invalid: agent_credential is empty",
+                path.display()
+            )
         );
     }
 
@@ -213,6 +252,9 @@ mod tests {
         assert!(state.reserve_seq(&path, 1, 2).unwrap());
         assert_eq!(state.batch_seq_reserved, 3 + SEQ_RESERVATION_BLOCK);
         assert!(!state.reserve_seq(&path, 500, 2).unwrap());
-        assert_eq!(AgentState::load(&path).unwrap().batch_seq_reserved, 3 + SEQ_RESERVATION_BLOCK);
+        assert_eq!(
+            AgentState::load(&path).unwrap().batch_seq_reserved,
+            3 + SEQ_RESERVATION_BLOCK
+        );
     }
 }

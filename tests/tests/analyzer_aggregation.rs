@@ -36,11 +36,11 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         ch.execute(&stmt).await.unwrap();
     }
     // History written before the analyzer (and its views) exist: reaches the rollups by backfill.
-    let before = events(1, 2500, now().saturating_sub(60));
+    let before = events_over(1, 2500, now().saturating_sub(60), 12);
     insert_events(ch, &db, &before).await;
     let analyzer = Analyzer::start(ch, &db, &[]).await;
     // Rows arriving after the views exist: reach the rollups through the views only.
-    let after = events(2, 2500, now());
+    let after = events_over(2, 2500, now(), 12);
     insert_events(ch, &db, &after).await;
     let all: Vec<_> = before.iter().chain(after.iter()).cloned().collect();
     let token = analyzer.create_key(&["--all-tenants"]);
@@ -52,7 +52,10 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         T0 + 2 * DAY + 19 * 3600 + 45 * 60 + 30,
     );
     let hour_aligned = (T0 + 3 * 3600, T0 + DAY + 20 * 3600);
-    for (from, to) in [aligned, unaligned, hour_aligned] {
+    // T0 is a Friday: this range holds the whole week from Monday T0 + 3 days (weekly
+    // rollups), days on both sides (daily), hours (hourly) and unaligned raw edges.
+    let with_week = (T0 + 5 * 3600 + 17 * 60, T0 + 11 * DAY + 3 * 3600 + 59);
+    for (from, to) in [aligned, unaligned, hour_aligned, with_week] {
         for source in ["auto", "raw"] {
             for dim in [
                 "category",
@@ -187,72 +190,74 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
     }
 
     // Top codes: failures per (code, symbol, category), with the catalog's remediation.
-    let path = format!(
-        "/api/v1/top-codes?from={}&to={}&limit=1000",
-        iso(unaligned.0),
-        iso(unaligned.1)
-    );
-    let body = analyzer.ok(&path, &token).await;
-    let keep = in_range(unaligned.0, unaligned.1);
-    let want = brute(
-        &all,
-        |r| keep(r) && r.outcome == "failed",
-        |r| {
-            Some(Some(format!(
+    for (from, to) in [unaligned, with_week] {
+        let path = format!(
+            "/api/v1/top-codes?from={}&to={}&limit=1000",
+            iso(from),
+            iso(to)
+        );
+        let body = analyzer.ok(&path, &token).await;
+        let keep = in_range(from, to);
+        let want = brute(
+            &all,
+            |r| keep(r) && r.outcome == "failed",
+            |r| {
+                Some(Some(format!(
+                    "{:?}|{}|{}",
+                    key_of(&c, "code", r),
+                    r.error_symbol,
+                    category(&c, r)
+                )))
+            },
+        );
+        let codes = body["codes"].as_array().unwrap();
+        assert_eq!(codes.len(), want.len(), "{body}");
+        for code in codes {
+            let k = format!(
                 "{:?}|{}|{}",
-                key_of(&c, "code", r),
-                r.error_symbol,
-                category(&c, r)
-            )))
-        },
-    );
-    let codes = body["codes"].as_array().unwrap();
-    assert_eq!(codes.len(), want.len(), "{body}");
-    for code in codes {
-        let k = format!(
-            "{:?}|{}|{}",
-            code["code"].as_str().map(str::to_owned),
-            code["symbol"].as_str().unwrap(),
-            code["category"].as_str().unwrap()
-        );
-        let w = &want[&Some(k.clone())];
-        assert_eq!(code["failures"].as_u64(), Some(w.failures), "{k}");
-        assert_eq!(
-            code["affected_devices"].as_u64(),
-            Some(w.affected_devices),
-            "{k}"
-        );
-        if code["category"] != "unknown" {
-            assert!(
-                !code["remediation"].as_str().unwrap().is_empty(),
-                "{k} has no remediation"
+                code["code"].as_str().map(str::to_owned),
+                code["symbol"].as_str().unwrap(),
+                code["category"].as_str().unwrap()
             );
+            let w = &want[&Some(k.clone())];
+            assert_eq!(code["failures"].as_u64(), Some(w.failures), "{k}");
+            assert_eq!(
+                code["affected_devices"].as_u64(),
+                Some(w.affected_devices),
+                "{k}"
+            );
+            if code["category"] != "unknown" {
+                assert!(
+                    !code["remediation"].as_str().unwrap().is_empty(),
+                    "{k} has no remediation"
+                );
+            }
         }
+        let failures: Vec<u64> = codes
+            .iter()
+            .map(|c| c["failures"].as_u64().unwrap())
+            .collect();
+        assert!(
+            failures.windows(2).all(|w| w[0] >= w[1]),
+            "not sorted by failures: {failures:?}"
+        );
     }
-    let failures: Vec<u64> = codes
-        .iter()
-        .map(|c| c["failures"].as_u64().unwrap())
-        .collect();
-    assert!(
-        failures.windows(2).all(|w| w[0] >= w[1]),
-        "not sorted by failures: {failures:?}"
-    );
 
-    // The rollups hold every row exactly once (backfill + views, no double count).
-    let rolled = ch
-        .count(
-            &format!("SELECT countMerge(events) FROM {db}.rollup_events_hourly"),
-            &[],
-        )
-        .await
-        .unwrap();
-    let daily = ch
-        .count(
-            &format!("SELECT countMerge(events) FROM {db}.rollup_events_daily"),
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!((rolled, daily), (all.len() as u64, all.len() as u64));
+    // Every rollup holds every row exactly once (backfill + views, no double count), and
+    // the weekly and totals families agree with the raw counts too.
+    for table in [
+        "rollup_events_hourly",
+        "rollup_events_daily",
+        "rollup_events_weekly",
+        "rollup_totals_hourly",
+        "rollup_totals_daily",
+        "rollup_totals_weekly",
+    ] {
+        let rolled = ch
+            .count(&format!("SELECT countMerge(events) FROM {db}.{table}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(rolled, all.len() as u64, "{table}");
+    }
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }

@@ -701,3 +701,104 @@ async fn devices_funnel_and_insights_are_exact() {
     );
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }
+
+/// The API-key store on a real private PostgreSQL (the SQLite path is covered above through
+/// the binary): schema creation twice, scopes, hashed lookup, tampering, revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_on_postgres() {
+    use fleetpulse_analyzer::keys::{self, KeyError, KeyScope, Rejection};
+
+    let pg = fleetpulse_tests::harness::Postgres::start().expect("start PostgreSQL");
+    let url = pg
+        .create_database("analyzer_keys")
+        .expect("create database");
+    let pool = keys::open(&url).await.expect("open key store");
+    // Opening again must find the schema in place, not fail on it.
+    let pool2 = keys::open(&url).await.expect("reopen key store");
+
+    let (tenant_key, tenant_token) = keys::create(&pool, Some("contoso"), "dashboards")
+        .await
+        .expect("create tenant key");
+    let (all_key, all_token) = keys::create(&pool2, None, "ops").await.expect("create key");
+    assert_eq!(tenant_key.tenant.as_deref(), Some("contoso"));
+    assert_eq!(all_key.tenant, None);
+    assert_ne!(tenant_key.id, all_key.id);
+
+    assert_eq!(
+        keys::verify(&pool, &tenant_token).await.expect("verify"),
+        Ok(KeyScope {
+            key_id: tenant_key.id.clone(),
+            tenant: Some("contoso".to_owned())
+        })
+    );
+    assert_eq!(
+        keys::verify(&pool2, &all_token).await.expect("verify"),
+        Ok(KeyScope {
+            key_id: all_key.id.clone(),
+            tenant: None
+        })
+    );
+    // Only the hash is stored: the token's secret appears nowhere in the table.
+    let secret = tenant_token.rsplit('_').next().expect("token secret");
+    // psql quotes the variable itself (`:'s'`), so nothing is formatted into the SQL.
+    let mut psql = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([url.as_str(), "-tA", "-v", &format!("s={secret}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    std::io::Write::write_all(
+        psql.stdin.as_mut().expect("psql stdin"),
+        b"SELECT COUNT(*) FROM analyzer_api_keys WHERE secret_sha256 = :'s' OR description = :'s' OR id = :'s';\n",
+    )
+    .expect("write to psql");
+    let out = psql.wait_with_output().expect("psql output");
+    assert!(out.status.success(), "psql failed");
+    let stored = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(stored, "0");
+
+    // A wrong secret for a known id is refused like an unknown key.
+    let mut tampered = tenant_token.clone();
+    let last = tampered.pop().expect("non-empty token");
+    tampered.push(if last == 'a' { 'b' } else { 'a' });
+    assert_eq!(
+        keys::verify(&pool, &tampered).await.expect("verify"),
+        Err(Rejection::Unknown)
+    );
+    assert_eq!(
+        keys::verify(&pool, "not-a-key").await.expect("verify"),
+        Err(Rejection::Malformed)
+    );
+
+    let listed = keys::list(&pool).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(listed.len(), 2, "{ids:?}");
+    assert!(ids.contains(&tenant_key.id.as_str()) && ids.contains(&all_key.id.as_str()));
+
+    keys::revoke(&pool, &tenant_key.id).await.expect("revoke");
+    assert_eq!(
+        keys::verify(&pool2, &tenant_token).await.expect("verify"),
+        Err(Rejection::Revoked)
+    );
+    // Revoking twice is idempotent; an id that never existed is named in the error.
+    keys::revoke(&pool, &tenant_key.id)
+        .await
+        .expect("revoke again");
+    assert!(matches!(
+        keys::revoke(&pool, "0000000000000000").await,
+        Err(KeyError::NotFound(id)) if id == "0000000000000000"
+    ));
+    let listed = keys::list(&pool).await.expect("list");
+    let revoked = listed
+        .iter()
+        .find(|k| k.id == tenant_key.id)
+        .expect("revoked key still listed");
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(
+        keys::verify(&pool, &all_token).await.expect("verify"),
+        Ok(KeyScope {
+            key_id: all_key.id,
+            tenant: None
+        })
+    );
+}

@@ -18,7 +18,11 @@ pub enum ConnectError {
     #[error("collector URL {url:?} is invalid: {reason}")]
     Url { url: String, reason: String },
     #[error("cannot read {what} {}: {source}", path.display())]
-    Read { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS configuration: {0}")]
     Tls(String),
     #[error("the agent credential contains characters not allowed in a header")]
@@ -31,13 +35,21 @@ pub struct Bearer(MetadataValue<Ascii>);
 
 impl Bearer {
     pub fn new(credential: &str) -> Result<Self, ConnectError> {
-        format!("Bearer {credential}").parse().map(Self).map_err(|_| ConnectError::Credential)
+        format!("Bearer {credential}")
+            .parse()
+            .map(Self)
+            .map_err(|_| ConnectError::Credential)
     }
 }
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -49,44 +61,70 @@ pub type IngestClient = IngestServiceClient<InterceptedService<Channel, Bearer>>
 /// shipper's backoff rather than failing the agent. `https://` URLs use TLS, trusting `ca_cert`
 /// when given and the public web roots otherwise.
 pub fn channel(url: &str, tls: &TlsSettings) -> Result<Channel, ConnectError> {
-    let invalid = |reason: String| ConnectError::Url { url: url.to_owned(), reason };
+    let invalid = |reason: String| ConnectError::Url {
+        url: url.to_owned(),
+        reason,
+    };
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| invalid(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(60)))
         .http2_keep_alive_interval(Duration::from_secs(60))
         .keep_alive_while_idle(false);
-    let scheme = url.split("://").next().unwrap_or_default().to_ascii_lowercase();
+    let scheme = url
+        .split("://")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match scheme.as_str() {
         "https" => {
             let mut config = ClientTlsConfig::new();
             config = match &tls.ca_cert {
-                Some(path) => config.ca_certificate(Certificate::from_pem(read(path, "CA certificate")?)),
+                Some(path) => {
+                    config.ca_certificate(Certificate::from_pem(read(path, "CA certificate")?))
+                }
                 None => config.with_webpki_roots(),
             };
             if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
-                config = config.identity(Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+                config = config.identity(Identity::from_pem(
+                    read(cert, "client certificate")?,
+                    read(key, "client key")?,
+                ));
             }
-            endpoint = endpoint.tls_config(config).map_err(|e| ConnectError::Tls(e.to_string()))?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| ConnectError::Tls(e.to_string()))?;
         }
         "http" => {
             if tls.ca_cert.is_some() || tls.client_cert.is_some() {
-                return Err(invalid("TLS files were given but the URL is http://; use https://".into()));
+                return Err(invalid(
+                    "TLS files were given but the URL is http://; use https://".into(),
+                ));
             }
         }
-        other => return Err(invalid(format!("scheme {other:?} is not supported (use https:// or http://)"))),
+        other => {
+            return Err(invalid(format!(
+                "scheme {other:?} is not supported (use https:// or http://)"
+            )));
+        }
     }
     Ok(endpoint.connect_lazy())
 }
 
 fn read(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>, ConnectError> {
-    std::fs::read(path).map_err(|source| ConnectError::Read { what, path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| ConnectError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// An authenticated client on `channel`.
 pub fn ingest_client(channel: Channel, credential: &str) -> Result<IngestClient, ConnectError> {
-    Ok(IngestServiceClient::with_interceptor(channel, Bearer::new(credential)?)
-        .max_decoding_message_size(16 * 1024 * 1024))
+    Ok(
+        IngestServiceClient::with_interceptor(channel, Bearer::new(credential)?)
+            .max_decoding_message_size(16 * 1024 * 1024),
+    )
 }
 
 /// What `Register` needs to know about the device.
@@ -159,15 +197,30 @@ mod tests {
             err.to_string(),
             "collector URL \"ftp://x:1\" is invalid: scheme \"ftp\" is not supported (use https:// or http://)"
         );
-        let with_ca = TlsSettings { ca_cert: Some("/nonexistent.pem".into()), ..TlsSettings::default() };
-        assert!(channel("http://127.0.0.1:1", &with_ca).unwrap_err().to_string().contains("use https://"));
+        let with_ca = TlsSettings {
+            ca_cert: Some("/nonexistent.pem".into()),
+            ..TlsSettings::default()
+        };
+        assert!(
+            channel("http://127.0.0.1:1", &with_ca)
+                .unwrap_err()
+                .to_string()
+                .contains("use https://")
+        );
         let err = channel("https://127.0.0.1:1", &with_ca).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read CA certificate /nonexistent.pem"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot read CA certificate /nonexistent.pem"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bearer_rejects_header_breaking_credentials() {
         assert!(Bearer::new("fpa_ok").is_ok());
-        assert!(matches!(Bearer::new("bad\nvalue"), Err(ConnectError::Credential)));
+        assert!(matches!(
+            Bearer::new("bad\nvalue"),
+            Err(ConnectError::Credential)
+        ));
     }
 }

@@ -54,7 +54,10 @@ pub struct ShipperStats {
 impl ShipperStats {
     /// The last error hit (empty when the last operation succeeded).
     pub fn last_error(&self) -> String {
-        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+        self.last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
     }
 
     fn set_last_error(&self, error: String) {
@@ -84,7 +87,10 @@ pub struct SharedSpool {
 
 impl SharedSpool {
     pub fn new(spool: Spool) -> Self {
-        Self { spool: Arc::new(Mutex::new(spool)), wake: Arc::new(Notify::new()) }
+        Self {
+            spool: Arc::new(Mutex::new(spool)),
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Runs `f` on the spool on the blocking thread pool (spool calls fsync).
@@ -95,7 +101,9 @@ impl SharedSpool {
     {
         let spool = self.spool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = spool.lock().map_err(|_| ShipperError::Join("spool mutex poisoned".into()))?;
+            let mut guard = spool
+                .lock()
+                .map_err(|_| ShipperError::Join("spool mutex poisoned".into()))?;
             Ok(f(&mut guard))
         })
         .await
@@ -109,7 +117,12 @@ impl SharedSpool {
         cursor: Option<(String, String)>,
     ) -> Result<AppendOutcome, ShipperError> {
         let outcome = self
-            .with(move |spool| spool.append_with_cursor(&items, cursor.as_ref().map(|(s, v)| (s.as_str(), v.as_str()))))
+            .with(move |spool| {
+                spool.append_with_cursor(
+                    &items,
+                    cursor.as_ref().map(|(s, v)| (s.as_str(), v.as_str())),
+                )
+            })
             .await??;
         self.wake.notify_one();
         Ok(outcome)
@@ -123,7 +136,8 @@ impl SharedSpool {
     /// Latest committed value of a source cursor.
     pub async fn source_cursor(&self, source: &str) -> Result<Option<String>, ShipperError> {
         let source = source.to_owned();
-        self.with(move |spool| spool.source_cursor(&source).map(str::to_owned)).await
+        self.with(move |spool| spool.source_cursor(&source).map(str::to_owned))
+            .await
     }
 }
 
@@ -186,7 +200,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, attempt: 0 }
+        Self {
+            initial,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The ceiling of the next delay (before jitter).
@@ -225,9 +243,10 @@ pub enum Disposition {
 pub fn disposition(code: Code) -> Disposition {
     match code {
         Code::ResourceExhausted => Disposition::Split,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied | Code::OutOfRange => {
-            Disposition::DeadLetter
-        }
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::OutOfRange => Disposition::DeadLetter,
         Code::Unauthenticated => Disposition::Stop,
         // UNAVAILABLE, DEADLINE_EXCEEDED, transport failures (UNKNOWN, CANCELLED, INTERNAL),
         // ABORTED, UNIMPLEMENTED (a collector being upgraded): all may pass.
@@ -289,7 +308,9 @@ impl Shipper {
     fn client(&self) -> IngestClient {
         let client = self.client.clone();
         if self.compress {
-            client.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip)
+            client
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip)
         } else {
             client
         }
@@ -330,7 +351,10 @@ impl Shipper {
                 }
                 let started = *first_waiting.get_or_insert_with(Instant::now);
                 let due = started + self.settings.batch_max_age;
-                if !stopping && unbatched < u64::from(self.effective_items()) && Instant::now() < due {
+                if !stopping
+                    && unbatched < u64::from(self.effective_items())
+                    && Instant::now() < due
+                {
                     tokio::select! {
                         _ = tokio::time::sleep_until(due.into()) => {}
                         _ = self.spool.wake.notified() => {}
@@ -340,7 +364,9 @@ impl Shipper {
                 }
             }
             first_waiting = None;
-            let Some(batch) = self.next_batch().await? else { continue };
+            let Some(batch) = self.next_batch().await? else {
+                continue;
+            };
             let delivered = self.deliver(batch, &mut shutdown, stopping).await?;
             if !delivered && stopping {
                 return Ok(());
@@ -349,12 +375,24 @@ impl Shipper {
     }
 
     fn effective_items(&self) -> u32 {
-        let limit = self.limits.as_ref().map_or(u32::MAX, |l| if l.max_batch_items == 0 { u32::MAX } else { l.max_batch_items });
+        let limit = self.limits.as_ref().map_or(u32::MAX, |l| {
+            if l.max_batch_items == 0 {
+                u32::MAX
+            } else {
+                l.max_batch_items
+            }
+        });
         self.item_cap.min(limit).max(1)
     }
 
     fn effective_bytes(&self) -> u32 {
-        let limit = self.limits.as_ref().map_or(u32::MAX, |l| if l.max_batch_bytes == 0 { u32::MAX } else { l.max_batch_bytes });
+        let limit = self.limits.as_ref().map_or(u32::MAX, |l| {
+            if l.max_batch_bytes == 0 {
+                u32::MAX
+            } else {
+                l.max_batch_bytes
+            }
+        });
         self.settings.batch_max_bytes.min(limit)
     }
 
@@ -393,7 +431,8 @@ impl Shipper {
                 true
             }
             Err(status) => {
-                self.handle_failure(&status, "GetLimits", shutdown, stopping).await;
+                self.handle_failure(&status, "GetLimits", shutdown, stopping)
+                    .await;
                 false
             }
         }
@@ -414,13 +453,23 @@ impl Shipper {
             self.stop_unauthenticated(status);
             return;
         }
-        self.stats.set_last_error(format!("{call}: {}: {}", code_name(status.code()), status.message()));
+        self.stats.set_last_error(format!(
+            "{call}: {}: {}",
+            code_name(status.code()),
+            status.message()
+        ));
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
         if stopping {
             return;
         }
         let delay = self.backoff.next_delay(&mut self.rng);
-        tracing::warn!(call, code = code_name(status.code()), message = status.message(), retry_in_ms = delay.as_millis() as u64, "collector call failed; will retry");
+        tracing::warn!(
+            call,
+            code = code_name(status.code()),
+            message = status.message(),
+            retry_in_ms = delay.as_millis() as u64,
+            "collector call failed; will retry"
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => {}
@@ -428,8 +477,14 @@ impl Shipper {
     }
 
     fn compression_refused(&mut self, status: &tonic::Status) -> bool {
-        if self.compress && status.code() == Code::Unimplemented && status.message().to_ascii_lowercase().contains("compress") {
-            tracing::warn!(message = status.message(), "collector does not accept gzip; sending uncompressed");
+        if self.compress
+            && status.code() == Code::Unimplemented
+            && status.message().to_ascii_lowercase().contains("compress")
+        {
+            tracing::warn!(
+                message = status.message(),
+                "collector does not accept gzip; sending uncompressed"
+            );
             self.compress = false;
             return true;
         }
@@ -461,7 +516,9 @@ impl Shipper {
             Ok(request) => request,
             Err(err @ SpoolError::DamagedBatch { .. }) => {
                 tracing::error!(seq, error = %err, "pending batch is damaged; its items are counted as corrupt");
-                self.spool.with(move |spool| spool.discard_damaged(seq)).await??;
+                self.spool
+                    .with(move |spool| spool.discard_damaged(seq))
+                    .await??;
                 return Ok(true);
             }
             Err(err) => return Err(err.into()),
@@ -481,13 +538,22 @@ impl Shipper {
             Err(status) => match disposition(status.code()) {
                 _ if self.compression_refused(&status) => Ok(false),
                 Disposition::Retry => {
-                    self.handle_failure(&status, "Push", shutdown, stopping).await;
+                    self.handle_failure(&status, "Push", shutdown, stopping)
+                        .await;
                     Ok(false)
                 }
                 Disposition::Split if batch.items > 1 => {
                     self.item_cap = (u32::try_from(batch.items / 2).unwrap_or(u32::MAX)).max(1);
-                    tracing::warn!(seq, items = batch.items, new_item_cap = self.item_cap, message = status.message(), "collector says the batch is too large; splitting it");
-                    self.spool.with(move |spool| spool.split_batch(seq)).await??;
+                    tracing::warn!(
+                        seq,
+                        items = batch.items,
+                        new_item_cap = self.item_cap,
+                        message = status.message(),
+                        "collector says the batch is too large; splitting it"
+                    );
+                    self.spool
+                        .with(move |spool| spool.split_batch(seq))
+                        .await??;
                     self.limits = None; // the limits may have changed: ask again
                     Ok(true)
                 }
@@ -503,7 +569,11 @@ impl Shipper {
         }
     }
 
-    async fn on_ack(&mut self, request: &PushRequest, response: PushResponse) -> Result<(), ShipperError> {
+    async fn on_ack(
+        &mut self,
+        request: &PushRequest,
+        response: PushResponse,
+    ) -> Result<(), ShipperError> {
         let seq = request.batch_seq;
         if !response.rejected.is_empty() {
             let refused: Vec<Refused<'_>> = response
@@ -511,12 +581,18 @@ impl Shipper {
                 .iter()
                 .filter_map(|r| {
                     let item = request.items.get(r.index as usize)?;
-                    Some(Refused { index: r.index as usize, item, reason: format!("{}: {}", r.field, r.reason) })
+                    Some(Refused {
+                        index: r.index as usize,
+                        item,
+                        reason: format!("{}: {}", r.field, r.reason),
+                    })
                 })
                 .collect();
             tracing::warn!(seq, rejected = refused.len(), first = %refused.first().map(|r| r.reason.as_str()).unwrap_or(""), "collector rejected items; kept in the dead-letter file");
             self.write_dead_letter(seq, &refused)?;
-            self.stats.items_dead_lettered.fetch_add(refused.len() as u64, Ordering::Relaxed);
+            self.stats
+                .items_dead_lettered
+                .fetch_add(refused.len() as u64, Ordering::Relaxed);
         }
         self.spool.with(move |spool| spool.ack(seq)).await??;
         let stored = request.items.len() as u64 - response.rejected.len() as u64;
@@ -524,18 +600,26 @@ impl Shipper {
         self.stats.items_acked.fetch_add(stored, Ordering::Relaxed);
         if response.duplicate {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(seq, "collector had already stored this batch (resend after a lost ack)");
+            tracing::info!(
+                seq,
+                "collector had already stored this batch (resend after a lost ack)"
+            );
         }
         self.stats.set_last_error(String::new());
         self.backoff.reset();
         if self.item_cap < self.settings.batch_max_items {
             // Grow back slowly after a RESOURCE_EXHAUSTED halving.
-            self.item_cap = (self.item_cap + self.item_cap / 4 + 1).min(self.settings.batch_max_items);
+            self.item_cap =
+                (self.item_cap + self.item_cap / 4 + 1).min(self.settings.batch_max_items);
         }
         Ok(())
     }
 
-    async fn dead_letter_batch(&mut self, request: &PushRequest, status: &tonic::Status) -> Result<(), ShipperError> {
+    async fn dead_letter_batch(
+        &mut self,
+        request: &PushRequest,
+        status: &tonic::Status,
+    ) -> Result<(), ShipperError> {
         let seq = request.batch_seq;
         let reason = format!("{}: {}", code_name(status.code()), status.message());
         tracing::error!(seq, items = request.items.len(), %reason, "collector refused the batch for good; kept in the dead-letter file");
@@ -543,10 +627,16 @@ impl Shipper {
             .items
             .iter()
             .enumerate()
-            .map(|(index, item)| Refused { index, item, reason: reason.clone() })
+            .map(|(index, item)| Refused {
+                index,
+                item,
+                reason: reason.clone(),
+            })
             .collect();
         self.write_dead_letter(seq, &refused)?;
-        self.stats.items_dead_lettered.fetch_add(refused.len() as u64, Ordering::Relaxed);
+        self.stats
+            .items_dead_lettered
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
         self.stats.set_last_error(reason);
         self.spool.with(move |spool| spool.discard(seq)).await??;
         Ok(())
@@ -554,7 +644,10 @@ impl Shipper {
 
     fn write_dead_letter(&self, seq: u64, refused: &[Refused<'_>]) -> Result<(), ShipperError> {
         self.dead_letter.write(seq, refused).map_err(|source| {
-            ShipperError::Spool(SpoolError::Io { path: self.dead_letter.path().to_owned(), source })
+            ShipperError::Spool(SpoolError::Io {
+                path: self.dead_letter.path().to_owned(),
+                source,
+            })
         })
     }
 }

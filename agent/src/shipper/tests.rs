@@ -43,8 +43,16 @@ impl IngestService for Fake {
         Err(tonic::Status::unimplemented("not in this test"))
     }
 
-    async fn push(&self, request: tonic::Request<PushRequest>) -> Result<tonic::Response<PushResponse>, tonic::Status> {
-        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    async fn push(
+        &self,
+        request: tonic::Request<PushRequest>,
+    ) -> Result<tonic::Response<PushResponse>, tonic::Status> {
+        let auth = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         self.auth.lock().unwrap().push(auth);
         let request = request.into_inner();
         self.seen.lock().unwrap().push(request.clone());
@@ -73,7 +81,10 @@ impl IngestService for Fake {
         }
     }
 
-    async fn get_limits(&self, _request: tonic::Request<GetLimitsRequest>) -> Result<tonic::Response<Limits>, tonic::Status> {
+    async fn get_limits(
+        &self,
+        _request: tonic::Request<GetLimitsRequest>,
+    ) -> Result<tonic::Response<Limits>, tonic::Status> {
         Ok(tonic::Response::new(Limits {
             max_batch_items: 1000,
             max_batch_bytes: 4 << 20,
@@ -109,24 +120,39 @@ fn state() -> AgentState {
 
 fn item(n: usize) -> TelemetryItem {
     TelemetryItem {
-        kind: Some(telemetry_item::Kind::Heartbeat(Heartbeat { agent_id: format!("item-{n}"), ..Heartbeat::default() })),
+        kind: Some(telemetry_item::Kind::Heartbeat(Heartbeat {
+            agent_id: format!("item-{n}"),
+            ..Heartbeat::default()
+        })),
     }
 }
 
 async fn rig(script: Vec<Step>, items: usize, max_items: u32, gzip_server: bool) -> Rig {
-    let fake = Fake(Arc::new(FakeState { script: Mutex::new(script.into()), ..FakeState::default() }));
+    let fake = Fake(Arc::new(FakeState {
+        script: Mutex::new(script.into()),
+        ..FakeState::default()
+    }));
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = incoming.local_addr().unwrap();
     let mut service = IngestServiceServer::new(fake.clone());
     if gzip_server {
-        service = service.accept_compressed(CompressionEncoding::Gzip).send_compressed(CompressionEncoding::Gzip);
+        service = service
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
     }
-    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     let spool = SharedSpool::new(Spool::open(&path.join("spool"), SpoolConfig::default()).unwrap());
-    spool.append((0..items).map(item).collect(), None).await.unwrap();
+    spool
+        .append((0..items).map(item).collect(), None)
+        .await
+        .unwrap();
     let settings = ShipperSettings {
         batch_max_items: max_items,
         batch_max_age: Duration::from_millis(10),
@@ -151,7 +177,15 @@ async fn rig(script: Vec<Step>, items: usize, max_items: u32, gzip_server: bool)
     );
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(shipper.run(rx));
-    Rig { fake, spool, stats, shutdown, task, _dir: dir, dir: path }
+    Rig {
+        fake,
+        spool,
+        stats,
+        shutdown,
+        task,
+        _dir: dir,
+        dir: path,
+    }
 }
 
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -204,21 +238,52 @@ fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn ships_batches_with_the_credential_and_acks_them() {
     let rig = rig(vec![], 5, 3, true).await;
-    wait_for("5 acked items", || rig.stats.items_acked.load(Ordering::Relaxed) == 5).await;
+    wait_for("5 acked items", || {
+        rig.stats.items_acked.load(Ordering::Relaxed) == 5
+    })
+    .await;
     assert_eq!(rig.seen(), vec![(1, names(0..3)), (2, names(3..5))]);
-    assert!(rig.fake.auth.lock().unwrap().iter().all(|a| a == "Bearer fpa_test"));
+    assert!(
+        rig.fake
+            .auth
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a == "Bearer fpa_test")
+    );
     let stats = rig.spool.stats().await.unwrap();
     assert_eq!((stats.depth, stats.last_acked_seq), (0, 2));
     // The state reserved sequence numbers ahead of use.
-    assert!(AgentState::load(&rig.dir.join("state.json")).unwrap().batch_seq_reserved > 2);
+    assert!(
+        AgentState::load(&rig.dir.join("state.json"))
+            .unwrap()
+            .batch_seq_reserved
+            > 2
+    );
     rig.stop().await;
 }
 
 #[tokio::test]
 async fn unavailable_is_retried_with_the_same_seq_and_contents() {
-    let rig = rig(vec![Step::Fail(Code::Unavailable), Step::Fail(Code::DeadlineExceeded), Step::Ok], 2, 10, true).await;
-    wait_for("acked", || rig.stats.items_acked.load(Ordering::Relaxed) == 2).await;
-    assert_eq!(rig.seen(), vec![(1, names(0..2)), (1, names(0..2)), (1, names(0..2))]);
+    let rig = rig(
+        vec![
+            Step::Fail(Code::Unavailable),
+            Step::Fail(Code::DeadlineExceeded),
+            Step::Ok,
+        ],
+        2,
+        10,
+        true,
+    )
+    .await;
+    wait_for("acked", || {
+        rig.stats.items_acked.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    assert_eq!(
+        rig.seen(),
+        vec![(1, names(0..2)), (1, names(0..2)), (1, names(0..2))]
+    );
     assert_eq!(rig.stats.retries.load(Ordering::Relaxed), 2);
     assert_eq!(rig.stats.last_error(), "");
     rig.stop().await;
@@ -227,15 +292,30 @@ async fn unavailable_is_retried_with_the_same_seq_and_contents() {
 #[tokio::test]
 async fn resource_exhausted_splits_the_batch() {
     let rig = rig(vec![Step::Fail(Code::ResourceExhausted)], 4, 10, true).await;
-    wait_for("acked", || rig.stats.items_acked.load(Ordering::Relaxed) == 4).await;
-    assert_eq!(rig.seen(), vec![(1, names(0..4)), (2, names(0..2)), (3, names(2..4))]);
+    wait_for("acked", || {
+        rig.stats.items_acked.load(Ordering::Relaxed) == 4
+    })
+    .await;
+    assert_eq!(
+        rig.seen(),
+        vec![(1, names(0..4)), (2, names(0..2)), (3, names(2..4))]
+    );
     rig.stop().await;
 }
 
 #[tokio::test]
 async fn permanent_errors_dead_letter_the_batch_and_shipping_continues() {
-    let rig = rig(vec![Step::Fail(Code::InvalidArgument), Step::Ok], 2, 1, true).await;
-    wait_for("second batch acked", || rig.stats.items_acked.load(Ordering::Relaxed) == 1).await;
+    let rig = rig(
+        vec![Step::Fail(Code::InvalidArgument), Step::Ok],
+        2,
+        1,
+        true,
+    )
+    .await;
+    wait_for("second batch acked", || {
+        rig.stats.items_acked.load(Ordering::Relaxed) == 1
+    })
+    .await;
     assert_eq!(rig.seen(), vec![(1, names(0..1)), (2, names(1..2))]);
     let dead = dead_letters(&rig.dir);
     assert_eq!(dead.len(), 1);
@@ -248,7 +328,10 @@ async fn permanent_errors_dead_letter_the_batch_and_shipping_continues() {
 #[tokio::test]
 async fn rejected_items_go_to_the_dead_letter_file() {
     let rig = rig(vec![Step::Reject(vec![1])], 3, 10, true).await;
-    wait_for("acked", || rig.stats.batches_acked.load(Ordering::Relaxed) == 1).await;
+    wait_for("acked", || {
+        rig.stats.batches_acked.load(Ordering::Relaxed) == 1
+    })
+    .await;
     assert_eq!(rig.stats.items_acked.load(Ordering::Relaxed), 2);
     let dead = dead_letters(&rig.dir);
     assert_eq!(dead.len(), 1);
@@ -262,7 +345,13 @@ async fn rejected_items_go_to_the_dead_letter_file() {
 async fn unauthenticated_stops_shipping_but_keeps_the_spool() {
     let rig = rig(vec![Step::Fail(Code::Unauthenticated)], 2, 10, true).await;
     wait_for("stop", || rig.stats.unauthenticated.load(Ordering::Relaxed)).await;
-    assert!(rig.stats.last_error().contains("the agent was probably revoked"), "{}", rig.stats.last_error());
+    assert!(
+        rig.stats
+            .last_error()
+            .contains("the agent was probably revoked"),
+        "{}",
+        rig.stats.last_error()
+    );
     rig.spool.append(vec![item(9)], None).await.unwrap();
     assert_eq!(rig.spool.stats().await.unwrap().depth, 3);
     assert_eq!(rig.seen().len(), 1);
@@ -272,7 +361,10 @@ async fn unauthenticated_stops_shipping_but_keeps_the_spool() {
 #[tokio::test]
 async fn falls_back_to_uncompressed_when_the_collector_refuses_gzip() {
     let rig = rig(vec![], 2, 10, false).await;
-    wait_for("acked", || rig.stats.items_acked.load(Ordering::Relaxed) == 2).await;
+    wait_for("acked", || {
+        rig.stats.items_acked.load(Ordering::Relaxed) == 2
+    })
+    .await;
     rig.stop().await;
 }
 
@@ -301,7 +393,10 @@ fn answers_are_classified_as_the_protocol_documents() {
     assert_eq!(disposition(Code::Unknown), Disposition::Retry);
     assert_eq!(disposition(Code::ResourceExhausted), Disposition::Split);
     assert_eq!(disposition(Code::InvalidArgument), Disposition::DeadLetter);
-    assert_eq!(disposition(Code::FailedPrecondition), Disposition::DeadLetter);
+    assert_eq!(
+        disposition(Code::FailedPrecondition),
+        Disposition::DeadLetter
+    );
     assert_eq!(disposition(Code::PermissionDenied), Disposition::DeadLetter);
     assert_eq!(disposition(Code::Unauthenticated), Disposition::Stop);
 }

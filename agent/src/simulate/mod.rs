@@ -34,15 +34,22 @@ use spike::{Spike, parse_duration};
 
 /// Arguments of `fleetpulse-agent simulate`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "Example: a 2000-device fleet of two tenants at 100 events/s for 15 minutes, with a licence \
-failure spike after 10 minutes:\n  fleetpulse-agent simulate --collector http://127.0.0.1:7600 \\\n    --enrollment-token fpe_... --enrollment-token fpe_... \\\n    --devices 2000 --rate 100 --duration 15m --seed 42 --spike license:x20@10m")]
+#[command(
+    after_help = "Example: a 2000-device fleet of two tenants at 100 events/s for 15 minutes, with a licence \
+failure spike after 10 minutes:\n  fleetpulse-agent simulate --collector http://127.0.0.1:7600 \\\n    --enrollment-token fpe_... --enrollment-token fpe_... \\\n    --devices 2000 --rate 100 --duration 15m --seed 42 --spike license:x20@10m"
+)]
 pub struct SimulateArgs {
     /// Collector gRPC URL.
     #[arg(long, env = "FLEETPULSE_AGENT_COLLECTOR", value_name = "URL")]
     pub collector: String,
     /// Enrollment token of a tenant (`fleetpulse-collector token create --tenant NAME`).
     /// Repeat once per tenant.
-    #[arg(long = "enrollment-token", value_name = "TOKEN", env = "FLEETPULSE_AGENT_ENROLLMENT_TOKEN", value_delimiter = ',')]
+    #[arg(
+        long = "enrollment-token",
+        value_name = "TOKEN",
+        env = "FLEETPULSE_AGENT_ENROLLMENT_TOKEN",
+        value_delimiter = ','
+    )]
     pub enrollment_tokens: Vec<String>,
     /// File with one enrollment token per line (blank lines and # comments ignored), added to
     /// the --enrollment-token ones.
@@ -122,11 +129,20 @@ struct VirtualAgent {
 }
 
 fn read_tokens(args: &SimulateArgs) -> anyhow::Result<Vec<String>> {
-    let mut tokens: Vec<String> = args.enrollment_tokens.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+    let mut tokens: Vec<String> = args
+        .enrollment_tokens
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
     if let Some(path) = &args.tokens_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading --tokens-file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --tokens-file {}", path.display()))?;
         tokens.extend(
-            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
         );
     }
     if tokens.is_empty() {
@@ -135,7 +151,10 @@ fn read_tokens(args: &SimulateArgs) -> anyhow::Result<Vec<String>> {
     if let Some(tenants) = args.tenants
         && tenants != tokens.len()
     {
-        bail!("--tenants {tenants} but {} enrollment token(s) were given: each tenant needs its own token", tokens.len());
+        bail!(
+            "--tenants {tenants} but {} enrollment token(s) were given: each tenant needs its own token",
+            tokens.len()
+        );
     }
     Ok(tokens)
 }
@@ -157,7 +176,14 @@ async fn load_or_register(
     let channel = client::channel(collector, tls)?;
     let response = client::register(channel, token, &identity)
         .await
-        .map_err(|s| anyhow::anyhow!("registering virtual agent {}: {}: {}", identity.device_id, crate::shipper::code_name(s.code()), s.message()))?;
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "registering virtual agent {}: {}: {}",
+                identity.device_id,
+                crate::shipper::code_name(s.code()),
+                s.message()
+            )
+        })?;
     let state = AgentState {
         format: STATE_FORMAT,
         collector_url: collector.to_owned(),
@@ -166,7 +192,8 @@ async fn load_or_register(
         tenant: response.tenant,
         device_id: identity.device_id,
         hostname: identity.hostname,
-        registered_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
+        registered_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
         batch_seq_reserved: 1,
     };
     state.store(&path)?;
@@ -176,24 +203,40 @@ async fn load_or_register(
 /// Runs the simulation (progress on stderr) and returns its figures.
 pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
     let tokens = read_tokens(&args)?;
-    if args.devices == 0 || args.agents_per_tenant == 0 || !(args.rate > 0.0 && args.rate.is_finite()) {
+    if args.devices == 0
+        || args.agents_per_tenant == 0
+        || !(args.rate > 0.0 && args.rate.is_finite())
+    {
         bail!("--devices, --agents-per-tenant and --rate must be greater than zero");
     }
     let start = match &args.start_at {
-        Some(text) => time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .with_context(|| format!("--start-at {text:?} is not an RFC 3339 time"))?,
+        Some(text) => {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("--start-at {text:?} is not an RFC 3339 time"))?
+        }
         None => time::OffsetDateTime::now_utc(),
     };
-    let tls = TlsSettings { ca_cert: args.ca_cert.clone(), client_cert: args.client_cert.clone(), client_key: args.client_key.clone() };
+    let tls = TlsSettings {
+        ca_cert: args.ca_cert.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
+    };
     let channel = client::channel(&args.collector, &tls)?;
-    let settings = ShipperSettings { batch_max_items: args.batch_max_items, compression: Compression::Gzip, ..ShipperSettings::default() };
+    let settings = ShipperSettings {
+        batch_max_items: args.batch_max_items,
+        compression: Compression::Gzip,
+        ..ShipperSettings::default()
+    };
     let spool_config = SpoolConfig::with_max_bytes(args.spool_max_bytes);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut agents = Vec::new();
     let mut tasks = Vec::new();
     for (tenant, token) in tokens.iter().enumerate() {
         for index in 0..args.agents_per_tenant {
-            let dir = args.spool_dir.join(format!("tenant-{tenant}")).join(format!("agent-{index}"));
+            let dir = args
+                .spool_dir
+                .join(format!("tenant-{tenant}"))
+                .join(format!("agent-{index}"));
             let identity = DeviceIdentity {
                 device_id: format!("fleetpulse-sim-{}-t{tenant}-a{index}", args.seed),
                 hostname: format!("fleetpulse-sim-t{tenant}-a{index}"),
@@ -208,25 +251,63 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             let spool = SharedSpool::new(spool);
             let stats = Arc::new(ShipperStats::default());
             let ingest = client::ingest_client(channel.clone(), &state.agent_credential)?;
-            let shipper = Shipper::new(spool.clone(), dead_letter, ingest, settings.clone(), state.clone(), Some(dir.join("state.json")), stats.clone());
+            let shipper = Shipper::new(
+                spool.clone(),
+                dead_letter,
+                ingest,
+                settings.clone(),
+                state.clone(),
+                Some(dir.join("state.json")),
+                stats.clone(),
+            );
             tasks.push(tokio::spawn(shipper.run(shutdown_rx.clone())));
             tasks.push(tokio::spawn({
-                let (spool, state, stats, rx) = (spool.clone(), state.clone(), stats.clone(), shutdown_rx.clone());
+                let (spool, state, stats, rx) = (
+                    spool.clone(),
+                    state.clone(),
+                    stats.clone(),
+                    shutdown_rx.clone(),
+                );
                 async move {
-                    run_heartbeats(spool, state, stats, Duration::from_secs(args.heartbeat_interval_secs.max(1)), rx).await;
+                    run_heartbeats(
+                        spool,
+                        state,
+                        stats,
+                        Duration::from_secs(args.heartbeat_interval_secs.max(1)),
+                        rx,
+                    )
+                    .await;
                     Ok(())
                 }
             }));
-            agents.push(VirtualAgent { tenant, state, spool, stats });
+            agents.push(VirtualAgent {
+                tenant,
+                state,
+                spool,
+                stats,
+            });
         }
     }
     let tenant_names: Vec<String> = (0..tokens.len())
-        .map(|t| agents.iter().find(|a| a.tenant == t).map_or_else(|| format!("tenant{t}"), |a| a.state.tenant.clone()))
+        .map(|t| {
+            agents
+                .iter()
+                .find(|a| a.tenant == t)
+                .map_or_else(|| format!("tenant{t}"), |a| a.state.tenant.clone())
+        })
         .collect();
-    let fleet = Fleet::generate(&FleetSpec { tenants: tenant_names, devices: args.devices, agents_per_tenant: args.agents_per_tenant, seed: args.seed });
+    let fleet = Fleet::generate(&FleetSpec {
+        tenants: tenant_names,
+        devices: args.devices,
+        agents_per_tenant: args.agents_per_tenant,
+        seed: args.seed,
+    });
     let mut generator = Generator::new(fleet, args.seed, args.spikes.clone(), start);
     for category in generator.impossible_spikes() {
-        tracing::warn!(category = category.name(), "no device of this fleet can fail with this category; its spike adds nothing");
+        tracing::warn!(
+            category = category.name(),
+            "no device of this fleet can fail with this category; its spike adds nothing"
+        );
     }
     eprintln!(
         "simulating {} devices, {} tenant(s), {} virtual agent(s), {} events/s{}",
@@ -234,10 +315,17 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         tokens.len(),
         agents.len(),
         args.rate,
-        if args.duration.is_zero() { " until Ctrl-C".to_owned() } else { format!(" for {}s", args.duration.as_secs_f64()) }
+        if args.duration.is_zero() {
+            " until Ctrl-C".to_owned()
+        } else {
+            format!(" for {}s", args.duration.as_secs_f64())
+        }
     );
 
-    let mut summary = Summary { agents: agents.len(), ..Summary::default() };
+    let mut summary = Summary {
+        agents: agents.len(),
+        ..Summary::default()
+    };
     let began = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_report = Instant::now();
@@ -267,7 +355,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             let agent_id = &agents[agent_index].state.agent_id;
             summary.attempts += 1;
             if let Some(cause) = attempt.cause {
-                *summary.failures_by_category.entry(cause.name().to_owned()).or_default() += 1;
+                *summary
+                    .failures_by_category
+                    .entry(cause.name().to_owned())
+                    .or_default() += 1;
             }
             let buffer = buffers.entry(agent_index).or_default();
             for mut item in attempt.items {
@@ -290,12 +381,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             summary.dropped += agents[agent_index].spool.append(items, None).await?.dropped;
         }
         if last_report.elapsed() >= Duration::from_secs(1) || finished {
-            let acked: u64 = agents.iter().map(|a| a.stats.items_acked.load(Ordering::Relaxed)).sum();
+            let acked: u64 = agents
+                .iter()
+                .map(|a| a.stats.items_acked.load(Ordering::Relaxed))
+                .sum();
             let mut depth = 0;
             for agent in &agents {
                 depth += agent.spool.stats().await?.depth;
             }
-            let per_sec = (summary.events - last_events) as f64 / last_report.elapsed().as_secs_f64().max(0.001);
+            let per_sec = (summary.events - last_events) as f64
+                / last_report.elapsed().as_secs_f64().max(0.001);
             eprintln!(
                 "[{:>6.1}s] events {} ({per_sec:.0}/s), states {}, acked items {acked}, spool depth {depth}{}",
                 elapsed.as_secs_f64(),
@@ -319,7 +414,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             depth += agent.spool.stats().await?.depth;
         }
         summary.spool_depth_left = depth;
-        if depth == 0 || Instant::now() >= deadline || agents.iter().any(|a| a.stats.unauthenticated.load(Ordering::Relaxed)) {
+        if depth == 0
+            || Instant::now() >= deadline
+            || agents
+                .iter()
+                .any(|a| a.stats.unauthenticated.load(Ordering::Relaxed))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -333,14 +433,22 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             Err(_) => tracing::warn!("virtual agent task did not stop within 10s"),
         }
     }
-    summary.items_acked = agents.iter().map(|a| a.stats.items_acked.load(Ordering::Relaxed)).sum();
+    summary.items_acked = agents
+        .iter()
+        .map(|a| a.stats.items_acked.load(Ordering::Relaxed))
+        .sum();
     let failures: u64 = summary.failures_by_category.values().sum();
     eprintln!(
         "done: {} events and {} states from {} attempts ({failures} failed: {}), {} items acked, {} left in spools, {} dropped",
         summary.events,
         summary.states,
         summary.attempts,
-        summary.failures_by_category.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        summary
+            .failures_by_category
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         summary.items_acked,
         summary.spool_depth_left,
         summary.dropped
@@ -349,7 +457,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
 }
 
 fn unauthenticated_note(agents: &[VirtualAgent]) -> &'static str {
-    if agents.iter().any(|a| a.stats.unauthenticated.load(Ordering::Relaxed)) {
+    if agents
+        .iter()
+        .any(|a| a.stats.unauthenticated.load(Ordering::Relaxed))
+    {
         " (an agent's credential was refused: see the log)"
     } else {
         ""

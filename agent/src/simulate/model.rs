@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fleetpulse_proto::v1::{
-    DeviceState, EnrollmentEvent, EnrollmentMethod, EnrollmentStage, JoinState, LicenseState, Outcome, Platform,
-    ReportedError, Source, SourceKind, TelemetryItem, TpmInfo, telemetry_item,
+    DeviceState, EnrollmentEvent, EnrollmentMethod, EnrollmentStage, JoinState, LicenseState,
+    Outcome, Platform, ReportedError, Source, SourceKind, TelemetryItem, TpmInfo, telemetry_item,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -99,7 +99,10 @@ impl std::str::FromStr for Category {
             "platform_restricted" => Category::PlatformRestricted,
             _ => {
                 let names: Vec<_> = Category::ALL.iter().map(|c| c.name()).collect();
-                return Err(format!("unknown category {text:?} (one of {})", names.join(", ")));
+                return Err(format!(
+                    "unknown category {text:?} (one of {})",
+                    names.join(", ")
+                ));
             }
         };
         Ok(category)
@@ -176,13 +179,20 @@ fn pick<'a, T>(rng: &mut StdRng, weighted: &'a [(T, u32)]) -> &'a T {
 }
 
 fn uuid(rng: &mut StdRng) -> String {
-    uuid::Builder::from_random_bytes(rng.r#gen()).into_uuid().hyphenated().to_string()
+    uuid::Builder::from_random_bytes(rng.r#gen())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 const FIRST: [&str; 16] = [
-    "ana", "ben", "chen", "dara", "eli", "fatima", "gus", "hana", "ivan", "jo", "kofi", "lena", "mo", "nia", "omar", "pia",
+    "ana", "ben", "chen", "dara", "eli", "fatima", "gus", "hana", "ivan", "jo", "kofi", "lena",
+    "mo", "nia", "omar", "pia",
 ];
-const LAST: [&str; 12] = ["smith", "garcia", "muller", "kim", "rossi", "ng", "novak", "silva", "okafor", "berg", "tanaka", "dubois"];
+const LAST: [&str; 12] = [
+    "smith", "garcia", "muller", "kim", "rossi", "ng", "novak", "silva", "okafor", "berg",
+    "tanaka", "dubois",
+];
 
 impl Fleet {
     /// Builds a fleet deterministically from the spec's seed.
@@ -193,20 +203,42 @@ impl Fleet {
             .iter()
             .map(|name| Tenant {
                 name: name.clone(),
-                domain: format!("{}.example", name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")),
+                domain: format!(
+                    "{}.example",
+                    name.to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                ),
                 entra_tenant_id: uuid(&mut rng),
                 device_limit: if rng.gen_bool(0.8) { 5 } else { 15 },
                 blocks_personal_windows: rng.gen_bool(0.3),
             })
             .collect();
-        let mut fleet = Fleet { tenants, users: Vec::new(), devices: Vec::new() };
+        let mut fleet = Fleet {
+            tenants,
+            users: Vec::new(),
+            devices: Vec::new(),
+        };
         let tenant_count = fleet.tenants.len().max(1);
         for tenant in 0..fleet.tenants.len() {
-            let quota = spec.devices / tenant_count + usize::from(tenant < spec.devices % tenant_count);
+            let quota =
+                spec.devices / tenant_count + usize::from(tenant < spec.devices % tenant_count);
             let mut made = 0;
             while made < quota {
                 // Devices per user: most own one or two, a few own many (the device-cap cases).
-                let owned = *pick(&mut rng, &[(1usize, 45), (2, 28), (3, 11), (4, 6), (5, 4), (6, 3), (7, 1), (8, 1), (10, 1)]);
+                let owned = *pick(
+                    &mut rng,
+                    &[
+                        (1usize, 45),
+                        (2, 28),
+                        (3, 11),
+                        (4, 6),
+                        (5, 4),
+                        (6, 3),
+                        (7, 1),
+                        (8, 1),
+                        (10, 1),
+                    ],
+                );
                 let owned = owned.min(quota - made);
                 let user_index = fleet.users.len();
                 let upn = format!(
@@ -225,7 +257,14 @@ impl Fleet {
                 });
                 for position in 0..owned {
                     let index = fleet.devices.len();
-                    let device = Self::device(&mut rng, tenant, made % spec.agents_per_tenant.max(1), Some(user_index), position, index);
+                    let device = Self::device(
+                        &mut rng,
+                        tenant,
+                        made % spec.agents_per_tenant.max(1),
+                        Some(user_index),
+                        position,
+                        index,
+                    );
                     fleet.users[user_index].devices.push(index);
                     fleet.devices.push(device);
                     made += 1;
@@ -233,7 +272,14 @@ impl Fleet {
                 // Some Windows devices are userless kiosks (self-deploying Autopilot).
                 if made < quota && rng.gen_bool(0.05) {
                     let index = fleet.devices.len();
-                    let mut device = Self::device(&mut rng, tenant, made % spec.agents_per_tenant.max(1), None, 0, index);
+                    let mut device = Self::device(
+                        &mut rng,
+                        tenant,
+                        made % spec.agents_per_tenant.max(1),
+                        None,
+                        0,
+                        index,
+                    );
                     Self::make_kiosk(&mut rng, &mut device);
                     fleet.devices.push(device);
                     made += 1;
@@ -243,13 +289,51 @@ impl Fleet {
         fleet
     }
 
-    fn device(rng: &mut StdRng, tenant: usize, agent: usize, user: Option<usize>, position: usize, index: usize) -> Device {
-        let platform = *pick(rng, &[(Platform::Windows, 62), (Platform::Ios, 17), (Platform::Android, 12), (Platform::Macos, 6), (Platform::Ipados, 3)]);
-        let (os_edition, os_version, method, tpm): (String, String, EnrollmentMethod, &'static str) = match platform {
+    fn device(
+        rng: &mut StdRng,
+        tenant: usize,
+        agent: usize,
+        user: Option<usize>,
+        position: usize,
+        index: usize,
+    ) -> Device {
+        let platform = *pick(
+            rng,
+            &[
+                (Platform::Windows, 62),
+                (Platform::Ios, 17),
+                (Platform::Android, 12),
+                (Platform::Macos, 6),
+                (Platform::Ipados, 3),
+            ],
+        );
+        let (os_edition, os_version, method, tpm): (
+            String,
+            String,
+            EnrollmentMethod,
+            &'static str,
+        ) = match platform {
             Platform::Windows => {
-                let edition = *pick(rng, &[("Windows 11 Pro", 45), ("Windows 11 Enterprise", 25), ("Windows 10 Pro", 15), ("Windows 10 Enterprise", 9), ("Windows 11 Home", 4), ("Windows 10 Home", 2)]);
+                let edition = *pick(
+                    rng,
+                    &[
+                        ("Windows 11 Pro", 45),
+                        ("Windows 11 Enterprise", 25),
+                        ("Windows 10 Pro", 15),
+                        ("Windows 10 Enterprise", 9),
+                        ("Windows 11 Home", 4),
+                        ("Windows 10 Home", 2),
+                    ],
+                );
                 let version = if edition.starts_with("Windows 11") {
-                    *pick(rng, &[("10.0.22631.4602", 5), ("10.0.26100.2605", 4), ("10.0.22621.4602", 2)])
+                    *pick(
+                        rng,
+                        &[
+                            ("10.0.22631.4602", 5),
+                            ("10.0.26100.2605", 4),
+                            ("10.0.22621.4602", 2),
+                        ],
+                    )
                 } else {
                     *pick(rng, &[("10.0.19045.5247", 8), ("10.0.19044.5131", 2)])
                 };
@@ -271,21 +355,44 @@ impl Fleet {
                 (edition.to_owned(), version.to_owned(), method, tpm)
             }
             Platform::Ios | Platform::Ipados => {
-                let version = *pick(rng, &[("17.5.1", 4), ("18.1", 5), ("18.2", 3), ("16.7.10", 1)]);
-                let method = *pick(rng, &[(EnrollmentMethod::AppleAde, 6), (EnrollmentMethod::AppleUserEnrollment, 4)]);
-                let edition = if platform == Platform::Ios { "iOS" } else { "iPadOS" };
+                let version = *pick(
+                    rng,
+                    &[("17.5.1", 4), ("18.1", 5), ("18.2", 3), ("16.7.10", 1)],
+                );
+                let method = *pick(
+                    rng,
+                    &[
+                        (EnrollmentMethod::AppleAde, 6),
+                        (EnrollmentMethod::AppleUserEnrollment, 4),
+                    ],
+                );
+                let edition = if platform == Platform::Ios {
+                    "iOS"
+                } else {
+                    "iPadOS"
+                };
                 (edition.to_owned(), version.to_owned(), method, "")
             }
             Platform::Macos => {
                 let version = *pick(rng, &[("14.7.1", 4), ("15.1.1", 5), ("13.7.1", 1)]);
-                let method = *pick(rng, &[(EnrollmentMethod::AppleAde, 7), (EnrollmentMethod::AppleUserEnrollment, 3)]);
+                let method = *pick(
+                    rng,
+                    &[
+                        (EnrollmentMethod::AppleAde, 7),
+                        (EnrollmentMethod::AppleUserEnrollment, 3),
+                    ],
+                );
                 ("macOS".to_owned(), version.to_owned(), method, "")
             }
             _ => {
                 let version = *pick(rng, &[("14", 5), ("13", 3), ("15", 2), ("12", 1)]);
                 let method = *pick(
                     rng,
-                    &[(EnrollmentMethod::AndroidWorkProfile, 6), (EnrollmentMethod::AndroidFullyManaged, 3), (EnrollmentMethod::AndroidDedicated, 1)],
+                    &[
+                        (EnrollmentMethod::AndroidWorkProfile, 6),
+                        (EnrollmentMethod::AndroidFullyManaged, 3),
+                        (EnrollmentMethod::AndroidDedicated, 1),
+                    ],
                 );
                 ("Android".to_owned(), version.to_owned(), method, "")
             }
@@ -310,7 +417,11 @@ impl Fleet {
             tpm,
             redeployed: false,
             stale_enrollment: platform == Platform::Windows && rng.gen_bool(0.02),
-            clock_skew_secs: if rng.gen_bool(0.01) { rng.gen_range(600..90_000) } else { 0 },
+            clock_skew_secs: if rng.gen_bool(0.01) {
+                rng.gen_range(600..90_000)
+            } else {
+                0
+            },
         }
     }
 
@@ -334,18 +445,26 @@ impl Fleet {
         let windows = device.platform == Platform::Windows;
         let autopilot = matches!(
             device.method,
-            EnrollmentMethod::AutopilotSelfDeploying | EnrollmentMethod::AutopilotPreProvisioned | EnrollmentMethod::AutopilotUserDriven
+            EnrollmentMethod::AutopilotSelfDeploying
+                | EnrollmentMethod::AutopilotPreProvisioned
+                | EnrollmentMethod::AutopilotUserDriven
         );
         if windows && device.os_edition.ends_with("Home") {
             return Some(Category::UnsupportedDevice);
         }
-        if windows && device.method == EnrollmentMethod::AutopilotSelfDeploying && device.tpm != "2.0" {
+        if windows
+            && device.method == EnrollmentMethod::AutopilotSelfDeploying
+            && device.tpm != "2.0"
+        {
             return Some(Category::TpmAttestation);
         }
         if windows && device.redeployed && autopilot {
             return Some(Category::Autopilot);
         }
-        if windows && device.method == EnrollmentMethod::UserDrivenByod && tenant.blocks_personal_windows {
+        if windows
+            && device.method == EnrollmentMethod::UserDrivenByod
+            && tenant.blocks_personal_windows
+        {
             return Some(Category::PlatformRestricted);
         }
         if device.clock_skew_secs != 0 {
@@ -377,7 +496,10 @@ impl Fleet {
                 // Only the device that reaches the limit (or one beyond it) of a user who really
                 // owns that many devices.
                 let limit = self.tenants[device.tenant].device_limit;
-                device.user.is_some_and(|u| self.users[u].devices.len() >= limit) && device.user_position + 1 >= limit
+                device
+                    .user
+                    .is_some_and(|u| self.users[u].devices.len() >= limit)
+                    && device.user_position + 1 >= limit
             }
             Category::License => device.user.is_some(),
             Category::TpmAttestation => windows && device.tpm != "2.0",
@@ -385,9 +507,16 @@ impl Fleet {
             Category::TenantConfig | Category::AlreadyEnrolled => windows && device.user.is_some(),
             Category::Network | Category::Certificate => true,
             Category::Autopilot => {
-                windows && matches!(device.method, EnrollmentMethod::AutopilotSelfDeploying | EnrollmentMethod::AutopilotPreProvisioned)
+                windows
+                    && matches!(
+                        device.method,
+                        EnrollmentMethod::AutopilotSelfDeploying
+                            | EnrollmentMethod::AutopilotPreProvisioned
+                    )
             }
-            Category::PlatformRestricted => windows && device.method == EnrollmentMethod::UserDrivenByod,
+            Category::PlatformRestricted => {
+                windows && device.method == EnrollmentMethod::UserDrivenByod
+            }
         }
     }
 }
@@ -422,7 +551,15 @@ impl Generator {
     pub fn new(fleet: Fleet, seed: u64, spikes: Vec<Spike>, start: OffsetDateTime) -> Self {
         let rng = StdRng::seed_from_u64(seed ^ 0x5eed_f1ee_7000_0001);
         // Devices that fail retry more often (the auto-enrollment task runs every 5 minutes).
-        let weights: Vec<f64> = (0..fleet.devices.len()).map(|i| if fleet.natural_cause(i).is_some() { 3.0 } else { 1.0 }).collect();
+        let weights: Vec<f64> = (0..fleet.devices.len())
+            .map(|i| {
+                if fleet.natural_cause(i).is_some() {
+                    3.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         let total_weight: f64 = weights.iter().sum();
         let mut baseline: HashMap<Category, f64> = HashMap::new();
         for (i, w) in weights.iter().enumerate() {
@@ -433,9 +570,25 @@ impl Generator {
         *baseline.entry(Category::Network).or_default() += NETWORK_FAILURE_RATE;
         let eligible = Category::ALL
             .iter()
-            .map(|c| (*c, (0..fleet.devices.len()).filter(|i| fleet.can_fail_with(*i, *c)).collect()))
+            .map(|c| {
+                (
+                    *c,
+                    (0..fleet.devices.len())
+                        .filter(|i| fleet.can_fail_with(*i, *c))
+                        .collect(),
+                )
+            })
             .collect();
-        Self { fleet, rng, spikes, eligible, baseline, weights, total_weight, start }
+        Self {
+            fleet,
+            rng,
+            spikes,
+            eligible,
+            baseline,
+            weights,
+            total_weight,
+            start,
+        }
     }
 
     /// Normal share of attempts failing with `category`.
@@ -445,7 +598,11 @@ impl Generator {
 
     /// Categories a spike asks for but no device of the fleet can produce.
     pub fn impossible_spikes(&self) -> Vec<Category> {
-        self.spikes.iter().map(|s| s.category).filter(|c| self.eligible.get(c).is_none_or(Vec::is_empty)).collect()
+        self.spikes
+            .iter()
+            .map(|s| s.category)
+            .filter(|c| self.eligible.get(c).is_none_or(Vec::is_empty))
+            .collect()
     }
 
     /// Generates the attempt happening at `elapsed` into the run.
@@ -468,12 +625,18 @@ impl Generator {
             }
         }
         let device = self.pick_device();
-        let cause = self.fleet.natural_cause(device).or_else(|| self.rng.gen_bool(NETWORK_FAILURE_RATE).then_some(Category::Network));
+        let cause = self.fleet.natural_cause(device).or_else(|| {
+            self.rng
+                .gen_bool(NETWORK_FAILURE_RATE)
+                .then_some(Category::Network)
+        });
         self.render(device, cause, at)
     }
 
     fn pick_device(&mut self) -> usize {
-        let mut roll = self.rng.gen_range(0.0..self.total_weight.max(f64::MIN_POSITIVE));
+        let mut roll = self
+            .rng
+            .gen_range(0.0..self.total_weight.max(f64::MIN_POSITIVE));
         for (i, w) in self.weights.iter().enumerate() {
             if roll < *w {
                 return i;
@@ -486,12 +649,24 @@ impl Generator {
     fn render(&mut self, index: usize, cause: Option<Category>, at: OffsetDateTime) -> Attempt {
         let device = self.fleet.devices[index].clone();
         let tenant = self.fleet.tenants[device.tenant].clone();
-        let upn = device.user.map(|u| self.fleet.users[u].upn.clone()).unwrap_or_default();
+        let upn = device
+            .user
+            .map(|u| self.fleet.users[u].upn.clone())
+            .unwrap_or_default();
         let mut events = Vec::new();
-        let mut event = |rng: &mut StdRng, stage: EnrollmentStage, outcome: Outcome, error: Option<ReportedError>, source: Source, offset_ms: i64, extra: &[(&str, String)]| {
+        let mut event = |rng: &mut StdRng,
+                         stage: EnrollmentStage,
+                         outcome: Outcome,
+                         error: Option<ReportedError>,
+                         source: Source,
+                         offset_ms: i64,
+                         extra: &[(&str, String)]| {
             let mut attributes: HashMap<String, String> = HashMap::new();
             attributes.insert("simulated".into(), "true".into());
-            attributes.insert("sim_cause".into(), cause.map_or("none", Category::name).into());
+            attributes.insert(
+                "sim_cause".into(),
+                cause.map_or("none", Category::name).into(),
+            );
             attributes.insert("correlation_id".into(), uuid(rng));
             for (k, v) in extra {
                 attributes.insert((*k).to_owned(), v.clone());
@@ -509,22 +684,60 @@ impl Generator {
                 outcome: outcome as i32,
                 error,
                 source: Some(source),
-                user_principal_name: if device.method == EnrollmentMethod::AutopilotSelfDeploying { String::new() } else { upn.clone() },
+                user_principal_name: if device.method == EnrollmentMethod::AutopilotSelfDeploying {
+                    String::new()
+                } else {
+                    upn.clone()
+                },
                 attributes,
             });
         };
         let rng = &mut self.rng;
-        let event_log = |id: u32, record: u64| Source { kind: SourceKind::EventLog as i32, channel: DM_CHANNEL.into(), event_id: id, record_id: record };
-        let dsreg = || Source { kind: SourceKind::Dsregcmd as i32, channel: String::new(), event_id: 0, record_id: 0 };
-        let api = || Source { kind: SourceKind::Api as i32, channel: String::new(), event_id: 0, record_id: 0 };
-        let profiles = || Source { kind: SourceKind::MacosProfiles as i32, channel: String::new(), event_id: 0, record_id: 0 };
+        let event_log = |id: u32, record: u64| Source {
+            kind: SourceKind::EventLog as i32,
+            channel: DM_CHANNEL.into(),
+            event_id: id,
+            record_id: record,
+        };
+        let dsreg = || Source {
+            kind: SourceKind::Dsregcmd as i32,
+            channel: String::new(),
+            event_id: 0,
+            record_id: 0,
+        };
+        let api = || Source {
+            kind: SourceKind::Api as i32,
+            channel: String::new(),
+            event_id: 0,
+            record_id: 0,
+        };
+        let profiles = || Source {
+            kind: SourceKind::MacosProfiles as i32,
+            channel: String::new(),
+            event_id: 0,
+            record_id: 0,
+        };
         let record = rng.gen_range(1_000..900_000u64);
-        let err = |code: Option<u32>, symbol: &str, message: String| Some(crate::sources::reported_error(code, symbol, &message));
+        let err = |code: Option<u32>, symbol: &str, message: String| {
+            Some(crate::sources::reported_error(code, symbol, &message))
+        };
         let windows = device.platform == Platform::Windows;
-        let apple = matches!(device.platform, Platform::Ios | Platform::Ipados | Platform::Macos);
-        let mobile_source = if device.platform == Platform::Macos { profiles() } else { api() };
-        let fault52 = |subcode: &str, reason: &str| format!("MDM Enroll: Server Returned Fault/Code/Subcode/Value=({subcode}) Fault/Reason/Text=({reason})");
-        let failed76 = |code: u32| format!("Auto MDM Enroll: Failed (Unknown Win32 Error code: {code:#010x})");
+        let apple = matches!(
+            device.platform,
+            Platform::Ios | Platform::Ipados | Platform::Macos
+        );
+        let mobile_source = if device.platform == Platform::Macos {
+            profiles()
+        } else {
+            api()
+        };
+        let fault52 = |subcode: &str, reason: &str| {
+            format!(
+                "MDM Enroll: Server Returned Fault/Code/Subcode/Value=({subcode}) Fault/Reason/Text=({reason})"
+            )
+        };
+        let failed76 =
+            |code: u32| format!("Auto MDM Enroll: Failed (Unknown Win32 Error code: {code:#010x})");
         use Category as C;
         use EnrollmentStage as S;
         match (cause, windows) {
@@ -585,31 +798,55 @@ impl Generator {
             (Some(C::PlatformRestricted), _) => event(rng, S::Authorization, Outcome::Failed, err(Some(0x8018_0014), "MENROLL_E_DEVICENOTSUPPORTED", "There was a problem. Your organization does not support this version of Windows.".into()), event_log(76, record), 0, &[]),
         }
 
-        let mut items: Vec<TelemetryItem> = events.into_iter().map(|e| TelemetryItem { kind: Some(telemetry_item::Kind::Event(e)) }).collect();
+        let mut items: Vec<TelemetryItem> = events
+            .into_iter()
+            .map(|e| TelemetryItem {
+                kind: Some(telemetry_item::Kind::Event(e)),
+            })
+            .collect();
         if self.rng.gen_bool(0.35) {
             items.push(self.state(index, cause, at, &tenant, &upn));
         }
-        let mut attempt = Attempt { device: index, cause, items };
+        let mut attempt = Attempt {
+            device: index,
+            cause,
+            items,
+        };
         link_state_error(&mut attempt);
         attempt
     }
 
     /// A snapshot agreeing with the attempt's outcome.
-    fn state(&mut self, index: usize, cause: Option<Category>, at: OffsetDateTime, tenant: &Tenant, upn: &str) -> TelemetryItem {
+    fn state(
+        &mut self,
+        index: usize,
+        cause: Option<Category>,
+        at: OffsetDateTime,
+        tenant: &Tenant,
+        upn: &str,
+    ) -> TelemetryItem {
         let device = &self.fleet.devices[index];
         let windows = device.platform == Platform::Windows;
         let join_state = if !windows {
             JoinState::Unspecified
-        } else if cause == Some(Category::UnsupportedDevice) && !matches!(device.method, EnrollmentMethod::AutopilotUserDriven) {
+        } else if cause == Some(Category::UnsupportedDevice)
+            && !matches!(device.method, EnrollmentMethod::AutopilotUserDriven)
+        {
             JoinState::NotJoined
         } else {
             match device.method {
-                EnrollmentMethod::HybridJoin | EnrollmentMethod::GpoAutoEnroll | EnrollmentMethod::CoManagement => JoinState::HybridJoined,
+                EnrollmentMethod::HybridJoin
+                | EnrollmentMethod::GpoAutoEnroll
+                | EnrollmentMethod::CoManagement => JoinState::HybridJoined,
                 EnrollmentMethod::UserDrivenByod => JoinState::WorkplaceRegistered,
                 _ => JoinState::EntraJoined,
             }
         };
-        let mdm_url = if cause == Some(Category::TenantConfig) { String::new() } else { "https://enrollment.manage.microsoft.com/enrollmentserver/discovery.svc".to_owned() };
+        let mdm_url = if cause == Some(Category::TenantConfig) {
+            String::new()
+        } else {
+            "https://enrollment.manage.microsoft.com/enrollmentserver/discovery.svc".to_owned()
+        };
         let license_state = match (device.user, cause) {
             (None, _) => LicenseState::Unspecified,
             (Some(_), Some(Category::License)) => LicenseState::Unlicensed,
@@ -618,10 +855,16 @@ impl Generator {
         let mut attributes = HashMap::new();
         attributes.insert("simulated".to_owned(), "true".to_owned());
         if device.clock_skew_secs != 0 || cause == Some(Category::Certificate) {
-            attributes.insert("clock_skew_seconds".to_owned(), device.clock_skew_secs.max(600).to_string());
+            attributes.insert(
+                "clock_skew_seconds".to_owned(),
+                device.clock_skew_secs.max(600).to_string(),
+            );
         }
         if let Some(user) = device.user {
-            attributes.insert("user_device_count".to_owned(), self.fleet.users[user].devices.len().to_string());
+            attributes.insert(
+                "user_device_count".to_owned(),
+                self.fleet.users[user].devices.len().to_string(),
+            );
         }
         attributes.insert("device_limit".to_owned(), tenant.device_limit.to_string());
         let (outcome, error) = match cause {
@@ -644,7 +887,11 @@ impl Generator {
                     present: !device.tpm.is_empty(),
                     spec_version: device.tpm.to_owned(),
                     ready: !device.tpm.is_empty(),
-                    manufacturer: if device.tpm.is_empty() { String::new() } else { "INTC".to_owned() },
+                    manufacturer: if device.tpm.is_empty() {
+                        String::new()
+                    } else {
+                        "INTC".to_owned()
+                    },
                 }),
                 primary_user_upn: upn.to_owned(),
                 last_enrollment_attempt_at: Some(timestamp_ms(at)),
@@ -661,10 +908,16 @@ impl Generator {
 
 /// Copies the attempt's failure into its state snapshot's `last_enrollment_error`.
 fn link_state_error(attempt: &mut Attempt) {
-    let last_error = attempt.items.iter().rev().find_map(|item| match &item.kind {
-        Some(telemetry_item::Kind::Event(e)) if e.outcome == Outcome::Failed as i32 => e.error.clone(),
-        _ => None,
-    });
+    let last_error = attempt
+        .items
+        .iter()
+        .rev()
+        .find_map(|item| match &item.kind {
+            Some(telemetry_item::Kind::Event(e)) if e.outcome == Outcome::Failed as i32 => {
+                e.error.clone()
+            }
+            _ => None,
+        });
     for item in &mut attempt.items {
         if let Some(telemetry_item::Kind::State(state)) = &mut item.kind {
             state.last_enrollment_error = last_error.clone();

@@ -30,20 +30,43 @@ impl std::str::FromStr for Spike {
 
     fn from_str(spec: &str) -> Result<Self, String> {
         let usage = "expected <category>:x<factor>@<offset>[+<duration>], e.g. license:x20@10m";
-        let (category, rest) = spec.split_once(':').ok_or_else(|| format!("spike {spec:?}: missing ':' ({usage})"))?;
-        let category: Category = category.parse().map_err(|e| format!("spike {spec:?}: {e}"))?;
-        let rest = rest.strip_prefix('x').ok_or_else(|| format!("spike {spec:?}: factor must start with 'x' ({usage})"))?;
-        let (factor, when) = rest.split_once('@').ok_or_else(|| format!("spike {spec:?}: missing '@offset' ({usage})"))?;
-        let factor: f64 = factor.parse().map_err(|_| format!("spike {spec:?}: factor {factor:?} is not a number"))?;
+        let (category, rest) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("spike {spec:?}: missing ':' ({usage})"))?;
+        let category: Category = category
+            .parse()
+            .map_err(|e| format!("spike {spec:?}: {e}"))?;
+        let rest = rest
+            .strip_prefix('x')
+            .ok_or_else(|| format!("spike {spec:?}: factor must start with 'x' ({usage})"))?;
+        let (factor, when) = rest
+            .split_once('@')
+            .ok_or_else(|| format!("spike {spec:?}: missing '@offset' ({usage})"))?;
+        let factor: f64 = factor
+            .parse()
+            .map_err(|_| format!("spike {spec:?}: factor {factor:?} is not a number"))?;
         if !(1.0..=1000.0).contains(&factor) {
-            return Err(format!("spike {spec:?}: factor {factor} must be between 1 and 1000"));
+            return Err(format!(
+                "spike {spec:?}: factor {factor} must be between 1 and 1000"
+            ));
         }
         let (start, duration) = match when.split_once('+') {
-            Some((start, duration)) => (start, Some(parse_duration(duration).map_err(|e| format!("spike {spec:?}: duration: {e}"))?)),
+            Some((start, duration)) => (
+                start,
+                Some(
+                    parse_duration(duration)
+                        .map_err(|e| format!("spike {spec:?}: duration: {e}"))?,
+                ),
+            ),
             None => (when, None),
         };
         let start = parse_duration(start).map_err(|e| format!("spike {spec:?}: offset: {e}"))?;
-        Ok(Self { category, factor, start, duration })
+        Ok(Self {
+            category,
+            factor,
+            start,
+            duration,
+        })
     }
 }
 
@@ -64,7 +87,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             number.push(c);
             continue;
         }
-        let value: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number before {c:?}"))?;
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: expected a number before {c:?}"))?;
         number.clear();
         let unit = match c {
             'm' if chars.peek() == Some(&'s') => {
@@ -75,7 +100,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             'm' => Duration::from_secs(value * 60),
             'h' => Duration::from_secs(value * 3600),
             'd' => Duration::from_secs(value * 86400),
-            other => return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m, h, d)")),
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown unit {other:?} (use ms, s, m, h, d)"
+                ));
+            }
         };
         total += unit;
     }
@@ -94,7 +123,12 @@ mod tests {
         let spike: Spike = "license:x20@10m".parse().unwrap();
         assert_eq!(
             spike,
-            Spike { category: Category::License, factor: 20.0, start: Duration::from_secs(600), duration: None }
+            Spike {
+                category: Category::License,
+                factor: 20.0,
+                start: Duration::from_secs(600),
+                duration: None
+            }
         );
         let spike: Spike = "device_cap:x2.5@30s+1h30m".parse().unwrap();
         assert_eq!(spike.category, Category::DeviceLimit);
@@ -110,9 +144,24 @@ mod tests {
             "license@10m".parse::<Spike>().unwrap_err(),
             "spike \"license@10m\": missing ':' (expected <category>:x<factor>@<offset>[+<duration>], e.g. license:x20@10m)"
         );
-        assert!("nope:x2@1m".parse::<Spike>().unwrap_err().contains("unknown category \"nope\""));
-        assert!("license:x0.5@1m".parse::<Spike>().unwrap_err().contains("between 1 and 1000"));
-        assert!("license:x2@5q".parse::<Spike>().unwrap_err().contains("unknown unit 'q'"));
+        assert!(
+            "nope:x2@1m"
+                .parse::<Spike>()
+                .unwrap_err()
+                .contains("unknown category \"nope\"")
+        );
+        assert!(
+            "license:x0.5@1m"
+                .parse::<Spike>()
+                .unwrap_err()
+                .contains("between 1 and 1000")
+        );
+        assert!(
+            "license:x2@5q"
+                .parse::<Spike>()
+                .unwrap_err()
+                .contains("unknown unit 'q'")
+        );
     }
 
     #[test]

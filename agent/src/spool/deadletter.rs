@@ -45,7 +45,9 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     pub fn new(spool_dir: &Path) -> Self {
-        Self { path: spool_dir.join(DEADLETTER_FILE) }
+        Self {
+            path: spool_dir.join(DEADLETTER_FILE),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -62,11 +64,19 @@ impl DeadLetter {
             .unwrap_or_default();
         let mut buf = Vec::new();
         for entry in refused {
-            let line = Line { at: at.clone(), batch_seq, index: entry.index, reason: &entry.reason, item: entry.item };
+            let line = Line {
+                at: at.clone(),
+                batch_seq,
+                index: entry.index,
+                reason: &entry.reason,
+                item: entry.item,
+            };
             serde_json::to_writer(&mut buf, &line).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        if fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) + buf.len() as u64 > MAX_DEADLETTER_BYTES {
+        if fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) + buf.len() as u64
+            > MAX_DEADLETTER_BYTES
+        {
             let mut rotated = self.path.as_os_str().to_owned();
             rotated.push(".1");
             match fs::rename(&self.path, PathBuf::from(rotated)) {
@@ -75,7 +85,10 @@ impl DeadLetter {
                 Err(err) => return Err(err),
             }
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         file.write_all(&buf)?;
         file.sync_data()
     }
@@ -91,18 +104,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dead = DeadLetter::new(dir.path());
         let item = TelemetryItem {
-            kind: Some(Kind::Heartbeat(Heartbeat { agent_id: "a".into(), ..Heartbeat::default() })),
+            kind: Some(Kind::Heartbeat(Heartbeat {
+                agent_id: "a".into(),
+                ..Heartbeat::default()
+            })),
         };
         dead.write(
             7,
             &[
-                Refused { index: 0, item: &item, reason: "items[0].heartbeat.sent_at: required".into() },
-                Refused { index: 2, item: &item, reason: "other".into() },
+                Refused {
+                    index: 0,
+                    item: &item,
+                    reason: "items[0].heartbeat.sent_at: required".into(),
+                },
+                Refused {
+                    index: 2,
+                    item: &item,
+                    reason: "other".into(),
+                },
             ],
         )
         .unwrap();
         let text = fs::read_to_string(dead.path()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["batch_seq"], 7);
         assert_eq!(lines[0]["reason"], "items[0].heartbeat.sent_at: required");

@@ -60,7 +60,12 @@ impl SegmentScanner {
     /// caller's view of the file size; bytes beyond it are ignored).
     pub fn new(mut file: File, len: u64, offset: u64) -> io::Result<Self> {
         file.seek(SeekFrom::Start(offset))?;
-        Ok(Self { file, len, pos: offset, payload: Vec::new() })
+        Ok(Self {
+            file,
+            len,
+            pos: offset,
+            payload: Vec::new(),
+        })
     }
 
     /// The payload of the last [`Scanned::Frame`].
@@ -81,7 +86,10 @@ impl SegmentScanner {
         let start = self.pos;
         if let Some(next) = self.frame_at(start)? {
             self.pos = next;
-            return Ok(Some(Scanned::Frame { offset: start, next }));
+            return Ok(Some(Scanned::Frame {
+                offset: start,
+                next,
+            }));
         }
         // Damage: look for the next position where a valid frame starts. Headers are checked
         // for plausibility in a read-ahead window so a long damaged stretch costs one read per
@@ -89,7 +97,8 @@ impl SegmentScanner {
         let mut window = vec![0u8; 64 * 1024];
         let mut base = start + 1;
         while base + HEADER_BYTES <= self.len {
-            let want = usize::try_from((self.len - base).min(window.len() as u64)).unwrap_or(window.len());
+            let want =
+                usize::try_from((self.len - base).min(window.len() as u64)).unwrap_or(window.len());
             self.file.seek(SeekFrom::Start(base))?;
             let got = read_up_to(&mut self.file, &mut window[..want])?;
             if got < HEADER_BYTES as usize {
@@ -97,7 +106,8 @@ impl SegmentScanner {
             }
             let last = got - HEADER_BYTES as usize;
             for i in 0..=last {
-                let len = u32::from_le_bytes([window[i], window[i + 1], window[i + 2], window[i + 3]]);
+                let len =
+                    u32::from_le_bytes([window[i], window[i + 1], window[i + 2], window[i + 3]]);
                 let candidate = base + i as u64;
                 if len == 0
                     || len > MAX_PAYLOAD_BYTES
@@ -107,7 +117,10 @@ impl SegmentScanner {
                 }
                 if self.frame_at(candidate)?.is_some() {
                     self.pos = candidate;
-                    return Ok(Some(Scanned::Corrupt { offset: start, next: candidate }));
+                    return Ok(Some(Scanned::Corrupt {
+                        offset: start,
+                        next: candidate,
+                    }));
                 }
             }
             base += last as u64 + 1;
@@ -212,9 +225,27 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                (Scanned::Frame { offset: 0, next: offsets[1] }, b"alpha".to_vec()),
-                (Scanned::Frame { offset: offsets[1], next: offsets[2] }, b"b".to_vec()),
-                (Scanned::Frame { offset: offsets[2], next: offsets[2] + 8 + 11 }, b"gamma-gamma".to_vec()),
+                (
+                    Scanned::Frame {
+                        offset: 0,
+                        next: offsets[1]
+                    },
+                    b"alpha".to_vec()
+                ),
+                (
+                    Scanned::Frame {
+                        offset: offsets[1],
+                        next: offsets[2]
+                    },
+                    b"b".to_vec()
+                ),
+                (
+                    Scanned::Frame {
+                        offset: offsets[2],
+                        next: offsets[2] + 8 + 11
+                    },
+                    b"gamma-gamma".to_vec()
+                ),
             ]
         );
     }
@@ -227,7 +258,13 @@ mod tests {
         std::fs::write(file.path(), &bytes).unwrap();
         let found = scan_all(file.path());
         assert_eq!(found.len(), 3);
-        assert_eq!(found[1].0, Scanned::Corrupt { offset: offsets[1], next: offsets[2] });
+        assert_eq!(
+            found[1].0,
+            Scanned::Corrupt {
+                offset: offsets[1],
+                next: offsets[2]
+            }
+        );
         assert_eq!(found[2].1, b"charlie".to_vec());
     }
 
@@ -238,6 +275,11 @@ mod tests {
         bytes.extend_from_slice(&[0u8; 40]);
         std::fs::write(file.path(), &bytes).unwrap();
         let found = scan_all(file.path());
-        assert_eq!(found[1].0, Scanned::InvalidTail { offset: offsets[0] + 13 });
+        assert_eq!(
+            found[1].0,
+            Scanned::InvalidTail {
+                offset: offsets[0] + 13
+            }
+        );
     }
 }

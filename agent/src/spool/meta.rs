@@ -86,16 +86,24 @@ impl SpoolMeta {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => return Err(SpoolError::Io { path, source }),
         };
-        let meta: Self = serde_json::from_slice(&bytes)
-            .map_err(|err| SpoolError::Meta { path: path.clone(), reason: err.to_string() })?;
+        let meta: Self = serde_json::from_slice(&bytes).map_err(|err| SpoolError::Meta {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
         if meta.format != META_FORMAT {
             return Err(SpoolError::Meta {
                 path,
-                reason: format!("format {} is not supported (expected {META_FORMAT})", meta.format),
+                reason: format!(
+                    "format {} is not supported (expected {META_FORMAT})",
+                    meta.format
+                ),
             });
         }
         if meta.next_batch_seq == 0 {
-            return Err(SpoolError::Meta { path, reason: "next_batch_seq must be at least 1".into() });
+            return Err(SpoolError::Meta {
+                path,
+                reason: "next_batch_seq must be at least 1".into(),
+            });
         }
         Ok(meta)
     }
@@ -103,8 +111,11 @@ impl SpoolMeta {
     /// Replaces the metadata file atomically.
     pub fn store(&self, dir: &Path) -> Result<(), SpoolError> {
         let path = dir.join(META_FILE);
-        let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|err| SpoolError::Meta { path: path.clone(), reason: err.to_string() })?;
-        durable::write_atomic(&path, &bytes, false).map_err(|source| SpoolError::Io { path, source })
+        let bytes = serde_json::to_vec_pretty(self).map_err(|err| SpoolError::Meta {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        durable::write_atomic(&path, &bytes, false)
+            .map_err(|source| SpoolError::Io { path, source })
     }
 }

@@ -100,7 +100,10 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        Self { max_bytes: DEFAULT_MAX_BYTES, segment_bytes: DEFAULT_SEGMENT_BYTES }
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
     }
 }
 
@@ -108,12 +111,17 @@ impl SpoolConfig {
     /// A config for `max_bytes`, with segments of a sixteenth of it (within 64 KiB..=4 MiB).
     pub fn with_max_bytes(max_bytes: u64) -> Self {
         let segment_bytes = (max_bytes / 16).clamp(64 * 1024, DEFAULT_SEGMENT_BYTES);
-        Self { max_bytes, segment_bytes }
+        Self {
+            max_bytes,
+            segment_bytes,
+        }
     }
 
     fn validate(&self) -> Result<(), SpoolError> {
         if self.segment_bytes < 4096 {
-            return Err(SpoolError::Config("segment_bytes must be at least 4096".into()));
+            return Err(SpoolError::Config(
+                "segment_bytes must be at least 4096".into(),
+            ));
         }
         if self.max_bytes < 2 * self.segment_bytes {
             return Err(SpoolError::Config(format!(
@@ -148,7 +156,10 @@ pub enum SpoolError {
 
 impl SpoolError {
     fn io(path: &Path, source: io::Error) -> Self {
-        Self::Io { path: path.to_owned(), source }
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 }
 
@@ -249,7 +260,10 @@ pub struct Spool {
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool").field("dir", &self.dir).field("stats", &self.stats()).finish()
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -297,7 +311,11 @@ impl Spool {
             // Only possible if someone deleted files by hand: count the items as corrupt
             // rather than pretending they still exist.
             for lost in &lost_batches {
-                tracing::error!(seq = lost.seq, items = lost.items, "pending batch file is missing");
+                tracing::error!(
+                    seq = lost.seq,
+                    items = lost.items,
+                    "pending batch file is missing"
+                );
                 meta.corrupt_total += lost.items;
             }
             meta.pending.retain(|p| !lost_batches.contains(p));
@@ -315,8 +333,14 @@ impl Spool {
                 remove_file(path)?;
                 continue;
             }
-            let len = fs::metadata(path).map_err(|e| SpoolError::io(path, e))?.len();
-            let from = if *id == meta.cursor.segment { meta.cursor.offset.min(len) } else { 0 };
+            let len = fs::metadata(path)
+                .map_err(|e| SpoolError::io(path, e))?
+                .len();
+            let from = if *id == meta.cursor.segment {
+                meta.cursor.offset.min(len)
+            } else {
+                0
+            };
             // Cursor values are read from the segment's start: ones before the cursor were
             // absorbed into the metadata when consumed, and re-applying them in order is a
             // no-op; ones after it are newer than anything in the metadata.
@@ -324,22 +348,39 @@ impl Spool {
             for (source, value) in whole.cursors {
                 source_cursors.insert(source, value);
             }
-            let scan = if from == 0 { None } else { Some(scan_segment(path, len, from)?) };
+            let scan = if from == 0 {
+                None
+            } else {
+                Some(scan_segment(path, len, from)?)
+            };
             let mut items = scan.as_ref().map_or(whole.items, |s| s.items);
             let mut len = len;
             if Some(*id) == last_id
                 && let Some(tail) = whole.invalid_tail
             {
                 // A crash mid-append: the torn frame was never acknowledged. Cut it off.
-                let file = OpenOptions::new().write(true).open(path).map_err(|e| SpoolError::io(path, e))?;
-                file.set_len(tail).and_then(|()| file.sync_all()).map_err(|e| SpoolError::io(path, e))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| SpoolError::io(path, e))?;
+                file.set_len(tail)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| SpoolError::io(path, e))?;
                 truncated_on_open = len - tail;
-                tracing::warn!(segment = id, bytes = len - tail, "truncated a torn write at the end of the spool");
+                tracing::warn!(
+                    segment = id,
+                    bytes = len - tail,
+                    "truncated a torn write at the end of the spool"
+                );
                 len = tail;
                 if meta.cursor.segment == *id && meta.cursor.offset > tail {
                     meta.cursor.offset = tail;
                 }
-                let from = if meta.cursor.segment == *id { meta.cursor.offset } else { 0 };
+                let from = if meta.cursor.segment == *id {
+                    meta.cursor.offset
+                } else {
+                    0
+                };
                 items = scan_segment(path, len, from)?.items;
             }
             segment_items += items;
@@ -365,7 +406,12 @@ impl Spool {
         };
         if let Some(id) = last_id.filter(|id| spool.segments.contains_key(id)) {
             let path = spool.segment_path(id);
-            spool.active = Some(spool.io.open_append(&path).map_err(|e| SpoolError::io(&path, e))?);
+            spool.active = Some(
+                spool
+                    .io
+                    .open_append(&path)
+                    .map_err(|e| SpoolError::io(&path, e))?,
+            );
         }
         Ok(spool)
     }
@@ -390,8 +436,14 @@ impl Spool {
             if *id < meta.cursor.segment {
                 continue;
             }
-            let len = fs::metadata(path).map_err(|e| SpoolError::io(path, e))?.len();
-            let from = if *id == meta.cursor.segment { meta.cursor.offset.min(len) } else { 0 };
+            let len = fs::metadata(path)
+                .map_err(|e| SpoolError::io(path, e))?
+                .len();
+            let from = if *id == meta.cursor.segment {
+                meta.cursor.offset.min(len)
+            } else {
+                0
+            };
             stats.depth += scan_segment(path, len, from)?.items;
             stats.bytes += len;
             stats.segments += 1;
@@ -475,8 +527,12 @@ impl Spool {
         let mut payload = Vec::new();
         for item in items {
             payload.clear();
-            let entry = SpoolEntry { kind: Some(spool_entry::Kind::Item(item.clone())) };
-            entry.encode(&mut payload).map_err(|e| SpoolError::Config(e.to_string()))?;
+            let entry = SpoolEntry {
+                kind: Some(spool_entry::Kind::Item(item.clone())),
+            };
+            entry
+                .encode(&mut payload)
+                .map_err(|e| SpoolError::Config(e.to_string()))?;
             push_frame(&payload, &mut buf)?;
         }
         if let Some((source, value)) = cursor {
@@ -487,7 +543,9 @@ impl Spool {
                     value: value.to_owned(),
                 })),
             };
-            entry.encode(&mut payload).map_err(|e| SpoolError::Config(e.to_string()))?;
+            entry
+                .encode(&mut payload)
+                .map_err(|e| SpoolError::Config(e.to_string()))?;
             push_frame(&payload, &mut buf)?;
         }
         if buf.is_empty() {
@@ -495,14 +553,26 @@ impl Spool {
         }
         let size = buf.len() as u64;
         if size > self.config.max_bytes - self.config.segment_bytes {
-            return Err(SpoolError::AppendLargerThanCap { size, max: self.config.max_bytes });
+            return Err(SpoolError::AppendLargerThanCap {
+                size,
+                max: self.config.max_bytes,
+            });
         }
 
         let active_id = self.prepare_active(size)?;
         let mut outcome = AppendOutcome::default();
         while self.segment_bytes() + size > self.config.max_bytes {
-            let Some(oldest) = self.segments.keys().next().copied().filter(|id| *id != active_id) else {
-                return Err(SpoolError::AppendLargerThanCap { size, max: self.config.max_bytes });
+            let Some(oldest) = self
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .filter(|id| *id != active_id)
+            else {
+                return Err(SpoolError::AppendLargerThanCap {
+                    size,
+                    max: self.config.max_bytes,
+                });
             };
             outcome.dropped += self.drop_segment(oldest)?;
         }
@@ -527,7 +597,8 @@ impl Spool {
         }
         self.segment_items += items.len() as u64;
         if let Some((source, value)) = cursor {
-            self.source_cursors.insert(source.to_owned(), value.to_owned());
+            self.source_cursors
+                .insert(source.to_owned(), value.to_owned());
         }
         Ok(outcome)
     }
@@ -535,17 +606,28 @@ impl Spool {
     /// Re-validates the newest segment after a failed write whose rollback also failed.
     fn recover_active(&mut self, id: u64) -> Result<(), SpoolError> {
         let path = self.segment_path(id);
-        let len = fs::metadata(&path).map_err(|e| SpoolError::io(&path, e))?.len();
+        let len = fs::metadata(&path)
+            .map_err(|e| SpoolError::io(&path, e))?
+            .len();
         let scan = scan_segment(&path, len, 0)?;
         let good = scan.invalid_tail.unwrap_or(len);
         if good < len {
-            let file = OpenOptions::new().write(true).open(&path).map_err(|e| SpoolError::io(&path, e))?;
-            file.set_len(good).and_then(|()| file.sync_all()).map_err(|e| SpoolError::io(&path, e))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| SpoolError::io(&path, e))?;
+            file.set_len(good)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| SpoolError::io(&path, e))?;
         }
         if let Some(segment) = self.segments.get_mut(&id) {
             segment.len = good;
         }
-        self.active = Some(self.io.open_append(&path).map_err(|e| SpoolError::io(&path, e))?);
+        self.active = Some(
+            self.io
+                .open_append(&path)
+                .map_err(|e| SpoolError::io(&path, e))?,
+        );
         Ok(())
     }
 
@@ -553,7 +635,10 @@ impl Spool {
     fn prepare_active(&mut self, size: u64) -> Result<u64, SpoolError> {
         let last = self.segments.iter().next_back().map(|(id, s)| (*id, s.len));
         let id = match last {
-            Some((id, len)) if self.active.is_some() && (len == 0 || len + size <= self.config.segment_bytes) => {
+            Some((id, len))
+                if self.active.is_some()
+                    && (len == 0 || len + size <= self.config.segment_bytes) =>
+            {
                 return Ok(id);
             }
             Some((id, _)) if self.active.is_none() => {
@@ -569,7 +654,10 @@ impl Spool {
         };
         let id = id.max(self.meta.cursor.segment);
         let path = self.segment_path(id);
-        let file = self.io.open_append(&path).map_err(|e| SpoolError::io(&path, e))?;
+        let file = self
+            .io
+            .open_append(&path)
+            .map_err(|e| SpoolError::io(&path, e))?;
         durable::sync_dir(&self.dir).map_err(|e| SpoolError::io(&self.dir, e))?;
         self.active = Some(file);
         self.segments.insert(id, Segment { len: 0 });
@@ -582,7 +670,11 @@ impl Spool {
         let len = self.segments.get(&id).map_or(0, |s| s.len);
         let mut meta = self.meta.clone();
         let scan = if meta.cursor.segment <= id {
-            let from = if meta.cursor.segment == id { meta.cursor.offset } else { 0 };
+            let from = if meta.cursor.segment == id {
+                meta.cursor.offset
+            } else {
+                0
+            };
             scan_segment(&path, len, from)?
         } else {
             SegmentScan::default()
@@ -593,7 +685,10 @@ impl Spool {
         meta.dropped_total += scan.items;
         meta.corrupt_total += scan.corrupt + u64::from(scan.invalid_tail.is_some());
         if meta.cursor.segment <= id {
-            meta.cursor = Position { segment: id + 1, offset: 0 };
+            meta.cursor = Position {
+                segment: id + 1,
+                offset: 0,
+            };
         }
         meta.store(&self.dir)?;
         self.meta = meta;
@@ -626,39 +721,61 @@ impl Spool {
         self.cut_batch(max_items.max(1), max_bytes)
     }
 
-    fn cut_batch(&mut self, max_items: usize, max_bytes: usize) -> Result<Option<PendingBatch>, SpoolError> {
+    fn cut_batch(
+        &mut self,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Option<PendingBatch>, SpoolError> {
         let seq = self.meta.next_batch_seq;
-        let mut request = PushRequest { batch_seq: seq, items: Vec::new(), all_or_nothing: false };
+        let mut request = PushRequest {
+            batch_seq: seq,
+            items: Vec::new(),
+            all_or_nothing: false,
+        };
         let mut size = request.encoded_len();
         let mut cursor = self.meta.cursor;
         let mut corrupt = 0u64;
         let mut absorbed = Vec::new();
-        let ids: Vec<u64> = self.segments.range(cursor.segment..).map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = self
+            .segments
+            .range(cursor.segment..)
+            .map(|(id, _)| *id)
+            .collect();
         'segments: for (index, id) in ids.iter().enumerate() {
             let len = self.segments.get(id).map_or(0, |s| s.len);
             if *id != cursor.segment {
-                cursor = Position { segment: *id, offset: 0 };
+                cursor = Position {
+                    segment: *id,
+                    offset: 0,
+                };
             }
             let path = self.segment_path(*id);
             let file = File::open(&path).map_err(|e| SpoolError::io(&path, e))?;
-            let mut scanner = SegmentScanner::new(file, len, cursor.offset).map_err(|e| SpoolError::io(&path, e))?;
+            let mut scanner = SegmentScanner::new(file, len, cursor.offset)
+                .map_err(|e| SpoolError::io(&path, e))?;
             while let Some(found) = scanner.next_frame().map_err(|e| SpoolError::io(&path, e))? {
                 match found {
                     Scanned::Frame { next, .. } => {
                         match SpoolEntry::decode(scanner.payload()) {
-                            Ok(SpoolEntry { kind: Some(spool_entry::Kind::Item(item)) }) => {
+                            Ok(SpoolEntry {
+                                kind: Some(spool_entry::Kind::Item(item)),
+                            }) => {
                                 let item_len = item.encoded_len();
-                                let added =
-                                    1 + prost::encoding::encoded_len_varint(item_len as u64) + item_len;
+                                let added = 1
+                                    + prost::encoding::encoded_len_varint(item_len as u64)
+                                    + item_len;
                                 if !request.items.is_empty()
-                                    && (request.items.len() >= max_items || size + added > max_bytes)
+                                    && (request.items.len() >= max_items
+                                        || size + added > max_bytes)
                                 {
                                     break 'segments;
                                 }
                                 size += added;
                                 request.items.push(item);
                             }
-                            Ok(SpoolEntry { kind: Some(spool_entry::Kind::Cursor(c)) }) => {
+                            Ok(SpoolEntry {
+                                kind: Some(spool_entry::Kind::Cursor(c)),
+                            }) => {
                                 absorbed.push((c.source, c.value));
                             }
                             Ok(SpoolEntry { kind: None }) | Err(_) => corrupt += 1,
@@ -677,7 +794,10 @@ impl Spool {
             }
             // Finished this segment; a closed one is consumed entirely.
             if index + 1 < ids.len() {
-                cursor = Position { segment: ids[index + 1], offset: 0 };
+                cursor = Position {
+                    segment: ids[index + 1],
+                    offset: 0,
+                };
             }
         }
         if request.items.is_empty() && cursor == self.meta.cursor {
@@ -699,7 +819,11 @@ impl Spool {
             push_frame(&encoded, &mut framed)?;
             let path = self.batch_path(seq);
             durable::write_atomic(&path, &framed, false).map_err(|e| SpoolError::io(&path, e))?;
-            let pending = PendingBatch { seq, items: taken, bytes: encoded.len() as u64 };
+            let pending = PendingBatch {
+                seq,
+                items: taken,
+                bytes: encoded.len() as u64,
+            };
             meta.pending.push(pending.clone());
             meta.next_batch_seq = seq + 1;
             Some(pending)
@@ -711,7 +835,11 @@ impl Spool {
             return Err(err);
         }
         if corrupt > 0 {
-            tracing::warn!(skipped = corrupt, corrupt_total = meta.corrupt_total, "skipped damaged spool records");
+            tracing::warn!(
+                skipped = corrupt,
+                corrupt_total = meta.corrupt_total,
+                "skipped damaged spool records"
+            );
         }
         self.meta = meta;
         self.segment_items = self.segment_items.saturating_sub(taken);
@@ -721,7 +849,11 @@ impl Spool {
 
     /// Deletes closed segments entirely before the cursor.
     fn delete_consumed_segments(&mut self) -> Result<(), SpoolError> {
-        let consumed: Vec<u64> = self.segments.range(..self.meta.cursor.segment).map(|(id, _)| *id).collect();
+        let consumed: Vec<u64> = self
+            .segments
+            .range(..self.meta.cursor.segment)
+            .map(|(id, _)| *id)
+            .collect();
         for id in consumed {
             remove_file(&self.segment_path(id))?;
             self.segments.remove(&id);
@@ -737,13 +869,22 @@ impl Spool {
         let path = self.batch_path(seq);
         let file = File::open(&path).map_err(|e| SpoolError::io(&path, e))?;
         let len = file.metadata().map_err(|e| SpoolError::io(&path, e))?.len();
-        let mut scanner = SegmentScanner::new(file, len, 0).map_err(|e| SpoolError::io(&path, e))?;
+        let mut scanner =
+            SegmentScanner::new(file, len, 0).map_err(|e| SpoolError::io(&path, e))?;
         match scanner.next_frame().map_err(|e| SpoolError::io(&path, e))? {
             Some(Scanned::Frame { next, .. }) if next == len => {}
-            _ => return Err(SpoolError::DamagedBatch { path, reason: "checksum or length mismatch".into() }),
+            _ => {
+                return Err(SpoolError::DamagedBatch {
+                    path,
+                    reason: "checksum or length mismatch".into(),
+                });
+            }
         }
-        let request = PushRequest::decode(scanner.payload())
-            .map_err(|e| SpoolError::DamagedBatch { path: path.clone(), reason: e.to_string() })?;
+        let request =
+            PushRequest::decode(scanner.payload()).map_err(|e| SpoolError::DamagedBatch {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         if request.batch_seq != seq {
             return Err(SpoolError::DamagedBatch {
                 path,
@@ -766,7 +907,12 @@ impl Spool {
 
     /// Removes a batch whose file is damaged, counting its items as corrupt.
     pub fn discard_damaged(&mut self, seq: u64) -> Result<(), SpoolError> {
-        let items = self.meta.pending.iter().find(|p| p.seq == seq).map_or(0, |p| p.items);
+        let items = self
+            .meta
+            .pending
+            .iter()
+            .find(|p| p.seq == seq)
+            .map_or(0, |p| p.items);
         self.finish_batch(seq, false, items)
     }
 
@@ -801,16 +947,29 @@ impl Spool {
         for part in [first, second] {
             let part_seq = meta.next_batch_seq;
             meta.next_batch_seq += 1;
-            let req = PushRequest { batch_seq: part_seq, items: part, all_or_nothing: false };
+            let req = PushRequest {
+                batch_seq: part_seq,
+                items: part,
+                all_or_nothing: false,
+            };
             let encoded = req.encode_to_vec();
             let mut framed = Vec::with_capacity(encoded.len() + 8);
             push_frame(&encoded, &mut framed)?;
             let path = self.batch_path(part_seq);
             durable::write_atomic(&path, &framed, false).map_err(|e| SpoolError::io(&path, e))?;
-            halves.push(PendingBatch { seq: part_seq, items: req.items.len() as u64, bytes: encoded.len() as u64 });
+            halves.push(PendingBatch {
+                seq: part_seq,
+                items: req.items.len() as u64,
+                bytes: encoded.len() as u64,
+            });
         }
-        let position = meta.pending.iter().position(|p| p.seq == seq).ok_or(SpoolError::UnknownBatch { seq })?;
-        meta.pending.splice(position..=position, halves.iter().cloned());
+        let position = meta
+            .pending
+            .iter()
+            .position(|p| p.seq == seq)
+            .ok_or(SpoolError::UnknownBatch { seq })?;
+        meta.pending
+            .splice(position..=position, halves.iter().cloned());
         meta.store(&self.dir)?;
         self.meta = meta;
         remove_file(&self.batch_path(seq))?;
@@ -826,18 +985,25 @@ impl Spool {
     }
 
     fn batch_path(&self, seq: u64) -> PathBuf {
-        self.dir.join(format!("{BATCH_PREFIX}{seq:020}{BATCH_SUFFIX}"))
+        self.dir
+            .join(format!("{BATCH_PREFIX}{seq:020}{BATCH_SUFFIX}"))
     }
 
     /// Paths of the segment files, oldest first (tests and the fault-injection suites use it).
     pub fn segment_paths(&self) -> Vec<PathBuf> {
-        self.segments.keys().map(|id| self.segment_path(*id)).collect()
+        self.segments
+            .keys()
+            .map(|id| self.segment_path(*id))
+            .collect()
     }
 }
 
 fn push_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), SpoolError> {
     if payload.len() > MAX_PAYLOAD_BYTES as usize {
-        return Err(SpoolError::RecordTooLarge { size: payload.len(), max: MAX_PAYLOAD_BYTES });
+        return Err(SpoolError::RecordTooLarge {
+            size: payload.len(),
+            max: MAX_PAYLOAD_BYTES,
+        });
     }
     frame::encode_into(payload, out);
     Ok(())
@@ -859,8 +1025,12 @@ fn scan_segment(path: &Path, len: u64, from: u64) -> Result<SegmentScan, SpoolEr
     while let Some(found) = scanner.next_frame().map_err(|e| SpoolError::io(path, e))? {
         match found {
             Scanned::Frame { .. } => match SpoolEntry::decode(scanner.payload()) {
-                Ok(SpoolEntry { kind: Some(spool_entry::Kind::Item(_)) }) => scan.items += 1,
-                Ok(SpoolEntry { kind: Some(spool_entry::Kind::Cursor(c)) }) => scan.cursors.push((c.source, c.value)),
+                Ok(SpoolEntry {
+                    kind: Some(spool_entry::Kind::Item(_)),
+                }) => scan.items += 1,
+                Ok(SpoolEntry {
+                    kind: Some(spool_entry::Kind::Cursor(c)),
+                }) => scan.cursors.push((c.source, c.value)),
                 Ok(SpoolEntry { kind: None }) | Err(_) => scan.corrupt += 1,
             },
             Scanned::Corrupt { .. } => scan.corrupt += 1,
@@ -887,7 +1057,10 @@ fn list_dir(dir: &Path) -> Result<Listing, SpoolError> {
         let path = entry.path();
         if name.contains(".tmp-") {
             listing.temp_files.push(path);
-        } else if let Some(id) = name.strip_suffix(SEGMENT_SUFFIX).and_then(|s| s.parse::<u64>().ok()) {
+        } else if let Some(id) = name
+            .strip_suffix(SEGMENT_SUFFIX)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             listing.segments.push((id, path));
         } else if let Some(seq) = name
             .strip_prefix(BATCH_PREFIX)

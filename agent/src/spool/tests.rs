@@ -28,7 +28,10 @@ fn name(item: &TelemetryItem) -> String {
 }
 
 fn small() -> SpoolConfig {
-    SpoolConfig { max_bytes: 16 * 1024, segment_bytes: 4096 }
+    SpoolConfig {
+        max_bytes: 16 * 1024,
+        segment_bytes: 4096,
+    }
 }
 
 /// Cuts batches until empty, acking each; returns the item names in order.
@@ -60,7 +63,10 @@ fn items_leave_in_order_and_acked_batches_are_deleted() {
     assert_eq!(spool.next_batch(2, 1 << 20).unwrap().unwrap(), batch);
     let request = spool.load_batch(1).unwrap();
     assert_eq!(request.batch_seq, 1);
-    assert_eq!(request.items.iter().map(name).collect::<Vec<_>>(), names(0..2));
+    assert_eq!(
+        request.items.iter().map(name).collect::<Vec<_>>(),
+        names(0..2)
+    );
     spool.ack(1).unwrap();
     assert!(!dir.path().join(format!("batch-{:020}.pending", 1)).exists());
 
@@ -69,7 +75,10 @@ fn items_leave_in_order_and_acked_batches_are_deleted() {
     spool.ack(2).unwrap();
     assert_eq!(spool.next_batch(2, 1 << 20).unwrap(), None);
     let stats = spool.stats();
-    assert_eq!((stats.depth, stats.last_acked_seq, stats.next_batch_seq), (0, 2, 3));
+    assert_eq!(
+        (stats.depth, stats.last_acked_seq, stats.next_batch_seq),
+        (0, 2, 3)
+    );
 }
 
 #[test]
@@ -78,7 +87,12 @@ fn batches_respect_the_byte_limit() {
     let mut spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
     let items: Vec<_> = (0..10).map(|n| item_sized(n, 100)).collect();
     spool.append(&items).unwrap();
-    let one = PushRequest { batch_seq: 1, items: vec![items[0].clone()], all_or_nothing: false }.encoded_len();
+    let one = PushRequest {
+        batch_seq: 1,
+        items: vec![items[0].clone()],
+        all_or_nothing: false,
+    }
+    .encoded_len();
     // Room for three items but not four.
     let batch = spool.next_batch(1000, one * 3 + 10).unwrap().unwrap();
     assert_eq!(batch.items, 3);
@@ -122,7 +136,10 @@ fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
         spool.append(&[item(1)]).unwrap();
         let committed = fs::metadata(&spool.segment_paths()[0]).unwrap().len();
         spool.append(&[item_sized(2, 40)]).unwrap();
-        (committed, fs::metadata(&spool.segment_paths()[0]).unwrap().len())
+        (
+            committed,
+            fs::metadata(&spool.segment_paths()[0]).unwrap().len(),
+        )
     };
     let segment_name = format!("{:020}.seg", 1);
     let full = fs::read(reference.path().join(&segment_name)).unwrap();
@@ -138,10 +155,18 @@ fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
             }
             fs::write(dir.path().join(&segment_name), &bytes).unwrap();
             let mut spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
-            assert_eq!(spool.truncated_on_open(), bytes.len() as u64 - committed_len, "cut at {cut}");
+            assert_eq!(
+                spool.truncated_on_open(),
+                bytes.len() as u64 - committed_len,
+                "cut at {cut}"
+            );
             assert_eq!(spool.stats().depth, 2, "cut at {cut}");
             spool.append(&[item(3)]).unwrap();
-            assert_eq!(drain(&mut spool), vec!["item-0", "item-1", "item-3"], "cut at {cut}");
+            assert_eq!(
+                drain(&mut spool),
+                vec!["item-0", "item-1", "item-3"],
+                "cut at {cut}"
+            );
             assert_eq!(spool.stats().corrupt_total, 0, "cut at {cut}");
         }
     }
@@ -174,14 +199,21 @@ fn bit_flip_in_a_middle_record_is_skipped_and_counted_once() {
         assert_eq!(spool.stats().corrupt_total, 1, "{target}");
         drop(spool);
         let spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
-        assert_eq!(spool.stats().corrupt_total, 1, "{target}: counted again after reopen");
+        assert_eq!(
+            spool.stats().corrupt_total,
+            1,
+            "{target}: counted again after reopen"
+        );
     }
 }
 
 #[test]
 fn damage_in_the_last_record_of_a_closed_segment_counts_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SpoolConfig { max_bytes: 1 << 20, segment_bytes: 4096 };
+    let config = SpoolConfig {
+        max_bytes: 1 << 20,
+        segment_bytes: 4096,
+    };
     let mut spool = Spool::open(dir.path(), config).unwrap();
     for n in 0..20 {
         spool.append(&[item_sized(n, 400)]).unwrap();
@@ -208,7 +240,11 @@ fn cap_reached_drops_oldest_and_counts_them() {
     let mut dropped = 0;
     for n in 0..200 {
         dropped += spool.append(&[item_sized(n, 200)]).unwrap().dropped;
-        let on_disk: u64 = spool.segment_paths().iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+        let on_disk: u64 = spool
+            .segment_paths()
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum();
         assert!(on_disk <= small().max_bytes, "segments use {on_disk} bytes");
     }
     let stats = spool.stats();
@@ -220,20 +256,29 @@ fn cap_reached_drops_oldest_and_counts_them() {
     assert_eq!(drained, names(200 - drained.len()..200));
     drop(spool);
     let spool = Spool::open(dir.path(), small()).unwrap();
-    assert_eq!(spool.stats().dropped_total, dropped, "drop count is persisted");
+    assert_eq!(
+        spool.stats().dropped_total,
+        dropped,
+        "drop count is persisted"
+    );
 }
 
 #[test]
 fn dropping_a_segment_under_a_pending_batch_keeps_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(dir.path(), small()).unwrap();
-    spool.append(&[item_sized(0, 200), item_sized(1, 200)]).unwrap();
+    spool
+        .append(&[item_sized(0, 200), item_sized(1, 200)])
+        .unwrap();
     let batch = spool.next_batch(2, 1 << 20).unwrap().unwrap();
     for n in 2..200 {
         spool.append(&[item_sized(n, 200)]).unwrap();
     }
     let request = spool.load_batch(batch.seq).unwrap();
-    assert_eq!(request.items.iter().map(name).collect::<Vec<_>>(), names(0..2));
+    assert_eq!(
+        request.items.iter().map(name).collect::<Vec<_>>(),
+        names(0..2)
+    );
     let stats = spool.stats();
     assert_eq!(stats.depth + stats.dropped_total, 200);
 }
@@ -252,7 +297,10 @@ struct FullDiskFile {
 impl SegmentIo for FullDisk {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Box::new(FullDiskFile { file, budget: self.budget.clone() }))
+        Ok(Box::new(FullDiskFile {
+            file,
+            budget: self.budget.clone(),
+        }))
     }
 }
 
@@ -280,7 +328,9 @@ impl SegmentFile for FullDiskFile {
 fn enospc_returns_an_error_and_leaves_the_spool_valid() {
     let dir = tempfile::tempdir().unwrap();
     let budget = Arc::new(Mutex::new(200));
-    let io = Arc::new(FullDisk { budget: budget.clone() });
+    let io = Arc::new(FullDisk {
+        budget: budget.clone(),
+    });
     let mut spool = Spool::open_with_io(dir.path(), SpoolConfig::default(), io).unwrap();
     spool.append(&[item(0)]).unwrap();
     let err = spool.append(&[item_sized(1, 500)]).unwrap_err();
@@ -307,7 +357,10 @@ fn split_batch_gives_two_new_sequence_numbers_with_all_items() {
     let batch = spool.next_batch(5, 1 << 20).unwrap().unwrap();
     let (a, b) = spool.split_batch(batch.seq).unwrap();
     assert_eq!((a.seq, a.items, b.seq, b.items), (2, 2, 3, 3));
-    assert!(matches!(spool.load_batch(1), Err(SpoolError::UnknownBatch { seq: 1 })));
+    assert!(matches!(
+        spool.load_batch(1),
+        Err(SpoolError::UnknownBatch { seq: 1 })
+    ));
     drop(spool);
     let mut spool = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
     assert_eq!(drain(&mut spool), names(0..5));
@@ -315,7 +368,10 @@ fn split_batch_gives_two_new_sequence_numbers_with_all_items() {
         spool.append(&[item(9)]).unwrap();
         spool.next_batch(5, 1 << 20).unwrap().unwrap()
     };
-    assert!(matches!(spool.split_batch(single.seq), Err(SpoolError::CannotSplit { items: 1, .. })));
+    assert!(matches!(
+        spool.split_batch(single.seq),
+        Err(SpoolError::CannotSplit { items: 1, .. })
+    ));
 }
 
 #[test]
@@ -331,18 +387,28 @@ fn discarded_and_damaged_batches_leave_and_are_accounted() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
     fs::write(&path, bytes).unwrap();
-    assert!(matches!(spool.load_batch(second.seq), Err(SpoolError::DamagedBatch { .. })));
+    assert!(matches!(
+        spool.load_batch(second.seq),
+        Err(SpoolError::DamagedBatch { .. })
+    ));
     spool.discard_damaged(second.seq).unwrap();
     let stats = spool.stats();
-    assert_eq!((stats.depth, stats.corrupt_total, stats.last_acked_seq), (0, 2, 0));
+    assert_eq!(
+        (stats.depth, stats.corrupt_total, stats.last_acked_seq),
+        (0, 2, 0)
+    );
 }
 
 #[test]
 fn source_cursors_commit_with_their_items() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(dir.path(), small()).unwrap();
-    spool.append_with_cursor(&[item(0)], Some(("ndjson:a", "120"))).unwrap();
-    spool.append_with_cursor(&[item(1)], Some(("ndjson:a", "240"))).unwrap();
+    spool
+        .append_with_cursor(&[item(0)], Some(("ndjson:a", "120")))
+        .unwrap();
+    spool
+        .append_with_cursor(&[item(1)], Some(("ndjson:a", "240")))
+        .unwrap();
     drop(spool);
     let mut spool = Spool::open(dir.path(), small()).unwrap();
     assert_eq!(spool.source_cursor("ndjson:a"), Some("240"));
@@ -379,7 +445,10 @@ fn a_spool_is_locked_but_can_be_peeked() {
     spool.append(&[item(0), item(1)]).unwrap();
     spool.next_batch(1, 1 << 20).unwrap();
     #[cfg(unix)]
-    assert!(matches!(Spool::open(dir.path(), SpoolConfig::default()), Err(SpoolError::Io { .. })));
+    assert!(matches!(
+        Spool::open(dir.path(), SpoolConfig::default()),
+        Err(SpoolError::Io { .. })
+    ));
     let peeked = Spool::peek_stats(dir.path()).unwrap();
     assert_eq!(peeked, spool.stats());
     assert_eq!((peeked.depth, peeked.pending_batches), (2, 1));
@@ -388,7 +457,14 @@ fn a_spool_is_locked_but_can_be_peeked() {
 #[test]
 fn invalid_configs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Spool::open(dir.path(), SpoolConfig { max_bytes: 5000, segment_bytes: 4096 }).unwrap_err();
+    let err = Spool::open(
+        dir.path(),
+        SpoolConfig {
+            max_bytes: 5000,
+            segment_bytes: 4096,
+        },
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid spool configuration: max_bytes (5000) must be at least twice segment_bytes (4096)"

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::QueryError;
 use super::classes::{ClassCache, RawSignal, SignalInfo, format_code};
 use super::filters::{Filters, SourceChoice};
-use super::plan::{Resolution, Segment, Source, plan};
+use super::plan::{Family, Resolution, Segment, Source, plan};
 use super::sql::MESSAGE_KEY_SQL;
 
 /// A value bound to a `?` placeholder.
@@ -130,6 +130,21 @@ impl Dimension {
         "outcome",
     ];
 
+    /// The stored column a breakdown by this dimension groups on (`category` is derived from
+    /// the signal columns, which only the fine rollups hold).
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Category => "message_key",
+            Self::Code => "error_code",
+            Self::Platform => "platform",
+            Self::OsVersion => "os_version",
+            Self::Method => "enrollment_method",
+            Self::Tenant => "tenant",
+            Self::Stage => "stage",
+            Self::Outcome => "outcome",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "category" => Self::Category,
@@ -191,6 +206,16 @@ uniqMergeIf(devices, outcome = 'failed') AS affected_devices, \
 uniqIfMergeIf(users, outcome = 'failed') AS affected_users, \
 uniqMerge(devices) AS n_devices, \
 uniqIfMerge(users) AS n_users";
+
+/// [`METRICS`] for rows that are all failed events (category breakdowns): every device and
+/// user is then an affected one, so each uniq state column is merged once, not twice.
+const FAILED_METRICS: &str = "countMerge(events) AS n_events, \
+countMergeIf(events, outcome IN ('succeeded', 'failed')) AS attempts, \
+countMerge(events) AS failures, \
+uniqMerge(devices) AS affected_devices, \
+uniqIfMerge(users) AS affected_users, \
+affected_devices AS n_devices, \
+affected_users AS n_users";
 
 /// Counts for one group. Events are stage observations; `attempts` are those with a terminal
 /// outcome (succeeded or failed); affected devices/users are unique among failed events.
@@ -348,8 +373,15 @@ impl Engine {
         &self.cache
     }
 
-    fn segments(&self, f: &Filters, resolution: Resolution) -> Vec<Segment> {
-        plan(f.from, f.to, resolution, f.source == SourceChoice::Auto)
+    /// The segments answering `f` at `resolution` from `family` (raw rows when the caller
+    /// asked for `source=raw`).
+    fn segments(&self, f: &Filters, resolution: Resolution, family: Family) -> Vec<Segment> {
+        plan(
+            f.from,
+            f.to,
+            resolution,
+            (f.source == SourceChoice::Auto).then_some(family),
+        )
     }
 
     /// The `UNION ALL` of per-segment subqueries producing `cols` (+ states when `states`).
@@ -452,8 +484,13 @@ impl Engine {
         dim: Option<Dimension>,
         limit: u64,
     ) -> Result<Vec<MetricRow>, QueryError> {
-        let segs = self.segments(f, Resolution::Day);
         let needs_cat = f.category.is_some() || dim == Some(Dimension::Category);
+        let family = if needs_cat {
+            Family::Fine
+        } else {
+            Family::for_columns(filter_columns(f).chain(dim.map(Dimension::column)))
+        };
+        let segs = self.segments(f, Resolution::Whole, family);
         let map = if needs_cat {
             Some(self.category_map(f, &segs).await?)
         } else {
@@ -492,11 +529,12 @@ impl Engine {
         if needs_cat {
             cols.push(Col::Sig);
         }
+        let failed_only = dim == Some(Dimension::Category);
         let mut sql = Sql::default();
         sql.push("SELECT ")
             .push(key_expr)
             .push(" AS key, ")
-            .push(METRICS)
+            .push(if failed_only { FAILED_METRICS } else { METRICS })
             .push(" FROM (SELECT *");
         if let Some(map) = &map {
             sql.push(", ");
@@ -504,7 +542,7 @@ impl Engine {
             sql.push(" AS category");
         }
         sql.push(" FROM (");
-        sql.append(self.union(&segs, &cols, f, dim == Some(Dimension::Category), true));
+        sql.append(self.union(&segs, &cols, f, failed_only, true));
         sql.push("))");
         if let Some(c) = &f.category {
             sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
@@ -516,14 +554,17 @@ impl Engine {
         Ok(sql.query(&self.client).fetch_all().await?)
     }
 
-    /// Totals for the range plus the five categories with most failures.
+    /// Totals for the range plus the five categories with most failures. The two questions
+    /// read different rollups (totals need no signal columns) and run concurrently.
     pub async fn summary(&self, f: &Filters) -> Result<Summary, QueryError> {
-        let totals = self.grouped(f, None, 1).await?;
+        let (totals, top) = tokio::try_join!(
+            self.grouped(f, None, 1),
+            self.grouped(f, Some(Dimension::Category), 5)
+        )?;
         let metrics = totals
             .first()
             .map(MetricRow::metrics)
             .unwrap_or_else(|| MetricRow::zero().metrics());
-        let top = self.grouped(f, Some(Dimension::Category), 5).await?;
         Ok(Summary {
             metrics,
             top_categories: top
@@ -565,7 +606,12 @@ impl Engine {
 
     /// Metrics per time bucket over `[from, to)`, empty buckets included as zeros.
     pub async fn timeseries(&self, f: &Filters, bucket: Bucket) -> Result<Vec<Point>, QueryError> {
-        let segs = self.segments(f, bucket.resolution());
+        let family = if f.category.is_some() {
+            Family::Fine
+        } else {
+            Family::for_columns(filter_columns(f))
+        };
+        let segs = self.segments(f, bucket.resolution(), family);
         let map = if f.category.is_some() {
             Some(self.category_map(f, &segs).await?)
         } else {
@@ -630,7 +676,7 @@ impl Engine {
 
     /// The codes (with symbol and category) behind most failures, with cause and remediation.
     pub async fn top_codes(&self, f: &Filters, limit: u64) -> Result<Vec<TopCode>, QueryError> {
-        let segs = self.segments(f, Resolution::Day);
+        let segs = self.segments(f, Resolution::Whole, Family::Fine);
         let map = self.category_map(f, &segs).await?;
         let cols = [
             Col::Named("outcome"),
@@ -719,17 +765,29 @@ fn signal_of(r: &SignalRow) -> RawSignal {
     }
 }
 
-/// Appends the column filters shared by raw and rollup tables (all bound).
-pub fn push_filters(sql: &mut Sql, f: &Filters) {
-    let pairs: [(&str, &Option<String>); 6] = [
+/// The column filters of `f` as (column, value) pairs.
+fn filter_pairs(f: &Filters) -> [(&'static str, &Option<String>); 6] {
+    [
         ("tenant", &f.tenant),
         ("platform", &f.platform),
         ("enrollment_method", &f.method),
         ("os_version", &f.os_version),
         ("stage", &f.stage),
         ("outcome", &f.outcome),
-    ];
-    for (col, v) in pairs {
+    ]
+}
+
+/// The columns `f` filters on (which a rollup must hold to answer it).
+fn filter_columns(f: &Filters) -> impl Iterator<Item = &'static str> + '_ {
+    filter_pairs(f)
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(c, _)| c)
+}
+
+/// Appends the column filters shared by raw and rollup tables (all bound).
+pub fn push_filters(sql: &mut Sql, f: &Filters) {
+    for (col, v) in filter_pairs(f) {
         if let Some(v) = v {
             sql.push(&format!(" AND {col} = "))
                 .bind(Bind::Str(v.clone()));

@@ -36,20 +36,40 @@ struct Migration {
     objects: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_rollups",
-    up: include_str!("../../migrations/clickhouse/0001_event_rollups.sql"),
-    backfill: Some(include_str!(
-        "../../migrations/clickhouse/0001_event_rollups_backfill.sql"
-    )),
-    objects: &[
-        "VIEW rollup_events_hourly_mv",
-        "VIEW rollup_events_daily_mv",
-        "TABLE rollup_events_hourly",
-        "TABLE rollup_events_daily",
-    ],
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_rollups",
+        up: include_str!("../../migrations/clickhouse/0001_event_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0001_event_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_events_hourly_mv",
+            "VIEW rollup_events_daily_mv",
+            "TABLE rollup_events_hourly",
+            "TABLE rollup_events_daily",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "coarse_rollups",
+        up: include_str!("../../migrations/clickhouse/0002_coarse_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0002_coarse_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_events_weekly_mv",
+            "VIEW rollup_totals_hourly_mv",
+            "VIEW rollup_totals_daily_mv",
+            "VIEW rollup_totals_weekly_mv",
+            "TABLE rollup_events_weekly",
+            "TABLE rollup_totals_hourly",
+            "TABLE rollup_totals_daily",
+            "TABLE rollup_totals_weekly",
+        ],
+    },
+];
 
 /// Latest schema version this build knows.
 pub fn latest_version() -> u32 {
@@ -281,6 +301,28 @@ mod tests {
             statements(MIGRATIONS[0].backfill.unwrap_or_default()).len(),
             2
         );
+        assert_eq!(statements(MIGRATIONS[1].up).len(), 8);
+        assert_eq!(
+            statements(MIGRATIONS[1].backfill.unwrap_or_default()).len(),
+            4
+        );
+        // Every object a migration creates is listed for the interrupted-backfill rebuild.
+        for m in MIGRATIONS {
+            for stmt in statements(m.up) {
+                let created = stmt
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("{db}."))
+                    .unwrap_or_default()
+                    .to_owned();
+                assert!(
+                    m.objects
+                        .iter()
+                        .any(|o| o.ends_with(&format!(" {created}"))),
+                    "{created} missing from objects of migration {}",
+                    m.version
+                );
+            }
+        }
         assert_eq!(statements(RAW_TABLES_SQL).len(), 3);
         for m in MIGRATIONS {
             assert!(!m.up.contains('?'), "a '?' would be taken as a bind marker");

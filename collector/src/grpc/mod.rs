@@ -95,7 +95,12 @@ pub async fn serve(
     let ingest = IngestServiceServer::new(svc)
         .max_decoding_message_size(config.grpc_decode_limit())
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let mut builder = Server::builder();
+    // Flow-control windows sized to a whole batch: a sender streams a full batch without
+    // waiting for window updates (hyper's default is 1 MiB).
+    let window = u32::try_from(config.grpc_decode_limit()).unwrap_or(u32::MAX);
+    let mut builder = Server::builder()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.saturating_mul(2));
     if let Some(tls) = tls_config(config)? {
         builder = builder.tls_config(tls).map_err(GrpcError::Tls)?;
     }

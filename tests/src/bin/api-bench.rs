@@ -185,14 +185,21 @@ async fn main() -> anyhow::Result<()> {
         "analyzer ready (migration + rollup backfill) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let rollup_rows: u64 = ch
-        .query(&format!("SELECT count() FROM {db}.rollup_events_hourly"))
-        .fetch_one()
-        .await?;
-    let daily_rows: u64 = ch
-        .query(&format!("SELECT count() FROM {db}.rollup_events_daily"))
-        .fetch_one()
-        .await?;
+    let mut rollup_rows = Vec::new();
+    for table in [
+        "rollup_events_hourly",
+        "rollup_events_daily",
+        "rollup_events_weekly",
+        "rollup_totals_hourly",
+        "rollup_totals_daily",
+        "rollup_totals_weekly",
+    ] {
+        let n: u64 = ch
+            .query(&format!("SELECT count() FROM {db}.{table}"))
+            .fetch_one()
+            .await?;
+        rollup_rows.push(format!("{table} {n}"));
+    }
 
     let range = "from=2024-03-01T00:00:00Z&to=2024-03-31T00:00:00Z";
     let cases = [
@@ -224,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         "# api-bench: {} events, {} iterations per case",
         args.events, args.iterations
     );
-    println!("# rollup rows: hourly {rollup_rows}, daily {daily_rows}");
+    println!("# rollup rows: {}", rollup_rows.join(", "));
     println!(
         "raw-scan query (ClickHouse direct): p50 {:.1} ms, p95 {:.1} ms",
         baseline.p50, baseline.p95

@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use fleetpulse_proto::v1::telemetry_item::Kind;
 use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
+use fleetpulse_tests::harness::process::cpu_time;
 use fleetpulse_tests::harness::rows::{EnrollmentEventRow, raw_table_statements};
 use fleetpulse_tests::harness::synthetic::Synth;
 use fleetpulse_tests::harness::{self, ClickHouseServer, Collector, Registered, bearer};
@@ -127,6 +128,11 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // ---- pipeline ----
+    let cpu = CpuMeter::new(&[
+        ("bench client", Some(std::process::id())),
+        ("collector", collector.pid()),
+        ("clickhouse-server", ch.pid()),
+    ]);
     let acked = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -177,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let pipeline = started.elapsed();
     progress.abort();
+    cpu.report("pipeline", pipeline);
     let pipeline_eps = args.events as f64 / pipeline.as_secs_f64();
     eprintln!(
         "bench: pipeline {} events in {:.2} s (all acked after {:.2} s): {:.0} events/s",
@@ -193,6 +200,10 @@ async fn main() -> anyhow::Result<()> {
         ch.execute(&stmt).await?;
     }
     let client = ch.client(&raw_db);
+    let cpu = CpuMeter::new(&[
+        ("bench client", Some(std::process::id())),
+        ("clickhouse-server", ch.pid()),
+    ]);
     let started = Instant::now();
     let mut inserted = 0usize;
     for chunk in rows.chunks(args.raw_chunk.max(1)) {
@@ -209,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let raw = started.elapsed();
+    cpu.report("raw", raw);
     let raw_count = ch
         .count(
             &format!("SELECT count() FROM {raw_db}.enrollment_events"),
@@ -278,6 +290,47 @@ fn build_collector() -> anyhow::Result<()> {
         bail!("cargo build of fleetpulse-collector failed with {status}");
     }
     Ok(())
+}
+
+/// CPU seconds each process spent during a phase: where the time goes, on a machine whose
+/// two cores the bench client, the collector and ClickHouse share.
+struct CpuMeter {
+    start: Vec<(&'static str, u32, Duration)>,
+}
+
+impl CpuMeter {
+    fn new(processes: &[(&'static str, Option<u32>)]) -> Self {
+        let start = processes
+            .iter()
+            .filter_map(|(name, pid)| {
+                let pid = (*pid)?;
+                Some((*name, pid, cpu_time(pid)?))
+            })
+            .collect();
+        Self { start }
+    }
+
+    fn report(&self, phase: &str, wall: Duration) {
+        let parts: Vec<String> = self
+            .start
+            .iter()
+            .filter_map(|(name, pid, before)| {
+                let used = cpu_time(*pid)?.saturating_sub(*before);
+                Some(format!(
+                    "{name} {:.1} s ({:.0}% of one core)",
+                    used.as_secs_f64(),
+                    100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+                ))
+            })
+            .collect();
+        if !parts.is_empty() {
+            eprintln!(
+                "bench: {phase} CPU over {:.1} s wall: {}",
+                wall.as_secs_f64(),
+                parts.join(", ")
+            );
+        }
+    }
 }
 
 type Plans = Vec<Vec<PushRequest>>;

@@ -186,6 +186,13 @@ impl ClickHouseServer {
         self.lock_managed().ok().map(|m| m.tcp_port)
     }
 
+    /// The server's process id while a managed server runs (for CPU accounting or profiling).
+    pub fn pid(&self) -> Option<u32> {
+        self.lock_managed()
+            .ok()
+            .and_then(|m| m.child.as_ref().map(Child::id))
+    }
+
     /// Whether the harness manages this server's process (and it can be stopped/started).
     pub fn is_managed(&self) -> bool {
         self.managed.is_some()

@@ -448,6 +448,11 @@ impl Collector {
         http::get(self.http, path).await
     }
 
+    /// The process id while running (for CPU accounting or profiling).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         self.child

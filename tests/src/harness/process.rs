@@ -133,3 +133,20 @@ pub fn log_tail(path: &std::path::Path, max_bytes: usize) -> String {
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
 }
+
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`; `None` when
+/// the process is gone or the platform has no procfs.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+    Some(std::time::Duration::from_millis(
+        (utime + stime) * 1000 / ticks,
+    ))
+}

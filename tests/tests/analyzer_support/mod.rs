@@ -224,6 +224,11 @@ pub const SIGNALS: &[(Option<u32>, &str, &str)] = &[
 
 /// Deterministic events over [T0, T0 + 3 days): `n` rows, received at `received_at`.
 pub fn events(seed: u64, n: usize, received_at: u32) -> Vec<EnrollmentEventRow> {
+    events_over(seed, n, received_at, 3)
+}
+
+/// Deterministic events over [T0, T0 + `days` days): `n` rows, received at `received_at`.
+pub fn events_over(seed: u64, n: usize, received_at: u32, days: u32) -> Vec<EnrollmentEventRow> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| {
@@ -243,7 +248,7 @@ pub fn events(seed: u64, n: usize, received_at: u32) -> Vec<EnrollmentEventRow> 
                 agent_id: format!("agent-{device}"),
                 batch_seq: 1,
                 device_id: format!("dev-{device:03}"),
-                occurred_at: T0 + rng.gen_range(0..3 * DAY),
+                occurred_at: T0 + rng.gen_range(0..days * DAY),
                 occurred_ms: rng.gen_range(0..1000),
                 received_at,
                 platform: PLATFORMS[p].to_owned(),
