@@ -43,6 +43,9 @@ cargo build --release --workspace --bins
 mkdir -p "${LOGS}"
 pids=()
 names=()
+stopping=""
+# Logs are files, not terminals.
+export NO_COLOR=1
 
 # Stops children newest first (fleet, analyzer, collector, ClickHouse) so that each one can
 # flush into the next; SIGKILL only after a grace period.
@@ -69,13 +72,15 @@ cleanup() {
     done
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'stopping=1' INT TERM
 
+# Each component runs in a session of its own (setsid), so a terminal's Ctrl-C reaches only
+# this script, which then stops the components in order (the fleet first, ClickHouse last):
+# each one can flush into the next.
 start() {
     local name=$1
     shift
-    "$@" >"${LOGS}/${name}.log" 2>&1 &
+    setsid "$@" >"${LOGS}/${name}.log" 2>&1 &
     pids+=($!)
     names+=("${name}")
 }
@@ -159,7 +164,7 @@ if "${BIN}/fleetpulse-analyzer" serve --help >/dev/null 2>&1; then
         FLEETPULSE_ANALYZER_READY_FILE="${RUN_DIR}/analyzer.ready" \
         "${BIN}/fleetpulse-analyzer" serve
     if wait_for "${pids[-1]}" 60 test -s "${RUN_DIR}/analyzer.ready"; then
-        ANALYZER_NOTE="analyzer:  http://127.0.0.1:${ANALYZER_PORT}/  (log ${LOGS}/analyzer.log)"
+        ANALYZER_NOTE="analyzer:        http://127.0.0.1:${ANALYZER_PORT}/api/v1/openapi.json  /healthz  (log ${LOGS}/analyzer.log)"
     else
         ANALYZER_NOTE="analyzer: did not become ready; see ${LOGS}/analyzer.log"
         log "${ANALYZER_NOTE}"
@@ -193,13 +198,15 @@ Logs:
 Press Ctrl-C to stop everything.
 EOF
 
-# Exit when any component dies (its log says why), or on Ctrl-C via the traps.
-while true; do
+# Run until Ctrl-C/SIGTERM (the EXIT trap stops everything), or until a component dies (its
+# log says why).
+while [[ -z "${stopping}" ]]; do
     for i in "${!pids[@]}"; do
-        if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+        if [[ -z "${stopping}" ]] && ! kill -0 "${pids[$i]}" 2>/dev/null; then
             wait "${pids[$i]}" && status=0 || status=$?
             die "${names[$i]} exited (status ${status}); see ${LOGS}/${names[$i]}.log"
         fi
     done
-    sleep 1
+    sleep 1 || true
 done
+exit 0

@@ -42,6 +42,9 @@ pub struct Config {
     pub clickhouse_user: Option<String>,
     /// ClickHouse password; none when absent.
     pub clickhouse_password: Option<String>,
+    /// Insert compression: `lz4`, `none`, or `auto` (none when ClickHouse is on a loopback
+    /// address, where compressing only costs CPU on both sides; lz4 otherwise). Default auto.
+    pub clickhouse_compression: Compression,
     /// Control-plane database (tokens, agents, batch ledger): `sqlite://FILE` or `postgres://...`.
     pub database_url: String,
     /// PEM certificate chain for gRPC TLS; plaintext gRPC when absent.
@@ -83,6 +86,7 @@ impl Default for Config {
             clickhouse_database: DEFAULT_CLICKHOUSE_DATABASE.to_owned(),
             clickhouse_user: None,
             clickhouse_password: None,
+            clickhouse_compression: Compression::Auto,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             tls_cert: None,
             tls_key: None,
@@ -97,6 +101,45 @@ impl Default for Config {
             max_pending_rows: 200_000,
             clickhouse_timeout_secs: 10,
             batch_lease_secs: 30,
+        }
+    }
+}
+
+/// How inserts are compressed on the way to ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// `none` for a loopback ClickHouse URL, `lz4` otherwise.
+    Auto,
+    Lz4,
+    None,
+}
+
+impl Compression {
+    /// Whether inserts to `url` are LZ4-compressed.
+    pub fn use_lz4(self, url: &str) -> bool {
+        match self {
+            Compression::Lz4 => true,
+            Compression::None => false,
+            Compression::Auto => {
+                let host = url
+                    .split_once("://")
+                    .map_or(url, |(_, rest)| rest)
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or("");
+                let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+                let host = if let Some(v6) = host.strip_prefix('[') {
+                    v6.split(']').next().unwrap_or("")
+                } else {
+                    host.split(':').next().unwrap_or("")
+                };
+                let loopback = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                !loopback
+            }
         }
     }
 }
@@ -301,6 +344,15 @@ pub struct ConfigArgs {
     )]
     pub clickhouse_password: Option<String>,
 
+    /// Insert compression: `lz4`, `none`, or `auto` = none when ClickHouse is on a loopback
+    /// address (compressing only costs CPU on both ends there), lz4 otherwise. [default: auto]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_COMPRESSION",
+        value_name = "MODE"
+    )]
+    pub clickhouse_compression: Option<Compression>,
+
     /// Control-plane database holding enrollment tokens, agent credentials (hashed) and the batch
     /// ledger: `sqlite://FILE` (created if missing) or `postgres://USER:PASS@HOST/DB`. Several
     /// collectors may share one PostgreSQL database. [default: sqlite://fleetpulse-collector.db]
@@ -422,6 +474,7 @@ impl ConfigArgs {
         set(&mut c.clickhouse_database, &self.clickhouse_database);
         set_opt(&mut c.clickhouse_user, &self.clickhouse_user);
         set_opt(&mut c.clickhouse_password, &self.clickhouse_password);
+        set(&mut c.clickhouse_compression, &self.clickhouse_compression);
         set(&mut c.database_url, &self.database_url);
         set_opt(&mut c.tls_cert, &self.tls_cert);
         set_opt(&mut c.tls_key, &self.tls_key);
@@ -567,6 +620,28 @@ mod tests {
                 Some(expected)
             );
         }
+    }
+
+    #[test]
+    fn compression_auto_skips_loopback() {
+        for url in [
+            "http://127.0.0.1:8123",
+            "http://localhost:8123/",
+            "http://u:p@127.0.0.2:1",
+            "http://[::1]:8123",
+        ] {
+            assert!(!Compression::Auto.use_lz4(url), "{url}");
+        }
+        assert!(Compression::Auto.use_lz4("http://clickhouse.internal:8123"));
+        assert!(Compression::Auto.use_lz4("https://10.0.0.5:8443"));
+        assert!(Compression::Lz4.use_lz4("http://127.0.0.1:8123"));
+        assert!(!Compression::None.use_lz4("http://ch:8123"));
+        assert_eq!(
+            Config::from_toml("clickhouse_compression = \"lz4\"\n")
+                .unwrap()
+                .clickhouse_compression,
+            Compression::Lz4
+        );
     }
 
     #[test]

@@ -215,7 +215,8 @@ fn stored_to_wire(r: StoredReject) -> WireRejection {
 
 /// Encodes the valid items into rows, consuming the request's items.
 fn encode(items: Vec<TelemetryItem>, validation: &Validation, ctx: &RowContext) -> Rows {
-    let count = |f: fn(&Checked) -> bool| validation.checked.iter().flatten().filter(|c| f(c)).count();
+    let count =
+        |f: fn(&Checked) -> bool| validation.checked.iter().flatten().filter(|c| f(c)).count();
     let mut rows = Rows {
         events: Vec::with_capacity(count(|c| matches!(c, Checked::Event { .. }))),
         states: Vec::with_capacity(count(|c| matches!(c, Checked::State { .. }))),

@@ -70,8 +70,17 @@ impl std::fmt::Debug for Store {
 impl Store {
     pub fn new(config: &Config) -> Result<Self, StoreError> {
         validate_identifier(&config.clickhouse_database).map_err(StoreError::Invalid)?;
+        let compression = if config
+            .clickhouse_compression
+            .use_lz4(&config.clickhouse_url)
+        {
+            clickhouse::Compression::Lz4
+        } else {
+            clickhouse::Compression::None
+        };
         let mut client = clickhouse::Client::default()
             .with_url(&config.clickhouse_url)
+            .with_compression(compression)
             .with_validation(false);
         if let Some(user) = &config.clickhouse_user {
             client = client.with_user(user);

@@ -13,11 +13,13 @@
 //! `flush_rows` rows are pending, or `flush_interval` has passed since the first pending row;
 //! it also waits while another push holds a reservation and is still preparing its rows. So a
 //! lone sender is not delayed, while many concurrent senders share large inserts (ClickHouse
-//! works best with few large inserts). Each table's rows go in one RowBinary insert (LZ4).
+//! works best with few large inserts). Two inserts may run at once, so ClickHouse parses one
+//! while the next is gathered. Each table's rows go in one RowBinary insert.
+//!
 //! Each push is completed only after every insert of its flush returned OK; any failure fails
-//! every push of
-//! the flush (the ledger recovers partially written ones). A push whose ledger lease would not
-//! outlive a full insert attempt is failed before the insert starts (see `control::ledger`).
+//! every push of the flush (the ledger recovers partially written ones). A push whose ledger
+//! lease would not outlive a full insert attempt is failed before the insert starts (see
+//! `control::ledger`).
 
 use std::{
     sync::{
@@ -324,8 +326,12 @@ async fn run(
             break;
         };
         let batch = std::mem::take(&mut batch);
-        let (store, tables, health, metrics) =
-            (store.clone(), tables.clone(), health.clone(), metrics.clone());
+        let (store, tables, health, metrics) = (
+            store.clone(),
+            tables.clone(),
+            health.clone(),
+            metrics.clone(),
+        );
         tokio::spawn(async move {
             flush(&store, &tables, &config, &health, &metrics, batch).await;
             drop(slot);
