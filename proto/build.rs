@@ -6,7 +6,10 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["fleetpulse/v1/telemetry.proto", "fleetpulse/v1/ingest.proto"];
+const PROTOS: &[&str] = &[
+    "fleetpulse/v1/telemetry.proto",
+    "fleetpulse/v1/ingest.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

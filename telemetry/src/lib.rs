@@ -26,7 +26,9 @@ impl std::str::FromStr for LogFormat {
         match s {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown log format {other:?}: expected \"text\" or \"json\"")),
+            other => Err(format!(
+                "unknown log format {other:?}: expected \"text\" or \"json\""
+            )),
         }
     }
 }
@@ -58,7 +60,10 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the global subscriber for `service_name` ("fleetpulse-collector", ...).
-pub fn init(service_name: &'static str, format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service_name: &'static str,
+    format: LogFormat,
+) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => Some(otlp_provider(service_name, &endpoint)?),
@@ -85,12 +90,18 @@ pub fn init(service_name: &'static str, format: LogFormat) -> Result<TelemetryGu
     Ok(TelemetryGuard { provider })
 }
 
-fn otlp_provider(service_name: &'static str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn otlp_provider(
+    service_name: &'static str,
+    endpoint: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()
-        .map_err(|source| TelemetryError::Exporter { endpoint: endpoint.to_owned(), source })?;
+        .map_err(|source| TelemetryError::Exporter {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(Resource::builder().with_service_name(service_name).build())

@@ -184,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
     let pipeline = started.elapsed();
     progress.abort();
     cpu.report("pipeline", pipeline);
+    report_writer(&collector, pipeline).await;
     let pipeline_eps = args.events as f64 / pipeline.as_secs_f64();
     eprintln!(
         "bench: pipeline {} events in {:.2} s (all acked after {:.2} s): {:.0} events/s",
@@ -254,6 +255,33 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// The collector's own account of its ClickHouse writer: how many inserts, how big, and how
+/// long they kept the (single) writer busy; busy time close to the wall time means the writer
+/// is the bottleneck, small flushes mean the group commit did not gather much.
+async fn report_writer(collector: &Collector, wall: Duration) {
+    let Ok(metrics) = collector.http_get("/metrics").await else {
+        return;
+    };
+    let value = |name: &str| {
+        metrics
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    if let (Some(flushes), Some(rows), Some(busy)) = (
+        value("fleetpulse_collector_flush_rows_count"),
+        value("fleetpulse_collector_flush_rows_sum"),
+        value("fleetpulse_collector_flush_seconds_sum"),
+    ) {
+        eprintln!(
+            "bench: collector writer: {flushes:.0} flushes, {:.0} rows each on average, busy {busy:.2} s of {:.2} s wall ({:.0}%)",
+            rows / flushes.max(1.0),
+            wall.as_secs_f64(),
+            100.0 * busy / wall.as_secs_f64().max(1e-9)
+        );
+    }
 }
 
 /// Rebuilds the collector with the profile of this binary so the bench never measures a stale
