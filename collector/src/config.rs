@@ -63,12 +63,12 @@ pub struct Config {
     pub max_future_skew_secs: u32,
     /// Days of data kept in ClickHouse; also the maximum age of an accepted item. Default 90.
     pub retention_days: u32,
-    /// The writer flushes once this many rows are pending. Default 50000.
+    /// The writer flushes once this many rows are pending. Default 100000.
     pub flush_rows: usize,
     /// The writer flushes pending rows at least this often, in milliseconds. Default 200.
     pub flush_interval_ms: u64,
     /// Rows accepted but not yet confirmed by ClickHouse; beyond this Push answers UNAVAILABLE.
-    /// Default 200000.
+    /// Default 400000.
     pub max_pending_rows: usize,
     /// Timeout of one ClickHouse insert or query, in seconds. Default 10.
     pub clickhouse_timeout_secs: u64,
@@ -96,9 +96,9 @@ impl Default for Config {
             max_batch_bytes: 4 * 1024 * 1024,
             max_future_skew_secs: 24 * 3600,
             retention_days: 90,
-            flush_rows: 50_000,
+            flush_rows: 100_000,
             flush_interval_ms: 200,
-            max_pending_rows: 200_000,
+            max_pending_rows: 400_000,
             clickhouse_timeout_secs: 10,
             batch_lease_secs: 30,
         }
@@ -411,7 +411,7 @@ pub struct ConfigArgs {
     #[arg(long, env = "FLEETPULSE_COLLECTOR_RETENTION_DAYS", value_name = "DAYS")]
     pub retention_days: Option<u32>,
 
-    /// The ClickHouse writer flushes as soon as this many rows are pending. [default: 50000]
+    /// The ClickHouse writer flushes as soon as this many rows are pending. [default: 100000]
     #[arg(long, env = "FLEETPULSE_COLLECTOR_FLUSH_ROWS", value_name = "ROWS")]
     pub flush_rows: Option<usize>,
 
@@ -425,7 +425,7 @@ pub struct ConfigArgs {
     pub flush_interval_ms: Option<u64>,
 
     /// Rows handed to the writer but not yet confirmed by ClickHouse; when full, Push answers
-    /// UNAVAILABLE at once instead of buffering. [default: 200000]
+    /// UNAVAILABLE at once instead of buffering. [default: 400000]
     #[arg(
         long,
         env = "FLEETPULSE_COLLECTOR_MAX_PENDING_ROWS",
@@ -558,9 +558,9 @@ mod tests {
         assert_eq!(c.max_batch_bytes, 4_194_304);
         assert_eq!(c.max_future_skew_secs, 86_400);
         assert_eq!(c.retention_days, 90);
-        assert_eq!(c.flush_rows, 50_000);
+        assert_eq!(c.flush_rows, 100_000);
         assert_eq!(c.flush_interval_ms, 200);
-        assert_eq!(c.max_pending_rows, 200_000);
+        assert_eq!(c.max_pending_rows, 400_000);
         assert_eq!(c.clickhouse_timeout_secs, 10);
         assert_eq!(c.batch_lease_secs, 30);
         c.check().unwrap();

@@ -160,15 +160,20 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         }
     }
 
-    // Time series at every bucket width, empty buckets included.
-    for (bucket, step) in [("5m", 300u32), ("15m", 900), ("1h", 3600), ("1d", DAY)] {
+    // Time series at every bucket width, empty buckets included, from rollups and from raw
+    // rows alone (plain aggregates instead of merged states).
+    let widths = [("5m", 300u32), ("15m", 900), ("1h", 3600), ("1d", DAY)];
+    for ((bucket, step), source) in widths
+        .into_iter()
+        .flat_map(|w| ["auto", "raw"].map(|s| (w, s)))
+    {
         let (from, to) = if step == DAY {
             aligned
         } else {
             (unaligned.0, unaligned.0 + 20 * 3600)
         };
         let path = format!(
-            "/api/v1/timeseries?from={}&to={}&bucket={bucket}&platform=ios",
+            "/api/v1/timeseries?from={}&to={}&bucket={bucket}&platform=ios&source={source}",
             iso(from),
             iso(to)
         );
@@ -190,9 +195,13 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
     }
 
     // Top codes: failures per (code, symbol, category), with the catalog's remediation.
-    for (from, to) in [unaligned, with_week] {
+    let ranges = [unaligned, with_week];
+    for ((from, to), source) in ranges
+        .into_iter()
+        .flat_map(|r| ["auto", "raw"].map(|s| (r, s)))
+    {
         let path = format!(
-            "/api/v1/top-codes?from={}&to={}&limit=1000",
+            "/api/v1/top-codes?from={}&to={}&limit=1000&source={source}",
             iso(from),
             iso(to)
         );

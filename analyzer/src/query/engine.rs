@@ -217,6 +217,27 @@ uniqIfMerge(users) AS affected_users, \
 affected_devices AS n_devices, \
 affected_users AS n_users";
 
+/// [`METRICS`] computed straight from raw rows (a plan that is one raw segment): plain
+/// aggregates over the rows of [`Engine::raw_rows`], with no `-State` per group followed by a
+/// `-Merge`. Building and re-merging uniq states costs about three times hashing the rows
+/// once (measured at 10M events: 3.1 s against 1.0 s for a category breakdown).
+const RAW_METRICS: &str = "count() AS n_events, \
+countIf(outcome IN ('succeeded', 'failed')) AS attempts, \
+countIf(outcome = 'failed') AS failures, \
+uniqIf(u_tenant, u_device, outcome = 'failed') AS affected_devices, \
+uniqIf(u_tenant, u_upn, outcome = 'failed' AND u_upn != '') AS affected_users, \
+uniq(u_tenant, u_device) AS n_devices, \
+uniqIf(u_tenant, u_upn, u_upn != '') AS n_users";
+
+/// [`FAILED_METRICS`] over raw rows (see [`RAW_METRICS`]).
+const RAW_FAILED_METRICS: &str = "count() AS n_events, \
+countIf(outcome IN ('succeeded', 'failed')) AS attempts, \
+count() AS failures, \
+uniq(u_tenant, u_device) AS affected_devices, \
+uniqIf(u_tenant, u_upn, u_upn != '') AS affected_users, \
+affected_devices AS n_devices, \
+affected_users AS n_users";
+
 /// Counts for one group. Events are stage observations; `attempts` are those with a terminal
 /// outcome (succeeded or failed); affected devices/users are unique among failed events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -384,7 +405,14 @@ impl Engine {
         )
     }
 
-    /// The `UNION ALL` of per-segment subqueries producing `cols` (+ states when `states`).
+    /// The `UNION ALL` of per-table subqueries producing `cols` (+ states when `states`).
+    ///
+    /// Segments reading the same table (the day or hour edges on both sides of a range) share
+    /// one subquery whose time condition is the OR of their disjoint ranges. A rollup's state
+    /// columns are deserialized for every row of each granule read, wanted or not (a small
+    /// rollup is a single granule), so each extra subquery on a table re-reads its states:
+    /// at 10M events reading the daily totals' `devices` column costs ~200 ms whether the
+    /// range holds 3 days or 30.
     fn union(
         &self,
         segs: &[Segment],
@@ -393,15 +421,22 @@ impl Engine {
         failed_only: bool,
         states: bool,
     ) -> Sql {
+        let mut tables: Vec<(Source, Vec<(u32, u32)>)> = Vec::new();
+        for seg in segs {
+            match tables.iter_mut().find(|(s, _)| *s == seg.source) {
+                Some((_, ranges)) => ranges.push((seg.from, seg.to)),
+                None => tables.push((seg.source, vec![(seg.from, seg.to)])),
+            }
+        }
         let mut sql = Sql::default();
-        for (i, seg) in segs.iter().enumerate() {
+        for (i, (source, ranges)) in tables.iter().enumerate() {
             if i > 0 {
                 sql.push(" UNION ALL ");
             }
-            let selects: Vec<String> = cols.iter().map(|c| c.select(seg.source)).collect();
+            let selects: Vec<String> = cols.iter().map(|c| c.select(*source)).collect();
             let aliases: Vec<&str> = cols.iter().map(|c| c.alias()).collect();
             sql.push("SELECT ").push(&selects.join(", "));
-            let raw = seg.source == Source::Raw;
+            let raw = *source == Source::Raw;
             if states {
                 if raw {
                     sql.push(
@@ -412,13 +447,19 @@ impl Engine {
                     sql.push(", events, devices, users");
                 }
             }
-            sql.push(&format!(" FROM {}.{} WHERE ", self.db, seg.source.table()));
+            sql.push(&format!(" FROM {}.{} WHERE (", self.db, source.table()));
             let tcol = if raw { "occurred_at" } else { "bucket" };
-            sql.push(&format!("{tcol} >= toDateTime("))
-                .bind(Bind::U32(seg.from))
-                .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
-                .bind(Bind::U32(seg.to))
-                .push(", 'UTC')");
+            for (j, (from, to)) in ranges.iter().enumerate() {
+                if j > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push(&format!("({tcol} >= toDateTime("))
+                    .bind(Bind::U32(*from))
+                    .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
+                    .bind(Bind::U32(*to))
+                    .push(", 'UTC'))");
+            }
+            sql.push(")");
             push_filters(&mut sql, f);
             if failed_only {
                 sql.push(" AND outcome = 'failed'");
@@ -428,6 +469,48 @@ impl Engine {
             }
         }
         sql
+    }
+
+    /// The single raw segment of `segs`, when that is the whole plan (`source=raw`, sub-hour
+    /// buckets, or ranges too short for any rollup): such plans are answered by
+    /// [`Self::raw_rows`] and plain aggregates instead of states.
+    fn only_raw(segs: &[Segment]) -> Option<&Segment> {
+        match segs {
+            [seg] if seg.source == Source::Raw => Some(seg),
+            _ => None,
+        }
+    }
+
+    /// One raw segment's rows with `cols` plus the unique-count inputs under private aliases
+    /// (`u_tenant`, `u_device`, `u_upn`, so that a `tenant` column in `cols` does not clash),
+    /// for [`RAW_METRICS`]-style plain aggregates.
+    fn raw_rows(&self, seg: &Segment, cols: &[Col], f: &Filters, failed_only: bool) -> Sql {
+        let selects: Vec<String> = cols.iter().map(|c| c.select(Source::Raw)).collect();
+        let mut sql = Sql::default();
+        sql.push("SELECT ").push(&selects.join(", ")).push(&format!(
+            ", tenant AS u_tenant, device_id AS u_device, user_principal_name AS u_upn \
+             FROM {}.{} WHERE occurred_at >= toDateTime(",
+            self.db,
+            Source::Raw.table()
+        ));
+        sql.bind(Bind::U32(seg.from))
+            .push(", 'UTC') AND occurred_at < toDateTime(")
+            .bind(Bind::U32(seg.to))
+            .push(", 'UTC')");
+        push_filters(&mut sql, f);
+        if failed_only {
+            sql.push(" AND outcome = 'failed'");
+        }
+        sql
+    }
+
+    /// The rows a grouped query aggregates: [`Self::raw_rows`] for a raw-only plan, else the
+    /// union of per-segment states.
+    fn rows(&self, segs: &[Segment], cols: &[Col], f: &Filters, failed_only: bool) -> Sql {
+        match Self::only_raw(segs) {
+            Some(seg) => self.raw_rows(seg, cols, f, failed_only),
+            None => self.union(segs, cols, f, failed_only, true),
+        }
     }
 
     /// Classifies the distinct failed signals in scope and returns the non-`unknown` ones.
@@ -448,7 +531,12 @@ impl Engine {
              any(error_symbol) AS error_symbol, any(message_key) AS message_key, any(platform) AS platform, \
              any(stage) AS stage, any(source_kind) AS source_kind FROM (",
         );
-        sql.append(self.union(segs, &cols, f, true, false));
+        // Raw-only plans feed the rows straight into the one `GROUP BY sig`: grouping each
+        // segment by all signal columns first only pays off for rollup rows.
+        sql.append(match Self::only_raw(segs) {
+            Some(seg) => self.raw_rows(seg, &cols, f, true),
+            None => self.union(segs, &cols, f, true, false),
+        });
         sql.push(") GROUP BY sig");
         let rows: Vec<SignalRow> = sql.query(&self.client).fetch_all().await?;
         let mut map = CategoryMap {
@@ -530,11 +618,17 @@ impl Engine {
             cols.push(Col::Sig);
         }
         let failed_only = dim == Some(Dimension::Category);
+        let metrics = match (Self::only_raw(&segs).is_some(), failed_only) {
+            (true, true) => RAW_FAILED_METRICS,
+            (true, false) => RAW_METRICS,
+            (false, true) => FAILED_METRICS,
+            (false, false) => METRICS,
+        };
         let mut sql = Sql::default();
         sql.push("SELECT ")
             .push(key_expr)
             .push(" AS key, ")
-            .push(if failed_only { FAILED_METRICS } else { METRICS })
+            .push(metrics)
             .push(" FROM (SELECT *");
         if let Some(map) = &map {
             sql.push(", ");
@@ -542,7 +636,7 @@ impl Engine {
             sql.push(" AS category");
         }
         sql.push(" FROM (");
-        sql.append(self.union(&segs, &cols, f, failed_only, true));
+        sql.append(self.rows(&segs, &cols, f, failed_only));
         sql.push("))");
         if let Some(c) = &f.category {
             sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
@@ -623,7 +717,11 @@ impl Engine {
         }
         let mut sql = Sql::default();
         sql.push("SELECT toUInt32(ts) AS ts, ")
-            .push(METRICS)
+            .push(if Self::only_raw(&segs).is_some() {
+                RAW_METRICS
+            } else {
+                METRICS
+            })
             .push(" FROM (SELECT *");
         if let Some(map) = &map {
             sql.push(", ");
@@ -631,7 +729,7 @@ impl Engine {
             sql.push(" AS category");
         }
         sql.push(" FROM (");
-        sql.append(self.union(&segs, &cols, f, false, true));
+        sql.append(self.rows(&segs, &cols, f, false));
         sql.push("))");
         if let Some(c) = &f.category {
             sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
@@ -686,14 +784,17 @@ impl Engine {
             Col::Sig,
         ];
         let mut sql = Sql::default();
-        sql.push(
-            "SELECT error_code, error_has_code, error_symbol, category, any(sig) AS sample, \
-             countMerge(events) AS failures, uniqMerge(devices) AS affected_devices, \
-             uniqIfMerge(users) AS affected_users FROM (SELECT *, ",
-        );
+        sql.push("SELECT error_code, error_has_code, error_symbol, category, any(sig) AS sample, ");
+        sql.push(if Self::only_raw(&segs).is_some() {
+            "count() AS failures, uniq(u_tenant, u_device) AS affected_devices, \
+             uniqIf(u_tenant, u_upn, u_upn != '') AS affected_users FROM (SELECT *, "
+        } else {
+            "countMerge(events) AS failures, uniqMerge(devices) AS affected_devices, \
+             uniqIfMerge(users) AS affected_users FROM (SELECT *, "
+        });
         Self::category_expr(&mut sql, &map);
         sql.push(" AS category FROM (");
-        sql.append(self.union(&segs, &cols, f, true, true));
+        sql.append(self.rows(&segs, &cols, f, true));
         sql.push("))");
         if let Some(c) = &f.category {
             sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));

@@ -1,7 +1,9 @@
 //! Which tables answer a time range: the coarsest rollup family that holds every column the
 //! question needs, at the coarsest grain that fits the range (Monday-aligned weeks, then days,
 //! then hours), and raw rows for what is not hour-aligned. States from every segment are
-//! merged in one `UNION ALL`, so unique counts stay merges of uniq states, never sums.
+//! merged in one `UNION ALL` (one branch per table, segments on the same table OR-ed: see
+//! `Engine::union`), so unique counts stay merges of uniq states, never sums. A plan that is
+//! a single raw segment is aggregated straight from the rows instead.
 //!
 //! Why several families and grains: merging uniq states costs about one hash insertion per
 //! (device, bucket, key) combination stored, so a coarser key or a longer bucket is what makes

@@ -38,7 +38,7 @@ struct Args {
     events: u64,
     /// Concurrent simulated agents, each with its own connection and credential, each sending
     /// its batches one after the other (waiting for the ack, like a real agent).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     agents: usize,
     /// Items per Push; 0 means the collector's advertised maximum.
     #[arg(long, default_value_t = 0)]
