@@ -164,7 +164,15 @@ if "${BIN}/fleetpulse-analyzer" serve --help >/dev/null 2>&1; then
         FLEETPULSE_ANALYZER_READY_FILE="${RUN_DIR}/analyzer.ready" \
         "${BIN}/fleetpulse-analyzer" serve
     if wait_for "${pids[-1]}" 60 test -s "${RUN_DIR}/analyzer.ready"; then
-        ANALYZER_NOTE="analyzer:        http://127.0.0.1:${ANALYZER_PORT}/api/v1/openapi.json  /healthz  (log ${LOGS}/analyzer.log)"
+        # A demo API key for all tenants, kept in the run dir (shown once by the CLI).
+        if [[ ! -s "${RUN_DIR}/demo.apikey" ]]; then
+            FLEETPULSE_ANALYZER_DATABASE_URL="sqlite://${RUN_DIR}/analyzer.db" \
+                "${BIN}/fleetpulse-analyzer" key create --all-tenants --description "run.sh demo" \
+                2>>"${LOGS}/analyzer.log" | head -n 1 >"${RUN_DIR}/demo.apikey"
+        fi
+        API_KEY=$(cat "${RUN_DIR}/demo.apikey")
+        ANALYZER_NOTE="analyzer:        http://127.0.0.1:${ANALYZER_PORT}/api/v1/openapi.json  /healthz  (log ${LOGS}/analyzer.log)
+  fleet summary:   curl -s -H 'Authorization: Bearer ${API_KEY}' 'http://127.0.0.1:${ANALYZER_PORT}/api/v1/summary?from=$(date -u -d '-1 day' +%Y-%m-%dT%H:00:00Z)&to=$(date -u -d '+1 hour' +%Y-%m-%dT%H:00:00Z)'"
     else
         ANALYZER_NOTE="analyzer: did not become ready; see ${LOGS}/analyzer.log"
         log "${ANALYZER_NOTE}"
