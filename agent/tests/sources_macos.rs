@@ -26,9 +26,10 @@ fn enrollment_method_follows_dep_flag() {
     let state = user.states().next().expect("snapshot");
     assert_eq!(state.platform, Platform::Macos as i32);
     assert!(state.mdm_enrolled);
+    // Enrolled, not via DEP: profile-based or User Enrollment, `profiles` cannot tell.
     assert_eq!(
         state.enrollment_method,
-        EnrollmentMethod::AppleUserEnrollment as i32
+        EnrollmentMethod::Unspecified as i32
     );
     assert_eq!(state.mdm_url, "https://example.com/mdm/ServerURL");
 
@@ -95,7 +96,7 @@ fn not_enrolled_mac() {
 }
 
 #[test]
-fn bad_input_is_rejected_with_the_line() {
+fn unknown_lines_are_skipped_and_foreign_input_is_rejected() {
     assert_eq!(
         parse_status("Enrolled via DEP: No\n"),
         Err(ParseError::at_line(
@@ -103,20 +104,15 @@ fn bad_input_is_rejected_with_the_line() {
             "missing \"MDM enrollment:\" line (expected `profiles status -type enrollment` output; truncated?)"
         ))
     );
+    let garbage = parse_status("MDM enrollment: Yes\ngarbage line\n").expect("parses");
+    assert_eq!(garbage.skipped.first, Some((2, "garbage line".to_owned())));
+    let cut = parse_status(
+        "MDM enrollment: Yes\nDevice Enrollment configuration:\n{\n    IsSupervised = 1;\n",
+    )
+    .expect("keeps the record read so far");
     assert_eq!(
-        parse_status("MDM enrollment: Yes\ngarbage line\n"),
-        Err(ParseError::at_line(
-            2,
-            "expected \"Key: Value\", found \"garbage line\""
-        ))
+        cut.dep_record,
+        vec![("IsSupervised".to_owned(), "1".to_owned())]
     );
-    assert_eq!(
-        parse_status(
-            "MDM enrollment: Yes\nDevice Enrollment configuration:\n{\n    IsSupervised = 1;\n"
-        ),
-        Err(ParseError::at_line(
-            5,
-            "truncated input: Device Enrollment configuration is not closed by \"}\""
-        ))
-    );
+    assert_eq!(cut.skipped.count, 1);
 }

@@ -91,21 +91,17 @@ fn no_mdm_enrollment_means_not_enrolled_and_empty_url() {
 }
 
 #[test]
-fn bad_input_is_rejected_with_the_line() {
+fn unknown_lines_are_skipped_and_foreign_input_is_rejected() {
     assert_eq!(
         parse_keys("    EnrollmentState    REG_DWORD    0x1\n"),
         Err(ParseError::at_line(
             1,
-            "expected a registry key path (HKEY_LOCAL_MACHINE\\...), found \"EnrollmentState    REG_DWORD    0x1\""
+            "no registry keys found (expected `reg query ... /s` output, found \"EnrollmentState    REG_DWORD    0x1\" on line 1)"
         ))
     );
-    assert_eq!(
-        parse_keys("HKEY_LOCAL_MACHINE\\X\n    EnrollmentSta"),
-        Err(ParseError::at_line(
-            2,
-            "expected \"Name    REG_TYPE    Data\", found \"EnrollmentSta\""
-        ))
-    );
+    let cut = parse_keys("HKEY_LOCAL_MACHINE\\X\n    EnrollmentSta").expect("keeps the key");
+    assert_eq!(cut.len(), 1);
+    assert!(cut[0].values.is_empty());
     assert_eq!(
         parse_keys(""),
         Err(ParseError::at_line(
@@ -113,12 +109,16 @@ fn bad_input_is_rejected_with_the_line() {
             "no registry keys found (expected `reg query ... /s` output)"
         ))
     );
-    let bad_state = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Enrollments\\4A9EAC9B-04E6-4BD2-9B05-2C18DDDAC8D3\n    EnrollmentState    REG_SZ    soon\n";
+    // A state that is not a number establishes nothing: no failure event, raw value kept.
+    let bad_state = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Enrollments\\4A9EAC9B-04E6-4BD2-9B05-2C18DDDAC8D3\n    EnrollmentState    REG_SZ    soon\nEnde der Suche: 1 Übereinstimmung(en) gefunden.\n";
+    let parsed = registry::parse(bad_state, &ctx()).expect("parses");
+    assert_eq!(parsed.events().count(), 0);
+    let state = parsed.states().next().expect("snapshot");
     assert_eq!(
-        registry::parse(bad_state, &ctx()),
-        Err(ParseError::at_line(
-            2,
-            "EnrollmentState: \"soon\" is not a number"
-        ))
+        state
+            .attributes
+            .get("parse.skipped_lines")
+            .map(String::as_str),
+        Some("1")
     );
 }

@@ -11,8 +11,14 @@
 //! the value. Every field is kept: known ones in typed section structs, unknown ones in
 //! [`DsregStatus::unknown`] and, from there, in the snapshot's attributes.
 //!
-//! Anything else (a line that is not a banner, not blank and has no key, a banner cut short)
-//! is an error naming the line: a truncated or foreign file must not pass as a device state.
+//! Anything else (prompts, tool banners, a banner cut short, half a line of a truncated copy)
+//! is skipped and counted (`parse.skipped_lines`), never a reason to drop the output. Older
+//! layouts (Windows 10 1709/1803, Server 2016) print tenant and device fields under other
+//! sections; keys are matched in their own section first and in any section after, so ids
+//! and URLs land in their fields whatever the layout. `dsregcmd` is not localized: its
+//! labels are English on every Windows language (localized Microsoft documentation shows
+//! the same English output). An input without a single known field is an error: it is
+//! another tool's output, not a device state.
 
 use fleetpulse_proto::v1::{
     DeviceState, EnrollmentEvent, EnrollmentMethod, EnrollmentStage, JoinState, Outcome, Platform,
@@ -21,7 +27,7 @@ use fleetpulse_proto::v1::{
 use time::{OffsetDateTime, PrimitiveDateTime, macros::format_description};
 
 use super::{
-    Attributes, MAX_UPN_BYTES, ParseError, Parsed, SourceContext, excerpt, format_code,
+    Attributes, MAX_UPN_BYTES, ParseError, Parsed, Skipped, SourceContext, format_code,
     numbered_lines, parse_code, reported_error, slug, stable_event_id, timestamp_ms,
     truncate_bytes,
 };
@@ -241,6 +247,8 @@ pub struct DsregStatus {
     pub diagnostics: DiagnosticData,
     pub ngc_prerequisite_check: NgcPrerequisiteCheck,
     pub unknown: Vec<UnknownField>,
+    /// Lines that are neither banners nor `Key : Value` fields.
+    pub skipped: Skipped,
 }
 
 /// A diagnostic test result (`PASS`, `FAIL [0x801c0021/0x80072ee2]`, `SKIPPED`).
@@ -322,122 +330,104 @@ fn split_key_value(line: &str) -> Option<(&str, &str)> {
 }
 
 fn is_banner_rule(line: &str) -> bool {
-    line.starts_with("+-") && line.trim_end().ends_with('+')
+    line.starts_with("+-") || (line.starts_with("+") && line.chars().skip(1).all(|c| c == '-'))
+}
+
+/// Assigns a field to the typed view: first the section it was printed in, then (older
+/// layouts such as Windows 10 1709/1803 and Server 2016 print tenant, device and PRT fields
+/// under "Device State" or "User State"; truncated copies lose their banners) any section
+/// that knows the key. Diagnostic data comes before SSO state so a bare "Server ErrorCode"
+/// next to a registration attempt lands with the registration.
+fn assign_typed(status: &mut DsregStatus, section: &str, key: &str, value: &str) -> bool {
+    // Windows 10 1607-1709 printed "dmComplianceUrl" for today's "MdmComplianceUrl".
+    let key = match key {
+        "dmcomplianceurl" => "mdmcomplianceurl",
+        other => other,
+    };
+    let own = match section {
+        "devicestate" => status.device_state.assign(key, value),
+        "devicedetails" => status.device_details.assign(key, value),
+        "tenantdetails" => status.tenant_details.assign(key, value),
+        "userstate" => status.user_state.assign(key, value),
+        "ssostate" => status.sso_state.assign(key, value),
+        "diagnosticdata" => status.diagnostics.assign(key, value),
+        "ngcprerequisitecheck" => status.ngc_prerequisite_check.assign(key, value),
+        _ => false,
+    };
+    own || status.device_state.assign(key, value)
+        || status.device_details.assign(key, value)
+        || status.tenant_details.assign(key, value)
+        || status.user_state.assign(key, value)
+        || status.diagnostics.assign(key, value)
+        || status.sso_state.assign(key, value)
+        || status.ngc_prerequisite_check.assign(key, value)
 }
 
 /// Parses the text of `dsregcmd /status` into its sections and typed view.
+///
+/// Banner rules are decoration; a `| Title |` line opens a section (also when its rules are
+/// missing or cut); `Key : Value` lines before any banner go to an unnamed section. Anything
+/// else (prompts, tool banners, localized notices, half lines of a cut copy) is skipped and
+/// counted in [`DsregStatus::skipped`]. Only an input without a single `Key : Value` field
+/// the typed view knows is an error: that is another tool's output, not a device state.
 pub fn parse_status(text: &str) -> Result<DsregStatus, ParseError> {
     let mut status = DsregStatus::default();
-    let mut lines = numbered_lines(text);
     let mut last_line = 0;
-    while let Some((number, raw)) = lines.next() {
+    for (number, raw) in numbered_lines(text) {
         last_line = number;
         let line = raw.trim();
-        if line.is_empty() {
+        if line.is_empty() || is_banner_rule(line) {
             continue;
         }
-        if line.starts_with("+-") {
-            if !is_banner_rule(line) {
-                return Err(ParseError::at_line(
-                    number,
-                    format!("malformed section banner rule, found \"{}\"", excerpt(line)),
-                ));
-            }
-            let (title_number, title) = lines.next().ok_or_else(|| {
-                ParseError::at_line(
-                    number + 1,
-                    "truncated section banner: missing \"| Section Name |\" line",
-                )
-            })?;
-            let title = title.trim();
-            if title.len() < 2 || !title.starts_with('|') || !title.ends_with('|') {
-                return Err(ParseError::at_line(
-                    title_number,
-                    format!(
-                        "expected \"| Section Name |\", found \"{}\"",
-                        excerpt(title)
-                    ),
-                ));
-            }
-            let name = title[1..title.len() - 1].trim().to_owned();
-            let (rule_number, rule) = lines.next().ok_or_else(|| {
-                ParseError::at_line(
-                    title_number + 1,
-                    "truncated section banner: missing closing \"+----+\" line",
-                )
-            })?;
-            if !is_banner_rule(rule.trim()) {
-                return Err(ParseError::at_line(
-                    rule_number,
-                    format!(
-                        "expected closing banner \"+----+\", found \"{}\"",
-                        excerpt(rule)
-                    ),
-                ));
-            }
-            last_line = rule_number;
+        if let Some(title) = line.strip_prefix('|') {
+            let name = title.strip_suffix('|').unwrap_or(title).trim().to_owned();
             status.sections.push(Section {
                 name,
-                line: title_number,
+                line: number,
                 fields: Vec::new(),
             });
             continue;
         }
-        let Some(section) = status.sections.last_mut() else {
-            return Err(ParseError::at_line(
-                number,
-                format!(
-                    "expected a section banner \"+----+\", found \"{}\"",
-                    excerpt(line)
-                ),
-            ));
+        let Some((key, value)) = split_key_value(line).filter(|(key, _)| !key.is_empty()) else {
+            status.skipped.line(number, line);
+            continue;
         };
-        let Some((key, value)) = split_key_value(line) else {
-            return Err(ParseError::at_line(
-                number,
-                format!("expected \"Key : Value\", found \"{}\"", excerpt(line)),
-            ));
-        };
-        if key.is_empty() {
-            return Err(ParseError::at_line(
-                number,
-                format!("empty key in \"{}\"", excerpt(line)),
-            ));
+        if status.sections.is_empty() {
+            status.sections.push(Section {
+                name: String::new(),
+                line: number,
+                fields: Vec::new(),
+            });
         }
-        section.fields.push(Field {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            line: number,
-        });
-    }
-    if status.sections.is_empty() {
-        return Err(ParseError::at_line(
-            last_line.max(1),
-            "no dsregcmd sections found (expected a \"| Device State |\" banner)",
-        ));
+        if let Some(section) = status.sections.last_mut() {
+            section.fields.push(Field {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                line: number,
+            });
+        }
     }
     let sections = status.sections.clone();
+    let mut known_fields = 0usize;
     for section in &sections {
         let section_key = normalize(&section.name);
         for field in &section.fields {
             let key = normalize(&field.key);
-            let known = match section_key.as_str() {
-                "devicestate" => status.device_state.assign(&key, &field.value),
-                "devicedetails" => status.device_details.assign(&key, &field.value),
-                "tenantdetails" => status.tenant_details.assign(&key, &field.value),
-                "userstate" => status.user_state.assign(&key, &field.value),
-                "ssostate" => status.sso_state.assign(&key, &field.value),
-                "diagnosticdata" => status.diagnostics.assign(&key, &field.value),
-                "ngcprerequisitecheck" => status.ngc_prerequisite_check.assign(&key, &field.value),
-                _ => false,
-            };
-            if !known {
+            if assign_typed(&mut status, &section_key, &key, &field.value) {
+                known_fields += 1;
+            } else {
                 status.unknown.push(UnknownField {
                     section: section.name.clone(),
                     field: field.clone(),
                 });
             }
         }
+    }
+    if known_fields == 0 {
+        return Err(ParseError::at_line(
+            last_line.max(1),
+            "no dsregcmd fields found (expected \"AzureAdJoined : YES\" under a \"| Device State |\" banner)",
+        ));
     }
     Ok(status)
 }
@@ -460,14 +450,35 @@ impl DsregStatus {
         }
     }
 
-    /// The enrollment path the join state implies.
+    /// Whether the diagnostic data records a (failed) registration attempt.
+    fn has_registration_attempt(&self) -> bool {
+        let diag = &self.diagnostics;
+        [
+            &diag.previous_registration,
+            &diag.error_phase,
+            &diag.registration_type,
+        ]
+        .iter()
+        .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+            || diag
+                .client_error_code
+                .as_deref()
+                .and_then(parse_code)
+                .is_some_and(|c| c != 0)
+    }
+
+    /// The enrollment path the join state implies; unspecified when the output does not
+    /// establish one.
     fn enrollment_method(&self) -> EnrollmentMethod {
         match self.join_state() {
             JoinState::HybridJoined => EnrollmentMethod::HybridJoin,
             JoinState::EntraJoined => EnrollmentMethod::EntraJoin,
             JoinState::WorkplaceRegistered => EnrollmentMethod::UserDrivenByod,
-            // Diagnostic data on a domain-joined device is a hybrid join attempt.
-            JoinState::DomainJoined => EnrollmentMethod::HybridJoin,
+            // A registration attempt on a domain-joined device is a hybrid join; without one
+            // the output does not establish any enrollment path.
+            JoinState::DomainJoined if self.has_registration_attempt() => {
+                EnrollmentMethod::HybridJoin
+            }
             _ => EnrollmentMethod::Unspecified,
         }
     }
@@ -476,6 +487,7 @@ impl DsregStatus {
 /// Parses `dsregcmd /status` output into a device state snapshot plus failure events.
 pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
     let status = parse_status(text)?;
+    status.skipped.warn_once("dsregcmd");
     Ok(to_items(&status, ctx))
 }
 
@@ -697,6 +709,7 @@ fn device_state(
     });
 
     let mut attributes = Attributes::new();
+    status.skipped.annotate(&mut attributes);
     attributes.add_opt("entra_device_id", details.device_id.as_deref());
     attributes.add_opt("domain_name", status.device_state.domain_name.as_deref());
     attributes.add_opt("tpm_protected", details.tpm_protected.as_deref());

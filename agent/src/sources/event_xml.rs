@@ -10,7 +10,13 @@
 //!   results), 400 (CSP command failure).
 //! - `Microsoft-Windows-User Device Registration/Admin`: 201 and 220 (discovery), 204, 304 and
 //!   307 (join), 305 (authentication).
-//! - `Microsoft-Windows-ModernDeployment-Diagnostics-Provider/Autopilot`: 100-114.
+//! - `Microsoft-Windows-ModernDeployment-Diagnostics-Provider/Autopilot` (and its pre-1903
+//!   name under Provisioning-Diagnostics-Provider): 100-114, 153, 160-164, 171, 172.
+//!
+//! The outcome follows a rule stated per event id ([`mapping`]) and the level: Warning and
+//! Information records are never failed enrollments (Autopilot's "policy not found" warning
+//! while the profile is not assigned yet is routine). The failure code is the failing
+//! HRESULT of the record, not the first hex number of its message.
 //!
 //! **Other event ids, and other channels, are skipped** (but still advance the cursor): the
 //! Admin channel carries many policy and CSP events that are not enrollment observations, and
@@ -33,8 +39,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    Attributes, MAX_CHANNEL_BYTES, ParseError, Parsed, SourceContext, line_col, parse_code,
-    reported_error, stable_event_id, timestamp_ms, truncate_bytes,
+    Attributes, MAX_CHANNEL_BYTES, ParseError, Parsed, Skipped, SourceContext, line_col,
+    parse_code, reported_error, stable_event_id, timestamp_ms, truncate_bytes,
 };
 
 /// The MDM enrollment client's Admin channel.
@@ -45,6 +51,9 @@ pub const DEVICE_REGISTRATION_CHANNEL: &str = "Microsoft-Windows-User Device Reg
 /// Windows Autopilot diagnostics.
 pub const AUTOPILOT_CHANNEL: &str =
     "Microsoft-Windows-ModernDeployment-Diagnostics-Provider/Autopilot";
+/// Windows Autopilot diagnostics on Windows 10 1803 and 1809 (moved in 1903).
+pub const AUTOPILOT_CHANNEL_BEFORE_1903: &str =
+    "Microsoft-Windows-Provisioning-Diagnostics-Provider/AutoPilot";
 
 /// The highest `EventRecordID` read per channel. Persist it after the items it produced are
 /// spooled; pass it back on the next read.
@@ -199,6 +208,13 @@ enum Slot {
 
 /// Reads every `<Event>` element of an export.
 pub fn parse_records(text: &str) -> Result<Vec<EventRecord>, ParseError> {
+    parse_records_detailed(text).map(|(records, _)| records)
+}
+
+/// Reads every `<Event>` element of an export, and counts the text outside them (prompts,
+/// banners and trailers of the shell that ran the export), which is skipped.
+pub fn parse_records_detailed(text: &str) -> Result<(Vec<EventRecord>, Skipped), ParseError> {
+    let mut skipped = Skipped::default();
     let mut reader = Reader::from_str(text);
     reader.config_mut().trim_text(true);
     let mut records = Vec::new();
@@ -230,12 +246,8 @@ pub fn parse_records(text: &str) -> Result<Vec<EventRecord>, ParseError> {
                 if current.is_some() && slot != Slot::None {
                     buffer.push_str(&value);
                 } else if current.is_none() && !value.trim().is_empty() {
-                    let (line, column) = line_col(text, at);
-                    return Err(ParseError::at(
-                        line,
-                        column,
-                        "text outside of an <Event> element",
-                    ));
+                    let (line, _) = line_col(text, before);
+                    skipped.line(line, &value);
                 }
                 continue;
             }
@@ -348,7 +360,7 @@ pub fn parse_records(text: &str) -> Result<Vec<EventRecord>, ParseError> {
             format!("truncated input: <{open}> is not closed"),
         ));
     }
-    Ok(records)
+    Ok((records, skipped))
 }
 
 fn finish_slot(record: &mut PartialRecord, slot: Slot, buffer: &mut String, data_name: &str) {
@@ -378,7 +390,8 @@ pub fn parse_events(
     ctx: &SourceContext,
     cursor: &Cursor,
 ) -> Result<(Parsed, Cursor), ParseError> {
-    let records = parse_records(text)?;
+    let (records, skipped) = parse_records_detailed(text)?;
+    skipped.warn_once("event_log");
     let mut parsed = Parsed::default();
     let mut next = cursor.clone();
     for record in &records {
@@ -393,21 +406,61 @@ pub fn parse_events(
     Ok((parsed, next))
 }
 
+/// What an event id means for an enrollment, stated per id in [`mapping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    /// The id reports a failed enrollment step (a failure when logged as Error/Critical).
+    Failure,
+    /// The id reports a completed enrollment.
+    Success,
+    /// A step of a deployment that goes on (profile download, policy reads): in progress.
+    Progress,
+    /// A routine notice by design, such as "Autopilot policy not found" while the profile
+    /// is not downloaded yet: never a failure, outcome left unspecified.
+    Notice,
+    /// The id covers both results; the level and the carried HRESULT decide.
+    ByLevel,
+}
+
 /// How a known event id maps onto the protocol.
 struct Mapping {
     stage: EnrollmentStage,
     method: EnrollmentMethod,
-    /// Outcome when the record carries no HRESULT.
-    default_outcome: Outcome,
+    meaning: Meaning,
 }
 
+/// The rule per event id. Whatever the id, the level has the last word: an event logged as
+/// Warning or Information is never counted as a failed enrollment (see [`outcome`]).
+///
+/// DeviceManagement-Enterprise-Diagnostics-Provider/Admin:
+/// - 75 auto MDM enrollment succeeded (Success); 76 auto MDM enrollment failed (Failure);
+/// - 52 the server answered the enroll request with a SOAP fault (Failure);
+/// - 71, 77-84 enrollment client steps, 201/203/204/209 OMA-DM session results (ByLevel);
+/// - 400 a CSP command failed during the first sync (Failure).
+///
+/// User Device Registration/Admin: 201/220 discovery, 204/304/307 join and 305
+/// authentication failures of automatic (hybrid) registration (Failure).
+///
+/// ModernDeployment-Diagnostics-Provider/Autopilot (and, before Windows 10 1903,
+/// Provisioning-Diagnostics-Provider/Autopilot), per Microsoft's "Troubleshoot Autopilot OOBE
+/// issues" event table:
+/// - 100 "Autopilot policy [name] not found" is a Warning that is "typically a temporary
+///   problem, while the device is waiting for an Autopilot profile" (Notice);
+/// - 101/103/109/111 policy and settings reads succeeded, 153 profile state changed,
+///   160/161/164 profile download steps, 163 already provisioned (Progress);
+/// - 102/104/106/108/110/112 the same reads failed: Failure, except HRESULT 0x80070490
+///   (element not found) on a policy read, which is the same routine absence as 100
+///   (Notice);
+/// - 113/114 DLL unloaded with calls outstanding, settings retrieval skipped (Notice);
+/// - 171 TPM identity could not be confirmed (attestation) and 172 the profile could not be
+///   set available, usually after 171 (Failure).
 fn mapping(record: &EventRecord) -> Option<Mapping> {
     let channel = record.channel.as_str();
-    let map = |stage, default_outcome| {
+    let map = |stage, meaning| {
         Some(Mapping {
             stage,
             method: EnrollmentMethod::Unspecified,
-            default_outcome,
+            meaning,
         })
     };
     if channel.eq_ignore_ascii_case(DM_ADMIN_CHANNEL) {
@@ -415,29 +468,40 @@ fn mapping(record: &EventRecord) -> Option<Mapping> {
             75 => Some(Mapping {
                 stage: EnrollmentStage::Complete,
                 method: EnrollmentMethod::GpoAutoEnroll,
-                default_outcome: Outcome::Succeeded,
+                meaning: Meaning::Success,
             }),
             76 => Some(Mapping {
                 stage: EnrollmentStage::Complete,
                 method: EnrollmentMethod::GpoAutoEnroll,
-                default_outcome: Outcome::Failed,
+                meaning: Meaning::Failure,
             }),
-            52 => map(fault_stage(&fault(record).0), Outcome::Failed),
-            71 | 77..=84 => map(EnrollmentStage::Complete, level_outcome(record.level)),
-            201 | 203 | 204 | 209 => map(EnrollmentStage::FirstSync, level_outcome(record.level)),
-            400 => map(EnrollmentStage::FirstSync, Outcome::Failed),
+            52 => map(fault_stage(&fault(record).0), Meaning::Failure),
+            71 | 77..=84 => map(EnrollmentStage::Complete, Meaning::ByLevel),
+            201 | 203 | 204 | 209 => map(EnrollmentStage::FirstSync, Meaning::ByLevel),
+            400 => map(EnrollmentStage::FirstSync, Meaning::Failure),
             _ => None,
         }
     } else if channel.eq_ignore_ascii_case(DEVICE_REGISTRATION_CHANNEL) {
         match record.event_id {
-            201 | 220 => map(EnrollmentStage::Discovery, Outcome::Failed),
-            204 | 304 | 307 => map(EnrollmentStage::DeviceRegistration, Outcome::Failed),
-            305 => map(EnrollmentStage::Authentication, Outcome::Failed),
+            201 | 220 => map(EnrollmentStage::Discovery, Meaning::Failure),
+            204 | 304 | 307 => map(EnrollmentStage::DeviceRegistration, Meaning::Failure),
+            305 => map(EnrollmentStage::Authentication, Meaning::Failure),
             _ => None,
         }
-    } else if channel.eq_ignore_ascii_case(AUTOPILOT_CHANNEL) {
+    } else if channel.eq_ignore_ascii_case(AUTOPILOT_CHANNEL)
+        || channel.eq_ignore_ascii_case(AUTOPILOT_CHANNEL_BEFORE_1903)
+    {
+        const NOT_FOUND: u32 = 0x8007_0490;
         match record.event_id {
-            100..=114 => map(EnrollmentStage::Complete, level_outcome(record.level)),
+            100 | 113 | 114 => map(EnrollmentStage::Discovery, Meaning::Notice),
+            102 | 104 if record_code(record) == Some(NOT_FOUND) => {
+                map(EnrollmentStage::Discovery, Meaning::Notice)
+            }
+            102 | 104 | 106 | 108 | 110 | 112 => map(EnrollmentStage::Discovery, Meaning::Failure),
+            101 | 103 | 105 | 107 | 109 | 111 | 153 | 160 | 161 | 163 | 164 => {
+                map(EnrollmentStage::Discovery, Meaning::Progress)
+            }
+            171 | 172 => map(EnrollmentStage::DeviceRegistration, Meaning::Failure),
             _ => None,
         }
     } else {
@@ -445,13 +509,28 @@ fn mapping(record: &EventRecord) -> Option<Mapping> {
     }
 }
 
-/// Outcome from the event level when no HRESULT says it: critical, error and warning are
-/// failures; information is a success.
-fn level_outcome(level: Option<u8>) -> Outcome {
-    match level {
-        Some(1..=3) => Outcome::Failed,
-        Some(_) => Outcome::Succeeded,
-        None => Outcome::Unspecified,
+/// The outcome of a mapped record: the id's meaning, overruled by the level (Warning,
+/// Information and Verbose are never failures), with the carried HRESULT deciding only
+/// where the id covers both results.
+fn outcome(meaning: Meaning, level: Option<u8>, code: Option<u32>) -> Outcome {
+    // 1 Critical, 2 Error, 3 Warning, 4 Information, 5 Verbose; 0 is "LogAlways", used
+    // by some providers for informational records.
+    let not_an_error = matches!(level, Some(0) | Some(3..));
+    match meaning {
+        Meaning::Notice => Outcome::Unspecified,
+        Meaning::Progress => Outcome::InProgress,
+        Meaning::Success => Outcome::Succeeded,
+        Meaning::Failure if code == Some(0) => Outcome::Succeeded,
+        Meaning::Failure if not_an_error => Outcome::Unspecified,
+        Meaning::Failure => Outcome::Failed,
+        Meaning::ByLevel => match (level, code) {
+            (Some(1 | 2), _) => Outcome::Failed,
+            (Some(3), _) => Outcome::Unspecified,
+            (Some(_), _) => Outcome::Succeeded,
+            (None, Some(0)) => Outcome::Succeeded,
+            (None, Some(_)) => Outcome::Failed,
+            (None, None) => Outcome::Unspecified,
+        },
     }
 }
 
@@ -517,22 +596,40 @@ fn fault(record: &EventRecord) -> (String, String) {
     )
 }
 
-/// First `0x` + 8 hex digits token in `text`.
+/// The failure code written in a message: of all `0x…` tokens (1 to 8 hex digits), the first
+/// with the HRESULT severity bit set, else the first non-zero one, else zero. Messages often
+/// carry a success code before the failure ("Device Credential (0x0), Failed (Unknown Win32
+/// Error code: 0x8018002b)"), so the first hex number is not the answer.
 fn find_hex_code(text: &str) -> Option<u32> {
     let bytes = text.as_bytes();
+    let mut codes = Vec::new();
     let mut from = 0;
     while let Some(found) = text[from..].find("0x").or_else(|| text[from..].find("0X")) {
-        let start = from + found + 2;
+        let at = from + found;
+        let start = at + 2;
         let digits = bytes[start..]
             .iter()
             .take_while(|b| b.is_ascii_hexdigit())
             .count();
-        if digits == 8 {
-            return u32::from_str_radix(&text[start..start + 8], 16).ok();
+        let glued_before = at > 0 && bytes[at - 1].is_ascii_alphanumeric();
+        let glued_after = bytes
+            .get(start + digits)
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+        if (1..=8).contains(&digits)
+            && !glued_before
+            && !glued_after
+            && let Ok(code) = u32::from_str_radix(&text[start..start + digits], 16)
+        {
+            codes.push(code);
         }
         from = start;
     }
-    None
+    codes
+        .iter()
+        .copied()
+        .find(|c| c & 0x8000_0000 != 0)
+        .or_else(|| codes.iter().copied().find(|&c| c != 0))
+        .or_else(|| codes.first().copied())
 }
 
 /// The error code a record carries: the `HRESULT` data item, else a data item whose name
@@ -570,15 +667,14 @@ pub fn to_event(record: &EventRecord, ctx: &SourceContext) -> Option<EnrollmentE
     let mapping = mapping(record)?;
     let is_fault = record.event_id == 52 && record.channel.eq_ignore_ascii_case(DM_ADMIN_CHANNEL);
     let code = record_code(record);
-    let outcome = match code {
-        Some(0) => Outcome::Succeeded,
-        Some(_) => Outcome::Failed,
-        None => mapping.default_outcome,
-    };
-    let error = if is_fault {
+    let outcome = outcome(mapping.meaning, record.level, code);
+    let error = if outcome != Outcome::Failed {
+        // Warnings and notices keep their code as an attribute, not as a failure signal.
+        None
+    } else if is_fault {
         let (subcode, reason) = fault(record);
         Some(reported_error(code, &subcode, &reason))
-    } else if outcome == Outcome::Failed || code.is_some_and(|c| c != 0) {
+    } else if outcome == Outcome::Failed {
         Some(reported_error(
             code,
             "",
@@ -591,6 +687,11 @@ pub fn to_event(record: &EventRecord, ctx: &SourceContext) -> Option<EnrollmentE
     let mut attributes = Attributes::new();
     if let Some(level) = record.level {
         attributes.add("level", &level.to_string());
+    }
+    if error.is_none()
+        && let Some(code) = code.filter(|&c| c != 0)
+    {
+        attributes.add("hresult", &super::format_code(code));
     }
     attributes.add("provider", &record.provider);
     if !record.computer.is_empty() {
@@ -648,7 +749,13 @@ mod tests {
             find_hex_code("Device Credential (0x1), Failed (0x80180001)"),
             Some(0x8018_0001)
         );
-        assert_eq!(find_hex_code("no code 0x12"), None);
+        assert_eq!(
+            find_hex_code("Device Credential (0x0), Failed (Unknown Win32 Error code: 0x8018002b)"),
+            Some(0x8018_002b)
+        );
+        assert_eq!(find_hex_code("status 0x0"), Some(0));
+        assert_eq!(find_hex_code("guid {0x12ab}x"), Some(0x12ab));
+        assert_eq!(find_hex_code("no code here"), None);
     }
 
     #[test]

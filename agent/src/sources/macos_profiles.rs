@@ -6,21 +6,25 @@
 //! MDM enrollment: Yes (User Approved)
 //! MDM server: https://mdm.example.com/mdm/server
 //! ```
-//! (`MDM server` only when enrolled.) `profiles show -type enrollment` prints the Automated
+//! (`MDM server` only when enrolled.) macOS 10.13.0-10.13.3 printed a single sentence
+//! instead ("An enrollment profile is currently installed on this system" / "There is no
+//! enrollment profile installed on this system"), read as `MDM enrollment: Yes` / `No`. `profiles show -type enrollment` prints the Automated
 //! Device Enrollment (DEP) activation record as an old-style property list:
 //! `Device Enrollment configuration:` followed by `{ Key = Value; ... }`, or an
 //! `Error fetching Device Enrollment configuration: ...` line on a Mac without one. The input
 //! may hold either output or both concatenated (the shim runs both).
 //!
 //! Mapping: `mdm_enrolled` from `MDM enrollment: Yes...`; `mdm_url` from `MDM server`;
-//! enrollment method Apple ADE when `Enrolled via DEP: Yes`, else Apple user/device
-//! enrollment when enrolled. `User Approved`, the DEP record's organisation, configuration
+//! enrollment method Apple ADE when `Enrolled via DEP: Yes`, else unspecified (a
+//! profile-based device enrollment and a User Enrollment print the same). Lines of neither
+//! shape are skipped and counted; a DEP record cut short keeps what was read. `User Approved`, the DEP record's organisation, configuration
 //! URL, supervision and the unknown keys travel as attributes.
 
 use fleetpulse_proto::v1::{DeviceState, EnrollmentMethod, Platform};
 
 use super::{
-    Attributes, ParseError, Parsed, SourceContext, excerpt, numbered_lines, slug, timestamp_ms,
+    Attributes, ParseError, Parsed, Skipped, SourceContext, excerpt, numbered_lines, slug,
+    timestamp_ms,
 };
 
 /// What the two commands printed.
@@ -32,6 +36,8 @@ pub struct ProfilesStatus {
     pub dep_record: Vec<(String, String)>,
     /// The error `profiles show` printed instead of a record.
     pub dep_error: Option<String>,
+    /// Lines of neither shape (and a DEP record cut short), skipped.
+    pub skipped: Skipped,
 }
 
 impl ProfilesStatus {
@@ -95,22 +101,39 @@ pub fn parse_status(text: &str) -> Result<ProfilesStatus, ParseError> {
             );
             continue;
         }
-        if trimmed.eq_ignore_ascii_case("Device Enrollment configuration:") {
-            parse_record(&mut lines, number, &mut result.dep_record)?;
+        // macOS 10.13.0-10.13.3 printed one sentence instead of the Key: Value lines.
+        if trimmed.starts_with("An enrollment profile is currently installed") {
+            result
+                .status
+                .push(("MDM enrollment".to_owned(), "Yes".to_owned()));
+            result
+                .status
+                .push(("legacy status".to_owned(), trimmed.to_owned()));
             continue;
         }
-        let Some((key, value)) = trimmed.split_once(':') else {
-            return Err(ParseError::at_line(
-                number,
-                format!("expected \"Key: Value\", found \"{}\"", excerpt(trimmed)),
-            ));
-        };
-        if key.trim().is_empty() {
-            return Err(ParseError::at_line(
-                number,
-                format!("empty key in \"{}\"", excerpt(trimmed)),
-            ));
+        if trimmed.starts_with("There is no enrollment profile installed") {
+            result
+                .status
+                .push(("MDM enrollment".to_owned(), "No".to_owned()));
+            result
+                .status
+                .push(("legacy status".to_owned(), trimmed.to_owned()));
+            continue;
         }
+        if trimmed.eq_ignore_ascii_case("Device Enrollment configuration:") {
+            // A record cut short keeps the entries read before the cut.
+            if let Err(err) = parse_record(&mut lines, number, &mut result.dep_record) {
+                result.skipped.line(err.line, &err.message);
+            }
+            continue;
+        }
+        let Some((key, value)) = trimmed
+            .split_once(':')
+            .filter(|(key, _)| !key.trim().is_empty())
+        else {
+            result.skipped.line(number, trimmed);
+            continue;
+        };
         result
             .status
             .push((key.trim().to_owned(), value.trim().to_owned()));
@@ -187,15 +210,18 @@ fn parse_record<'a>(
 /// Parses the output into a macOS snapshot.
 pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
     let status = parse_status(text)?;
+    status.skipped.warn_once("macos_profiles");
     let enrolled = starts_yes(status.value("MDM enrollment")).unwrap_or(false);
     let via_dep = starts_yes(status.value("Enrolled via DEP"));
-    let method = match (enrolled, via_dep) {
-        (_, Some(true)) => EnrollmentMethod::AppleAde,
-        (true, _) => EnrollmentMethod::AppleUserEnrollment,
+    // Enrolled without DEP is a profile-based enrollment, which `profiles` does not tell
+    // apart from User Enrollment: the method stays unspecified rather than guessed.
+    let method = match via_dep {
+        Some(true) => EnrollmentMethod::AppleAde,
         _ => EnrollmentMethod::Unspecified,
     };
 
     let mut attributes = Attributes::new();
+    status.skipped.annotate(&mut attributes);
     attributes.add_opt("enrolled_via_dep", status.value("Enrolled via DEP"));
     attributes.add_opt("mdm_enrollment", status.value("MDM enrollment"));
     if let Some(mdm) = status.value("MDM enrollment") {

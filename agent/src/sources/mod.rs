@@ -6,9 +6,14 @@
 //! the real tools and hand their stdout to the parsers.
 //!
 //! Shared conventions, so that every source behaves the same:
-//! - Input text comes through [`decode_text`], which understands UTF-8 (with or without BOM)
-//!   and UTF-16 with a BOM (what PowerShell's `>` writes), and refuses anything else with the
-//!   position of the first bad byte instead of guessing.
+//! - Input text comes through [`decode_text`], which understands UTF-8 (with or without BOM),
+//!   UTF-16 with or without a BOM (what PowerShell's `>` and `cmd /u` write) and the legacy
+//!   OEM/ANSI code pages of localized Windows; an undecodable byte is replaced and counted,
+//!   never a reason to drop the whole output.
+//! - An unknown line, banner or trailer never rejects a whole output: parsers keep what they
+//!   understood, count what they skipped ([`Skipped`]: `parse.skipped_lines` and
+//!   `parse.first_skipped` attributes) and warn once. Only an input with nothing of the
+//!   expected shape in it (another tool's output, an empty file) is an error.
 //! - Event ids are deterministic ([`stable_event_id`]): re-reading the same record gives the
 //!   same UUID, so resends and re-reads can be deduplicated downstream.
 //! - Field limits of the protocol (attribute count and sizes, symbol/message sizes) are applied
@@ -296,78 +301,236 @@ pub fn format_code(code: u32) -> String {
     format!("{code:#010x}")
 }
 
-/// Decodes tool output to text. Understands a UTF-8 BOM, UTF-16LE/BE with BOM (PowerShell 5
-/// redirection writes UTF-16LE with BOM), and plain UTF-8. Invalid input is an error naming
-/// the position, never lossily replaced: a mangled value would be shipped as a fact.
+/// How [`decode_text_detailed`] read the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    Utf8,
+    Utf16Le,
+    Utf16Be,
+    /// OEM code page 850 (console output of Western European Windows).
+    Cp850,
+    /// OEM code page 437 (console output of US Windows).
+    Cp437,
+    /// ANSI code page 1252 (files written by Windows PowerShell `Out-File -Encoding Default`).
+    Windows1252,
+    /// Code page 932 (Japanese Windows console and ANSI output).
+    ShiftJis,
+}
+
+impl TextEncoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            TextEncoding::Utf8 => "utf-8",
+            TextEncoding::Utf16Le => "utf-16le",
+            TextEncoding::Utf16Be => "utf-16be",
+            TextEncoding::Cp850 => "cp850",
+            TextEncoding::Cp437 => "cp437",
+            TextEncoding::Windows1252 => "windows-1252",
+            TextEncoding::ShiftJis => "shift_jis",
+        }
+    }
+}
+
+/// Decoded tool output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedText {
+    pub text: String,
+    pub encoding: TextEncoding,
+    /// Characters that could not be decoded and became U+FFFD (or were NULs dropped). Never
+    /// a reason to lose the record: the rest of the output is still read.
+    pub replaced: usize,
+}
+
+/// Decodes tool output to text; see [`decode_text_detailed`]. Never fails on content: the
+/// `Result` is kept so callers keep one error path.
 pub fn decode_text(bytes: &[u8]) -> Result<String, ParseError> {
+    Ok(decode_text_detailed(bytes).text)
+}
+
+/// Decodes what a Windows, macOS or Linux tool printed, whatever its encoding:
+///
+/// 1. a byte order mark decides (UTF-8, UTF-16LE — what PowerShell 5 redirection writes —
+///    or UTF-16BE);
+/// 2. UTF-16 without a BOM (`cmd /u`, some remote shells) is recognised by its NUL bytes
+///    in every other position;
+/// 3. valid UTF-8 is UTF-8;
+/// 4. anything else is a legacy single- or double-byte code page: console output of
+///    non-English Windows is in the OEM code page (850 in Western Europe, 437 in the US, 932
+///    in Japan), files written by Windows PowerShell in the ANSI code page (1252). The bytes
+///    are decoded with each candidate and the reading whose non-ASCII characters look most
+///    like words (letters whose case fits their neighbours, no control characters, no
+///    undecodable bytes) wins; ties go to CP850, then 1252.
+///
+/// Undecodable bytes become U+FFFD and are counted: one bad byte never costs a device its
+/// record. The tables come from `encoding_rs` (1252, Shift_JIS) and `oem_cp` (437, 850)
+/// rather than hand-written ones.
+pub fn decode_text_detailed(bytes: &[u8]) -> DecodedText {
     if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
-        return decode_utf8(rest);
+        return decode_utf8_or_legacy(rest);
     }
     if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
-        return decode_utf16(rest, u16::from_le_bytes);
+        return decode_utf16(rest, u16::from_le_bytes, TextEncoding::Utf16Le);
     }
     if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
-        return decode_utf16(rest, u16::from_be_bytes);
+        return decode_utf16(rest, u16::from_be_bytes, TextEncoding::Utf16Be);
     }
-    decode_utf8(bytes)
+    match utf16_without_bom(bytes) {
+        Some(TextEncoding::Utf16Le) => {
+            return decode_utf16(bytes, u16::from_le_bytes, TextEncoding::Utf16Le);
+        }
+        Some(TextEncoding::Utf16Be) => {
+            return decode_utf16(bytes, u16::from_be_bytes, TextEncoding::Utf16Be);
+        }
+        _ => {}
+    }
+    decode_utf8_or_legacy(bytes)
 }
 
-fn decode_utf8(bytes: &[u8]) -> Result<String, ParseError> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            if let Some(pos) = text.find('\0') {
-                let (line, column) = line_col(text, pos);
-                return Err(ParseError::at(
-                    line,
-                    column,
-                    "NUL character in text (UTF-16 output without a byte order mark?)",
-                ));
-            }
-            Ok(text.to_owned())
+/// UTF-16 without BOM: at least 4 bytes, and NULs fill one byte of most code units (ASCII
+/// text in UTF-16) while the other byte is mostly not NUL.
+fn utf16_without_bom(bytes: &[u8]) -> Option<TextEncoding> {
+    if bytes.len() < 4 {
+        return None;
+    }
+    let units = bytes.len() / 2;
+    let (mut even_nul, mut odd_nul) = (0usize, 0usize);
+    for pair in bytes.chunks_exact(2) {
+        even_nul += usize::from(pair[0] == 0);
+        odd_nul += usize::from(pair[1] == 0);
+    }
+    let mostly = |count: usize| count * 10 >= units * 6;
+    let rarely = |count: usize| count * 10 <= units;
+    if mostly(odd_nul) && rarely(even_nul) {
+        Some(TextEncoding::Utf16Le)
+    } else if mostly(even_nul) && rarely(odd_nul) {
+        Some(TextEncoding::Utf16Be)
+    } else {
+        None
+    }
+}
+
+fn decode_utf8_or_legacy(bytes: &[u8]) -> DecodedText {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return without_nuls(text.to_owned(), TextEncoding::Utf8, 0);
+    }
+    let candidates = [
+        TextEncoding::Cp850,
+        TextEncoding::Windows1252,
+        TextEncoding::Cp437,
+        TextEncoding::ShiftJis,
+    ];
+    let mut best: Option<(i64, DecodedText)> = None;
+    for encoding in candidates {
+        let (text, replaced) = decode_legacy(bytes, encoding);
+        let score = plausibility(&text) - 4 * i64::try_from(replaced).unwrap_or(i64::MAX / 8);
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((
+                score,
+                DecodedText {
+                    text,
+                    encoding,
+                    replaced,
+                },
+            ));
         }
-        Err(err) => {
-            let valid = err.valid_up_to();
-            // The prefix up to `valid` is valid UTF-8 by construction.
-            let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
-            let (line, column) = line_col(prefix, prefix.len());
-            let reason = if err.error_len().is_none() {
-                "truncated UTF-8 sequence at end of input"
+    }
+    match best {
+        Some((_, decoded)) => without_nuls(decoded.text, decoded.encoding, decoded.replaced),
+        // The candidate list is not empty, so `best` is always set; stay total anyway.
+        None => without_nuls(
+            String::from_utf8_lossy(bytes).into_owned(),
+            TextEncoding::Utf8,
+            0,
+        ),
+    }
+}
+
+fn decode_legacy(bytes: &[u8], encoding: TextEncoding) -> (String, usize) {
+    let table = match encoding {
+        TextEncoding::Cp850 => Some(&oem_cp::code_table::DECODING_TABLE_CP850),
+        TextEncoding::Cp437 => Some(&oem_cp::code_table::DECODING_TABLE_CP437),
+        _ => None,
+    };
+    if let Some(table) = table {
+        let text = bytes
+            .iter()
+            .map(|&b| {
+                if b < 0x80 {
+                    char::from(b)
+                } else {
+                    table[usize::from(b - 0x80)]
+                }
+            })
+            .collect();
+        return (text, 0);
+    }
+    let codec = match encoding {
+        TextEncoding::ShiftJis => encoding_rs::SHIFT_JIS,
+        _ => encoding_rs::WINDOWS_1252,
+    };
+    let (text, _) = codec.decode_without_bom_handling(bytes);
+    let replaced = text.chars().filter(|&c| c == '\u{FFFD}').count();
+    (text.into_owned(), replaced)
+}
+
+/// How word-like the non-ASCII characters of a decoding are: +2 per letter, -3 when a
+/// capital sits right after a lower-case ASCII letter ("PrÚsent" is CP850 read as 1252),
+/// -4 per control or replacement character, -1 per other symbol.
+fn plausibility(text: &str) -> i64 {
+    let mut score = 0i64;
+    let mut previous = ' ';
+    for c in text.chars() {
+        if !c.is_ascii() {
+            if c == '\u{FFFD}' || c.is_control() {
+                score -= 4;
+            } else if c.is_alphabetic() {
+                score += 2;
+                if c.is_uppercase() && previous.is_ascii_lowercase() {
+                    score -= 3;
+                }
             } else {
-                "invalid UTF-8"
-            };
-            Err(ParseError::at(line, column, reason))
+                score -= 1;
+            }
         }
+        previous = c;
+    }
+    score
+}
+
+/// NULs are never meaningful in tool text (they are what a wrong UTF-16 guess leaves);
+/// they are dropped and counted.
+fn without_nuls(text: String, encoding: TextEncoding, replaced: usize) -> DecodedText {
+    let nuls = text.matches('\0').count();
+    let text = if nuls > 0 {
+        text.replace('\0', "")
+    } else {
+        text
+    };
+    DecodedText {
+        text,
+        encoding,
+        replaced: replaced + nuls,
     }
 }
 
-fn decode_utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String, ParseError> {
-    let units: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|pair| unit([pair[0], pair[1]]))
-        .collect();
-    let mut text = String::with_capacity(units.len());
-    for decoded in char::decode_utf16(units.iter().copied()) {
+fn decode_utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16, encoding: TextEncoding) -> DecodedText {
+    let units = bytes.chunks_exact(2).map(|pair| unit([pair[0], pair[1]]));
+    let mut replaced = 0usize;
+    let mut text = String::with_capacity(bytes.len() / 2);
+    for decoded in char::decode_utf16(units) {
         match decoded {
-            Ok('\0') => {
-                let (line, column) = line_col(&text, text.len());
-                return Err(ParseError::at(line, column, "NUL character in UTF-16 text"));
-            }
             Ok(ch) => text.push(ch),
             Err(_) => {
-                let (line, column) = line_col(&text, text.len());
-                return Err(ParseError::at(line, column, "unpaired UTF-16 surrogate"));
+                replaced += 1;
+                text.push('\u{FFFD}');
             }
         }
     }
     if !bytes.len().is_multiple_of(2) {
-        let (line, column) = line_col(&text, text.len());
-        return Err(ParseError::at(
-            line,
-            column,
-            "truncated UTF-16 text (odd number of bytes)",
-        ));
+        // A truncated last code unit.
+        replaced += 1;
     }
-    Ok(text)
+    without_nuls(text, encoding, replaced)
 }
 
 /// 1-based line and column (in characters) of byte offset `pos` in `text`.
@@ -399,6 +562,50 @@ pub fn excerpt(line: &str) -> String {
     } else {
         let cut: String = trimmed.chars().take(MAX_CHARS).collect();
         format!("{cut}...")
+    }
+}
+
+/// Lines a parser did not understand and skipped: counted, the first one kept for the
+/// administrator, reported once as attributes and once as a warning. Skipping is how parsers
+/// survive new fields, banners, prompts and trailers of tool versions they have not seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    pub count: usize,
+    /// 1-based line number and excerpt of the first skipped line.
+    pub first: Option<(usize, String)>,
+}
+
+impl Skipped {
+    /// Records one skipped line.
+    pub fn line(&mut self, number: usize, line: &str) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some((number, excerpt(line)));
+        }
+    }
+
+    /// Adds `parse.skipped_lines` and `parse.first_skipped` when something was skipped.
+    pub fn annotate(&self, attributes: &mut Attributes) {
+        if self.count == 0 {
+            return;
+        }
+        attributes.add("parse.skipped_lines", &self.count.to_string());
+        if let Some((line, text)) = &self.first {
+            attributes.add("parse.first_skipped", &format!("line {line}: {text}"));
+        }
+    }
+
+    /// One warning per parse, naming the source, the count and the first skipped line.
+    pub fn warn_once(&self, source: &str) {
+        if let Some((line, text)) = &self.first {
+            tracing::warn!(
+                source,
+                skipped_lines = self.count,
+                first_line = *line,
+                first = %text,
+                "skipped lines the parser does not understand; kept everything else"
+            );
+        }
     }
 }
 
@@ -463,38 +670,40 @@ mod tests {
     }
 
     #[test]
-    fn decode_handles_boms_and_rejects_bad_bytes() {
+    fn decode_handles_boms_utf16_without_bom_and_legacy_code_pages() {
         assert_eq!(decode_text(b"\xEF\xBB\xBFab").as_deref(), Ok("ab"));
         assert_eq!(decode_text(b"\xFF\xFEa\0b\0").as_deref(), Ok("ab"));
         assert_eq!(decode_text(b"\xFE\xFF\0a\0b").as_deref(), Ok("ab"));
-        assert_eq!(
-            decode_text(b"ok\nx\xC3"),
-            Err(ParseError::at(
-                2,
-                2,
-                "truncated UTF-8 sequence at end of input"
-            ))
-        );
-        assert_eq!(
-            decode_text(b"a\xFFb"),
-            Err(ParseError::at(1, 2, "invalid UTF-8"))
-        );
-        assert_eq!(
-            decode_text(b"\xFF\xFEa\0b"),
-            Err(ParseError::at(
-                1,
-                2,
-                "truncated UTF-16 text (odd number of bytes)"
-            ))
-        );
-        assert_eq!(
-            decode_text(b"a\0b\0"),
-            Err(ParseError::at(
-                1,
-                2,
-                "NUL character in text (UTF-16 output without a byte order mark?)"
-            ))
-        );
+        // UTF-16LE without BOM (cmd /u).
+        let le: Vec<u8> = "-TPM Present: True\r\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let decoded = decode_text_detailed(&le);
+        assert_eq!(decoded.text, "-TPM Present: True\r\n");
+        assert_eq!(decoded.encoding, TextEncoding::Utf16Le);
+        // German console output in CP850 ("Für", "Geräte") and the same in Windows-1252.
+        let cp850 = decode_text_detailed(b"F\x81r alle Ger\x84te");
+        assert_eq!(cp850.text, "Für alle Geräte");
+        assert_eq!(cp850.encoding, TextEncoding::Cp850);
+        let ansi = decode_text_detailed(b"F\xFCr alle Ger\xE4te");
+        assert_eq!(ansi.text, "Für alle Geräte");
+        assert_eq!(ansi.encoding, TextEncoding::Windows1252);
+        // French: "Présent" in 1252 must not read as CP850's "PrÚsent".
+        assert_eq!(decode_text(b"Pr\xE9sent").as_deref(), Ok("Présent"));
+        assert_eq!(decode_text(b"Pr\x82sent").as_deref(), Ok("Présent"));
+        // Japanese (CP932): "有効" (enabled).
+        let sjis = decode_text_detailed(b"TPM: \x97\x4C\x8C\xF8");
+        assert_eq!(sjis.text, "TPM: 有効");
+        assert_eq!(sjis.encoding, TextEncoding::ShiftJis);
+        // A truncated UTF-8 sequence still decodes the rest.
+        let cut = decode_text_detailed(b"ok\nx\xC3");
+        assert!(cut.text.starts_with("ok\nx"), "{cut:?}");
+        // Odd UTF-16 length and stray NULs are counted, not fatal.
+        let odd = decode_text_detailed(b"\xFF\xFEa\0b");
+        assert_eq!((odd.text.as_str(), odd.replaced), ("a", 1));
+        let nul = decode_text_detailed(b"a\0b");
+        assert_eq!((nul.text.as_str(), nul.replaced), ("ab", 1));
     }
 
     #[test]

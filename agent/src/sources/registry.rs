@@ -22,7 +22,7 @@ use fleetpulse_proto::v1::{
 };
 
 use super::{
-    Attributes, MAX_UPN_BYTES, ParseError, Parsed, SourceContext, excerpt, numbered_lines,
+    Attributes, MAX_UPN_BYTES, ParseError, Parsed, Skipped, SourceContext, numbered_lines,
     parse_code, reported_error, stable_event_id, timestamp_ms, truncate_bytes,
 };
 
@@ -117,7 +117,15 @@ fn split_value(line: &str) -> Option<(&str, &str, &str)> {
 
 /// Parses `reg query ... /s` output into keys and values.
 pub fn parse_keys(text: &str) -> Result<Vec<RegKey>, ParseError> {
+    parse_keys_detailed(text).map(|(keys, _)| keys)
+}
+
+/// Parses `reg query ... /s` output into keys and values, skipping (and counting) lines that
+/// are neither: the localized "End of search" trailer, prompts, half lines of a cut copy.
+/// Only an output without any key is an error.
+pub fn parse_keys_detailed(text: &str) -> Result<(Vec<RegKey>, Skipped), ParseError> {
     let mut keys: Vec<RegKey> = Vec::new();
+    let mut skipped = Skipped::default();
     for (number, line) in numbered_lines(text) {
         if line.trim().is_empty() || line.trim_start().starts_with("End of search:") {
             continue;
@@ -130,47 +138,32 @@ pub fn parse_keys(text: &str) -> Result<Vec<RegKey>, ParseError> {
             });
             continue;
         }
-        let Some(key) = keys.last_mut() else {
-            return Err(ParseError::at_line(
-                number,
-                format!(
-                    "expected a registry key path (HKEY_LOCAL_MACHINE\\...), found \"{}\"",
-                    excerpt(line)
-                ),
-            ));
-        };
-        if !line.starts_with(' ') {
-            return Err(ParseError::at_line(
-                number,
-                format!(
-                    "expected an indented value or a key path, found \"{}\"",
-                    excerpt(line)
-                ),
-            ));
+        let value = line
+            .starts_with(' ')
+            .then(|| split_value(line.trim_start()))
+            .flatten();
+        match (keys.last_mut(), value) {
+            (Some(key), Some((name, kind, data))) => key.values.push(RegValue {
+                name: name.to_owned(),
+                kind: kind.to_owned(),
+                data: data.to_owned(),
+                line: number,
+            }),
+            _ => skipped.line(number, line),
         }
-        let Some((name, kind, data)) = split_value(line.trim_start()) else {
-            return Err(ParseError::at_line(
-                number,
-                format!(
-                    "expected \"Name    REG_TYPE    Data\", found \"{}\"",
-                    excerpt(line)
-                ),
-            ));
-        };
-        key.values.push(RegValue {
-            name: name.to_owned(),
-            kind: kind.to_owned(),
-            data: data.to_owned(),
-            line: number,
-        });
     }
     if keys.is_empty() {
+        let found = skipped
+            .first
+            .as_ref()
+            .map(|(line, text)| format!(", found \"{text}\" on line {line}"))
+            .unwrap_or_default();
         return Err(ParseError::at_line(
             1,
-            "no registry keys found (expected `reg query ... /s` output)",
+            format!("no registry keys found (expected `reg query ... /s` output{found})"),
         ));
     }
-    Ok(keys)
+    Ok((keys, skipped))
 }
 
 fn is_guid(name: &str) -> bool {
@@ -206,12 +199,9 @@ pub fn enrollments(keys: &[RegKey]) -> Result<Vec<Enrollment>, ParseError> {
             .iter()
             .find(|v| v.name.eq_ignore_ascii_case("EnrollmentState"))
         {
-            Some(value) => Some(parse_code(&value.data).ok_or_else(|| {
-                ParseError::at_line(
-                    value.line,
-                    format!("EnrollmentState: \"{}\" is not a number", value.data),
-                )
-            })?),
+            // A value that is not a number establishes no state; it still travels as the
+            // raw value in the key.
+            Some(value) => parse_code(&value.data),
             None => None,
         };
         found.push(Enrollment {
@@ -225,7 +215,8 @@ pub fn enrollments(keys: &[RegKey]) -> Result<Vec<Enrollment>, ParseError> {
 
 /// Parses the output into a snapshot plus events for failed or blocked enrollments.
 pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
-    let keys = parse_keys(text)?;
+    let (keys, skipped) = parse_keys_detailed(text)?;
+    skipped.warn_once("registry");
     let enrollments = enrollments(&keys)?;
     let mut parsed = Parsed::default();
 
@@ -275,6 +266,7 @@ pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
         .copied();
 
     let mut attributes = Attributes::new();
+    skipped.annotate(&mut attributes);
     attributes.add("enrollment_count", &enrollments.len().to_string());
     attributes.add("mdm_enrollment_count", &mdm.len().to_string());
     if let Some(primary) = primary {

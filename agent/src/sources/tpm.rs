@@ -21,7 +21,7 @@
 use fleetpulse_proto::v1::{DeviceState, Platform, TpmInfo};
 
 use super::{
-    Attributes, MAX_MANUFACTURER_BYTES, ParseError, Parsed, SourceContext, excerpt, numbered_lines,
+    Attributes, MAX_MANUFACTURER_BYTES, ParseError, Parsed, Skipped, SourceContext, numbered_lines,
     slug, timestamp_ms, truncate_bytes,
 };
 
@@ -41,11 +41,52 @@ pub struct TpmField {
     pub value: String,
 }
 
+/// How tpmtool's labels were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// English labels, matched by name.
+    English,
+    /// Labels of a language the parser does not know: the first three top-level fields are
+    /// read by position. tpmtool prints "TPM Present", "TPM Version" and "TPM Manufacturer
+    /// ID" first in every output of the corpus (Windows 10 1809 to Windows 11 24H2), and
+    /// their values are language-neutral in shape (a boolean, `2.0`/`1.2`, a TCG vendor id);
+    /// every other field, readiness included, stays unknown rather than guessed.
+    Positional,
+}
+
 /// The fields of one output, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TpmReport {
     pub format: TpmFormat,
     pub fields: Vec<TpmField>,
+    pub labels: Labels,
+    /// Lines of neither tool's shape.
+    pub skipped: Skipped,
+}
+
+/// A boolean as the tools print it. Get-Tpm prints .NET's `True`/`False` on every Windows
+/// language; the localized words accepted for tpmtool are the Windows display names of the
+/// boolean values in the languages the fleet uses (de, fr, es, it, pt-BR, nl); Japanese
+/// Windows prints `True`/`False`.
+fn boolean(value: &str) -> Option<bool> {
+    const TRUE: &[&str] = &[
+        "true",
+        "wahr",
+        "vrai",
+        "verdadero",
+        "vero",
+        "verdadeiro",
+        "waar",
+    ];
+    const FALSE: &[&str] = &["false", "falsch", "faux", "falso", "onwaar"];
+    let value = value.trim().to_lowercase();
+    if TRUE.contains(&value.as_str()) {
+        Some(true)
+    } else if FALSE.contains(&value.as_str()) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 impl TpmReport {
@@ -58,16 +99,51 @@ impl TpmReport {
     }
 
     fn flag(&self, key: &str) -> Option<bool> {
-        match self.value(key)?.trim() {
-            v if v.eq_ignore_ascii_case("true") => Some(true),
-            v if v.eq_ignore_ascii_case("false") => Some(false),
-            _ => None,
+        boolean(self.value(key)?)
+    }
+
+    /// Top-level fields (not inside a block such as "Lockout Information"), in order.
+    pub fn top_level(&self) -> impl Iterator<Item = &TpmField> {
+        self.fields.iter().filter(|f| f.group.is_none())
+    }
+
+    /// The value of the `index`-th top-level field when read by position.
+    fn positional(&self, index: usize) -> Option<&str> {
+        self.top_level().nth(index).map(|f| f.value.as_str())
+    }
+
+    /// Whether `ready` was established by the output (false for positional reads).
+    pub fn ready_known(&self) -> bool {
+        match (self.format, self.labels) {
+            (TpmFormat::GetTpm, _) => self.flag("TpmReady").is_some(),
+            (TpmFormat::Tpmtool, Labels::English) => self.flag("Ready For Storage").is_some(),
+            (TpmFormat::Tpmtool, Labels::Positional) => false,
         }
     }
 
     /// The `TpmInfo` this report describes.
     pub fn tpm_info(&self) -> TpmInfo {
         match self.format {
+            TpmFormat::Tpmtool if self.labels == Labels::Positional => {
+                let version = self
+                    .positional(1)
+                    .filter(|v| matches!(v.trim(), "1.2" | "2.0"))
+                    .unwrap_or_default();
+                let manufacturer = self
+                    .positional(2)
+                    .filter(|v| {
+                        let v = v.trim();
+                        (1..=4).contains(&v.len())
+                            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
+                    })
+                    .unwrap_or_default();
+                TpmInfo {
+                    present: self.positional(0).and_then(boolean).unwrap_or(false),
+                    spec_version: version.trim().to_owned(),
+                    ready: false,
+                    manufacturer: truncate_bytes(manufacturer.trim(), MAX_MANUFACTURER_BYTES),
+                }
+            }
             TpmFormat::Tpmtool => TpmInfo {
                 present: self.flag("TPM Present").unwrap_or(false),
                 spec_version: self.value("TPM Version").unwrap_or_default().to_owned(),
@@ -115,56 +191,75 @@ fn manufacturer_from_id(id: &str) -> Option<String> {
     (!text.is_empty() && text.chars().all(|c| c.is_ascii_graphic())).then_some(text)
 }
 
+/// How a line of either tool looks.
+fn tpmtool_field(line: &str) -> Option<(&str, &str)> {
+    let body = line.trim().strip_prefix('-')?;
+    let (key, value) = body.split_once(':')?;
+    let key = key.trim();
+    (!key.is_empty()).then_some((key, value.trim()))
+}
+
+fn get_tpm_field(line: &str) -> Option<(&str, &str)> {
+    let (key, value) = line.split_once(':')?;
+    let key = key.trim();
+    let is_property = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    is_property.then_some((key, value.trim()))
+}
+
 /// Parses either tool's output.
+///
+/// The format is decided by the first line shaped like a field of either tool (`-Key: Value`
+/// for tpmtool, `Property : Value` for Get-Tpm); prompts and banners before it
+/// (`PS C:\> Get-Tpm`), and any later line of neither shape, are skipped and counted in
+/// [`TpmReport::skipped`]. The only errors are an input with no field at all and one
+/// without the presence field (a truncated or foreign file).
 pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
-    let first = numbered_lines(text).find(|(_, line)| !line.trim().is_empty());
-    let Some((first_number, first_line)) = first else {
+    let mut skipped = Skipped::default();
+    let mut format = None;
+    for (number, line) in numbered_lines(text) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if tpmtool_field(line).is_some() {
+            format = Some(TpmFormat::Tpmtool);
+            break;
+        }
+        if get_tpm_field(line).is_some() {
+            format = Some(TpmFormat::GetTpm);
+            break;
+        }
+        skipped.line(number, line);
+    }
+    let Some(format) = format else {
+        let (line, found) = skipped.first.clone().unwrap_or((1, String::new()));
         return Err(ParseError::at_line(
-            1,
-            "empty input (expected tpmtool or Get-Tpm output)",
-        ));
-    };
-    let format = if first_line.trim_start().starts_with('-') {
-        TpmFormat::Tpmtool
-    } else if first_line.contains(':') {
-        TpmFormat::GetTpm
-    } else {
-        return Err(ParseError::at_line(
-            first_number,
-            format!(
-                "expected \"-TPM Present: ...\" (tpmtool) or \"TpmPresent : ...\" (Get-Tpm), found \"{}\"",
-                excerpt(first_line)
-            ),
+            line,
+            if found.is_empty() {
+                "empty input (expected tpmtool or Get-Tpm output)".to_owned()
+            } else {
+                format!(
+                    "expected \"-TPM Present: ...\" (tpmtool) or \"TpmPresent : ...\" (Get-Tpm), found \"{found}\""
+                )
+            },
         ));
     };
     let mut fields: Vec<TpmField> = Vec::new();
     let mut group: Option<String> = None;
+    let mut started = false;
     for (number, line) in numbered_lines(text) {
         if line.trim().is_empty() {
             continue;
         }
         match format {
             TpmFormat::Tpmtool => {
+                let Some((key, value)) = tpmtool_field(line) else {
+                    if started {
+                        skipped.line(number, line);
+                    }
+                    continue;
+                };
+                started = true;
                 let nested = line.starts_with('\t') || line.starts_with("  ");
-                let Some(body) = line.trim().strip_prefix('-') else {
-                    return Err(ParseError::at_line(
-                        number,
-                        format!("expected \"-Key: Value\", found \"{}\"", excerpt(line)),
-                    ));
-                };
-                let Some((key, value)) = body.split_once(':') else {
-                    return Err(ParseError::at_line(
-                        number,
-                        format!("expected \"-Key: Value\", found \"{}\"", excerpt(line)),
-                    ));
-                };
-                let (key, value) = (key.trim(), value.trim());
-                if key.is_empty() {
-                    return Err(ParseError::at_line(
-                        number,
-                        format!("empty key in \"{}\"", excerpt(line)),
-                    ));
-                }
                 if !nested {
                     group = None;
                 }
@@ -180,45 +275,49 @@ pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
                 });
             }
             TpmFormat::GetTpm => {
-                let continuation = line.starts_with(' ') && !line.contains(" : ");
-                if continuation {
-                    let Some(last) = fields.last_mut() else {
-                        return Err(ParseError::at_line(
-                            number,
-                            format!("expected \"Key : Value\", found \"{}\"", excerpt(line)),
-                        ));
-                    };
+                let continuation = started && line.starts_with(' ') && !line.contains(" : ");
+                if continuation && let Some(last) = fields.last_mut() {
                     last.value.push_str(line.trim());
                     continue;
                 }
-                let Some((key, value)) = line.split_once(':') else {
-                    return Err(ParseError::at_line(
-                        number,
-                        format!("expected \"Key : Value\", found \"{}\"", excerpt(line)),
-                    ));
+                let Some((key, value)) = get_tpm_field(line) else {
+                    if started {
+                        skipped.line(number, line);
+                    }
+                    continue;
                 };
-                let key = key.trim();
-                if key.is_empty() || key.contains(' ') {
-                    return Err(ParseError::at_line(
-                        number,
-                        format!("expected \"Key : Value\", found \"{}\"", excerpt(line)),
-                    ));
-                }
+                started = true;
                 fields.push(TpmField {
                     group: None,
                     key: key.to_owned(),
-                    value: value.trim().to_owned(),
+                    value: value.to_owned(),
                 });
             }
         }
     }
-    let report = TpmReport { format, fields };
-    let required = match format {
-        TpmFormat::Tpmtool => "TPM Present",
-        TpmFormat::GetTpm => "TpmPresent",
+    let mut report = TpmReport {
+        format,
+        fields,
+        labels: Labels::English,
+        skipped,
     };
-    if report.value(required).is_none() {
+    if format == TpmFormat::Tpmtool && report.value("TPM Present").is_none() {
+        report.labels = Labels::Positional;
+    }
+    let present_known = match (format, report.labels) {
+        (TpmFormat::GetTpm, _) => report.value("TpmPresent").is_some(),
+        (TpmFormat::Tpmtool, Labels::English) => true,
+        (TpmFormat::Tpmtool, Labels::Positional) => report
+            .top_level()
+            .next()
+            .is_some_and(|f| boolean(&f.value).is_some()),
+    };
+    if !present_known {
         let (last, _) = numbered_lines(text).last().unwrap_or((1, ""));
+        let required = match format {
+            TpmFormat::Tpmtool => "TPM Present",
+            TpmFormat::GetTpm => "TpmPresent",
+        };
         return Err(ParseError::at_line(
             last,
             format!("missing \"{required}\" (truncated input?)"),
@@ -231,6 +330,7 @@ pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
 /// attributes).
 pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
     let report = parse_report(text)?;
+    report.skipped.warn_once("tpm");
     let mut attributes = Attributes::new();
     attributes.add(
         "tpm_source",
@@ -239,6 +339,13 @@ pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
             TpmFormat::GetTpm => "get_tpm",
         },
     );
+    report.skipped.annotate(&mut attributes);
+    if report.labels == Labels::Positional {
+        attributes.add("tpm.labels", "positional");
+    }
+    if !report.ready_known() {
+        attributes.add("tpm.ready_known", "false");
+    }
     for field in &report.fields {
         let key = match &field.group {
             Some(group) => format!("tpm.{}.{}", slug(group), slug(&field.key)),
