@@ -102,22 +102,14 @@ pub fn parse_status(text: &str) -> Result<ProfilesStatus, ParseError> {
             continue;
         }
         // macOS 10.13.0-10.13.3 printed one sentence instead of the Key: Value lines.
-        if trimmed.starts_with("An enrollment profile is currently installed") {
-            result
-                .status
-                .push(("MDM enrollment".to_owned(), "Yes".to_owned()));
-            result
-                .status
-                .push(("legacy status".to_owned(), trimmed.to_owned()));
-            continue;
-        }
-        if trimmed.starts_with("There is no enrollment profile installed") {
-            result
-                .status
-                .push(("MDM enrollment".to_owned(), "No".to_owned()));
-            result
-                .status
-                .push(("legacy status".to_owned(), trimmed.to_owned()));
+        const LEGACY: [(&str, &str); 2] = [
+            ("An enrollment profile is currently installed", "Yes"),
+            ("There is no enrollment profile installed", "No"),
+        ];
+        if let Some((_, enrolled)) = LEGACY.iter().find(|(p, _)| trimmed.starts_with(p)) {
+            for (key, value) in [("MDM enrollment", *enrolled), ("legacy status", trimmed)] {
+                result.status.push((key.to_owned(), value.to_owned()));
+            }
             continue;
         }
         if trimmed.eq_ignore_ascii_case("Device Enrollment configuration:") {
