@@ -12,7 +12,8 @@
 #   FLEETPULSE_HTTP_PORT       collector health/metrics port [7601]
 #   FLEETPULSE_ANALYZER_PORT   analyzer HTTP port            [7700]
 #   FLEETPULSE_FLEET_DEVICES   simulated devices             [2000]
-#   FLEETPULSE_FLEET_RATE      simulated events per second   [100]
+#   FLEETPULSE_FLEET_RATE      simulated events per second   [5]
+#   FLEETPULSE_FLEET_BACKFILL  history generated at start    [7d] (0s for none)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -24,7 +25,8 @@ GRPC_PORT="${FLEETPULSE_GRPC_PORT:-7600}"
 HTTP_PORT="${FLEETPULSE_HTTP_PORT:-7601}"
 ANALYZER_PORT="${FLEETPULSE_ANALYZER_PORT:-7700}"
 FLEET_DEVICES="${FLEETPULSE_FLEET_DEVICES:-2000}"
-FLEET_RATE="${FLEETPULSE_FLEET_RATE:-100}"
+FLEET_RATE="${FLEETPULSE_FLEET_RATE:-5}"
+FLEET_BACKFILL="${FLEETPULSE_FLEET_BACKFILL:-7d}"
 DATABASE=fleetpulse
 TENANTS="contoso fabrikam"
 BIN="${ROOT}/target/release"
@@ -181,11 +183,16 @@ fi
 
 # ---- simulated fleet ----
 if "${BIN}/fleetpulse-agent" simulate --help >/dev/null 2>&1; then
-    log "starting the simulated fleet (fleetpulse-agent simulate: ${FLEET_DEVICES} devices, ${FLEET_RATE} events/s)"
+    log "starting the simulated fleet (fleetpulse-agent simulate: ${FLEET_DEVICES} devices, ${FLEET_RATE} events/s, ${FLEET_BACKFILL} of history first; progress in ${LOGS}/fleet.log)"
     sim_tokens=$(IFS=,; echo "${TOKENS[*]}")
+    # A fresh run dir gets the history; a restarted demo continues live only (the history of
+    # the previous run is still stored).
+    backfill="${FLEET_BACKFILL}"
+    [[ -d "${RUN_DIR}/fleet" ]] && backfill=0s
     start fleet "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC_PORT}" \
         --enrollment-token "${sim_tokens}" --devices "${FLEET_DEVICES}" --rate "${FLEET_RATE}" \
-        --duration 0 --seed 42 --spool-dir "${RUN_DIR}/fleet"
+        --agents-per-tenant 4 --backfill "${backfill}" --duration forever --seed 42 \
+        --spool-dir "${RUN_DIR}/fleet"
 else
     log "starting the simulated fleet (fleetpulse-feed: 20 agents, ${FLEET_RATE} events/s)"
     start fleet "${BIN}/fleetpulse-feed" --collector "http://127.0.0.1:${GRPC_PORT}" \

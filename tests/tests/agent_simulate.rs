@@ -1,7 +1,8 @@
 //! `fleetpulse-agent simulate` end to end: a two-tenant virtual fleet through the real spool
-//! and shipper into the real collector and ClickHouse, with exact counts.
+//! and shipper into the real collector and ClickHouse, with exact counts; a backfilled history
+//! with a reported spike; the collector's age limit refusing too old a backfill.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use fleetpulse_tests::harness::process::spawn_guarded;
 use fleetpulse_tests::harness::{Fixture, collector::workspace_binary};
@@ -18,40 +19,10 @@ fn figure(summary: &str, before: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no number before {before:?} in {summary}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_simulated_fleet_arrives_in_clickhouse_with_exact_counts() {
-    let fixture = Fixture::start("agent_sim").await.unwrap();
-    let contoso = fixture.collector.token_create("contoso").await.unwrap();
-    let fabrikam = fixture.collector.token_create("fabrikam").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `fleetpulse-agent simulate` with `args` to completion.
+async fn simulate(args: Vec<String>) -> (Output, String) {
     let mut command = Command::new(workspace_binary("fleetpulse-agent").unwrap());
-    command.args([
-        "simulate",
-        "--collector",
-        &fixture.collector.grpc_url(),
-        "--enrollment-token",
-        &contoso,
-        "--enrollment-token",
-        &fabrikam,
-        "--tenants",
-        "2",
-        "--devices",
-        "400",
-        "--agents-per-tenant",
-        "2",
-        "--rate",
-        "300",
-        "--duration",
-        "3s",
-        "--seed",
-        "7",
-        "--spike",
-        "license:x20@1s",
-        "--heartbeat-interval-secs",
-        "1",
-        "--spool-dir",
-    ]);
-    command.arg(dir.path().join("sim"));
+    command.arg("simulate").args(&args);
     command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -61,6 +32,235 @@ async fn agent_simulated_fleet_arrives_in_clickhouse_with_exact_counts() {
         .unwrap()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
+fn rfc3339(text: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_backfill_generates_past_history_with_a_reported_spike_then_stops() {
+    let fixture = Fixture::start("agent_backfill").await.unwrap();
+    let token = fixture.collector.token_create("contoso").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("spikes.ndjson");
+    let launched = time::OffsetDateTime::now_utc();
+    let (output, stderr) = simulate(
+        [
+            "--collector",
+            &fixture.collector.grpc_url(),
+            "--enrollment-token",
+            &token,
+            "--devices",
+            "300",
+            "--rate",
+            "2",
+            "--backfill",
+            "1h",
+            "--duration",
+            "0s",
+            "--seed",
+            "5",
+            "--spike",
+            "license:x20@30m+10m",
+            "--spike-report",
+            report.to_str().unwrap(),
+            "--spool-dir",
+            dir.path().join("sim").to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
+    .await;
+    let finished = time::OffsetDateTime::now_utc();
+    assert!(output.status.success(), "simulate failed:\n{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("done:"))
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
+    assert!(
+        stderr.contains("[backfill "),
+        "no backfill progress:\n{stderr}"
+    );
+    // An hour at 2 events/s, all of it history, all of it stored.
+    let events = figure(summary, "events");
+    assert!((7200..7202).contains(&events), "{summary}");
+    assert!(
+        summary.contains(&format!("{events} events ({events} backfilled)")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(", 0 left in spools, 0 dropped, 0 refused"),
+        "{summary}"
+    );
+    assert_eq!(fixture.count("enrollment_events").await.unwrap(), events);
+
+    // The report: one spike, 30 minutes into the hour of history, 10 minutes long.
+    let text = std::fs::read_to_string(&report).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["category"], "license");
+    assert_eq!(lines[0]["multiplier"], 20.0);
+    let start = rfc3339(lines[0]["start"].as_str().unwrap());
+    let end = rfc3339(lines[0]["end"].as_str().unwrap());
+    assert_eq!(end - start, time::Duration::minutes(10));
+    let history_start = start - time::Duration::minutes(30);
+    assert!(
+        history_start > launched - time::Duration::minutes(61)
+            && history_start < launched - time::Duration::minutes(59),
+        "history starts at {history_start}, launched at {launched}"
+    );
+    assert!(stderr.contains(&format!(
+        "spike license x20 started at {}",
+        lines[0]["start"].as_str().unwrap()
+    )));
+    assert!(stderr.contains(&format!(
+        "spike license x20 ended at {}",
+        lines[0]["end"].as_str().unwrap()
+    )));
+
+    // Every timestamp lies in the hour before launch.
+    let secs = |t: time::OffsetDateTime| t.unix_timestamp().to_string();
+    let outside = fixture
+        .count_where(
+            "enrollment_events",
+            "toUnixTimestamp(occurred_at) < toUInt32(?) OR toUnixTimestamp(occurred_at) > toUInt32(?)",
+            &[&secs(history_start), &secs(finished)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outside, 0);
+    let last_hour_span = fixture
+        .ch
+        .count(
+            &format!(
+                "SELECT toUInt64(max(occurred_at) - min(occurred_at)) FROM {}.enrollment_events",
+                fixture.db
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!((3500..=3600).contains(&last_hour_span), "{last_hour_span}");
+    // The licence spike sits in its window: far denser there than in the rest of the hour.
+    let license_in = |inside: bool| {
+        let condition = format!(
+            "outcome = 'failed' AND has(attributes.value, 'license') AND {} (toUnixTimestamp(occurred_at) >= toUInt32(?) AND toUnixTimestamp(occurred_at) < toUInt32(?))",
+            if inside { "" } else { "NOT" }
+        );
+        let (a, b) = (secs(start), secs(end));
+        let fixture = &fixture;
+        async move {
+            fixture
+                .count_where("enrollment_events", &condition, &[&a, &b])
+                .await
+                .unwrap()
+        }
+    };
+    let (inside, outside) = (license_in(true).await, license_in(false).await);
+    // 10 of 60 minutes: without a spike inside would be ~1/5 of outside.
+    assert!(
+        inside > outside,
+        "licence failures: {inside} in the spike window, {outside} outside"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_backfill_beyond_the_collector_retention_is_refused_up_front() {
+    let fixture = Fixture::start_with("agent_backfill_reach", |b| {
+        b.arg("--retention-days").arg("2")
+    })
+    .await
+    .unwrap();
+    let token = fixture.collector.token_create("contoso").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (output, stderr) = simulate(
+        [
+            "--collector",
+            &fixture.collector.grpc_url(),
+            "--enrollment-token",
+            &token,
+            "--backfill",
+            "3d",
+            "--duration",
+            "0s",
+            "--spool-dir",
+            dir.path().join("sim").to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
+    .await;
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reaches further back than the collector accepts")
+            && stderr.contains(
+                "older than 2 days (its retention_days, advertised as max_age_seconds 172800)"
+            ),
+        "{stderr}"
+    );
+    assert_eq!(fixture.count("enrollment_events").await.unwrap(), 0);
+    // Zero live time and no history is refused too, naming the way out.
+    let (output, stderr) = simulate(
+        [
+            "--collector",
+            &fixture.collector.grpc_url(),
+            "--enrollment-token",
+            &token,
+            "--duration",
+            "0",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
+    .await;
+    assert!(!output.status.success());
+    assert!(stderr.contains("`--duration forever`"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_simulated_fleet_arrives_in_clickhouse_with_exact_counts() {
+    let fixture = Fixture::start("agent_sim").await.unwrap();
+    let contoso = fixture.collector.token_create("contoso").await.unwrap();
+    let fabrikam = fixture.collector.token_create("fabrikam").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sim_dir = dir.path().join("sim");
+    let (output, stderr) = simulate(
+        [
+            "--collector",
+            &fixture.collector.grpc_url(),
+            "--enrollment-token",
+            &contoso,
+            "--enrollment-token",
+            &fabrikam,
+            "--tenants",
+            "2",
+            "--devices",
+            "400",
+            "--agents-per-tenant",
+            "2",
+            "--rate",
+            "300",
+            "--duration",
+            "3s",
+            "--seed",
+            "7",
+            "--spike",
+            "license:x20@1s",
+            "--heartbeat-interval-secs",
+            "1",
+            "--spool-dir",
+            sim_dir.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
+    .await;
     assert!(output.status.success(), "simulate failed:\n{stderr}");
     let summary = stderr
         .lines()

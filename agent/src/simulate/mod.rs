@@ -12,6 +12,7 @@
 
 pub mod model;
 pub mod spike;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fleetpulse_proto::v1::{Platform, TelemetryItem, telemetry_item};
+use fleetpulse_proto::v1::{GetLimitsRequest, Platform, TelemetryItem, telemetry_item};
 use tokio::sync::watch;
 
 use crate::config::{Compression, ShipperSettings, TlsSettings};
@@ -30,13 +31,16 @@ use crate::spool::deadletter::DeadLetter;
 use crate::spool::{Spool, SpoolConfig};
 use crate::state::{AgentState, STATE_FORMAT};
 use model::{Category, Fleet, FleetSpec, Generator};
-use spike::{Spike, parse_duration};
+use spike::{Spike, SpikeWindow, parse_duration};
+use timeline::{LiveSpan, Timeline};
 
 /// Arguments of `fleetpulse-agent simulate`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Example: a 2000-device fleet of two tenants at 100 events/s for 15 minutes, with a licence \
-failure spike after 10 minutes:\n  fleetpulse-agent simulate --collector http://127.0.0.1:7600 \\\n    --enrollment-token fpe_... --enrollment-token fpe_... \\\n    --devices 2000 --rate 100 --duration 15m --seed 42 --spike license:x20@10m"
+    after_help = "Examples:\n  A 2000-device fleet of two tenants at 100 events/s for 15 minutes, with a licence failure \
+spike after 10 minutes:\n    fleetpulse-agent simulate --collector http://127.0.0.1:7600 \\\n      --enrollment-token fpe_... --enrollment-token fpe_... \\\n      --devices 2000 --rate 100 --duration 15m --seed 42 --spike license:x20@10m\n  A week of history, then live until Ctrl-C, with a spike starting 5 minutes after launch:\n    fleetpulse-agent simulate --collector http://127.0.0.1:7600 --enrollment-token fpe_... \\\n      --rate 5 --backfill 7d --duration forever --spike license:x20@7d5m+30m \\\n      --spike-report spikes.ndjson\n\nPhases: the backfill is generated as fast as the collector takes it (progress lines say \
+`backfill` with the simulated time reached), then live events follow the clock. With --duration 0s \
+the run stops after the backfill once the spools are drained (or --drain-timeout passed)."
 )]
 pub struct SimulateArgs {
     /// Collector gRPC URL.
@@ -68,13 +72,30 @@ pub struct SimulateArgs {
     /// on top).
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
-    /// How long to generate: 90s, 10m, 1h; 0 = until Ctrl-C.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub duration: Duration,
+    /// Length of the live phase (after the backfill): 90s, 10m, 1h, or `forever` (until
+    /// Ctrl-C or SIGTERM). `0s` stops right after the backfill (and the drain).
+    #[arg(long, default_value = "60s", value_name = "DURATION|forever")]
+    pub duration: LiveSpan,
+    /// Generate this span of past history first (7d, 12h, 90m), as fast as the spool and the
+    /// collector take it, then continue live. Timestamps lie in the past: without --start-at,
+    /// history covers [now - BACKFILL, now) and live events carry the current time. The
+    /// collector refuses timestamps older than its retention (`retention_days`, advertised as
+    /// `max_age_seconds` by GetLimits): a backfill reaching further back is refused before
+    /// anything is generated.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub backfill: Duration,
+    /// Write one JSON object per spike to FILE when the run starts:
+    /// `{"category","multiplier","start","end"}` with RFC 3339 times (`end` null when the spike
+    /// lasts until the run is interrupted).
+    #[arg(long, value_name = "FILE")]
+    pub spike_report: Option<PathBuf>,
     /// Random seed: the same seed gives the same fleet and the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Failure spike `<category>:x<factor>@<offset>[+<duration>]`, e.g. license:x20@10m.
+    /// Failure spike `<category>:x<factor>@<offset>[+<duration>]`, e.g. license:x20@10m; the
+    /// offset counts from the start of the run, i.e. of the backfill when there is one
+    /// (`--backfill 7d --spike license:x20@6d+2h` puts a spike in yesterday's history). Its
+    /// start and end are logged and written to --spike-report.
     /// Categories: device_limit, license, tpm_attestation, unsupported_device, tenant_config,
     /// already_enrolled, network, certificate, autopilot, platform_restricted. Repeatable.
     #[arg(long = "spike", value_name = "SPEC")]
@@ -82,7 +103,8 @@ pub struct SimulateArgs {
     /// Directory of the virtual agents' state files and spools (reused across runs).
     #[arg(long, default_value = "fleetpulse-sim", value_name = "DIR")]
     pub spool_dir: PathBuf,
-    /// Time of the first event (RFC 3339); default: now. Fixing it makes runs byte-identical.
+    /// Time of the first event (RFC 3339); default: now minus --backfill. Fixing it makes runs
+    /// byte-identical; the live phase then starts once the backfill is generated.
     #[arg(long, value_name = "RFC3339")]
     pub start_at: Option<String>,
     /// PEM CA certificate of the collector (https:// URLs).
@@ -100,8 +122,8 @@ pub struct SimulateArgs {
     /// After generation, how long to wait for the spools to drain before exiting.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Most items per Push.
-    #[arg(long, default_value_t = 500)]
+    /// Most items per Push (the collector's advertised limit caps it).
+    #[arg(long, default_value_t = 5000)]
     pub batch_max_items: u32,
     /// Spool cap per virtual agent, in bytes.
     #[arg(long, default_value_t = crate::spool::DEFAULT_MAX_BYTES)]
@@ -112,12 +134,16 @@ pub struct SimulateArgs {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub events: u64,
+    /// Events timestamped before the live phase (history).
+    pub backfilled_events: u64,
     pub states: u64,
     pub attempts: u64,
     pub failures_by_category: BTreeMap<String, u64>,
     pub items_acked: u64,
     pub spool_depth_left: u64,
     pub dropped: u64,
+    /// Items the collector refused (kept in the spools' dead-letter files).
+    pub dead_lettered: u64,
     pub agents: usize,
 }
 
@@ -209,12 +235,24 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
     {
         bail!("--devices, --agents-per-tenant and --rate must be greater than zero");
     }
-    let start = match &args.start_at {
-        Some(text) => {
+    if args.backfill.is_zero() && args.duration.0 == Some(Duration::ZERO) {
+        bail!(
+            "--duration 0s without --backfill simulates nothing: give a length, `--duration forever` \
+             (until Ctrl-C), or a --backfill"
+        );
+    }
+    let mut timeline = match &args.start_at {
+        Some(text) => Timeline::fixed(
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .with_context(|| format!("--start-at {text:?} is not an RFC 3339 time"))?
-        }
-        None => time::OffsetDateTime::now_utc(),
+                .with_context(|| format!("--start-at {text:?} is not an RFC 3339 time"))?,
+            args.backfill,
+            args.duration.0,
+        ),
+        None => Timeline::ending_now(
+            time::OffsetDateTime::now_utc(),
+            args.backfill,
+            args.duration.0,
+        ),
     };
     let tls = TlsSettings {
         ca_cert: args.ca_cert.clone(),
@@ -251,6 +289,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             let spool = SharedSpool::new(spool);
             let stats = Arc::new(ShipperStats::default());
             let ingest = client::ingest_client(channel.clone(), &state.agent_credential)?;
+            if agents.is_empty() {
+                check_history_reach(ingest.clone(), &timeline).await?;
+            }
             let shipper = Shipper::new(
                 spool.clone(),
                 dead_letter,
@@ -302,23 +343,42 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         agents_per_tenant: args.agents_per_tenant,
         seed: args.seed,
     });
-    let mut generator = Generator::new(fleet, args.seed, args.spikes.clone(), start);
+    let mut generator = Generator::new(fleet, args.seed, args.spikes.clone(), timeline.start);
     for category in generator.impossible_spikes() {
         tracing::warn!(
             category = category.name(),
             "no device of this fleet can fail with this category; its spike adds nothing"
         );
     }
+    let windows: Vec<SpikeWindow> = args
+        .spikes
+        .iter()
+        .map(|s| SpikeWindow::on(s, &timeline))
+        .collect();
+    for window in &windows {
+        eprintln!("{}", window.describe());
+    }
+    if let Some(path) = &args.spike_report {
+        spike::write_report(path, &windows)
+            .with_context(|| format!("writing --spike-report {}", path.display()))?;
+    }
     eprintln!(
-        "simulating {} devices, {} tenant(s), {} virtual agent(s), {} events/s{}",
+        "simulating {} devices, {} tenant(s), {} virtual agent(s), {} events/s{}{}",
         args.devices,
         tokens.len(),
         agents.len(),
         args.rate,
-        if args.duration.is_zero() {
-            " until Ctrl-C".to_owned()
+        if args.backfill.is_zero() {
+            String::new()
         } else {
-            format!(" for {}s", args.duration.as_secs_f64())
+            format!(
+                ", history from {} generated first",
+                format_time(timeline.start)
+            )
+        },
+        match args.duration.0 {
+            None => ", then live until Ctrl-C".to_owned(),
+            Some(d) => format!(", then live for {}s", d.as_secs_f64()),
         }
     );
 
@@ -326,29 +386,64 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         agents: agents.len(),
         ..Summary::default()
     };
-    let began = Instant::now();
+    // The spool holds what the collector has not acknowledged yet; the backfill waits when a
+    // spool is half full, so its drop-oldest cap never discards history.
+    let backpressure_bytes = (args.spool_max_bytes / 2).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let began = Instant::now();
     let mut last_report = Instant::now();
     let mut last_events = 0u64;
+    let mut spike_logged = vec![(false, false); args.spikes.len()];
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let events_before = |position: Duration| (position.as_secs_f64() * args.rate).floor() as u64;
+    let backfill_events = events_before(timeline.backfill);
+    let end_events = timeline.end().map(events_before);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = &mut ctrl_c => {
-                eprintln!("interrupted: stopping generation, draining spools");
-                break;
+        let due = timeline.due(
+            summary.events >= backfill_events,
+            time::OffsetDateTime::now_utc(),
+            Instant::now(),
+        );
+        let target = events_before(due);
+        let finished_before = end_events.is_some_and(|end| summary.events >= end);
+        let behind = target.saturating_sub(summary.events);
+        let fast = behind as f64 > args.rate * FAST_LAG.as_secs_f64();
+        if fast {
+            let mut full = false;
+            for agent in &agents {
+                full |= agent.spool.stats().await?.bytes >= backpressure_bytes;
+            }
+            let wait = if full {
+                Duration::from_millis(20)
+            } else {
+                Duration::ZERO
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut ctrl_c => {
+                    eprintln!("interrupted: stopping generation, draining spools");
+                    break;
+                }
+            }
+            if full {
+                continue;
+            }
+        } else if !finished_before {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut ctrl_c => {
+                    eprintln!("interrupted: stopping generation, draining spools");
+                    break;
+                }
             }
         }
-        let mut elapsed = began.elapsed();
-        let finished = !args.duration.is_zero() && elapsed >= args.duration;
-        if finished {
-            elapsed = args.duration;
-        }
-        let target = (elapsed.as_secs_f64() * args.rate).floor() as u64;
+        let target = target.min(summary.events + CHUNK_EVENTS);
         let mut buffers: BTreeMap<usize, Vec<TelemetryItem>> = BTreeMap::new();
         while summary.events < target {
-            let at = Duration::from_secs_f64(summary.events as f64 / args.rate);
+            let at = position_of(summary.events, args.rate);
+            let history = summary.events < backfill_events;
             let attempt = generator.attempt(at);
             let device = &generator.fleet.devices[attempt.device];
             let agent_index = device.tenant * args.agents_per_tenant + device.agent;
@@ -366,6 +461,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
                     Some(telemetry_item::Kind::Event(event)) => {
                         event.agent_id.clone_from(agent_id);
                         summary.events += 1;
+                        summary.backfilled_events += u64::from(history);
                     }
                     Some(telemetry_item::Kind::State(state)) => {
                         state.agent_id.clone_from(agent_id);
@@ -376,10 +472,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
                 buffer.push(item);
             }
         }
-        // One durable append (one fsync) per virtual agent per tick: group commit.
+        // One durable append (one fsync) per virtual agent per round: group commit.
         for (agent_index, items) in buffers {
             summary.dropped += agents[agent_index].spool.append(items, None).await?.dropped;
         }
+        let generated = position_of(summary.events, args.rate);
+        log_spike_edges(&args.spikes, &timeline, generated, &mut spike_logged);
+        let finished = end_events.is_some_and(|end| summary.events >= end);
         if last_report.elapsed() >= Duration::from_secs(1) || finished {
             let acked: u64 = agents
                 .iter()
@@ -391,9 +490,18 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             }
             let per_sec = (summary.events - last_events) as f64
                 / last_report.elapsed().as_secs_f64().max(0.001);
+            let phase = if fast {
+                let span = due.as_secs_f64().max(1.0);
+                format!(
+                    "backfill {:>5.1}% at {}",
+                    (generated.as_secs_f64() / span * 100.0).min(100.0),
+                    format_time(timeline.at(generated))
+                )
+            } else {
+                format!("{:>6.1}s", began.elapsed().as_secs_f64())
+            };
             eprintln!(
-                "[{:>6.1}s] events {} ({per_sec:.0}/s), states {}, acked items {acked}, spool depth {depth}{}",
-                elapsed.as_secs_f64(),
+                "[{phase}] events {} ({per_sec:.0}/s), states {}, acked items {acked}, spool depth {depth}{}",
                 summary.events,
                 summary.states,
                 unauthenticated_note(&agents),
@@ -437,10 +545,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         .iter()
         .map(|a| a.stats.items_acked.load(Ordering::Relaxed))
         .sum();
+    summary.dead_lettered = agents
+        .iter()
+        .map(|a| a.stats.items_dead_lettered.load(Ordering::Relaxed))
+        .sum();
     let failures: u64 = summary.failures_by_category.values().sum();
     eprintln!(
-        "done: {} events and {} states from {} attempts ({failures} failed: {}), {} items acked, {} left in spools, {} dropped",
+        "done: {} events ({} backfilled) and {} states from {} attempts ({failures} failed: {}), {} items acked, {} left in spools, {} dropped, {} refused by the collector",
         summary.events,
+        summary.backfilled_events,
         summary.states,
         summary.attempts,
         summary
@@ -451,9 +564,98 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             .join(", "),
         summary.items_acked,
         summary.spool_depth_left,
-        summary.dropped
+        summary.dropped,
+        summary.dead_lettered,
     );
     Ok(summary)
+}
+
+/// The backfill is generated in rounds of at most this many events (one spool append per
+/// virtual agent per round), so memory stays bounded and progress flows.
+const CHUNK_EVENTS: u64 = 20_000;
+
+/// Generation runs flat out (no tick) while it is more than this far behind the clock.
+const FAST_LAG: Duration = Duration::from_secs(2);
+
+/// Margin kept from the collector's maximum age, for the time the backfill itself takes.
+const REACH_MARGIN: Duration = Duration::from_secs(3600);
+
+/// Position on the timeline of event number `events` (the fixed schedule: event `k` at
+/// `k / rate`).
+fn position_of(events: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(events as f64 / rate)
+}
+
+fn format_time(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Refuses, before generating anything, history the collector would refuse: timestamps older
+/// than its advertised `max_age_seconds` (its retention) minus an hour of margin.
+async fn check_history_reach(
+    mut ingest: client::IngestClient,
+    timeline: &Timeline,
+) -> anyhow::Result<()> {
+    if timeline.backfill.is_zero() && timeline.start >= time::OffsetDateTime::now_utc() {
+        return Ok(());
+    }
+    let limits = match ingest.get_limits(GetLimitsRequest {}).await {
+        Ok(limits) => limits.into_inner(),
+        Err(status) => {
+            tracing::warn!(error = %status.message(), "could not read the collector's limits; old events it refuses will be dead-lettered");
+            return Ok(());
+        }
+    };
+    if limits.max_age_seconds == 0 {
+        return Ok(());
+    }
+    let max_age = Duration::from_secs(u64::from(limits.max_age_seconds));
+    let oldest_allowed = time::OffsetDateTime::now_utc() - max_age.saturating_sub(REACH_MARGIN);
+    if timeline.start < oldest_allowed {
+        bail!(
+            "history starting at {} reaches further back than the collector accepts: it refuses \
+             timestamps older than {} days (its retention_days, advertised as max_age_seconds {}), \
+             and the simulator keeps an hour of margin; use a shorter --backfill (or a later \
+             --start-at), or raise the collector's retention_days",
+            format_time(timeline.start),
+            max_age.as_secs() / 86_400,
+            limits.max_age_seconds,
+        );
+    }
+    Ok(())
+}
+
+/// Logs each spike's start and end once generation passes them.
+fn log_spike_edges(
+    spikes: &[Spike],
+    timeline: &Timeline,
+    generated: Duration,
+    logged: &mut [(bool, bool)],
+) {
+    for (spike, (started, ended)) in spikes.iter().zip(logged.iter_mut()) {
+        if !*started && generated >= spike.start {
+            *started = true;
+            eprintln!(
+                "spike {} x{} started at {}",
+                spike.category.name(),
+                spike.factor,
+                format_time(timeline.at(spike.start))
+            );
+        }
+        if let Some(d) = spike.duration
+            && !*ended
+            && generated >= spike.start + d
+        {
+            *ended = true;
+            eprintln!(
+                "spike {} x{} ended at {}",
+                spike.category.name(),
+                spike.factor,
+                format_time(timeline.at(spike.start + d))
+            );
+        }
+    }
 }
 
 fn unauthenticated_note(agents: &[VirtualAgent]) -> &'static str {

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
 use super::model::Category;
+use super::timeline::Timeline;
 
 /// One injected spike.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +27,74 @@ impl Spike {
     pub fn active_at(&self, elapsed: Duration) -> bool {
         elapsed >= self.start && self.duration.is_none_or(|d| elapsed < self.start + d)
     }
+}
+
+/// Where a spike falls on a run's timeline, in absolute times: what tests compare detection
+/// times with (`--spike-report`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpikeWindow {
+    pub category: Category,
+    pub factor: f64,
+    pub start: OffsetDateTime,
+    /// `None` when the spike lasts until the run is interrupted.
+    pub end: Option<OffsetDateTime>,
+}
+
+impl SpikeWindow {
+    /// The spike on `timeline`; a spike without a duration, or one longer than the run, ends
+    /// with the run.
+    pub fn on(spike: &Spike, timeline: &Timeline) -> Self {
+        let end = match (spike.duration, timeline.end()) {
+            (Some(d), Some(run_end)) => Some((spike.start + d).min(run_end)),
+            (Some(d), None) => Some(spike.start + d),
+            (None, run_end) => run_end,
+        };
+        Self {
+            category: spike.category,
+            factor: spike.factor,
+            start: timeline.at(spike.start),
+            end: end.map(|e| timeline.at(e)),
+        }
+    }
+
+    /// One line of `--spike-report`:
+    /// `{"category":"license","multiplier":20.0,"start":"...Z","end":"...Z"|null}`.
+    pub fn json_line(&self) -> String {
+        let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+        serde_json::json!({
+            "category": self.category.name(),
+            "multiplier": self.factor,
+            "start": fmt(self.start),
+            "end": self.end.map(fmt),
+        })
+        .to_string()
+    }
+
+    /// The log line announcing the spike.
+    pub fn describe(&self) -> String {
+        let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+        format!(
+            "spike {} x{} from {} to {}",
+            self.category.name(),
+            self.factor,
+            fmt(self.start),
+            self.end
+                .map_or_else(|| "the end of the run".to_owned(), fmt)
+        )
+    }
+}
+
+/// Writes the `--spike-report` file atomically (temporary file, then rename): one JSON object
+/// per spike, one per line.
+pub fn write_report(path: &std::path::Path, windows: &[SpikeWindow]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for window in windows {
+        text.push_str(&window.json_line());
+        text.push('\n');
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 impl std::str::FromStr for Spike {
@@ -161,6 +233,34 @@ mod tests {
                 .parse::<Spike>()
                 .unwrap_err()
                 .contains("unknown unit 'q'")
+        );
+    }
+
+    #[test]
+    fn windows_are_absolute_and_end_with_the_run() {
+        use time::macros::datetime;
+        let timeline = Timeline::fixed(
+            datetime!(2026-11-23 00:00:00 UTC),
+            Duration::from_secs(86_400),
+            Some(Duration::from_secs(3600)),
+        );
+        let bounded: Spike = "license:x20@23h+30m".parse().unwrap();
+        let open: Spike = "network:x4@24h30m".parse().unwrap();
+        let window = SpikeWindow::on(&bounded, &timeline);
+        assert_eq!(
+            window.json_line(),
+            r#"{"category":"license","end":"2026-11-23T23:30:00Z","multiplier":20.0,"start":"2026-11-23T23:00:00Z"}"#
+        );
+        assert_eq!(
+            SpikeWindow::on(&open, &timeline).end,
+            Some(datetime!(2026-11-24 01:00:00 UTC))
+        );
+        let forever = Timeline::fixed(timeline.start, Duration::ZERO, None);
+        let line = SpikeWindow::on(&open, &forever).json_line();
+        assert!(line.contains(r#""end":null"#), "{line}");
+        assert_eq!(
+            SpikeWindow::on(&bounded, &timeline).describe(),
+            "spike license x20 from 2026-11-23T23:00:00Z to 2026-11-23T23:30:00Z"
         );
     }
 
