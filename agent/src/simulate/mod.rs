@@ -267,8 +267,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
     };
     let spool_config = SpoolConfig::with_max_bytes(args.spool_max_bytes);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Heartbeats stop before the shippers, so the final drain has an end.
+    let (heartbeat_stop_tx, heartbeat_stop_rx) = watch::channel(false);
     let mut agents = Vec::new();
     let mut tasks = Vec::new();
+    let mut heartbeat_tasks = Vec::new();
     for (tenant, token) in tokens.iter().enumerate() {
         for index in 0..args.agents_per_tenant {
             let dir = args
@@ -302,12 +305,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
                 stats.clone(),
             );
             tasks.push(tokio::spawn(shipper.run(shutdown_rx.clone())));
-            tasks.push(tokio::spawn({
+            heartbeat_tasks.push(tokio::spawn({
                 let (spool, state, stats, rx) = (
                     spool.clone(),
                     state.clone(),
                     stats.clone(),
-                    shutdown_rx.clone(),
+                    heartbeat_stop_rx.clone(),
                 );
                 async move {
                     run_heartbeats(
@@ -318,7 +321,6 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
                         rx,
                     )
                     .await;
-                    Ok(())
                 }
             }));
             agents.push(VirtualAgent {
@@ -514,32 +516,28 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         }
     }
 
-    // Drain: wait (bounded) until every spool is empty, then stop the shippers.
-    let deadline = Instant::now() + args.drain_timeout;
-    loop {
-        let mut depth = 0;
-        for agent in &agents {
-            depth += agent.spool.stats().await?.depth;
+    // Drain: stop the heartbeats, then the shippers; a stopping shipper sends what is spooled
+    // at once (no batching delay) and returns when its spool is empty or the collector fails.
+    let _ = heartbeat_stop_tx.send(true);
+    for task in heartbeat_tasks {
+        if let Ok(Err(err)) = tokio::time::timeout(Duration::from_secs(10), task).await {
+            tracing::warn!(error = %err, "heartbeat task panicked");
         }
-        summary.spool_depth_left = depth;
-        if depth == 0
-            || Instant::now() >= deadline
-            || agents
-                .iter()
-                .any(|a| a.stats.unauthenticated.load(Ordering::Relaxed))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = shutdown_tx.send(true);
+    let deadline = tokio::time::Instant::now() + args.drain_timeout;
     for task in tasks {
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
+        match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => tracing::warn!(error = %err, "virtual agent task failed"),
-            Ok(Err(err)) => tracing::warn!(error = %err, "virtual agent task panicked"),
-            Err(_) => tracing::warn!("virtual agent task did not stop within 10s"),
+            Ok(Ok(Err(err))) => tracing::warn!(error = %err, "virtual agent shipper failed"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "virtual agent shipper panicked"),
+            Err(_) => tracing::warn!(
+                "a virtual agent's spool did not drain within --drain-timeout; what is left stays spooled for the next run"
+            ),
         }
+    }
+    for agent in &agents {
+        summary.spool_depth_left += agent.spool.stats().await?.depth;
     }
     summary.items_acked = agents
         .iter()
