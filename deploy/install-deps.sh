@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Fleetpulse needs to build and test on Debian/Ubuntu, and nothing that is
 # already present: a C toolchain (ring and the bundled SQLite are compiled from C),
-# ClickHouse server + client, and PostgreSQL (for the control-plane tests).
+# ClickHouse server + client, PostgreSQL (for the control-plane tests), Chromium (the
+# dashboard's browser tests drive Debian's build through playwright-core; no browser is
+# downloaded) and Node.js + npm when absent (the dashboard's build needs Node.js 20.19+).
 # Idempotent; runs `apt-get update` at most once. Uses sudo when not root.
 # Used by scripts/test.sh and scripts/run.sh; does not need protoc (protox compiles the protos).
 set -euo pipefail
@@ -13,6 +15,9 @@ command -v clickhouse-client >/dev/null 2>&1 || missing+=(clickhouse-client)
 if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
     missing+=(postgresql)
 fi
+[[ -x /usr/bin/chromium ]] || missing+=(chromium fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]} > 0)); then
     sudo=()
@@ -41,4 +46,10 @@ if command -v rustup >/dev/null 2>&1; then
             rustup component add "${component}" >&2
         fi
     done
+fi
+
+# Vite 7 needs Node.js 20.19 or later; say so plainly instead of failing inside the build.
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)'; then
+    echo "install-deps: Node.js $(node --version) is too old for the dashboard build (need 20.19+)" >&2
+    exit 1
 fi

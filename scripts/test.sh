@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every Fleetpulse check: installs missing system packages (ClickHouse, PostgreSQL, a C
-# compiler), builds all binaries (the end-to-end tests spawn them), then formatting, clippy and
-# the whole test suite (unit + end-to-end against real ClickHouse/PostgreSQL started by the
-# harness). Every step runs even when an earlier one fails; the exit status is non-zero when
+# compiler, Chromium, Node.js), builds the web dashboard (npm ci, type check, Vite build; the
+# analyzer embeds it) and all binaries (the end-to-end tests spawn them), then formatting,
+# clippy and the whole test suite (unit + end-to-end against real ClickHouse/PostgreSQL started
+# by the harness, the dashboard in headless Chromium). Every step runs even when an earlier one fails; the exit status is non-zero when
 # any failed.
 #
 # Environment:
@@ -31,6 +32,8 @@ step() {
 }
 
 step fmt cargo fmt --all -- --check
+# The dashboard first: `cargo build` embeds analyzer/web/dist/ when it exists.
+step web bash -c 'cd analyzer/web && npm ci --no-audit --no-fund && npm run build'
 if step build cargo build --workspace --bins; then
     step test cargo test --workspace --no-fail-fast -- --test-threads="${threads}"
 else

@@ -4,7 +4,8 @@
 //! of enrollment failure signals (data under `analyzer/catalog/`), `classify` maps raw signals
 //! to categories with cause and remediation, `rollups` owns the ClickHouse rollups and their
 //! migrations, `query` answers fleet-wide questions (classification applied at query time),
-//! `insights` finds problems before they fail, `keys` holds API keys and `api` serves it all.
+//! `insights` finds problems before they fail, `keys` holds API keys, `api` serves it all and
+//! `web` serves the dashboard (built from `analyzer/web/`, embedded at compile time).
 
 pub mod api;
 pub mod catalog;
@@ -14,3 +15,4 @@ pub mod insights;
 pub mod keys;
 pub mod query;
 pub mod rollups;
+pub mod web;

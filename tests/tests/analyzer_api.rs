@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use analyzer_support::*;
 use fleetpulse_tests::harness::rows::{DeviceStateRow, EnrollmentEventRow};
-use fleetpulse_tests::harness::{ClickHouseServer, shared, unique_database};
+use fleetpulse_tests::harness::shared;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -18,15 +18,6 @@ fn now() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0)
-}
-
-async fn fresh_db(ch: &ClickHouseServer, prefix: &str) -> String {
-    let db = unique_database(prefix);
-    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
-    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
-        ch.execute(&stmt).await.unwrap();
-    }
-    db
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +198,7 @@ async fn keys_tenant_isolation_and_invalid_filters() {
             "/api/v1/summary?colour=red",
             bad(
                 "colour",
-                "unknown parameter; allowed: from, to, tenant, platform, method, os_version, stage, outcome, category, source",
+                "unknown parameter; allowed: from, to, tenant, platform, method, os_version, stage, outcome, category, code, source",
             ),
         ),
         (

@@ -20,6 +20,7 @@ use sqlx::AnyPool;
 
 use crate::insights::{self, AffectedCursor, InsightId, InsightSettings};
 use crate::keys::{self, KeyScope, Rejection};
+use crate::query::affected::{self, DeviceCursor};
 use crate::query::devices::{self, EventCursor};
 use crate::query::engine::{Bucket, Dimension, Engine};
 use crate::query::filters::{FILTER_PARAMS, FieldError, Filters, Params};
@@ -53,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/timeseries", get(timeseries))
         .route("/top-codes", get(top_codes))
         .route("/funnel", get(funnel_h))
+        .route("/whoami", get(whoami))
+        .route("/affected-devices", get(affected_devices))
         .route("/devices/{device_id}/events", get(device_events))
         .route("/devices/{device_id}/state", get(device_state))
         .route("/insights", get(insights_list))
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/classify", post(classify))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
+        .merge(crate::web::router())
         .nest("/api/v1", api)
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -228,8 +232,36 @@ async fn funnel_h(
         )
         .into());
     }
+    if f.code.is_some() {
+        return Err(FieldError::new(
+            "code",
+            "the funnel is per device and cannot be filtered by error code",
+        )
+        .into());
+    }
     let groups = funnel::funnel(&s.engine, &f).await?;
     Ok(Json(json!({"from": rfc(f.from), "to": rfc(f.to), "groups": groups})).into_response())
+}
+
+/// What the presented key may read: the dashboard uses it to validate a sign-in and to offer
+/// the tenant switcher only to all-tenant keys.
+async fn whoami(Extension(scope): Extension<KeyScope>) -> Response {
+    Json(json!({"key_id": scope.key_id, "tenant": scope.tenant})).into_response()
+}
+
+async fn affected_devices(
+    State(s): State<AppState>,
+    Extension(scope): Extension<KeyScope>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let p = Params::new(q);
+    let f = filters(&s, &scope, &p, &["q", "limit", "cursor"])?;
+    let search = p.text("q", 128)?;
+    let limit = p.int("limit", 1, 1000, 50)?;
+    let cursor = p.get("cursor").map(DeviceCursor::decode).transpose()?;
+    let page = affected::affected_devices(&s.engine, &f, search.as_deref(), limit, cursor.as_ref())
+        .await?;
+    Ok(Json(json!({"from": rfc(f.from), "to": rfc(f.to), "total": page.total, "devices": page.devices, "next_cursor": page.next_cursor})).into_response())
 }
 
 fn device_id_ok(id: &str) -> Result<(), ApiError> {
@@ -426,6 +458,8 @@ mod tests {
             "/api/v1/timeseries",
             "/api/v1/top-codes",
             "/api/v1/funnel",
+            "/api/v1/whoami",
+            "/api/v1/affected-devices",
             "/api/v1/devices/{device_id}/events",
             "/api/v1/devices/{device_id}/state",
             "/api/v1/insights",

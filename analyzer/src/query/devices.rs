@@ -1,12 +1,11 @@
 //! Device-level answers read from raw rows: one device's events (keyset-paginated, newest
 //! first) and its latest state snapshot.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use super::QueryError;
 use super::classes::{RawSignal, SignalInfo, format_code};
+use super::cursor;
 use super::engine::{Bind, Engine, Sql};
 use super::filters::{FieldError, rfc3339};
 use super::sql::message_key;
@@ -21,14 +20,10 @@ pub struct EventCursor {
 
 impl EventCursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        cursor::encode(self)
     }
     pub fn decode(s: &str) -> Result<Self, FieldError> {
-        URL_SAFE_NO_PAD
-            .decode(s)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| FieldError::new("cursor", "not a cursor returned by this endpoint"))
+        cursor::decode(s)
     }
 }
 

@@ -162,7 +162,7 @@ impl Dimension {
 
 /// A column the per-segment subqueries must produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Col {
+pub(super) enum Col {
     Named(&'static str),
     MessageKey,
     Sig,
@@ -170,7 +170,7 @@ enum Col {
 }
 
 impl Col {
-    fn select(self, source: Source) -> String {
+    pub(super) fn select(self, source: Source) -> String {
         let raw = source == Source::Raw;
         match self {
             Col::Named(n) => n.to_owned(),
@@ -366,7 +366,7 @@ struct TopCodeRow {
 }
 
 /// Category assignment for the signals in scope, bound into `transform`.
-struct CategoryMap {
+pub(super) struct CategoryMap {
     sigs: Vec<u64>,
     cats: Vec<String>,
 }
@@ -514,7 +514,11 @@ impl Engine {
     }
 
     /// Classifies the distinct failed signals in scope and returns the non-`unknown` ones.
-    async fn category_map(&self, f: &Filters, segs: &[Segment]) -> Result<CategoryMap, QueryError> {
+    pub(super) async fn category_map(
+        &self,
+        f: &Filters,
+        segs: &[Segment],
+    ) -> Result<CategoryMap, QueryError> {
         let cols = [
             Col::Sig,
             Col::Named("error_code"),
@@ -553,7 +557,7 @@ impl Engine {
         Ok(map)
     }
 
-    fn category_expr(sql: &mut Sql, map: &CategoryMap) {
+    pub(super) fn category_expr(sql: &mut Sql, map: &CategoryMap) {
         if map.sigs.is_empty() {
             sql.push("if(outcome = 'failed', 'unknown', '')");
         } else {
@@ -884,6 +888,7 @@ fn filter_columns(f: &Filters) -> impl Iterator<Item = &'static str> + '_ {
         .into_iter()
         .filter(|(_, v)| v.is_some())
         .map(|(c, _)| c)
+        .chain(f.code.map(|_| "error_code"))
 }
 
 /// Appends the column filters shared by raw and rollup tables (all bound).
@@ -893,5 +898,9 @@ pub fn push_filters(sql: &mut Sql, f: &Filters) {
             sql.push(&format!(" AND {col} = "))
                 .bind(Bind::Str(v.clone()));
         }
+    }
+    if let Some(code) = f.code {
+        sql.push(" AND error_has_code = 1 AND error_code = ")
+            .bind(Bind::U32(code));
     }
 }

@@ -89,6 +89,8 @@ pub struct Filters {
     pub stage: Option<String>,
     pub outcome: Option<String>,
     pub category: Option<String>,
+    /// An error code (failed events carrying exactly this code).
+    pub code: Option<u32>,
     pub source: SourceChoice,
 }
 
@@ -195,8 +197,28 @@ pub const FILTER_PARAMS: &[&str] = &[
     "stage",
     "outcome",
     "category",
+    "code",
     "source",
 ];
+
+/// Parses an error code as the API prints it (`0x80180014`) or as a decimal (`2149056532`);
+/// negative decimals are HRESULTs as Windows logs often print them (`-2145910764`).
+pub fn parse_code(s: &str) -> Option<u32> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if hex.is_empty() || hex.len() > 8 {
+            return None;
+        }
+        return u32::from_str_radix(hex, 16).ok();
+    }
+    if let Some(neg) = s.strip_prefix('-') {
+        return neg
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=0x8000_0000).contains(n))
+            .map(|n| n.wrapping_neg());
+    }
+    s.parse::<u32>().ok()
+}
 
 impl Filters {
     /// Parses the common filters. `now` is the default end; the default range is 24 h.
@@ -222,6 +244,15 @@ impl Filters {
                 ));
             }
         };
+        let code = match p.get("code") {
+            None => None,
+            Some(c) => Some(parse_code(c).ok_or_else(|| {
+                FieldError::new(
+                    "code",
+                    "must be a 32-bit error code in hex (0x80180014) or decimal",
+                )
+            })?),
+        };
         let source = match p.get("source") {
             None | Some("auto") => SourceChoice::Auto,
             Some("raw") => SourceChoice::Raw,
@@ -237,6 +268,7 @@ impl Filters {
             stage: p.one_of("stage", STAGES)?,
             outcome: p.one_of("outcome", OUTCOMES)?,
             category,
+            code,
             source,
         })
     }
@@ -292,5 +324,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.field, "x");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        let f = Filters::parse(&params(&[("code", "0x80180014")]), &cats, 100_000).unwrap();
+        assert_eq!(f.code, Some(0x8018_0014));
+        let e = Filters::parse(&params(&[("code", "0xZZ")]), &cats, 100_000).unwrap_err();
+        assert_eq!(e.field, "code");
+    }
+
+    #[test]
+    fn error_codes_in_every_spelling() {
+        assert_eq!(parse_code("0x80180014"), Some(0x8018_0014));
+        assert_eq!(parse_code("0X8018001a"), Some(0x8018_001A));
+        assert_eq!(parse_code("2149056532"), Some(0x8018_0014));
+        assert_eq!(parse_code("-2145910764"), Some(0x8018_0014));
+        assert_eq!(parse_code("0x"), None);
+        assert_eq!(parse_code("0x180000000"), None);
+        assert_eq!(parse_code("-0"), None);
+        assert_eq!(parse_code("4294967296"), None);
+        assert_eq!(parse_code("abc"), None);
     }
 }

@@ -1,8 +1,10 @@
 //! Fleet-wide questions answered from ClickHouse: rollups for aggregates, raw rows for
 //! device-level answers. Classification is applied at query time (see [`classes`]).
 
+pub mod affected;
 pub mod catalog_adapter;
 pub mod classes;
+pub mod cursor;
 pub mod devices;
 pub mod engine;
 pub mod filters;

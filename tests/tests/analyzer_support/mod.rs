@@ -302,6 +302,16 @@ pub async fn insert_states(ch: &ClickHouseServer, db: &str, rows: &[DeviceStateR
     insert.end().await.expect("end insert");
 }
 
+/// A new database on `ch` holding the collector's raw tables.
+pub async fn fresh_db(ch: &ClickHouseServer, prefix: &str) -> String {
+    let db = fleetpulse_tests::harness::unique_database(prefix);
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    db
+}
+
 /// Unix seconds as RFC 3339.
 pub fn iso(t: u32) -> String {
     fleetpulse_analyzer::query::filters::rfc3339(t)
