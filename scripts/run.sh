@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs Fleetpulse locally: installs ClickHouse if missing, builds release binaries, starts a
-# private ClickHouse (data under ./.fleetpulse-run/), the collector, the analyzer and a
-# simulated fleet, prints where to look, and runs until Ctrl-C, then stops everything cleanly.
+# Runs Fleetpulse locally: installs ClickHouse if missing, builds the web dashboard and release
+# binaries, starts a private ClickHouse (data under ./.fleetpulse-run/), the collector, the
+# analyzer and a simulated fleet with days of history, prints where to look, ending with the
+# dashboard's URL (signed in), and runs until Ctrl-C, then stops everything cleanly.
 #
 # Environment (all optional):
 #   FLEETPULSE_RUN_DIR         state directory               [./.fleetpulse-run]
@@ -39,6 +40,10 @@ die() {
 }
 
 bash deploy/install-deps.sh
+# The dashboard first: the analyzer binary embeds analyzer/web/dist/.
+log "building the web dashboard (npm ci, vite build)"
+(cd analyzer/web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >&2 ||
+    die "the dashboard build failed (Node.js 20.19+ and npm are needed; see the output above)"
 log "building release binaries (first build takes several minutes)"
 cargo build --release --workspace --bins
 
@@ -173,6 +178,8 @@ if "${BIN}/fleetpulse-analyzer" serve --help >/dev/null 2>&1; then
                 2>>"${LOGS}/analyzer.log" | head -n 1 >"${RUN_DIR}/demo.apikey"
         fi
         API_KEY=$(cat "${RUN_DIR}/demo.apikey")
+        # The key rides in the URL fragment, which browsers never send to the server.
+        DASHBOARD_URL="http://127.0.0.1:${ANALYZER_PORT}/#key=${API_KEY}"
         ANALYZER_NOTE="analyzer:        http://127.0.0.1:${ANALYZER_PORT}/api/v1/openapi.json  /healthz  (log ${LOGS}/analyzer.log)
   fleet summary:   curl -s -H 'Authorization: Bearer ${API_KEY}' 'http://127.0.0.1:${ANALYZER_PORT}/api/v1/summary?from=$(date -u -d '-1 day' +%Y-%m-%dT%H:00:00Z)&to=$(date -u -d '+1 hour' +%Y-%m-%dT%H:00:00Z)'"
     else
@@ -212,6 +219,14 @@ Logs:
   ${LOGS}/collector.log  ${LOGS}/fleet.log  ${LOGS}/clickhouse-server.err.log
 Press Ctrl-C to stop everything.
 EOF
+if [[ -n "${DASHBOARD_URL:-}" ]]; then
+    cat <<EOF
+
+Open the fleet dashboard (signed in with the demo key; ${FLEET_BACKFILL} of history fill in while the
+backfill runs, see ${LOGS}/fleet.log):
+  ${DASHBOARD_URL}
+EOF
+fi
 
 # Run until Ctrl-C/SIGTERM (the EXIT trap stops everything), or until a component dies (its
 # log says why).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use analyzer_support::*;
-use fleetpulse_tests::harness::rows::{DeviceStateRow, EnrollmentEventRow};
+use fleetpulse_tests::harness::rows::EnrollmentEventRow;
 use fleetpulse_tests::harness::shared;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -323,40 +323,6 @@ fn ev(
     }
 }
 
-fn st(tenant: &str, device: &str, at: u32) -> DeviceStateRow {
-    DeviceStateRow {
-        tenant: tenant.into(),
-        agent_id: format!("agent-{device}"),
-        batch_seq: 1,
-        device_id: device.into(),
-        captured_at: at,
-        received_at: at,
-        platform: "ios".into(),
-        os_edition: String::new(),
-        os_version: "17.5".into(),
-        join_state: "not_joined".into(),
-        mdm_enrolled: 1,
-        mdm_url: String::new(),
-        entra_tenant_id: String::new(),
-        tpm_present: 1,
-        tpm_spec_version: "2.0".into(),
-        tpm_ready: 1,
-        tpm_manufacturer: String::new(),
-        primary_user_upn: String::new(),
-        last_attempt_at: 0,
-        last_outcome: "succeeded".into(),
-        last_error_code: 0,
-        last_error_has_code: 0,
-        last_error_symbol: String::new(),
-        last_error_message: String::new(),
-        license_state: "licensed".into(),
-        enrollment_method: "apple_ade".into(),
-        device_name: String::new(),
-        attributes_key: vec![],
-        attributes_value: vec![],
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_funnel_and_insights_are_exact() {
     let ch = shared();
@@ -375,7 +341,7 @@ async fn devices_funnel_and_insights_are_exact() {
     ] {
         for i in 0..enrolled + not_enrolled {
             let dev = format!("{user}-{i}");
-            let mut s = st(tenant, &dev, recent - 100);
+            let mut s = state_row(tenant, &dev, recent - 100);
             s.primary_user_upn = user.into();
             states.push(s.clone());
             // A later snapshot un-enrolls the extra devices: only the latest counts.
@@ -388,7 +354,7 @@ async fn devices_funnel_and_insights_are_exact() {
     }
     // TPM vs Autopilot.
     let win = |d: &str, tpm: u8, ver: &str, method: &str| {
-        let mut s = st("contoso", d, recent);
+        let mut s = state_row("contoso", d, recent);
         s.platform = "windows".into();
         s.tpm_present = tpm;
         s.tpm_spec_version = ver.into();
@@ -414,7 +380,7 @@ async fn devices_funnel_and_insights_are_exact() {
         ("l2", "y@c", "unlicensed", false),
         ("l3", "z@c", "licensed", true),
     ] {
-        let mut s = st("contoso", dev, recent);
+        let mut s = state_row("contoso", dev, recent);
         s.primary_user_upn = user.into();
         s.license_state = lic.into();
         s.last_attempt_at = if attempted { recent - 10 } else { 0 };
@@ -446,8 +412,8 @@ async fn devices_funnel_and_insights_are_exact() {
     states.push(joined("n4", "not_joined", 0));
     // Stale: s1's only snapshot is 40 days old; s2 is old but enrolled successfully lately;
     // s3 has only an old success.
-    states.push(st("fabrikam", "s1", n - 40 * DAY));
-    states.push(st("fabrikam", "s2", n - 40 * DAY));
+    states.push(state_row("fabrikam", "s1", n - 40 * DAY));
+    states.push(state_row("fabrikam", "s2", n - 40 * DAY));
     evs.push(ev(
         "fabrikam",
         "s2",

@@ -1,7 +1,8 @@
 //! The web dashboard end to end in a real browser: ClickHouse and the collector from the
 //! harness, a two-tenant fleet from `fleetpulse-agent simulate`, the analyzer binary serving
 //! the embedded dashboard, and Debian's headless Chromium driven by
-//! `analyzer/web/tests/e2e.mjs` (playwright-core). The script checks that every page renders
+//! `analyzer/web/tests/e2e.mjs` (playwright-core). The fleet has two days of history
+//! (`simulate --backfill`). The script checks that every page renders
 //! without a console error, that the numbers on screen equal the API's answers for the same
 //! filters, filters, drill-down, device timeline, tenant switch, sign-in/out and the message
 //! for a wrong key; it writes one screenshot per page to `target/dashboard-screenshots/`
@@ -36,14 +37,18 @@ async fn simulate(fixture: &Fixture, tokens: &[String], spool: &std::path::Path)
         &fixture.collector.grpc_url(),
         "--devices",
         "600",
+        // Two days of history (about 5,200 events), generated as fast as the collector takes
+        // them, with a licence failure spike of three hours yesterday; no live phase.
+        "--backfill",
+        "2d",
         "--rate",
-        "500",
+        "0.03",
         "--duration",
-        "4s",
+        "0s",
         "--seed",
         "10",
         "--spike",
-        "license:x10@1s",
+        "license:x8@1d+3h",
         "--heartbeat-interval-secs",
         "1",
     ]);
@@ -100,7 +105,7 @@ async fn dashboard_pages_match_the_api_in_chromium() {
     );
 
     let now = now_secs();
-    let from = iso((now - 86_400) / 3_600 * 3_600);
+    let from = iso((now - 2 * 86_400) / 3_600 * 3_600);
     let to = iso((now / 3_600 + 1) * 3_600);
     let shots = std::env::var_os("FLEETPULSE_SCREENSHOTS")
         .map(PathBuf::from)

@@ -39,9 +39,9 @@ export function TrendChart(props: { points: Point[]; label: string; theme: strin
       ],
       series: [
         { value: (_u, v) => (v == null ? "–" : new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC") },
-        { label: "Attempts", stroke: accent, fill: accent + "22", width: 2, value: (_u, v) => n(v) },
+        { label: "Attempts", stroke: accent, fill: accent + "22", width: 2, points: { show: false }, value: (_u, v) => n(v) },
         { label: "Failures", stroke: bad, fill: bad + "aa", paths: bars, points: { show: false }, value: (_u, v) => n(v) },
-        { label: "Failure rate", scale: "rate", stroke: warn, width: 2, dash: [6, 3], spanGaps: false, value: (_u, v) => (v == null ? "–" : pct(v / 100)) },
+        { label: "Failure rate", scale: "rate", stroke: warn, width: 2, dash: [6, 3], spanGaps: false, points: { show: false }, value: (_u, v) => (v == null ? "–" : pct(v / 100)) },
       ],
     };
     const plot = new uPlot(opts, [xs, attempts, failures, rate], el);

@@ -302,6 +302,41 @@ pub async fn insert_states(ch: &ClickHouseServer, db: &str, rows: &[DeviceStateR
     insert.end().await.expect("end insert");
 }
 
+/// A state snapshot of an enrolled iOS device with a ready TPM.
+pub fn state_row(tenant: &str, device: &str, at: u32) -> DeviceStateRow {
+    DeviceStateRow {
+        tenant: tenant.into(),
+        agent_id: format!("agent-{device}"),
+        batch_seq: 1,
+        device_id: device.into(),
+        captured_at: at,
+        received_at: at,
+        platform: "ios".into(),
+        os_edition: String::new(),
+        os_version: "17.5".into(),
+        join_state: "not_joined".into(),
+        mdm_enrolled: 1,
+        mdm_url: String::new(),
+        entra_tenant_id: String::new(),
+        tpm_present: 1,
+        tpm_spec_version: "2.0".into(),
+        tpm_ready: 1,
+        tpm_manufacturer: String::new(),
+        primary_user_upn: String::new(),
+        last_attempt_at: 0,
+        last_outcome: "succeeded".into(),
+        last_error_code: 0,
+        last_error_has_code: 0,
+        last_error_symbol: String::new(),
+        last_error_message: String::new(),
+        license_state: "licensed".into(),
+        enrollment_method: "apple_ade".into(),
+        device_name: String::new(),
+        attributes_key: vec![],
+        attributes_value: vec![],
+    }
+}
+
 /// A new database on `ch` holding the collector's raw tables.
 pub async fn fresh_db(ch: &ClickHouseServer, prefix: &str) -> String {
     let db = fleetpulse_tests::harness::unique_database(prefix);
