@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::alerts::config::{AlertSettings, AlertsConfig};
 use crate::insights::{InsightSettings, MAX_DEVICE_CAP};
 use crate::query::sql::valid_identifier;
 
@@ -29,6 +30,8 @@ pub enum ConfigError {
     },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Alerts(Box<crate::alerts::config::SettingError>),
 }
 
 /// Storage flags shared by `serve`, `migrate` and `key`.
@@ -84,6 +87,13 @@ pub struct ServeArgs {
     /// Days without success or state after which a device counts as stale [default: 30].
     #[arg(long, env = "FLEETPULSE_ANALYZER_STALE_DAYS")]
     pub stale_days: Option<u32>,
+    /// Base URL people open the dashboard at, used for links in alerts
+    /// [default: http://<listen address>].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Alert evaluation cadence, overriding `[alerts] evaluation_interval` (e.g. 15s).
+    #[arg(long, env = "FLEETPULSE_ANALYZER_ALERTS_EVALUATION_INTERVAL")]
+    pub alerts_evaluation_interval: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -102,9 +112,13 @@ struct FileConfig {
     ready_file: Option<PathBuf>,
     default_device_cap: Option<u32>,
     stale_days: Option<u32>,
+    public_url: Option<String>,
     /// Per-tenant device enrollment limits, e.g. `[device_caps] contoso = 10`.
     #[serde(default)]
     device_caps: BTreeMap<String, u32>,
+    /// Spike detection, threshold rules and the alert lifecycle.
+    #[serde(default)]
+    alerts: AlertsConfig,
 }
 
 /// Resolved storage settings.
@@ -142,6 +156,9 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub ready_file: Option<PathBuf>,
     pub insights: InsightSettings,
+    /// None: `http://<bound address>`.
+    pub public_url: Option<String>,
+    pub alerts: AlertSettings,
 }
 
 fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
@@ -249,7 +266,36 @@ impl ServeArgs {
                 reason: format!("{stale_days} is outside 1..=3650"),
             });
         }
+        let public_url = self.public_url.clone().or(f.public_url.clone());
+        if let Some(u) = &public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "public_url",
+                reason: format!("{u:?} must start with http:// or https://"),
+            });
+        }
+        let mut alerts_cfg = f.alerts.clone();
+        if let Some(i) = &self.alerts_evaluation_interval {
+            alerts_cfg.evaluation_interval =
+                crate::alerts::config::parse_duration(i).map_err(|reason| {
+                    ConfigError::Invalid {
+                        field: "alerts_evaluation_interval",
+                        reason,
+                    }
+                })?;
+        }
+        let categories: Vec<String> = crate::catalog::Catalog::embedded()
+            .categories()
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        let alerts = alerts_cfg
+            .validate(&categories)
+            .map_err(|e| ConfigError::Alerts(Box::new(e)))?;
         Ok(ServeConfig {
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            alerts,
             storage: storage(&self.storage, &f)?,
             listen: self
                 .listen

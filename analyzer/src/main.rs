@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fleetpulse_analyzer::alerts::evaluator::Evaluator;
+use fleetpulse_analyzer::alerts::metrics::AlertMetrics;
+use fleetpulse_analyzer::alerts::store::{self as alert_store, AlertStore};
 use fleetpulse_analyzer::api::{self, AppState};
 use fleetpulse_analyzer::catalog::Catalog;
 use fleetpulse_analyzer::classify::{self, cli::ClassifyArgs};
@@ -13,6 +16,8 @@ use fleetpulse_analyzer::query::catalog_adapter::CatalogClassifier;
 use fleetpulse_analyzer::query::classes::ClassCache;
 use fleetpulse_analyzer::query::engine::Engine;
 use fleetpulse_analyzer::{keys, rollups};
+
+mod cli_alerts;
 
 /// The Fleetpulse analyzer: interprets enrollment telemetry stored by the collector.
 ///
@@ -36,6 +41,9 @@ enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     Classify(ClassifyArgs),
+    /// Inspect, acknowledge and silence alerts (the same database `serve` uses).
+    #[command(subcommand)]
+    Alerts(cli_alerts::AlertsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Key(cmd) => key(cmd).await,
+        Command::Alerts(cmd) => cli_alerts::run(cmd).await,
         Command::Classify(args) => {
             let stats =
                 classify::cli::run(&args, std::io::stdin().lock(), std::io::stdout().lock())?;
@@ -174,6 +183,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let pool = keys::open(&cfg.storage.database_url)
         .await
         .context("opening the control database")?;
+    alert_store::migrate(&pool, alert_store::is_postgres(&cfg.storage.database_url))
+        .await
+        .context("creating the alert tables")?;
+    let alerts = AlertStore::new(pool.clone());
+    let alert_settings = Arc::new(cfg.alerts.clone());
     let classifier = Arc::new(CatalogClassifier::new(Catalog::embedded()));
     let catalog_json = Arc::new(classifier.catalog_json());
     let cache = Arc::new(ClassCache::new(classifier.clone()));
@@ -183,14 +197,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache,
     ));
     let classify_classifier = classifier.clone();
-    let state = AppState {
-        engine,
-        keys: pool,
-        insights: Arc::new(cfg.insights.clone()),
-        metrics: Arc::new(api::metrics::Metrics::new()),
-        classify_json: Arc::new(move |v| classify_classifier.classify_values(v)),
-        catalog_json,
-    };
     let tls = match &cfg.tls {
         Some((cert, key)) => Some(api::server::tls_acceptor(cert, key)?),
         None => None,
@@ -199,6 +205,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let local = listener.local_addr()?;
+    let public_url = cfg.public_url.clone().unwrap_or_else(|| {
+        let shown = if local.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], local.port()))
+        } else {
+            local
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{shown}")
+    });
+    let mut metrics = api::metrics::Metrics::new();
+    let alert_metrics = Arc::new(AlertMetrics::new(&mut metrics.registry));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let evaluator_task = if alert_settings.enabled {
+        let evaluator = Arc::new(Evaluator::new(
+            engine.clone(),
+            alerts.clone(),
+            alert_settings.clone(),
+            public_url.clone(),
+            Vec::new(),
+            alert_metrics,
+        ));
+        tracing::info!(
+            interval = ?alert_settings.evaluation_interval,
+            rules = alert_settings.rules.len(),
+            "alert evaluation started"
+        );
+        Some(tokio::spawn(evaluator.run(stop_rx)))
+    } else {
+        None
+    };
+    let state = AppState {
+        engine,
+        keys: pool,
+        insights: Arc::new(cfg.insights.clone()),
+        metrics: Arc::new(metrics),
+        classify_json: Arc::new(move |v| classify_classifier.classify_values(v)),
+        catalog_json,
+        alerts,
+        alert_settings,
+        public_url: Arc::new(public_url),
+    };
     tracing::info!(addr = %local, tls = tls.is_some(), "analyzer API listening");
     if let Some(path) = &cfg.ready_file {
         let shown = if local.ip().is_unspecified() {
@@ -212,6 +259,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?;
     }
     api::server::serve(listener, api::router(state), tls, shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    if let Some(t) = evaluator_task {
+        let _ = t.await;
+    }
     tracing::info!("analyzer stopped");
     Ok(())
 }

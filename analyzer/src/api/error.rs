@@ -15,6 +15,7 @@ pub enum ApiError {
     Unauthorized(&'static str),
     Forbidden(String),
     NotFound(String),
+    Conflict(String),
     Unavailable(String),
 }
 
@@ -41,6 +42,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(r) => (StatusCode::UNAUTHORIZED, json!({"error": {"reason": r}})),
             Self::Forbidden(r) => (StatusCode::FORBIDDEN, json!({"error": {"reason": r}})),
             Self::NotFound(r) => (StatusCode::NOT_FOUND, json!({"error": {"reason": r}})),
+            Self::Conflict(r) => (StatusCode::CONFLICT, json!({"error": {"reason": r}})),
             Self::Unavailable(r) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": {"reason": r}}),

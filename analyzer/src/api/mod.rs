@@ -3,6 +3,7 @@
 //! Every `/api/v1` route except the OpenAPI document requires `Authorization: Bearer fpk_...`.
 //! A tenant-scoped key has its tenant forced into every query; naming another tenant is a 403.
 
+pub mod alerts;
 pub mod error;
 pub mod metrics;
 pub mod server;
@@ -44,6 +45,12 @@ pub struct AppState {
     pub classify_json: Arc<ClassifyFn>,
     /// The catalog as served by `GET /api/v1/catalog`.
     pub catalog_json: Arc<Value>,
+    /// Alert state, history, silences and API-created rules.
+    pub alerts: crate::alerts::store::AlertStore,
+    /// The validated `[alerts]` settings (rules from the config file).
+    pub alert_settings: Arc<crate::alerts::config::AlertSettings>,
+    /// Base of absolute links (dashboard URLs in alerts), without a trailing slash.
+    pub public_url: Arc<String>,
 }
 
 /// Builds the router.
@@ -62,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/insights/{id}/devices", get(insight_devices))
         .route("/catalog", get(catalog))
         .route("/classify", post(classify))
+        .merge(alerts::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(crate::web::router())
@@ -109,7 +117,10 @@ async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Re
 }
 
 /// The tenant a request may read: the key's own, or what an all-tenants key asked for.
-fn scoped_tenant(scope: &KeyScope, requested: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn scoped_tenant(
+    scope: &KeyScope,
+    requested: Option<String>,
+) -> Result<Option<String>, ApiError> {
     match (&scope.tenant, requested) {
         (None, r) => Ok(r),
         (Some(own), None) => Ok(Some(own.clone())),
@@ -138,7 +149,7 @@ fn filters(
     Ok(f)
 }
 
-type Q = Query<Vec<(String, String)>>;
+pub(crate) type Q = Query<Vec<(String, String)>>;
 
 async fn summary(
     State(s): State<AppState>,
@@ -151,7 +162,7 @@ async fn summary(
     Ok(Json(json!({"from": rfc(f.from), "to": rfc(f.to), "summary": sum})).into_response())
 }
 
-fn rfc(t: u32) -> String {
+pub(crate) fn rfc(t: u32) -> String {
     crate::query::filters::rfc3339(t)
 }
 
@@ -467,6 +478,13 @@ mod tests {
             "/api/v1/catalog",
             "/api/v1/classify",
             "/api/v1/openapi.json",
+            "/api/v1/alerts",
+            "/api/v1/alerts/{id}",
+            "/api/v1/alerts/{id}/ack",
+            "/api/v1/silences",
+            "/api/v1/silences/{id}",
+            "/api/v1/alert-rules",
+            "/api/v1/alert-rules/{name}",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }

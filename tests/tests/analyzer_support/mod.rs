@@ -42,9 +42,23 @@ impl Drop for Analyzer {
 
 impl Analyzer {
     pub async fn start(ch: &ClickHouseServer, database: &str, extra: &[&str]) -> Analyzer {
+        Self::start_with_db(ch, database, None, extra).await
+    }
+
+    /// Like [`Self::start`], with the control database at `db_url` (shared by several
+    /// analyzers) instead of a private SQLite file.
+    pub async fn start_with_db(
+        ch: &ClickHouseServer,
+        database: &str,
+        db_url: Option<&str>,
+        extra: &[&str],
+    ) -> Analyzer {
         let dir = tempfile::tempdir().expect("tempdir");
         let ready = dir.path().join("ready.json");
-        let db_url = format!("sqlite://{}", dir.path().join("keys.db").display());
+        let db_url = db_url.map_or_else(
+            || format!("sqlite://{}", dir.path().join("keys.db").display()),
+            str::to_owned,
+        );
         let bin = workspace_binary("fleetpulse-analyzer").expect("analyzer binary");
         let mut cmd = Command::new(bin);
         cmd.args([
@@ -133,6 +147,11 @@ impl Analyzer {
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         request(self.addr, "GET", path, token, None).await
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("log.txt")).unwrap_or_default()
     }
 
     /// GET that must answer 200.

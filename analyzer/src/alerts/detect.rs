@@ -1,0 +1,373 @@
+//! The spike test and the concentration analysis: pure functions over counts.
+//!
+//! A key (tenant x category, or tenant x code/platform/...) *breaches* when, in the current
+//! window, all of these hold:
+//! - minimum volume: `attempts >= min_attempts`, `failures >= min_failures` and
+//!   `affected_devices >= min_affected_devices` (a 3-device tenant never pages);
+//! - a large increase: `rate >= rate_ratio x baseline_rate`;
+//! - a real one: a one-sided Poisson test of the window's failures against
+//!   `attempts x upper(baseline)` (the Wilson upper bound of the baseline rate at
+//!   `baseline_z`) rejects "no increase" at `alpha`, so a 100k-device tenant is not paged for
+//!   noise and a thin baseline cannot make a small bump look real.
+//!
+//! It *recovers* when its rate falls below `resolve_ratio x baseline_rate` (hysteresis: the
+//! band between the two ratios keeps the current state), and it has *no data* when the window
+//! holds no attempts at all: missing data is never taken for a recovery.
+
+use serde::Serialize;
+
+use super::config::SpikeConfig;
+
+/// Failures of one key against the attempts of its population over some span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub failures: u64,
+    pub attempts: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: Counts) {
+        self.failures += other.failures;
+        self.attempts += other.attempts;
+    }
+    pub fn rate(&self) -> f64 {
+        if self.attempts == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.attempts as f64
+        }
+    }
+}
+
+/// Wilson score interval of `x` successes in `n` trials at `z`; (0, 1) when `n == 0`.
+pub fn wilson(x: u64, n: u64, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n_f = n as f64;
+    let p = (x.min(n)) as f64 / n_f;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n_f;
+    let centre = p + z2 / (2.0 * n_f);
+    let margin = z * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt();
+    (
+        ((centre - margin) / denom).max(0.0),
+        ((centre + margin) / denom).min(1.0),
+    )
+}
+
+/// `ln(k!)`: exact below 20, Stirling's series (error under 1e-10) above.
+fn ln_factorial(k: u64) -> f64 {
+    if k < 20 {
+        return (2..=k).map(|i| (i as f64).ln()).sum();
+    }
+    let k = k as f64;
+    k * k.ln() - k + 0.5 * (2.0 * std::f64::consts::PI * k).ln() + 1.0 / (12.0 * k)
+        - 1.0 / (360.0 * k * k * k)
+}
+
+/// `P(X >= x)` for `X ~ Poisson(lambda)`: the p-value of observing `x` or more. Summed upward
+/// from `x` in log space (terms shrink once `k > lambda`); 1 when `x <= lambda`, where the
+/// observation is no evidence of an increase.
+pub fn poisson_sf(x: u64, lambda: f64) -> f64 {
+    if x == 0 || (x as f64) <= lambda {
+        return 1.0;
+    }
+    if lambda <= 0.0 {
+        return 0.0;
+    }
+    let mut term = (-lambda + x as f64 * lambda.ln() - ln_factorial(x)).exp();
+    let mut sum = 0.0;
+    let mut k = x;
+    for _ in 0..100_000 {
+        sum += term;
+        k += 1;
+        term *= lambda / k as f64;
+        if term < sum * 1e-15 {
+            break;
+        }
+    }
+    sum.min(1.0)
+}
+
+/// The baseline rate used for ratios: smoothed so that a baseline without failures still has
+/// a finite, small expectation (half a failure over its attempts).
+pub fn baseline_rate(b: Counts) -> f64 {
+    (b.failures as f64 + 0.5) / (b.attempts as f64 + 1.0)
+}
+
+/// The outcome of one evaluation of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Large, real and above the volume guards.
+    Breach,
+    /// Between the resolve and the fire thresholds, or under the volume guards while above the
+    /// resolve threshold: keep the current state.
+    Hold,
+    /// Below `resolve_ratio x baseline`.
+    Recovered,
+    /// No attempts at all in the window.
+    NoData,
+}
+
+/// Everything one evaluation measured, kept with the alert.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Assessment {
+    pub verdict: Verdict,
+    pub observed: Counts,
+    pub observed_rate: f64,
+    pub expected_rate: f64,
+    pub expected_count: f64,
+    pub affected_devices: u64,
+}
+
+/// Assesses a window against its baseline.
+pub fn assess(
+    window: Counts,
+    affected_devices: u64,
+    baseline: Counts,
+    cfg: &SpikeConfig,
+    resolve_ratio: f64,
+) -> Assessment {
+    let expected_rate = baseline_rate(baseline);
+    let rate = window.rate();
+    let verdict = if window.attempts == 0 {
+        Verdict::NoData
+    } else if rate < resolve_ratio * expected_rate {
+        Verdict::Recovered
+    } else {
+        let volume = window.attempts >= cfg.min_attempts
+            && window.failures >= cfg.min_failures
+            && affected_devices >= cfg.min_affected_devices;
+        let large = rate >= cfg.rate_ratio * expected_rate;
+        let (_, upper) = wilson(baseline.failures, baseline.attempts, cfg.baseline_z);
+        let real = poisson_sf(window.failures, window.attempts as f64 * upper) < cfg.alpha;
+        if volume && large && real {
+            Verdict::Breach
+        } else {
+            Verdict::Hold
+        }
+    };
+    Assessment {
+        verdict,
+        observed: window,
+        observed_rate: rate,
+        expected_rate,
+        expected_count: expected_rate * window.attempts as f64,
+        affected_devices,
+    }
+}
+
+/// A dimension value explaining part of the excess failures.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Concentration {
+    pub dimension: String,
+    pub value: String,
+    /// Share of the excess failures (observed - expected) this value accounts for, 0..=1.
+    pub share: f64,
+    /// The value's share of the baseline population (attempts, or failures for dimensions
+    /// that exist only on failures): what `share` would be if the excess were spread evenly.
+    pub baseline_share: f64,
+}
+
+/// The values of one dimension that explain at least `min_share` of the excess failures
+/// *and* are over-represented in it by at least `min_share` compared with their share of the
+/// baseline population, most over-represented first.
+///
+/// `window` holds failures per value in the window; `population` the baseline population per
+/// value. A value's expected failures are its population share of `expected_total`; its
+/// excess is `observed - expected` (floored at 0); its share is that over the sum of
+/// positive excesses. A value every device shares (one enrollment method for the whole
+/// tenant) explains everything and says nothing, hence the over-representation test. When
+/// the window holds no more failures than expected there is no excess to explain.
+pub fn concentration(
+    dimension: &str,
+    window: &[(String, u64)],
+    population: &[(String, u64)],
+    expected_total: f64,
+    min_share: f64,
+) -> Vec<Concentration> {
+    let observed: u64 = window.iter().map(|(_, n)| n).sum();
+    if observed as f64 <= expected_total {
+        return Vec::new();
+    }
+    let pop_total: u64 = population.iter().map(|(_, n)| n).sum();
+    let pop_share = |v: &str| {
+        if pop_total == 0 {
+            0.0
+        } else {
+            population
+                .iter()
+                .find(|(pv, _)| pv == v)
+                .map_or(0.0, |(_, n)| *n as f64 / pop_total as f64)
+        }
+    };
+    let excess: Vec<(&String, f64, f64)> = window
+        .iter()
+        .map(|(v, n)| {
+            let ps = pop_share(v);
+            (v, (*n as f64 - expected_total * ps).max(0.0), ps)
+        })
+        .collect();
+    let total: f64 = excess.iter().map(|(_, e, _)| e).sum();
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    let mut out: Vec<Concentration> = excess
+        .into_iter()
+        .map(|(v, e, ps)| Concentration {
+            dimension: dimension.to_owned(),
+            value: v.clone(),
+            share: e / total,
+            baseline_share: ps,
+        })
+        .filter(|c| {
+            c.share >= min_share && c.share > 0.0 && c.share - c.baseline_share >= min_share
+        })
+        .collect();
+    out.sort_by(|a, b| lift(b).total_cmp(&lift(a)).then(a.value.cmp(&b.value)));
+    out
+}
+
+/// How much more of the excess a value explains than its share of the population.
+pub fn lift(c: &Concentration) -> f64 {
+    c.share - c.baseline_share
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn c(failures: u64, attempts: u64) -> Counts {
+        Counts { failures, attempts }
+    }
+
+    #[test]
+    fn wilson_matches_published_values() {
+        // 10 of 100 at z = 1.96: [0.0552, 0.1744] (Newcombe 1998, table I style check).
+        let (l, u) = wilson(10, 100, 1.96);
+        assert!((l - 0.0552).abs() < 1e-4, "{l}");
+        assert!((u - 0.1744).abs() < 1e-4, "{u}");
+        assert_eq!(wilson(0, 0, 3.0), (0.0, 1.0));
+    }
+
+    #[test]
+    fn large_real_spike_breaches_and_guards_hold() {
+        let cfg = SpikeConfig::default();
+        let base = c(200, 10_000); // 2 %
+        let a = assess(c(30, 300), 25, base, &cfg, 1.5); // 10 %
+        assert_eq!(a.verdict, Verdict::Breach);
+        assert!((a.expected_count - 300.0 * 200.5 / 10_001.0).abs() < 1e-9);
+        // Same rate, but only three devices: never pages.
+        assert_eq!(
+            assess(c(30, 300), 3, base, &cfg, 1.5).verdict,
+            Verdict::Hold
+        );
+        // Large tenant, moderate increase (3.6 % vs 2 %, 1.8x): real but not large.
+        let big = assess(c(3_600, 100_000), 2_000, base, &cfg, 1.5);
+        assert_eq!(big.verdict, Verdict::Hold);
+        // Back to baseline.
+        assert_eq!(
+            assess(c(6, 300), 6, base, &cfg, 1.5).verdict,
+            Verdict::Recovered
+        );
+        assert_eq!(assess(c(0, 0), 0, base, &cfg, 1.5).verdict, Verdict::NoData);
+        // A thin baseline (2 of 40) cannot make 12 of 60 real.
+        assert_eq!(
+            assess(c(12, 60), 10, c(2, 40), &cfg, 1.5).verdict,
+            Verdict::Hold
+        );
+    }
+
+    #[test]
+    fn poisson_tail_matches_known_values() {
+        // P(X >= 10 | 3) = 0.001102488 (1 - ppois(9, 3) in R).
+        assert!((poisson_sf(10, 3.0) - 0.001_102_488).abs() < 1e-8);
+        // P(X >= 1 | 0.5) = 1 - e^-0.5.
+        assert!((poisson_sf(1, 0.5) - (1.0 - (-0.5f64).exp())).abs() < 1e-12);
+        assert_eq!(poisson_sf(3, 3.0), 1.0);
+        // Large counts stay finite and tiny: 2000 observed against 1000 expected.
+        let p = poisson_sf(2_000, 1_000.0);
+        assert!(p > 0.0 && p < 1e-100, "{p}");
+        assert!((ln_factorial(20) - 42.335_616_460_753_485).abs() < 1e-9);
+    }
+
+    /// Poisson-ish binomial draws: `n` attempts each failing with `p`.
+    fn draw(rng: &mut StdRng, n: u64, p: f64) -> u64 {
+        (0..n).filter(|_| rng.gen_bool(p)).count() as u64
+    }
+
+    /// Four quiet weeks of 5-minute windows for a mid-size tenant (200 attempts per window in
+    /// business hours, 50 at night, 3 % failing), then a fifth week: quiet except for a x5
+    /// spike lasting 30 minutes from Tuesday 10:00. No quiet window breaches; the spike
+    /// breaches within its first two windows.
+    #[test]
+    fn generated_series_quiet_weeks_and_a_known_spike() {
+        let cfg = SpikeConfig::default();
+        let mut rng = StdRng::seed_from_u64(9);
+        let windows_per_week = 7 * 24 * 12;
+        let attempts = |i: usize| -> u64 {
+            let hour = (i / 12) % 24;
+            if (8..18).contains(&hour) { 200 } else { 50 }
+        };
+        let p = 0.03;
+        let mut history: Vec<Counts> = Vec::new();
+        let mut false_alerts = 0;
+        let spike_start = 24 * 12 + 10 * 12;
+        let mut first_breach = None;
+        for week in 0..5 {
+            for i in 0..windows_per_week {
+                let n = attempts(i);
+                let spike = week == 4 && (spike_start..spike_start + 6).contains(&i);
+                let x = draw(&mut rng, n, if spike { p * 5.0 } else { p });
+                // Rolling 24 h baseline from history (the seasonal one behaves the same on
+                // a stationary series).
+                let start = history.len().saturating_sub(288);
+                let mut base = Counts::default();
+                for h in &history[start..] {
+                    base.add(*h);
+                }
+                let devices = x.min(n); // one failure per device at most in this model
+                let v = assess(c(x, n), devices, base, &cfg, 1.5).verdict;
+                if v == Verdict::Breach && !spike {
+                    false_alerts += 1;
+                }
+                if spike && v == Verdict::Breach && first_breach.is_none() {
+                    first_breach = Some(i - spike_start);
+                }
+                history.push(c(x, n));
+            }
+        }
+        assert_eq!(false_alerts, 0, "false alerts over 5 simulated weeks");
+        assert!(
+            matches!(first_breach, Some(0 | 1)),
+            "spike detected at window {first_breach:?}"
+        );
+    }
+
+    #[test]
+    fn concentration_names_the_injected_value() {
+        let window = vec![("ios".to_owned(), 90), ("windows".to_owned(), 12)];
+        let population = vec![("ios".to_owned(), 100), ("windows".to_owned(), 900)];
+        let out = concentration("platform", &window, &population, 20.0, 0.2);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value, "ios");
+        // ios expected 2, excess 88; windows expected 18, excess 0.
+        assert!((out[0].share - 1.0).abs() < 1e-12);
+        assert!((out[0].baseline_share - 0.1).abs() < 1e-12);
+        let out = concentration("platform", &window, &population, 200.0, 0.2);
+        assert!(out.is_empty(), "no excess, no concentration: {out:?}");
+        // Everyone enrolls the same way: that value explains all and says nothing.
+        let out = concentration(
+            "enrollment_method",
+            &[("entra_join".to_owned(), 90)],
+            &[("entra_join".to_owned(), 1000)],
+            20.0,
+            0.2,
+        );
+        assert!(out.is_empty(), "{out:?}");
+    }
+}

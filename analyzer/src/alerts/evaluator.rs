@@ -1,0 +1,910 @@
+//! The evaluation loop run by `serve`: every `evaluation_interval` it asks the query engine
+//! (the same planner the API uses; no SQL of its own) for the current window and the
+//! baselines, assesses every key, steps the lifecycle and writes transitions through the
+//! store, whose compare-and-set makes each notification happen once across analyzers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tracing::Instrument;
+
+use super::config::{AlertSettings, Rule};
+use super::detect::{self, Assessment, Counts, Verdict};
+use super::lifecycle::{self, Kind, Phase};
+use super::metrics::AlertMetrics;
+use super::model::{Alert, Detail, Silence, TopCode, notification_json};
+use super::rules::{Metric, parse_rule};
+use super::store::{AlertStore, Outgoing, StoreError, alert_id, notification_id};
+use crate::catalog::Catalog;
+use crate::query::QueryError;
+use crate::query::engine::{BreakdownRow, Dimension, Engine};
+use crate::query::filters::{Filters, SourceChoice};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A destination's interest in alert notifications (its filter), for the outbox.
+#[derive(Debug, Clone, Default)]
+pub struct AlertRoute {
+    pub name: String,
+    /// Empty: every tenant.
+    pub tenants: Vec<String>,
+    /// Empty: every category.
+    pub categories: Vec<String>,
+    /// Lowest severity taken: `info` (everything), `warning`, `critical`.
+    pub min_severity: String,
+}
+
+/// `info` < `warning` < `critical`.
+pub fn severity_rank(s: &str) -> u8 {
+    match s {
+        "critical" => 2,
+        "warning" => 1,
+        _ => 0,
+    }
+}
+
+/// The severity of a notification: resolutions are `info`; a firing alert is `critical` when
+/// its rate is at least 4x the expected one or 100 devices fail, else `warning`.
+pub fn severity(a: &Alert, kind: Kind) -> &'static str {
+    if kind == Kind::Resolved {
+        return "info";
+    }
+    let d = &a.detail;
+    if d.affected_devices >= 100
+        || (d.expected_rate > 0.0 && d.observed_rate >= 4.0 * d.expected_rate)
+    {
+        "critical"
+    } else {
+        "warning"
+    }
+}
+
+impl AlertRoute {
+    pub fn takes(&self, a: &Alert, severity: &str) -> bool {
+        (self.tenants.is_empty() || self.tenants.contains(&a.tenant))
+            && (self.categories.is_empty() || self.categories.contains(&a.category))
+            && severity_rank(severity) >= severity_rank(&self.min_severity)
+    }
+}
+
+/// Baseline counts of one tenant and dimension: per value, plus the tenant's attempts.
+#[derive(Debug, Clone, Default)]
+struct Baseline {
+    kind: &'static str,
+    tenant_attempts: u64,
+    values: HashMap<String, Counts>,
+}
+
+type BaselineKey = (String, &'static str, i64);
+
+/// The alert evaluator.
+pub struct Evaluator {
+    engine: Arc<Engine>,
+    store: AlertStore,
+    settings: Arc<AlertSettings>,
+    catalog: &'static Catalog,
+    public_url: String,
+    routes: Vec<AlertRoute>,
+    metrics: Arc<AlertMetrics>,
+    baselines: Mutex<HashMap<BaselineKey, Option<Baseline>>>,
+}
+
+/// The dimensions whose breakdown rows carry their own attempts (a rate within the value);
+/// `category` and `code` exist only on failed events, so their rate is over the tenant's
+/// attempts.
+fn own_population(dim: Dimension) -> bool {
+    matches!(
+        dim,
+        Dimension::Platform | Dimension::OsVersion | Dimension::Method
+    )
+}
+
+fn dim_name(dim: Dimension) -> &'static str {
+    match dim {
+        Dimension::Category => "category",
+        Dimension::Code => "code",
+        Dimension::Platform => "platform",
+        Dimension::OsVersion => "os_version",
+        Dimension::Method => "enrollment_method",
+        Dimension::Tenant => "tenant",
+        Dimension::Stage => "stage",
+        Dimension::Outcome => "outcome",
+    }
+}
+
+/// Dimensions searched for concentration, in the order ties are reported (the broader
+/// explanation first: a platform before the OS versions only it runs).
+const CONCENTRATION_DIMS: &[Dimension] = &[
+    Dimension::Platform,
+    Dimension::Method,
+    Dimension::OsVersion,
+    Dimension::Stage,
+    Dimension::Code,
+    Dimension::Category,
+];
+
+fn filters(from: i64, to: i64, tenant: Option<&str>) -> Filters {
+    let t = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+    Filters {
+        from: t(from),
+        to: t(to),
+        tenant: tenant.map(str::to_owned),
+        platform: None,
+        method: None,
+        os_version: None,
+        stage: None,
+        outcome: None,
+        category: None,
+        code: None,
+        source: SourceChoice::Auto,
+    }
+}
+
+fn key_of(r: &BreakdownRow) -> Option<String> {
+    r.key.clone().filter(|k| !k.is_empty())
+}
+
+/// The measurement of one key in the current window.
+struct Observation {
+    tenant: String,
+    dim: Dimension,
+    value: String,
+    counts: Counts,
+    devices: u64,
+    users: u64,
+}
+
+impl Evaluator {
+    pub fn new(
+        engine: Arc<Engine>,
+        store: AlertStore,
+        settings: Arc<AlertSettings>,
+        public_url: String,
+        routes: Vec<AlertRoute>,
+        metrics: Arc<AlertMetrics>,
+    ) -> Self {
+        Self {
+            engine,
+            store,
+            settings,
+            catalog: Catalog::embedded(),
+            public_url,
+            routes,
+            metrics,
+            baselines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.settings.evaluation_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let started = std::time::Instant::now();
+            match self
+                .evaluate(now)
+                .instrument(tracing::info_span!("alert_evaluation", now))
+                .await
+            {
+                Ok(n) => {
+                    self.metrics.evaluations.inc();
+                    tracing::debug!(keys = n, "alert evaluation done");
+                }
+                Err(e) => {
+                    // Nothing is decided on a failed evaluation: state stays as it was.
+                    self.metrics.evaluation_failures.inc();
+                    tracing::warn!(error = %e, "alert evaluation failed; state left unchanged");
+                }
+            }
+            self.metrics
+                .evaluation_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// One evaluation at `now`; returns how many keys were assessed.
+    pub async fn evaluate(&self, now: i64) -> Result<usize, EvalError> {
+        let open: Vec<Alert> = self.store.open_alerts().await?;
+        let mut open_by_key: HashMap<String, Alert> =
+            open.into_iter().map(|a| (a.alert_key.clone(), a)).collect();
+        let silences: Vec<Silence> = self
+            .store
+            .silences(None, false, now)
+            .await?
+            .into_iter()
+            .filter(|s| s.active(now))
+            .collect();
+        let win = self.settings.window.as_secs() as i64;
+        let (from, to) = (now - win, now);
+        let tenants = self
+            .engine
+            .breakdown(&filters(from, to, None), Dimension::Tenant, 100_000)
+            .await?;
+        let tenant_attempts: BTreeMap<String, Counts> = tenants
+            .iter()
+            .filter_map(|r| {
+                key_of(r).map(|k| {
+                    (
+                        k,
+                        Counts {
+                            failures: r.metrics.failures,
+                            attempts: r.metrics.attempts,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let mut assessed = 0;
+        if self.settings.spike.enabled {
+            let mut dims = vec![Dimension::Category];
+            dims.extend(self.settings.dimensions.iter().copied());
+            // Tenants with data now, plus tenants of open spike alerts (which may have none).
+            let mut all_tenants: Vec<String> = tenant_attempts.keys().cloned().collect();
+            for a in open_by_key.values() {
+                if a.rule == "spike" && !all_tenants.contains(&a.tenant) {
+                    all_tenants.push(a.tenant.clone());
+                }
+            }
+            let mut open_values: HashMap<(String, String), Vec<String>> = HashMap::new();
+            for a in open_by_key.values().filter(|a| a.rule == "spike") {
+                open_values
+                    .entry((a.tenant.clone(), a.dimension.clone()))
+                    .or_default()
+                    .push(a.dimension_value.clone());
+            }
+            for tenant in &all_tenants {
+                let t_att = tenant_attempts.get(tenant).copied().unwrap_or_default();
+                for &dim in &dims {
+                    let known = open_values
+                        .get(&(tenant.clone(), dim_name(dim).to_owned()))
+                        .cloned()
+                        .unwrap_or_default();
+                    let obs = self.observe(tenant, dim, t_att, &known, from, to).await?;
+                    for o in obs {
+                        let key = format!("spike|{}|{}|{}", o.tenant, dim_name(o.dim), o.value);
+                        let Some(base) = self.baseline(tenant, dim, now).await? else {
+                            // No trustworthy history yet: not evaluated by the spike test,
+                            // unless an alert is open (then its data is still tracked).
+                            if let Some(a) = open_by_key.remove(&key) {
+                                let verdict = if o.counts.attempts == 0 {
+                                    Verdict::NoData
+                                } else {
+                                    Verdict::Hold
+                                };
+                                self.apply(
+                                    Some(a),
+                                    &key,
+                                    &o,
+                                    None,
+                                    verdict,
+                                    now,
+                                    (from, to),
+                                    &silences,
+                                )
+                                .await?;
+                            }
+                            continue;
+                        };
+                        let b = base.values.get(&o.value).copied().unwrap_or(Counts {
+                            failures: 0,
+                            attempts: if own_population(dim) {
+                                0
+                            } else {
+                                base.tenant_attempts
+                            },
+                        });
+                        let a = detect::assess(
+                            o.counts,
+                            o.devices,
+                            b,
+                            &self.settings.spike,
+                            self.settings.lifecycle.resolve_ratio,
+                        );
+                        assessed += 1;
+                        let cur = open_by_key.remove(&key);
+                        self.apply(
+                            cur,
+                            &key,
+                            &o,
+                            Some((a, base.kind)),
+                            a.verdict,
+                            now,
+                            (from, to),
+                            &silences,
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        let mut rules = self.settings.rules.clone();
+        let cats = self.engine.cache().classifier().categories();
+        for r in self.store.api_rules().await? {
+            if rules.iter().any(|x| x.name == r.name) {
+                continue;
+            }
+            match parse_rule(&r.expr, &cats) {
+                Ok(expr) => rules.push(Rule {
+                    name: r.name,
+                    tenant: r.tenant,
+                    expr,
+                    text: r.expr,
+                }),
+                Err(e) => {
+                    tracing::warn!(rule = %r.name, error = %e, "stored rule no longer parses; skipped")
+                }
+            }
+        }
+        for rule in &rules {
+            assessed += self
+                .evaluate_rule(rule, now, &mut open_by_key, &silences)
+                .await?;
+        }
+        Ok(assessed)
+    }
+
+    /// Observations of `dim` for `tenant` in the window: every value with failures, plus the
+    /// values of its open alerts (with zero failures when absent now).
+    async fn observe(
+        &self,
+        tenant: &str,
+        dim: Dimension,
+        tenant_att: Counts,
+        open_values: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Observation>, EvalError> {
+        let mut out = Vec::new();
+        let rows = if tenant_att.attempts == 0 && tenant_att.failures == 0 {
+            Vec::new()
+        } else {
+            self.engine
+                .breakdown(&filters(from, to, Some(tenant)), dim, 1000)
+                .await?
+        };
+        for r in &rows {
+            let Some(value) = key_of(r) else { continue };
+            if r.metrics.failures == 0 && !open_values.contains(&value) {
+                continue;
+            }
+            let attempts = if own_population(dim) {
+                r.metrics.attempts
+            } else {
+                tenant_att.attempts
+            };
+            out.push(Observation {
+                tenant: tenant.to_owned(),
+                dim,
+                value,
+                counts: Counts {
+                    failures: r.metrics.failures,
+                    attempts,
+                },
+                devices: r.metrics.affected_devices,
+                users: r.metrics.affected_users,
+            });
+        }
+        for v in open_values {
+            if !out.iter().any(|o| o.value == *v) {
+                out.push(Observation {
+                    tenant: tenant.to_owned(),
+                    dim,
+                    value: v.clone(),
+                    counts: Counts {
+                        failures: 0,
+                        attempts: if own_population(dim) {
+                            0
+                        } else {
+                            tenant_att.attempts
+                        },
+                    },
+                    devices: 0,
+                    users: 0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The baseline of `tenant` x `dim` for the hour holding `now`: the same hour of the week
+    /// over the last `seasonal_weeks` weeks when at least `seasonal_min_weeks` of them have
+    /// data and their attempts reach `min_baseline_attempts`, else the rolling span ending
+    /// at the start of this hour, else None. Hour-aligned so that the planner answers from
+    /// hourly rollups, and cached for the hour.
+    async fn baseline(
+        &self,
+        tenant: &str,
+        dim: Dimension,
+        now: i64,
+    ) -> Result<Option<Baseline>, EvalError> {
+        let hour = now - now.rem_euclid(3600);
+        let ck = (tenant.to_owned(), dim_name(dim), hour);
+        if let Ok(cache) = self.baselines.lock()
+            && let Some(b) = cache.get(&ck)
+        {
+            return Ok(b.clone());
+        }
+        let s = &self.settings.spike;
+        let mut seasonal = Baseline {
+            kind: "seasonal",
+            ..Baseline::default()
+        };
+        let mut weeks = 0;
+        for k in 1..=i64::from(s.seasonal_weeks) {
+            let from = hour - k * 7 * 86_400;
+            let b = self.counts_over(tenant, dim, from, from + 3600).await?;
+            if b.tenant_attempts > 0 {
+                weeks += 1;
+                merge(&mut seasonal, b);
+            }
+        }
+        let chosen = if weeks >= s.seasonal_min_weeks
+            && s.seasonal_min_weeks > 0
+            && seasonal.tenant_attempts >= s.min_baseline_attempts
+        {
+            Some(seasonal)
+        } else {
+            let span = s.rolling.as_secs() as i64;
+            let mut rolling = self.counts_over(tenant, dim, hour - span, hour).await?;
+            rolling.kind = "rolling";
+            (rolling.tenant_attempts >= s.min_baseline_attempts).then_some(rolling)
+        };
+        if let Ok(mut cache) = self.baselines.lock() {
+            cache.retain(|(_, _, h), _| *h == hour);
+            cache.insert(ck, chosen.clone());
+        }
+        Ok(chosen)
+    }
+
+    async fn counts_over(
+        &self,
+        tenant: &str,
+        dim: Dimension,
+        from: i64,
+        to: i64,
+    ) -> Result<Baseline, EvalError> {
+        let f = filters(from, to, Some(tenant));
+        let (t, rows) = tokio::try_join!(
+            self.engine.breakdown(&f, Dimension::Tenant, 1),
+            self.engine.breakdown(&f, dim, 10_000)
+        )?;
+        let tenant_attempts = t.first().map_or(0, |r| r.metrics.attempts);
+        let values = rows
+            .iter()
+            .filter_map(|r| {
+                key_of(r).map(|k| {
+                    (
+                        k,
+                        Counts {
+                            failures: r.metrics.failures,
+                            attempts: if own_population(dim) {
+                                r.metrics.attempts
+                            } else {
+                                tenant_attempts
+                            },
+                        },
+                    )
+                })
+            })
+            .collect();
+        Ok(Baseline {
+            kind: "rolling",
+            tenant_attempts,
+            values,
+        })
+    }
+
+    /// Concentration, top codes and remediation for a spike alert on `o`.
+    async fn enrich(
+        &self,
+        o: &Observation,
+        expected_count: f64,
+        from: i64,
+        to: i64,
+        now: i64,
+    ) -> Result<(Vec<detect::Concentration>, Vec<TopCode>, String), EvalError> {
+        let mut scope = filters(from, to, Some(&o.tenant));
+        set_dim(&mut scope, o.dim, &o.value);
+        let hour = now - now.rem_euclid(3600);
+        let span = self.settings.spike.rolling.as_secs() as i64;
+        let population_scope = filters(hour - span, hour, Some(&o.tenant));
+        let mut conc = Vec::new();
+        for &d in CONCENTRATION_DIMS {
+            // A category alert's codes are its top codes, and a code fixes its category.
+            let redundant = matches!(
+                (o.dim, d),
+                (Dimension::Category, Dimension::Code) | (Dimension::Code, Dimension::Category)
+            );
+            if d == o.dim || redundant || !filterable(o.dim) {
+                continue;
+            }
+            let (cur, pop) = tokio::try_join!(
+                self.engine.breakdown(&scope, d, 1000),
+                self.engine.breakdown(&population_scope, d, 1000)
+            )?;
+            let failures: Vec<(String, u64)> = cur
+                .iter()
+                .filter_map(|r| key_of(r).map(|k| (k, r.metrics.failures)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            // Failure-only dimensions are spread like the baseline's failures, the others
+            // like its attempts.
+            let population: Vec<(String, u64)> = pop
+                .iter()
+                .filter_map(|r| {
+                    key_of(r).map(|k| {
+                        let n = if own_population(d) || d == Dimension::Stage {
+                            r.metrics.attempts
+                        } else {
+                            r.metrics.failures
+                        };
+                        (k, n)
+                    })
+                })
+                .collect();
+            conc.extend(detect::concentration(
+                dim_name(d),
+                &failures,
+                &population,
+                expected_count,
+                self.settings.spike.min_concentration_share,
+            ));
+        }
+        let rank = |c: &detect::Concentration| {
+            CONCENTRATION_DIMS
+                .iter()
+                .position(|d| dim_name(*d) == c.dimension)
+                .unwrap_or(usize::MAX)
+        };
+        // Most over-represented first; equal lifts (to 1e-6) in the dimension order above.
+        conc.sort_by_key(|c| (-((detect::lift(c) * 1e6).round() as i64), rank(c)));
+        conc.truncate(10);
+        let codes = if filterable(o.dim) {
+            self.engine.top_codes(&scope, 5).await?
+        } else {
+            Vec::new()
+        };
+        let top: Vec<TopCode> = codes
+            .iter()
+            .filter(|c| o.dim != Dimension::Code || c.code.as_deref() == Some(&o.value))
+            .map(|c| TopCode {
+                code: c.code.clone(),
+                symbol: c.symbol.clone(),
+                count: c.failures,
+                cause: c.cause.clone(),
+                remediation: c.remediation.clone(),
+            })
+            .collect();
+        let remediation = top
+            .iter()
+            .map(|c| c.remediation.clone())
+            .find(|r| !r.is_empty())
+            .or_else(|| {
+                (o.dim == Dimension::Category)
+                    .then(|| {
+                        self.catalog
+                            .category(&o.value)
+                            .map(|c| c.remediation.clone())
+                    })
+                    .flatten()
+            })
+            .unwrap_or_default();
+        Ok((conc, top, remediation))
+    }
+
+    /// Steps the lifecycle of one key and writes the transition.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        cur: Option<Alert>,
+        key: &str,
+        o: &Observation,
+        assessment: Option<(Assessment, &'static str)>,
+        verdict: Verdict,
+        now: i64,
+        (from, to): (i64, i64),
+        silences: &[Silence],
+    ) -> Result<(), EvalError> {
+        let phase = cur.as_ref().map(phase_of);
+        let Some(step) = lifecycle::step(phase, verdict, now, &self.settings.lifecycle) else {
+            return Ok(());
+        };
+        let mut detail = cur.as_ref().map(|a| a.detail.clone()).unwrap_or_default();
+        detail.window_start = from;
+        detail.window_end = to;
+        detail.observed_count = o.counts.failures;
+        detail.attempts = o.counts.attempts;
+        detail.observed_rate = o.counts.rate();
+        detail.affected_devices = o.devices;
+        detail.affected_users = o.users;
+        if let Some((a, kind)) = assessment {
+            detail.expected_rate = a.expected_rate;
+            detail.expected_count = a.expected_count;
+            detail.baseline = kind.to_owned();
+        }
+        let wants_enrichment = matches!(step.notify, Some(Kind::Firing | Kind::Renotify))
+            || (cur.is_none() && step.phase.status.is_open());
+        if wants_enrichment {
+            let (c, t, r) = self.enrich(o, detail.expected_count, from, to, now).await?;
+            detail.concentration = c;
+            detail.top_codes = t;
+            detail.remediation = r;
+        }
+        let category = if o.dim == Dimension::Category {
+            o.value.clone()
+        } else {
+            "all".to_owned()
+        };
+        self.write(
+            cur,
+            key,
+            "spike",
+            &o.tenant,
+            &category,
+            dim_name(o.dim),
+            &o.value,
+            step,
+            detail,
+            now,
+            silences,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        cur: Option<Alert>,
+        key: &str,
+        rule: &str,
+        tenant: &str,
+        category: &str,
+        dimension: &str,
+        value: &str,
+        step: lifecycle::Step,
+        detail: Detail,
+        now: i64,
+        silences: &[Silence],
+    ) -> Result<(), EvalError> {
+        let p = step.phase;
+        let new = cur.is_none();
+        let mut a = match cur {
+            Some(a) => a,
+            None => {
+                let episode = self.store.last_episode(key).await? + 1;
+                Alert {
+                    alert_id: alert_id(key, episode),
+                    alert_key: key.to_owned(),
+                    episode,
+                    rule: rule.to_owned(),
+                    tenant: tenant.to_owned(),
+                    category: category.to_owned(),
+                    dimension: dimension.to_owned(),
+                    dimension_value: value.to_owned(),
+                    status: p.status,
+                    version: 0,
+                    started_at: p.started_at,
+                    firing_at: None,
+                    resolved_at: None,
+                    recovering_since: None,
+                    last_notified_at: None,
+                    acknowledged_by: None,
+                    acknowledged_at: None,
+                    updated_at: now,
+                    detail: Detail::default(),
+                }
+            }
+        };
+        a.status = p.status;
+        a.version += 1;
+        a.firing_at = p.firing_at;
+        a.recovering_since = p.recovering_since;
+        a.last_notified_at = p.last_notified_at;
+        a.resolved_at = step.resolved_at;
+        a.updated_at = now;
+        a.detail = detail;
+        let outgoing = step.notify.map(|kind| {
+            let id = notification_id(&a.alert_id, kind, a.version);
+            let sev = severity(&a, kind);
+            let mut payload = notification_json(&a, kind, &id, now, &self.public_url);
+            if let serde_json::Value::Object(m) = &mut payload {
+                m.insert("severity".into(), serde_json::json!(sev));
+            }
+            Outgoing {
+                kind,
+                id,
+                payload: payload.to_string(),
+                silenced_by: silences
+                    .iter()
+                    .find(|s| s.matches(&a))
+                    .map(|s| s.id.clone()),
+                destinations: self
+                    .routes
+                    .iter()
+                    .filter(|r| r.takes(&a, sev))
+                    .map(|r| r.name.clone())
+                    .collect(),
+            }
+        });
+        let won = if new {
+            self.store.insert(&a, outgoing.as_ref(), now).await?
+        } else {
+            self.store.update(&a, outgoing.as_ref(), now).await?
+        };
+        if won {
+            if let Some(n) = &outgoing {
+                if n.silenced_by.is_some() {
+                    self.metrics.silenced.inc();
+                } else {
+                    self.metrics.notifications.inc();
+                }
+                tracing::info!(alert_id = %a.alert_id, tenant = %a.tenant, key, kind = n.kind.as_str(),
+                    silenced = n.silenced_by.is_some(), "alert notification recorded");
+            }
+        } else {
+            tracing::debug!(alert_id = %a.alert_id, "another analyzer wrote this alert first");
+        }
+        Ok(())
+    }
+
+    /// Evaluates one threshold rule for every tenant it covers.
+    async fn evaluate_rule(
+        &self,
+        rule: &Rule,
+        now: i64,
+        open_by_key: &mut HashMap<String, Alert>,
+        silences: &[Silence],
+    ) -> Result<usize, EvalError> {
+        let e = &rule.expr;
+        let win = e.window.as_secs() as i64;
+        let (from, to) = (now - win, now);
+        let mut population = filters(from, to, rule.tenant.as_deref());
+        population.platform = e.platform.clone();
+        population.method = e.method.clone();
+        population.os_version = e.os_version.clone();
+        population.stage = e.stage.clone();
+        let mut scope = population.clone();
+        scope.category = e.category.clone();
+        let (pop, hits) = tokio::try_join!(
+            self.engine
+                .breakdown(&population, Dimension::Tenant, 100_000),
+            self.engine.breakdown(&scope, Dimension::Tenant, 100_000)
+        )?;
+        let mut tenants: Vec<String> = pop.iter().filter_map(key_of).collect();
+        let prefix = format!("rule:{}|", rule.name);
+        for k in open_by_key.keys() {
+            if let Some(t) = k.strip_prefix(&prefix)
+                && !tenants.iter().any(|x| x == t)
+            {
+                tenants.push(t.to_owned());
+            }
+        }
+        let (dimension, value, category) = match &e.category {
+            Some(c) => ("category", c.clone(), c.clone()),
+            None => ("rule", rule.name.clone(), "all".to_owned()),
+        };
+        let mut n = 0;
+        for tenant in tenants {
+            let attempts = pop
+                .iter()
+                .find(|r| r.key.as_deref() == Some(&tenant))
+                .map_or(0, |r| r.metrics.attempts);
+            let hit = hits.iter().find(|r| r.key.as_deref() == Some(&tenant));
+            let failures = hit.map_or(0, |r| r.metrics.failures);
+            let measured = match e.metric {
+                Metric::Count => failures as f64,
+                Metric::FailureRate if attempts == 0 => 0.0,
+                Metric::FailureRate => failures as f64 / attempts as f64,
+            };
+            let verdict = if e.breached(measured) {
+                Verdict::Breach
+            } else if attempts == 0 && failures == 0 {
+                Verdict::NoData
+            } else {
+                Verdict::Recovered
+            };
+            let key = format!("{prefix}{tenant}");
+            let cur = open_by_key.remove(&key);
+            let phase = cur.as_ref().map(phase_of);
+            let Some(step) = lifecycle::step(phase, verdict, now, &self.settings.lifecycle) else {
+                continue;
+            };
+            n += 1;
+            let o = Observation {
+                tenant: tenant.clone(),
+                dim: Dimension::Category,
+                value: value.clone(),
+                counts: Counts { failures, attempts },
+                devices: hit.map_or(0, |r| r.metrics.affected_devices),
+                users: hit.map_or(0, |r| r.metrics.affected_users),
+            };
+            let mut detail = cur.as_ref().map(|a| a.detail.clone()).unwrap_or_default();
+            detail.window_start = from;
+            detail.window_end = to;
+            detail.observed_count = failures;
+            detail.attempts = attempts;
+            detail.observed_rate = o.counts.rate();
+            detail.affected_devices = o.devices;
+            detail.affected_users = o.users;
+            detail.baseline = "threshold".into();
+            detail.expr = Some(rule.text.clone());
+            detail.expected_rate = if e.metric == Metric::FailureRate {
+                e.threshold
+            } else if attempts > 0 {
+                e.threshold / attempts as f64
+            } else {
+                0.0
+            };
+            detail.expected_count = if e.metric == Metric::Count {
+                e.threshold
+            } else {
+                e.threshold * attempts as f64
+            };
+            if matches!(step.notify, Some(Kind::Firing | Kind::Renotify)) && e.category.is_some() {
+                let (c, t, r) = self
+                    .enrich(&o, detail.expected_count, from, to, now)
+                    .await?;
+                detail.concentration = c;
+                detail.top_codes = t;
+                detail.remediation = r;
+            }
+            self.write(
+                cur, &key, &rule.name, &tenant, &category, dimension, &value, step, detail, now,
+                silences,
+            )
+            .await?;
+        }
+        Ok(n)
+    }
+}
+
+/// Whether an observation's own key can be applied as a query filter (the engine filters on
+/// category, platform, method, OS version and stage; not on a code).
+fn filterable(dim: Dimension) -> bool {
+    matches!(
+        dim,
+        Dimension::Category | Dimension::Platform | Dimension::OsVersion | Dimension::Method
+    )
+}
+
+fn set_dim(f: &mut Filters, dim: Dimension, value: &str) {
+    match dim {
+        Dimension::Category => f.category = Some(value.to_owned()),
+        Dimension::Platform => f.platform = Some(value.to_owned()),
+        Dimension::OsVersion => f.os_version = Some(value.to_owned()),
+        Dimension::Method => f.method = Some(value.to_owned()),
+        _ => {}
+    }
+}
+
+fn merge(into: &mut Baseline, b: Baseline) {
+    into.tenant_attempts += b.tenant_attempts;
+    for (k, c) in b.values {
+        into.values.entry(k).or_default().add(c);
+    }
+}
+
+fn phase_of(a: &Alert) -> Phase {
+    Phase {
+        status: a.status,
+        started_at: a.started_at,
+        firing_at: a.firing_at,
+        recovering_since: a.recovering_since,
+        last_notified_at: a.last_notified_at,
+        acknowledged: a.acknowledged_by.is_some(),
+    }
+}

@@ -1,0 +1,568 @@
+//! Alerts end to end on a real ClickHouse and the real analyzer binary: a spike injected into
+//! stored history fires once with cause, concentration and remediation; a 3-device tenant's
+//! noise never fires; the alert resolves once the rate is back (one `resolved` notification);
+//! a tenant that stops sending is `no_data`, never resolved; acknowledgements, silences,
+//! threshold rules through the API, tenant scoping; and two analyzers sharing one database
+//! (SQLite file, PostgreSQL) record each notification exactly once.
+
+mod analyzer_support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use analyzer_support::*;
+use fleetpulse_tests::harness::rows::EnrollmentEventRow;
+use fleetpulse_tests::harness::{ClickHouseServer, Postgres, poll_until, shared, unique_database};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+async fn fresh_db(ch: &ClickHouseServer, prefix: &str) -> String {
+    let db = unique_database(prefix);
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    db
+}
+
+/// The licence signal injected as the spike and the device-cap signal of the baseline noise.
+const LICENSE: (u32, &str) = (0x8018_0018, "The license of user is in bad state");
+const DEVICE_CAP: (u32, &str) = (0x8018_0014, "Device cap reached");
+const PLATFORMS4: &[&str] = &["windows", "ios", "android", "macos"];
+
+fn row(
+    tenant: &str,
+    device: u32,
+    at: u32,
+    platform: &str,
+    failed: Option<(u32, &str)>,
+    rng: &mut StdRng,
+) -> EnrollmentEventRow {
+    EnrollmentEventRow {
+        tenant: tenant.to_owned(),
+        event_id: Uuid::from_u128(rng.r#gen()),
+        agent_id: format!("agent-{device}"),
+        batch_seq: 1,
+        device_id: format!("{tenant}-dev-{device:04}"),
+        occurred_at: at,
+        occurred_ms: 0,
+        received_at: at,
+        platform: platform.to_owned(),
+        os_edition: String::new(),
+        os_version: if platform == "windows" {
+            "10.0.22631.4602"
+        } else {
+            "17.5.1"
+        }
+        .to_owned(),
+        enrollment_method: "entra_join".to_owned(),
+        stage: "authorization".to_owned(),
+        outcome: if failed.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        }
+        .to_owned(),
+        error_code: failed.map_or(0, |f| f.0),
+        error_has_code: u8::from(failed.is_some()),
+        error_symbol: String::new(),
+        error_message: failed.map_or("", |f| f.1).to_owned(),
+        source_kind: "simulator".to_owned(),
+        source_channel: String::new(),
+        source_event_id: 0,
+        source_record_id: 0,
+        user_principal_name: format!("user{}@{tenant}.com", device % 97),
+        attributes_key: vec![],
+        attributes_value: vec![],
+    }
+}
+
+/// Steady traffic over [from, to): `per_min` attempts a minute from `devices` devices, 3 %
+/// failing with the device-cap signal.
+fn steady(
+    tenant: &str,
+    devices: u32,
+    per_min: u32,
+    from: u32,
+    to: u32,
+    seed: u64,
+) -> Vec<EnrollmentEventRow> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < to {
+        for _ in 0..per_min {
+            let d = rng.gen_range(0..devices);
+            let p = PLATFORMS4[rng.gen_range(0..4)];
+            let failed = rng.gen_bool(0.03).then_some(DEVICE_CAP);
+            let at = t + rng.gen_range(0..60).min(to - t - 1);
+            out.push(row(tenant, d, at, p, failed, &mut rng));
+        }
+        t += 60;
+    }
+    out
+}
+
+/// `n` licence failures over [from, to) from `devices` distinct devices on `platform`.
+fn spike(
+    tenant: &str,
+    platform: &str,
+    devices: u32,
+    n: u32,
+    from: u32,
+    to: u32,
+    seed: u64,
+) -> Vec<EnrollmentEventRow> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let at = from + i * (to - from) / n;
+            row(
+                tenant,
+                5000 + i % devices,
+                at,
+                platform,
+                Some(LICENSE),
+                &mut rng,
+            )
+        })
+        .collect()
+}
+
+const CONFIG: &str = r#"
+[alerts]
+evaluation_interval = "5s"
+window = "1m"
+[alerts.lifecycle]
+resolve_after = "0s"
+"#;
+
+fn write_config(dir: &tempfile::TempDir, body: &str) -> String {
+    let p = dir.path().join("analyzer.toml");
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+async fn alerts(a: &Analyzer, query: &str, key: &str) -> Vec<Value> {
+    a.ok(&format!("/api/v1/alerts?{query}"), key).await["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn wait_for(a: &Analyzer, key: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    poll_until(Duration::from_secs(90), what, || async {
+        let all = alerts(a, "status=all", key).await;
+        all.iter()
+            .find(|x| pred(x))
+            .cloned()
+            .ok_or_else(|| format!("{all:?}\nlog tail: {}", tail(&a.log())))
+    })
+    .await
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spike_fires_once_resolves_and_missing_data_is_reported() {
+    let ch = shared();
+    let db = fresh_db(ch, "alerts_e2e").await;
+    let t0 = now();
+    // 26 h of history (the rolling baseline) and 3 minutes of future steady traffic for
+    // contoso; fabrikam's stops at the spike's end; "tiny" has three devices.
+    let mut rows = steady("contoso", 400, 10, t0 - 26 * 3600, t0 + 180, 1);
+    rows.extend(steady("fabrikam", 400, 10, t0 - 26 * 3600, t0, 2));
+    rows.extend(steady("tiny", 3, 1, t0 - 26 * 3600, t0 + 180, 3));
+    insert_events(ch, &db, &rows).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&dir, CONFIG);
+    let a = Analyzer::start(ch, &db, &["--config", &cfg]).await;
+    let all = a.create_key(&["--all-tenants"]);
+    let contoso = a.create_key(&["--tenant", "contoso"]);
+
+    // A silence on fabrikam's licence alerts, made before the spike.
+    let (status, silence) = request(
+        a.addr,
+        "POST",
+        "/api/v1/silences",
+        Some(&all),
+        Some(&json!({"matchers": [{"name": "tenant", "value": "fabrikam"}, {"name": "category", "value": "license"}], "duration": "1h", "comment": "planned licence migration"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 201, "{silence}");
+
+    // The spikes: contoso on iOS, fabrikam on Windows (its traffic ends with it), and the
+    // 3-device tenant failing every attempt.
+    let t1 = now();
+    let mut spikes = spike("contoso", "ios", 40, 60, t1 - 30, t1, 4);
+    spikes.extend(spike("fabrikam", "windows", 30, 40, t1 - 30, t1, 5));
+    spikes.extend(steady("fabrikam", 400, 10, t0, t1, 6));
+    spikes.extend(spike("tiny", "windows", 3, 30, t1 - 30, t1, 7));
+    insert_events(ch, &db, &spikes).await;
+
+    let c = wait_for(&a, &all, "contoso's licence alert firing", |x| {
+        x["tenant"] == "contoso" && x["status"] == "firing"
+    })
+    .await;
+    let category = category(&classifier(), &spikes[0]);
+    assert_eq!(c["category"], category.as_str());
+    assert_eq!(
+        (c["dimension"].as_str(), c["dimension_value"].as_str()),
+        (Some("category"), Some(category.as_str()))
+    );
+    assert_eq!(c["rule"], "spike");
+    assert_eq!(c["baseline"], "rolling");
+    assert!(c["observed_count"].as_u64().unwrap() >= 40, "{c}");
+    assert!(c["observed_rate"].as_f64().unwrap() > 0.5, "{c}");
+    assert!(c["expected_rate"].as_f64().unwrap() < 0.001, "{c}");
+    assert!(c["affected_devices"].as_u64().unwrap() >= 30, "{c}");
+    let conc = &c["concentration"][0];
+    assert_eq!(
+        (conc["dimension"].as_str(), conc["value"].as_str()),
+        (Some("platform"), Some("ios")),
+        "{c}"
+    );
+    assert!(conc["share"].as_f64().unwrap() > 0.99, "{c}");
+    assert_eq!(c["top_codes"][0]["code"], "0x80180018", "{c}");
+    assert!(!c["remediation"].as_str().unwrap().is_empty(), "{c}");
+    let url = c["dashboard_url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!(
+            "http://{}/#/category/{category}?tenant=contoso&from=",
+            a.addr
+        )),
+        "{url}"
+    );
+
+    let f = wait_for(&a, &all, "fabrikam's alert", |x| x["tenant"] == "fabrikam").await;
+    let f_id = f["alert_id"].as_str().unwrap().to_owned();
+    let detail = a.ok(&format!("/api/v1/alerts/{f_id}"), &all).await;
+    assert_eq!(
+        detail["notifications"].as_array().unwrap().len(),
+        1,
+        "{detail}"
+    );
+    assert_eq!(
+        detail["notifications"][0]["silenced_by"], silence["id"],
+        "{detail}"
+    );
+    assert_eq!(f["concentration"][0]["value"], "windows", "{f}");
+
+    // Tenant scoping: contoso's key sees contoso's alert only; fabrikam's is a 404.
+    let mine = alerts(&a, "status=all", &contoso).await;
+    assert!(mine.iter().all(|x| x["tenant"] == "contoso"), "{mine:?}");
+    assert_eq!(
+        a.get(&format!("/api/v1/alerts/{f_id}"), Some(&contoso))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        a.get("/api/v1/alerts?tenant=fabrikam", Some(&contoso))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        a.get("/api/v1/alerts?status=maybe", Some(&contoso)).await,
+        (
+            400,
+            json!({"error": {"field": "status", "reason": "must be one of: open, resolved, all"}})
+        )
+    );
+
+    // Acknowledge fabrikam's open alert.
+    let (status, acked) = request(
+        a.addr,
+        "POST",
+        &format!("/api/v1/alerts/{f_id}/ack"),
+        Some(&all),
+        Some("{\"by\":\"alice\"}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{acked}");
+    assert!(
+        acked["acknowledged_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("alice (key:"),
+        "{acked}"
+    );
+
+    // Contoso's rate falls back once the spike leaves the 1-minute window: resolved, with
+    // exactly one firing and one resolved notification. Fabrikam's traffic stopped: no_data.
+    let c_id = c["alert_id"].as_str().unwrap().to_owned();
+    let r = wait_for(&a, &all, "contoso resolved", |x| {
+        x["alert_id"] == c_id.as_str() && x["status"] == "resolved"
+    })
+    .await;
+    assert!(r["resolved_at"].is_string(), "{r}");
+    let detail = a.ok(&format!("/api/v1/alerts/{c_id}"), &contoso).await;
+    let kinds: Vec<&str> = detail["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["firing", "resolved"], "{detail}");
+    wait_for(&a, &all, "fabrikam no_data", |x| {
+        x["alert_id"] == f_id.as_str() && x["status"] == "no_data"
+    })
+    .await;
+    // Resolved alerts cannot be acknowledged.
+    let (status, body) = request(
+        a.addr,
+        "POST",
+        &format!("/api/v1/alerts/{c_id}/ack"),
+        Some(&contoso),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+
+    // The 3-device tenant never fired, whatever its failure rate.
+    let everything = alerts(&a, "status=all", &all).await;
+    assert!(
+        everything.iter().all(|x| x["tenant"] != "tiny"),
+        "{everything:?}"
+    );
+    assert_eq!(everything.len(), 2, "{everything:?}");
+
+    // Silences: list, scoped creation, expiry.
+    let body = a.ok("/api/v1/silences", &all).await;
+    assert_eq!(body["silences"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        a.ok("/api/v1/silences", &contoso).await["silences"],
+        json!([])
+    );
+    let (status, s2) = request(
+        a.addr,
+        "POST",
+        "/api/v1/silences",
+        Some(&contoso),
+        Some(r#"{"matchers":[{"name":"category","value":"tpm"}],"duration":"2h"}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{s2}");
+    assert_eq!(
+        s2["matchers"],
+        json!([{"name": "category", "value": "tpm"}, {"name": "tenant", "value": "contoso"}])
+    );
+    let (status, body) = request(
+        a.addr,
+        "POST",
+        "/api/v1/silences",
+        Some(&contoso),
+        Some(r#"{"matchers":[{"name":"category","value":"tpm"}]}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": {"field": "ends_at", "reason": "required (or duration, e.g. \"2h\")"}})
+        )
+    );
+    let s2_id = s2["id"].as_str().unwrap();
+    assert_eq!(
+        request(
+            a.addr,
+            "DELETE",
+            &format!("/api/v1/silences/{}", silence["id"].as_str().unwrap()),
+            Some(&contoso),
+            None
+        )
+        .await
+        .0,
+        404,
+        "another tenant's silence"
+    );
+    assert_eq!(
+        request(
+            a.addr,
+            "DELETE",
+            &format!("/api/v1/silences/{s2_id}"),
+            Some(&contoso),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        request(
+            a.addr,
+            "DELETE",
+            &format!("/api/v1/silences/{s2_id}"),
+            Some(&contoso),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Threshold rules through the API.
+    let (status, body) = request(
+        a.addr,
+        "POST",
+        "/api/v1/alert-rules",
+        Some(&contoso),
+        Some(r#"{"name":"tpm-count","expr":"count(category=tpm) > 50 over 1h"}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["tenant"], "contoso");
+    let (status, body) = request(
+        a.addr,
+        "POST",
+        "/api/v1/alert-rules",
+        Some(&contoso),
+        Some(r#"{"name":"bad","expr":"count(category=nope) > 1 over 1h"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": {"field": "expr", "reason": "unknown category \"nope\""}})
+        )
+    );
+    let rules = a.ok("/api/v1/alert-rules", &contoso).await;
+    assert_eq!(rules["rules"].as_array().unwrap().len(), 1, "{rules}");
+    assert_eq!(
+        request(
+            a.addr,
+            "DELETE",
+            "/api/v1/alert-rules/tpm-count",
+            Some(&contoso),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+
+    // The CLI reads the same store.
+    let bin =
+        fleetpulse_tests::harness::collector::workspace_binary("fleetpulse-analyzer").unwrap();
+    let out = std::process::Command::new(bin)
+        .args([
+            "alerts",
+            "list",
+            "--status",
+            "all",
+            "--database-url",
+            &a.db_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains(&format!(
+            "{c_id}\tresolved\tcontoso\tspike\tcategory={category}"
+        )),
+        "{text}"
+    );
+}
+
+/// A rule firing for a known count, evaluated by two analyzers on one database.
+async fn two_analyzers(db_url: &str, prefix: &str) {
+    let ch = shared();
+    let db = fresh_db(ch, prefix).await;
+    let t0 = now();
+    let mut rows = steady("contoso", 400, 10, t0 - 26 * 3600, t0 + 120, 11);
+    rows.extend(spike("contoso", "android", 30, 50, t0 - 20, t0, 12));
+    insert_events(ch, &db, &rows).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        &dir,
+        "[alerts]\nevaluation_interval = \"5s\"\nwindow = \"5m\"\n[[alerts.rules]]\nname = \"licence-count\"\nexpr = \"count(category=license) >= 20 over 5m\"\n",
+    );
+    let a = Analyzer::start_with_db(ch, &db, Some(db_url), &["--config", &cfg]).await;
+    let b = Analyzer::start_with_db(ch, &db, Some(db_url), &["--config", &cfg]).await;
+    let key = a.create_key(&["--all-tenants"]);
+    let spike_alert = wait_for(&a, &key, "the spike alert", |x| {
+        x["rule"] == "spike" && x["status"] == "firing"
+    })
+    .await;
+    let rule_alert = wait_for(&b, &key, "the rule alert", |x| {
+        x["rule"] == "licence-count" && x["status"] == "firing"
+    })
+    .await;
+    assert_eq!(rule_alert["observed_count"], 50, "{rule_alert}");
+    assert_eq!(rule_alert["expr"], "count(category=license) >= 20 over 5m");
+    // Let both analyzers evaluate several more times, then count notifications.
+    let evals = |an: &Analyzer| {
+        let addr = an.addr;
+        async move {
+            let m = fleetpulse_tests::harness::http::get(addr, "/metrics")
+                .await
+                .unwrap()
+                .body;
+            m.lines()
+                .find(|l| l.starts_with("fleetpulse_alert_evaluations_total"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let (ea, eb) = (evals(&a).await, evals(&b).await);
+    poll_until(
+        Duration::from_secs(60),
+        "three more evaluations on each analyzer",
+        || async {
+            let (na, nb) = (evals(&a).await, evals(&b).await);
+            if na >= ea + 3 && nb >= eb + 3 {
+                Ok(())
+            } else {
+                Err((na, nb))
+            }
+        },
+    )
+    .await;
+    let all = alerts(&a, "status=all", &key).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    for x in [&spike_alert, &rule_alert] {
+        let id = x["alert_id"].as_str().unwrap();
+        let d = a.ok(&format!("/api/v1/alerts/{id}"), &key).await;
+        let kinds: Vec<&str> = d["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, vec!["firing"], "{d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_analyzers_on_one_sqlite_file_notify_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    two_analyzers(&url, "alerts_two_sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_analyzers_on_postgres_notify_once() {
+    let pg = Postgres::start().expect("postgres");
+    let url = pg.create_database("alerts_two").expect("database");
+    two_analyzers(&url, "alerts_two_pg").await;
+}
