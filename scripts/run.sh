@@ -12,8 +12,9 @@
 #   FLEETPULSE_GRPC_PORT       collector gRPC port           [7600]
 #   FLEETPULSE_HTTP_PORT       collector health/metrics port [7601]
 #   FLEETPULSE_ANALYZER_PORT   analyzer HTTP port            [7700]
-#   FLEETPULSE_FLEET_DEVICES   simulated devices             [2000]
-#   FLEETPULSE_FLEET_RATE      simulated events per second   [5]
+#   FLEETPULSE_FLEET_DEVICES   simulated devices             [10000]
+#   FLEETPULSE_FLEET_RATE      enrollment sessions/s, weekly average [1] (business hours ~2-3x;
+#                              model and sources: docs/simulator.md)
 #   FLEETPULSE_FLEET_BACKFILL  history generated at start    [7d] (0s for none)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,8 +26,8 @@ CH_TCP_PORT="${FLEETPULSE_CH_TCP_PORT:-9000}"
 GRPC_PORT="${FLEETPULSE_GRPC_PORT:-7600}"
 HTTP_PORT="${FLEETPULSE_HTTP_PORT:-7601}"
 ANALYZER_PORT="${FLEETPULSE_ANALYZER_PORT:-7700}"
-FLEET_DEVICES="${FLEETPULSE_FLEET_DEVICES:-2000}"
-FLEET_RATE="${FLEETPULSE_FLEET_RATE:-5}"
+FLEET_DEVICES="${FLEETPULSE_FLEET_DEVICES:-10000}"
+FLEET_RATE="${FLEETPULSE_FLEET_RATE:-1}"
 FLEET_BACKFILL="${FLEETPULSE_FLEET_BACKFILL:-7d}"
 DATABASE=fleetpulse
 TENANTS="contoso fabrikam"
@@ -190,7 +191,7 @@ fi
 
 # ---- simulated fleet ----
 if "${BIN}/fleetpulse-agent" simulate --help >/dev/null 2>&1; then
-    log "starting the simulated fleet (fleetpulse-agent simulate: ${FLEET_DEVICES} devices, ${FLEET_RATE} events/s, ${FLEET_BACKFILL} of history first; progress in ${LOGS}/fleet.log)"
+    log "starting the simulated fleet (fleetpulse-agent simulate: ${FLEET_DEVICES} devices, ${FLEET_RATE} sessions/s on weekly average, ${FLEET_BACKFILL} of history first; progress in ${LOGS}/fleet.log)"
     sim_tokens=$(IFS=,; echo "${TOKENS[*]}")
     # A fresh run dir gets the history; a restarted demo continues live only (the history of
     # the previous run is still stored).

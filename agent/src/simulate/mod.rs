@@ -6,11 +6,15 @@
 //! and sends heartbeats; its devices' traffic comes from the seeded [`model::Generator`].
 //! So the simulator exercises exactly the code paths of `fleetpulse-agent run`.
 //!
-//! Events are generated on a fixed schedule (`--rate` events per second; event `k` happens at
-//! `start + k / rate`), so with the same `--seed` (and `--start-at`) the same run produces the
-//! same events; only the batching depends on timing.
+//! Traffic comes from the seeded model (`model.rs`, `profile.rs`, `rhythm.rs`; documented in
+//! docs/simulator.md): sessions arrive as a Poisson process following the tenants' working
+//! week, fail with their tenant's per-category probabilities and retry until fixed or given
+//! up. With the same `--seed` (and `--start-at`) the same run produces the same events; only
+//! the batching depends on timing.
 
 pub mod model;
+pub mod profile;
+pub mod rhythm;
 pub mod spike;
 pub mod timeline;
 
@@ -31,14 +35,15 @@ use crate::spool::deadletter::DeadLetter;
 use crate::spool::{Spool, SpoolConfig};
 use crate::state::{AgentState, STATE_FORMAT};
 use model::{Category, Fleet, FleetSpec, Generator};
+use profile::{ModelConfig, TenantProfile};
 use spike::{Spike, SpikeWindow, parse_duration};
 use timeline::{LiveSpan, Timeline};
 
 /// Arguments of `fleetpulse-agent simulate`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Examples:\n  A 2000-device fleet of two tenants at 100 events/s for 15 minutes, with a licence failure \
-spike after 10 minutes:\n    fleetpulse-agent simulate --collector http://127.0.0.1:7600 \\\n      --enrollment-token fpe_... --enrollment-token fpe_... \\\n      --devices 2000 --rate 100 --duration 15m --seed 42 --spike license:x20@10m\n  A week of history, then live until Ctrl-C, with a spike starting 5 minutes after launch:\n    fleetpulse-agent simulate --collector http://127.0.0.1:7600 --enrollment-token fpe_... \\\n      --rate 5 --backfill 7d --duration forever --spike license:x20@7d5m+30m \\\n      --spike-report spikes.ndjson\n\nPhases: the backfill is generated as fast as the collector takes it (progress lines say \
+    after_help = "Examples:\n  A 2000-device fleet of two tenants at 100 sessions/s (weekly average) for 15 minutes, with a licence failure \
+spike after 10 minutes:\n    fleetpulse-agent simulate --collector http://127.0.0.1:7600 \\\n      --enrollment-token fpe_... --enrollment-token fpe_... \\\n      --devices 2000 --rate 100 --duration 15m --seed 42 --spike license:x20@10m\n  A week of history, then live until Ctrl-C, with a spike starting 5 minutes after launch:\n    fleetpulse-agent simulate --collector http://127.0.0.1:7600 --enrollment-token fpe_... \\\n      --rate 1 --backfill 7d --duration forever --spike license:x20@7d5m+30m \\\n      --spike-report spikes.ndjson\n\nPhases: the backfill is generated as fast as the collector takes it (progress lines say \
 `backfill` with the simulated time reached), then live events follow the clock. With --duration 0s \
 the run stops after the backfill once the spools are drained (or --drain-timeout passed)."
 )]
@@ -68,8 +73,10 @@ pub struct SimulateArgs {
     /// Virtual agents per tenant (each with its own registration, spool and shipper).
     #[arg(long, default_value_t = 1)]
     pub agents_per_tenant: usize,
-    /// Enrollment events per second over the whole fleet (state snapshots and heartbeats come
-    /// on top).
+    /// New enrollment sessions per second over the whole fleet, averaged over a week: the
+    /// working day and week, refresh waves and fleet growth shape it (business hours run at
+    /// ~2-3x, nights and weekends far below); retries of failed sessions, state snapshots and
+    /// heartbeats come on top.
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
     /// Length of the live phase (after the backfill): 90s, 10m, 1h, or `forever` (until
@@ -89,6 +96,19 @@ pub struct SimulateArgs {
     /// lasts until the run is interrupted).
     #[arg(long, value_name = "FILE")]
     pub spike_report: Option<PathBuf>,
+    /// Fleet model file (TOML): base failure rate, category mix, tenant profiles, time zones,
+    /// growth, seasonality and waves; see docs/simulator.md. Default: the documented defaults.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Share of new sessions whose first attempt fails in a typical tenant (overrides the
+    /// model file's `failure_rate`; default 0.08). Healthy tenants fail 0.4x as often,
+    /// misconfigured ones about 2.7x.
+    #[arg(long, value_name = "SHARE")]
+    pub failure_rate: Option<f64>,
+    /// Profiles of the tenants in token order (healthy, typical, misconfigured), comma
+    /// separated; overrides the model file's `tenants`. Default: healthy,misconfigured.
+    #[arg(long, value_delimiter = ',', value_name = "PROFILE,...")]
+    pub tenant_profiles: Vec<TenantProfile>,
     /// Random seed: the same seed gives the same fleet and the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -144,6 +164,11 @@ pub struct Summary {
     pub dropped: u64,
     /// Items the collector refused (kept in the spools' dead-letter files).
     pub dead_lettered: u64,
+    /// Enrollment sessions started, and how many succeeded at the first attempt.
+    pub sessions: u64,
+    pub first_time_right: u64,
+    /// Sessions that gave up (cause never fixed) and sessions still retrying at the end.
+    pub gave_up: u64,
     pub agents: usize,
 }
 
@@ -254,6 +279,17 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             args.duration.0,
         ),
     };
+    let mut model = match &args.model {
+        Some(path) => ModelConfig::load(path).with_context(|| "--model")?,
+        None => ModelConfig::default(),
+    };
+    if let Some(rate) = args.failure_rate {
+        model.failure_rate = rate;
+    }
+    if !args.tenant_profiles.is_empty() {
+        model.tenants = args.tenant_profiles.clone();
+    }
+    model.validate().context("fleet model")?;
     let tls = TlsSettings {
         ca_cert: args.ca_cert.clone(),
         client_cert: args.client_cert.clone(),
@@ -345,7 +381,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         agents_per_tenant: args.agents_per_tenant,
         seed: args.seed,
     });
-    let mut generator = Generator::new(fleet, args.seed, args.spikes.clone(), timeline.start);
+    let mut generator = Generator::new(
+        fleet,
+        args.seed,
+        args.spikes.clone(),
+        timeline.start,
+        timeline.backfill,
+        args.rate,
+        model,
+    );
     for category in generator.impossible_spikes() {
         tracing::warn!(
             category = category.name(),
@@ -365,7 +409,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
             .with_context(|| format!("writing --spike-report {}", path.display()))?;
     }
     eprintln!(
-        "simulating {} devices, {} tenant(s), {} virtual agent(s), {} events/s{}{}",
+        "simulating {} devices, {} tenant(s), {} virtual agent(s), {} sessions/s on weekly average{}{}",
         args.devices,
         tokens.len(),
         agents.len(),
@@ -399,19 +443,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
     let mut spike_logged = vec![(false, false); args.spikes.len()];
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let events_before = |position: Duration| (position.as_secs_f64() * args.rate).floor() as u64;
-    let backfill_events = events_before(timeline.backfill);
-    let end_events = timeline.end().map(events_before);
+    let end = timeline.end();
     loop {
+        let generated = generator.peek();
         let due = timeline.due(
-            summary.events >= backfill_events,
+            generated >= timeline.backfill,
             time::OffsetDateTime::now_utc(),
             Instant::now(),
         );
-        let target = events_before(due);
-        let finished_before = end_events.is_some_and(|end| summary.events >= end);
-        let behind = target.saturating_sub(summary.events);
-        let fast = behind as f64 > args.rate * FAST_LAG.as_secs_f64();
+        let finished_before = end.is_some_and(|end| generated >= end);
+        let fast = due.saturating_sub(generated) > FAST_LAG;
         if fast {
             let mut full = false;
             for agent in &agents {
@@ -441,12 +482,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
                 }
             }
         }
-        let target = target.min(summary.events + CHUNK_EVENTS);
+        let due = timeline.due(
+            generator.peek() >= timeline.backfill,
+            time::OffsetDateTime::now_utc(),
+            Instant::now(),
+        );
+        let round_limit = summary.events + CHUNK_EVENTS;
         let mut buffers: BTreeMap<usize, Vec<TelemetryItem>> = BTreeMap::new();
-        while summary.events < target {
-            let at = position_of(summary.events, args.rate);
-            let history = summary.events < backfill_events;
-            let attempt = generator.attempt(at);
+        while generator.peek() < due && summary.events < round_limit {
+            let attempt = generator.next_attempt();
+            let history = attempt.at < timeline.backfill;
             let device = &generator.fleet.devices[attempt.device];
             let agent_index = device.tenant * args.agents_per_tenant + device.agent;
             let agent_id = &agents[agent_index].state.agent_id;
@@ -478,9 +523,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         for (agent_index, items) in buffers {
             summary.dropped += agents[agent_index].spool.append(items, None).await?.dropped;
         }
-        let generated = position_of(summary.events, args.rate);
+        let generated = generator.peek();
         log_spike_edges(&args.spikes, &timeline, generated, &mut spike_logged);
-        let finished = end_events.is_some_and(|end| summary.events >= end);
+        let finished = end.is_some_and(|end| generated >= end);
         if last_report.elapsed() >= Duration::from_secs(1) || finished {
             let acked: u64 = agents
                 .iter()
@@ -548,6 +593,26 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Summary> {
         .map(|a| a.stats.items_dead_lettered.load(Ordering::Relaxed))
         .sum();
     let failures: u64 = summary.failures_by_category.values().sum();
+    let journeys = &generator.stats;
+    summary.sessions = journeys.sessions;
+    summary.first_time_right = journeys.first_time_right;
+    summary.gave_up = journeys.gave_up;
+    let share = |n: u64, of: u64| n as f64 * 100.0 / of.max(1) as f64;
+    eprintln!(
+        "model: {} sessions, first-time-right {:.1}%, {:.1}% of attempts failed, {} enrolled after retries (median time to enroll {}), {} gave up, {} still retrying",
+        journeys.sessions,
+        share(journeys.first_time_right, journeys.sessions),
+        share(failures, summary.attempts),
+        journeys.time_to_enroll_secs.len(),
+        journeys.median_time_to_enroll().map_or_else(
+            || "-".to_owned(),
+            |d| format!("{:.1} h", d.as_secs_f64() / 3600.0)
+        ),
+        journeys.gave_up,
+        journeys
+            .sessions
+            .saturating_sub(journeys.enrolled + journeys.gave_up),
+    );
     eprintln!(
         "done: {} events ({} backfilled) and {} states from {} attempts ({failures} failed: {}), {} items acked, {} left in spools, {} dropped, {} refused by the collector",
         summary.events,
@@ -577,12 +642,6 @@ const FAST_LAG: Duration = Duration::from_secs(2);
 
 /// Margin kept from the collector's maximum age, for the time the backfill itself takes.
 const REACH_MARGIN: Duration = Duration::from_secs(3600);
-
-/// Position on the timeline of event number `events` (the fixed schedule: event `k` at
-/// `k / rate`).
-fn position_of(events: u64, rate: f64) -> Duration {
-    Duration::from_secs_f64(events as f64 / rate)
-}
 
 fn format_time(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)

@@ -21,7 +21,8 @@
 //! - Every event carries `simulated=true` and `sim_cause=<category>` attributes (ground truth
 //!   for testing the analyzer's classification); state snapshots agree with the events.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use fleetpulse_proto::v1::{
@@ -32,6 +33,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use time::OffsetDateTime;
 
+use super::profile::{self, ModelConfig};
+use super::rhythm;
 use super::spike::Spike;
 use crate::sources::timestamp_ms;
 
@@ -526,74 +529,188 @@ impl Fleet {
 pub struct Attempt {
     pub device: usize,
     pub cause: Option<Category>,
+    /// Position on the run's timeline.
+    pub at: Duration,
+    /// 1 for a session's first attempt, then 2, 3, ... for its retries.
+    pub number: u32,
     /// Events then (sometimes) a state snapshot; `agent_id` is left empty for the runner.
     pub items: Vec<TelemetryItem>,
 }
 
-/// The seeded traffic generator.
+/// Outcomes of enrollment sessions so far: what the model produces, not what it is told.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JourneyStats {
+    /// Sessions started (a device setting out to enroll).
+    pub sessions: u64,
+    /// Sessions whose first attempt succeeded.
+    pub first_time_right: u64,
+    /// Sessions that ended enrolled (first attempt or a retry).
+    pub enrolled: u64,
+    /// Sessions that gave up (cause never fixed).
+    pub gave_up: u64,
+    /// Time from the first attempt to success, in seconds, of sessions that needed retries.
+    pub time_to_enroll_secs: Vec<u32>,
+}
+
+impl JourneyStats {
+    /// Median time to enroll of the sessions that needed retries.
+    pub fn median_time_to_enroll(&self) -> Option<Duration> {
+        let mut sorted = self.time_to_enroll_secs.clone();
+        sorted.sort_unstable();
+        sorted
+            .get(sorted.len() / 2)
+            .map(|s| Duration::from_secs(u64::from(*s)))
+    }
+}
+
+/// A session that failed and will try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Journey {
+    device: usize,
+    cause: Category,
+    started: Duration,
+    attempts: u32,
+    /// When the cause is fixed; `None`: never (the device gives up after its quick retries).
+    fixed_at: Option<Duration>,
+    /// Retries left before waiting for the fix.
+    quick_left: u32,
+}
+
+/// A pending retry, ordered by time then by creation (deterministic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    at: Duration,
+    seq: u64,
+    journey: Journey,
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Per-tenant lookup tables: devices in the order they joined the fleet, and which of them
+/// each failure category can plausibly hit.
+#[derive(Debug, Clone)]
+struct TenantTables {
+    devices: Vec<usize>,
+    /// Positions (into `devices`) of devices with no blocking property.
+    clean: Vec<usize>,
+    /// Positions of devices whose properties produce each category.
+    eligible: HashMap<Category, Vec<usize>>,
+    rates: Vec<(Category, f64)>,
+    utc_offset: i8,
+    share: f64,
+}
+
+/// The seeded traffic generator: enrollment sessions arrive as a Poisson process whose
+/// intensity follows the tenants' working week, waves and the fleet's growth; a session fails
+/// with its tenant's per-category probabilities (times any active spike) on a device whose
+/// properties explain the failure; failed sessions retry until the cause is fixed or give up.
 pub struct Generator {
     pub fleet: Fleet,
     rng: StdRng,
     spikes: Vec<Spike>,
-    /// Per-category eligible devices for spikes.
-    eligible: HashMap<Category, Vec<usize>>,
-    /// Normal share of attempts failing with each category (for spike injection).
-    baseline: HashMap<Category, f64>,
-    weights: Vec<f64>,
-    total_weight: f64,
+    config: ModelConfig,
+    seed: u64,
     start: OffsetDateTime,
+    /// The run's "now" (end of the backfill): the fleet has its full size there.
+    now: OffsetDateTime,
+    /// New sessions per second, averaged over a week.
+    rate: f64,
+    tenants: Vec<TenantTables>,
+    session_clock: Duration,
+    next_session: Option<Duration>,
+    retries: BinaryHeap<Reverse<Pending>>,
+    seq: u64,
+    pub stats: JourneyStats,
 }
 
-/// Chance that an attempt meets a transient network/proxy failure.
-const NETWORK_FAILURE_RATE: f64 = 0.03;
+/// Most attempts of one session.
+const MAX_ATTEMPTS: u32 = 8;
 
 impl Generator {
-    pub fn new(fleet: Fleet, seed: u64, spikes: Vec<Spike>, start: OffsetDateTime) -> Self {
+    /// A generator of `rate` new sessions per second (weekly average) from `start`; `now` is
+    /// the position where the fleet has its full size (the end of the backfill).
+    pub fn new(
+        fleet: Fleet,
+        seed: u64,
+        spikes: Vec<Spike>,
+        start: OffsetDateTime,
+        now: Duration,
+        rate: f64,
+        config: ModelConfig,
+    ) -> Self {
         let rng = StdRng::seed_from_u64(seed ^ 0x5eed_f1ee_7000_0001);
-        // Devices that fail retry more often (the auto-enrollment task runs every 5 minutes).
-        let weights: Vec<f64> = (0..fleet.devices.len())
-            .map(|i| {
-                if fleet.natural_cause(i).is_some() {
-                    3.0
-                } else {
-                    1.0
+        let total_devices = fleet.devices.len().max(1) as f64;
+        let tenants = (0..fleet.tenants.len())
+            .map(|t| {
+                let devices: Vec<usize> = (0..fleet.devices.len())
+                    .filter(|d| fleet.devices[*d].tenant == t)
+                    .collect();
+                let clean = (0..devices.len())
+                    .filter(|p| fleet.natural_cause(devices[*p]).is_none())
+                    .collect();
+                let eligible = Category::ALL
+                    .iter()
+                    .map(|c| {
+                        let natural: Vec<usize> = (0..devices.len())
+                            .filter(|p| {
+                                *c == Category::Network
+                                    || fleet.natural_cause(devices[*p]) == Some(*c)
+                            })
+                            .collect();
+                        let positions = if natural.is_empty() {
+                            (0..devices.len())
+                                .filter(|p| fleet.can_fail_with(devices[*p], *c))
+                                .collect()
+                        } else {
+                            natural
+                        };
+                        (*c, positions)
+                    })
+                    .collect();
+                TenantTables {
+                    share: devices.len() as f64 / total_devices,
+                    devices,
+                    clean,
+                    eligible,
+                    rates: config.category_rates(t),
+                    utc_offset: config.utc_offset(t),
                 }
-            })
-            .collect();
-        let total_weight: f64 = weights.iter().sum();
-        let mut baseline: HashMap<Category, f64> = HashMap::new();
-        for (i, w) in weights.iter().enumerate() {
-            if let Some(cause) = fleet.natural_cause(i) {
-                *baseline.entry(cause).or_default() += w / total_weight.max(1.0);
-            }
-        }
-        *baseline.entry(Category::Network).or_default() += NETWORK_FAILURE_RATE;
-        let eligible = Category::ALL
-            .iter()
-            .map(|c| {
-                (
-                    *c,
-                    (0..fleet.devices.len())
-                        .filter(|i| fleet.can_fail_with(*i, *c))
-                        .collect(),
-                )
             })
             .collect();
         Self {
             fleet,
             rng,
             spikes,
-            eligible,
-            baseline,
-            weights,
-            total_weight,
+            seed,
             start,
+            now: start + now,
+            rate,
+            tenants,
+            config,
+            session_clock: Duration::ZERO,
+            next_session: None,
+            retries: BinaryHeap::new(),
+            seq: 0,
+            stats: JourneyStats::default(),
         }
     }
 
-    /// Normal share of attempts failing with `category`.
-    pub fn baseline(&self, category: Category) -> f64 {
-        self.baseline.get(&category).copied().unwrap_or(0.0)
+    /// Normal probability that a first attempt in tenant `tenant` fails with `category`.
+    pub fn baseline(&self, tenant: usize, category: Category) -> f64 {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.rates.iter().find(|(c, _)| *c == category))
+            .map_or(0.0, |(_, r)| *r)
     }
 
     /// Categories a spike asks for but no device of the fleet can produce.
@@ -601,49 +718,303 @@ impl Generator {
         self.spikes
             .iter()
             .map(|s| s.category)
-            .filter(|c| self.eligible.get(c).is_none_or(Vec::is_empty))
+            .filter(|c| {
+                self.tenants
+                    .iter()
+                    .all(|t| t.eligible.get(c).is_none_or(Vec::is_empty))
+            })
             .collect()
     }
 
-    /// Generates the attempt happening at `elapsed` into the run.
-    pub fn attempt(&mut self, elapsed: Duration) -> Attempt {
-        let at = self.start + elapsed;
-        // Spike injection: extra attempts of the spiking category so that its share becomes
-        // `factor` times its baseline share.
-        for spike in self.spikes.clone() {
-            if !spike.active_at(elapsed) {
-                continue;
-            }
-            let base = self.baseline(spike.category).max(0.002);
-            let target = (base * spike.factor).min(0.95);
-            let inject = ((target - base) / (1.0 - base)).clamp(0.0, 1.0);
-            if let Some(devices) = self.eligible.get(&spike.category).filter(|d| !d.is_empty())
-                && self.rng.gen_bool(inject)
-            {
-                let device = devices[self.rng.gen_range(0..devices.len())];
-                return self.render(device, Some(spike.category), at);
-            }
+    /// Session intensity of tenant `t` at `at`, in sessions per second.
+    fn intensity(&self, t: usize, at: OffsetDateTime) -> f64 {
+        let tables = &self.tenants[t];
+        let mut lambda = self.rate * tables.share;
+        if self.config.seasonality {
+            lambda *= rhythm::season(at, tables.utc_offset);
         }
-        let device = self.pick_device();
-        let cause = self.fleet.natural_cause(device).or_else(|| {
-            self.rng
-                .gen_bool(NETWORK_FAILURE_RATE)
-                .then_some(Category::Network)
-        });
-        self.render(device, cause, at)
+        if self.config.waves {
+            lambda *= rhythm::wave(self.seed, t, at, tables.utc_offset);
+        }
+        lambda * rhythm::growth(at, self.now, self.config.monthly_growth).min(1.0)
     }
 
-    fn pick_device(&mut self) -> usize {
-        let mut roll = self
-            .rng
-            .gen_range(0.0..self.total_weight.max(f64::MIN_POSITIVE));
-        for (i, w) in self.weights.iter().enumerate() {
-            if roll < *w {
-                return i;
-            }
-            roll -= w;
+    /// Position of the next new session (drawn hour by hour: the intensity is constant
+    /// within a UTC hour, so each gap is an exact exponential draw).
+    fn next_session_at(&mut self) -> Duration {
+        if let Some(at) = self.next_session {
+            return at;
         }
-        self.weights.len().saturating_sub(1)
+        let mut t = self.session_clock;
+        loop {
+            let abs = self.start + t;
+            let into_hour = u64::try_from(abs.unix_timestamp().rem_euclid(3600)).unwrap_or(0);
+            let hour_end = t + Duration::from_secs(3600 - into_hour)
+                - Duration::from_nanos(u64::from(abs.nanosecond()));
+            let lambda: f64 = (0..self.tenants.len())
+                .map(|k| self.intensity(k, abs))
+                .sum();
+            if lambda > 0.0 {
+                let u: f64 = self.rng.r#gen();
+                let gap = Duration::from_secs_f64(-(1.0 - u).ln() / lambda);
+                if t + gap < hour_end {
+                    t += gap;
+                    break;
+                }
+            }
+            t = hour_end;
+        }
+        self.session_clock = t;
+        self.next_session = Some(t);
+        t
+    }
+
+    /// Position of the next attempt (new session or retry).
+    pub fn peek(&mut self) -> Duration {
+        let session = self.next_session_at();
+        match self.retries.peek() {
+            Some(Reverse(p)) if p.at <= session => p.at,
+            _ => session,
+        }
+    }
+
+    /// The next attempt, in time order.
+    pub fn next_attempt(&mut self) -> Attempt {
+        let session = self.next_session_at();
+        let retry_first = matches!(self.retries.peek(), Some(Reverse(p)) if p.at <= session);
+        if retry_first && let Some(Reverse(pending)) = self.retries.pop() {
+            return self.retry(pending.journey, pending.at);
+        }
+        self.next_session = None;
+        self.session(session)
+    }
+
+    fn spike_factor(&self, category: Category, at: Duration) -> f64 {
+        self.spikes
+            .iter()
+            .filter(|s| s.category == category && s.active_at(at))
+            .map(|s| s.factor)
+            .fold(1.0, f64::max)
+    }
+
+    fn session(&mut self, at: Duration) -> Attempt {
+        let abs = self.start + at;
+        let weights: Vec<f64> = (0..self.tenants.len())
+            .map(|k| self.intensity(k, abs))
+            .collect();
+        let tenant = pick_weighted(&mut self.rng, &weights);
+        let rates: Vec<(Category, f64)> = self.tenants[tenant]
+            .rates
+            .iter()
+            .map(|(c, r)| (*c, r * self.spike_factor(*c, at)))
+            .collect();
+        let total: f64 = rates.iter().map(|(_, r)| r).sum();
+        let scale = if total > 0.95 { 0.95 / total } else { 1.0 };
+        let mut roll: f64 = self.rng.r#gen();
+        let mut cause = None;
+        for (category, rate) in &rates {
+            let rate = rate * scale;
+            if roll < rate {
+                cause = Some(*category);
+                break;
+            }
+            roll -= rate;
+        }
+        self.stats.sessions += 1;
+        let existing = self.existing(tenant, abs);
+        let device = match cause {
+            Some(category) => self.pick_position(tenant, Some(category), existing),
+            None => None,
+        };
+        let (device, cause) = match (device, cause) {
+            (Some(device), cause) => (device, cause),
+            (None, _) => match self.pick_position(tenant, None, existing) {
+                Some(device) => (device, None),
+                None => (self.pick_any(tenant, existing), None),
+            },
+        };
+        match cause {
+            None => {
+                self.stats.first_time_right += 1;
+                self.stats.enrolled += 1;
+            }
+            Some(category) => {
+                let journey = self.open_journey(device, category, at);
+                self.schedule(journey, at);
+            }
+        }
+        self.attempt(device, cause, at, 1)
+    }
+
+    /// How many of tenant's devices (in join order) exist at `at`.
+    fn existing(&self, tenant: usize, at: OffsetDateTime) -> usize {
+        let total = self.tenants[tenant].devices.len();
+        let fraction = rhythm::growth(at, self.now, self.config.monthly_growth).min(1.0);
+        ((total as f64 * fraction).ceil() as usize).clamp(1.min(total), total)
+    }
+
+    /// A device of `tenant` among the first `existing`: one whose properties produce
+    /// `category`, or a clean one for a success.
+    fn pick_position(
+        &mut self,
+        tenant: usize,
+        category: Option<Category>,
+        existing: usize,
+    ) -> Option<usize> {
+        let tables = &self.tenants[tenant];
+        let positions = match category {
+            Some(c) => tables.eligible.get(&c)?,
+            None => &tables.clean,
+        };
+        let available = positions.partition_point(|p| *p < existing);
+        let chosen = if available > 0 {
+            positions[self.rng.gen_range(0..available)]
+        } else if !positions.is_empty() {
+            // The fleet was too small then for such a device: take a later one.
+            positions[self.rng.gen_range(0..positions.len())]
+        } else {
+            return None;
+        };
+        Some(tables.devices[chosen])
+    }
+
+    fn pick_any(&mut self, tenant: usize, existing: usize) -> usize {
+        let tables = &self.tenants[tenant];
+        tables.devices[self
+            .rng
+            .gen_range(0..existing.clamp(1, tables.devices.len()))]
+    }
+
+    /// A failed session: when (if ever) its cause gets fixed, and how many quick retries the
+    /// user or the enrollment task makes meanwhile.
+    fn open_journey(&mut self, device: usize, cause: Category, at: Duration) -> Journey {
+        let tenant = self.fleet.devices[device].tenant;
+        let utc_offset = self.tenants[tenant].utc_offset;
+        // A spike is an outage: its failures are fixed when it ends (a bounded spike), in
+        // proportion to its share of the category's failures.
+        let spike_end = self
+            .spikes
+            .iter()
+            .filter(|s| s.category == cause && s.active_at(at))
+            .filter_map(|s| s.duration.map(|d| (s.start + d, s.factor)))
+            .next();
+        let from_spike =
+            spike_end.filter(|(_, f)| self.rng.gen_bool((1.0 - 1.0 / f).clamp(0.0, 1.0)));
+        let fixed_at = if let Some((end, _)) = from_spike {
+            Some(end)
+        } else {
+            let model = profile::resolution(cause);
+            if self.rng.gen_bool(model.fixed) {
+                let hours = lognormal(&mut self.rng, model.median_hours, 1.0);
+                let mut fix = self.start + at + time::Duration::seconds_f64(hours * 3600.0);
+                if model.by_admin {
+                    fix = rhythm::next_business_time(fix, utc_offset);
+                }
+                Some(Duration::try_from(fix - self.start).unwrap_or(at))
+            } else {
+                None
+            }
+        };
+        // Auto-enrollment (GPO, hybrid, co-management) retries from a scheduled task every 5
+        // minutes (for a day; modelled as 1-3 retries, see docs/simulator.md); people retry by
+        // hand at most once before they open a ticket and wait for the fix.
+        let scheduled = matches!(
+            self.fleet.devices[device].method,
+            EnrollmentMethod::GpoAutoEnroll
+                | EnrollmentMethod::HybridJoin
+                | EnrollmentMethod::CoManagement
+        );
+        let quick_left = if scheduled {
+            self.rng.gen_range(1..=3)
+        } else {
+            self.rng.gen_range(0..=1)
+        };
+        Journey {
+            device,
+            cause,
+            started: at,
+            attempts: 1,
+            fixed_at,
+            quick_left,
+        }
+    }
+
+    /// Schedules the journey's next attempt after a failure at `at`, or ends it.
+    fn schedule(&mut self, mut journey: Journey, at: Duration) {
+        if journey.attempts >= MAX_ATTEMPTS {
+            self.stats.gave_up += 1;
+            return;
+        }
+        let device = &self.fleet.devices[journey.device];
+        let scheduled = matches!(
+            device.method,
+            EnrollmentMethod::GpoAutoEnroll
+                | EnrollmentMethod::HybridJoin
+                | EnrollmentMethod::CoManagement
+        );
+        let next = if journey.quick_left > 0 {
+            journey.quick_left -= 1;
+            let minutes = if scheduled {
+                5.0 + self.rng.gen_range(0.0..0.5)
+            } else {
+                lognormal(&mut self.rng, 6.0, 0.7)
+            };
+            at + Duration::from_secs_f64(minutes * 60.0)
+        } else if let Some(fixed) = journey.fixed_at {
+            // Told the fix is in, the user tries again within the hour or so (during their
+            // working hours).
+            let reaction = lognormal(&mut self.rng, 40.0, 0.8);
+            let tenant = self.tenants[device.tenant].utc_offset;
+            let when = self.start + fixed.max(at) + time::Duration::seconds_f64(reaction * 60.0);
+            let when = rhythm::next_business_time(when, tenant);
+            Duration::try_from(when - self.start).unwrap_or(at)
+        } else {
+            self.stats.gave_up += 1;
+            return;
+        };
+        self.seq += 1;
+        self.retries.push(Reverse(Pending {
+            at: next,
+            seq: self.seq,
+            journey,
+        }));
+    }
+
+    fn retry(&mut self, mut journey: Journey, at: Duration) -> Attempt {
+        journey.attempts += 1;
+        let number = journey.attempts;
+        let device = journey.device;
+        if journey.fixed_at.is_some_and(|f| f <= at) {
+            self.stats.enrolled += 1;
+            let secs = (at.saturating_sub(journey.started)).as_secs();
+            self.stats
+                .time_to_enroll_secs
+                .push(u32::try_from(secs).unwrap_or(u32::MAX));
+            return self.attempt(device, None, at, number);
+        }
+        let cause = journey.cause;
+        self.schedule(journey, at);
+        self.attempt(device, Some(cause), at, number)
+    }
+
+    fn attempt(
+        &mut self,
+        device: usize,
+        cause: Option<Category>,
+        at: Duration,
+        number: u32,
+    ) -> Attempt {
+        let mut attempt = self.render(device, cause, self.start + at);
+        attempt.at = at;
+        attempt.number = number;
+        for item in &mut attempt.items {
+            if let Some(telemetry_item::Kind::Event(event)) = &mut item.kind {
+                event
+                    .attributes
+                    .insert("sim_attempt".to_owned(), number.to_string());
+            }
+        }
+        attempt
     }
 
     fn render(&mut self, index: usize, cause: Option<Category>, at: OffsetDateTime) -> Attempt {
@@ -810,6 +1181,8 @@ impl Generator {
         let mut attempt = Attempt {
             device: index,
             cause,
+            at: Duration::ZERO,
+            number: 1,
             items,
         };
         link_state_error(&mut attempt);
@@ -904,6 +1277,30 @@ impl Generator {
             })),
         }
     }
+}
+
+/// Index drawn with probability proportional to `weights` (all zero: the first).
+fn pick_weighted(rng: &mut StdRng, weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return 0;
+    }
+    let mut roll = rng.gen_range(0.0..total);
+    for (i, w) in weights.iter().enumerate() {
+        if roll < *w {
+            return i;
+        }
+        roll -= w;
+    }
+    weights.len().saturating_sub(1)
+}
+
+/// A log-normal draw with the given median and shape `sigma` (Box-Muller).
+fn lognormal(rng: &mut StdRng, median: f64, sigma: f64) -> f64 {
+    let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.r#gen();
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    median * (sigma * z).exp()
 }
 
 /// Copies the attempt's failure into its state snapshot's `last_enrollment_error`.

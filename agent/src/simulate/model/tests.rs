@@ -1,4 +1,5 @@
 use super::*;
+use crate::simulate::profile::ModelConfig;
 
 fn spec(devices: usize, seed: u64) -> FleetSpec {
     FleetSpec {
@@ -10,7 +11,31 @@ fn spec(devices: usize, seed: u64) -> FleetSpec {
 }
 
 fn start() -> OffsetDateTime {
-    time::macros::datetime!(2025-01-06 09:00:00 UTC)
+    // A Monday, midnight UTC.
+    time::macros::datetime!(2025-01-06 00:00:00 UTC)
+}
+
+/// A generator of `rate` sessions/s over a fortnight of history starting on a Monday.
+fn generator(devices: usize, seed: u64, spikes: Vec<Spike>, rate: f64) -> Generator {
+    generator_with(devices, seed, spikes, rate, ModelConfig::default())
+}
+
+fn generator_with(
+    devices: usize,
+    seed: u64,
+    spikes: Vec<Spike>,
+    rate: f64,
+    config: ModelConfig,
+) -> Generator {
+    Generator::new(
+        Fleet::generate(&spec(devices, seed)),
+        seed,
+        spikes,
+        start(),
+        Duration::from_secs(14 * 86_400),
+        rate,
+        config,
+    )
 }
 
 fn events(attempt: &Attempt) -> Vec<&EnrollmentEvent> {
@@ -27,10 +52,9 @@ fn events(attempt: &Attempt) -> Vec<&EnrollmentEvent> {
 #[test]
 fn same_seed_same_fleet_and_traffic() {
     let run = |seed| {
-        let mut generator =
-            Generator::new(Fleet::generate(&spec(300, seed)), seed, vec![], start());
+        let mut generator = generator(300, seed, vec![], 1.0);
         (0..200)
-            .flat_map(|k| generator.attempt(Duration::from_millis(k * 10)).items)
+            .flat_map(|_| generator.next_attempt().items)
             .collect::<Vec<_>>()
     };
     assert_eq!(run(7), run(7));
@@ -66,11 +90,13 @@ fn fleet_has_the_requested_size_and_a_realistic_platform_mix() {
 
 #[test]
 fn failures_agree_with_device_user_and_tenant_facts() {
-    let fleet = Fleet::generate(&spec(3000, 11));
-    let mut generator = Generator::new(fleet, 11, vec![], start());
+    let mut generator = generator(3000, 11, vec![], 1.0);
     let mut seen: HashMap<Category, usize> = HashMap::new();
-    for k in 0..20_000u64 {
-        let attempt = generator.attempt(Duration::from_millis(k));
+    let mut last = Duration::ZERO;
+    for _ in 0..20_000u64 {
+        let attempt = generator.next_attempt();
+        assert!(attempt.at >= last, "attempts in time order");
+        last = attempt.at;
         let device = generator.fleet.devices[attempt.device].clone();
         let user = device.user.map(|u| generator.fleet.users[u].clone());
         let tenant = generator.fleet.tenants[device.tenant].clone();
@@ -135,9 +161,9 @@ fn failures_agree_with_device_user_and_tenant_facts() {
             }
         }
     }
-    // A 3000-device fleet shows every common failure cause.
+    // A 3000-device fleet shows the common failure causes (device-cap failures, rarer and
+    // absent from tenants with a limit of 15, are checked by the next test).
     for category in [
-        Category::DeviceLimit,
         Category::License,
         Category::Network,
         Category::UnsupportedDevice,
@@ -148,23 +174,25 @@ fn failures_agree_with_device_user_and_tenant_facts() {
             "no {category:?} in {seen:?}"
         );
     }
+    // These first hours (Sunday night in tenant 0, Monday morning in tenant 1) are mostly the
+    // misconfigured tenant: ~21 % of its first attempts fail, retries of unresolved causes
+    // add failures. The week-long figure is checked below.
     let failures: usize = seen.values().sum();
     let share = failures as f64 / 20_000.0;
-    assert!((0.08..0.40).contains(&share), "failure share {share}");
+    assert!((0.1..0.35).contains(&share), "failure share {share}");
 }
 
 #[test]
 fn windows_server_faults_are_event_52_then_76() {
-    let fleet = Fleet::generate(&spec(3000, 5));
-    let mut generator = Generator::new(fleet, 5, vec![], start());
+    let mut generator = generator(3000, 11, vec![], 1.0);
     let windows: Vec<bool> = generator
         .fleet
         .devices
         .iter()
         .map(|d| d.platform == Platform::Windows)
         .collect();
-    let attempt = (0..50_000u64)
-        .map(|k| generator.attempt(Duration::from_millis(k)))
+    let attempt = (0..200_000u64)
+        .map(|_| generator.next_attempt())
         .find(|a| a.cause == Some(Category::DeviceLimit) && windows[a.device])
         .expect("a Windows device-cap failure");
     let events = events(&attempt);
@@ -187,34 +215,162 @@ fn windows_server_faults_are_event_52_then_76() {
 }
 
 #[test]
-fn a_spike_multiplies_its_category_share() {
-    let spike: Spike = "license:x20@10s+10s".parse().unwrap();
-    let fleet = Fleet::generate(&spec(2000, 9));
-    let mut generator = Generator::new(fleet, 9, vec![spike], start());
-    let base = generator.baseline(Category::License);
+fn a_spike_multiplies_its_category_share_and_its_failures_are_fixed_when_it_ends() {
+    // Tuesday 15:00-19:00 UTC: 10:00-14:00 for tenant 0 (UTC-5).
+    let spike: Spike = "license:x20@39h+4h".parse().unwrap();
+    let mut generator = generator(2000, 9, vec![spike], 0.5);
+    let base = generator.baseline(0, Category::License);
     assert!(base > 0.0);
-    let share = |generator: &mut Generator, from_ms: u64| {
-        let n = 10_000u64;
-        let hits = (0..n)
-            .filter(|k| {
-                generator.attempt(Duration::from_millis(from_ms + k)).cause
-                    == Some(Category::License)
-            })
-            .count();
-        hits as f64 / n as f64
-    };
-    let before = share(&mut generator, 0);
-    let during = share(&mut generator, 10_000);
-    let after = share(&mut generator, 20_000);
-    let expected = (base * 20.0).min(0.95);
+    // First attempts only: retries repeat earlier causes.
+    let (mut before, mut during, mut after) = ((0, 0), (0, 0), (0, 0));
+    let window = |h: u64| Duration::from_secs(h * 3600);
+    let mut spiked_retries_after_fix = 0;
+    loop {
+        let attempt = generator.next_attempt();
+        if attempt.at >= window(60) {
+            break;
+        }
+        if generator.fleet.devices[attempt.device].tenant != 0 {
+            continue;
+        }
+        if attempt.number > 1 && attempt.cause == Some(Category::License) && attempt.at > window(50)
+        {
+            spiked_retries_after_fix += 1;
+        }
+        if attempt.number != 1 {
+            continue;
+        }
+        let bucket = if attempt.at < window(39) {
+            &mut before
+        } else if attempt.at < window(43) {
+            &mut during
+        } else {
+            &mut after
+        };
+        bucket.0 += 1;
+        bucket.1 += usize::from(attempt.cause == Some(Category::License));
+    }
+    let share = |(n, hits): (usize, usize)| hits as f64 / n.max(1) as f64;
+    let expected = base * 20.0;
     assert!(
-        (during - expected).abs() < expected * 0.2,
-        "during {during}, expected {expected} (base {base})"
+        (share(during) - expected).abs() < expected * 0.35,
+        "during {:?}, expected {expected} (base {base})",
+        during
     );
     assert!(
-        before < base * 2.0 && after < base * 2.0,
-        "before {before} after {after} base {base}"
+        share(before) < base * 3.0 && share(after) < base * 3.0,
+        "before {before:?} after {after:?} base {base}"
     );
+    // The outage's failures retry successfully once it is over: few licence retries still
+    // fail the next day.
+    assert!(
+        spiked_retries_after_fix < during.1 / 4,
+        "{spiked_retries_after_fix} of {}",
+        during.1
+    );
+}
+
+#[test]
+fn traffic_follows_the_working_week() {
+    let mut generator = generator(2000, 3, vec![], 0.2);
+    let mut by_hour = [0u32; 24];
+    let mut weekend = 0u32;
+    let mut total = 0u32;
+    loop {
+        let attempt = generator.next_attempt();
+        if attempt.at >= Duration::from_secs(7 * 86_400) {
+            break;
+        }
+        if attempt.number != 1 {
+            continue;
+        }
+        // Tenant 0 works at UTC-5.
+        if generator.fleet.devices[attempt.device].tenant != 0 {
+            continue;
+        }
+        let local = (start() + attempt.at).to_offset(time::UtcOffset::from_hms(-5, 0, 0).unwrap());
+        total += 1;
+        by_hour[usize::from(local.hour())] += 1;
+        weekend += u32::from(matches!(
+            local.weekday(),
+            time::Weekday::Saturday | time::Weekday::Sunday
+        ));
+    }
+    // About half the fleet's 120,960 sessions in a week (one tenant, 0.2 sessions/s
+    // fleet-wide; waves add some).
+    assert!((50_000..75_000).contains(&total), "{total}");
+    let office: u32 = by_hour[8..18].iter().sum();
+    assert!(f64::from(office) / f64::from(total) > 0.7, "{by_hour:?}");
+    assert!(by_hour[10] > 20 * by_hour[3], "{by_hour:?}");
+    assert!(
+        f64::from(weekend) / f64::from(total) < 0.06,
+        "{weekend} of {total}"
+    );
+}
+
+#[test]
+fn retries_make_first_time_right_and_time_to_enroll_emerge() {
+    let mut generator = generator(3000, 21, vec![], 0.1);
+    let (mut attempts, mut failed) = (0u32, 0u32);
+    loop {
+        let attempt = generator.next_attempt();
+        if attempt.at >= Duration::from_secs(7 * 86_400) {
+            break;
+        }
+        attempts += 1;
+        failed += u32::from(attempt.cause.is_some());
+    }
+    // Most attempts succeed; the failure share of attempts comes out of the model.
+    let failed_share = f64::from(failed) / f64::from(attempts);
+    eprintln!("week: {attempts} attempts, {failed_share:.3} failed");
+    assert!((0.1..0.2).contains(&failed_share), "{failed_share}");
+    let stats = generator.stats.clone();
+    eprintln!(
+        "{:?} median {:?}",
+        (
+            stats.sessions,
+            stats.first_time_right,
+            stats.enrolled,
+            stats.gave_up
+        ),
+        stats.median_time_to_enroll()
+    );
+    let ftr = stats.first_time_right as f64 / stats.sessions as f64;
+    // Healthy (3.2 %) and misconfigured (~21 %) tenants of equal size.
+    assert!((0.84..0.92).contains(&ftr), "first-time-right {ftr}");
+    assert!(
+        stats.gave_up > 0 && stats.gave_up < stats.sessions / 20,
+        "{stats:?}"
+    );
+    let retried = stats.time_to_enroll_secs.len() as u64;
+    assert!(
+        retried > (stats.sessions - stats.first_time_right) / 2,
+        "{retried}"
+    );
+    let median = stats.median_time_to_enroll().unwrap();
+    assert!(
+        median > Duration::from_secs(600) && median < Duration::from_secs(3 * 86_400),
+        "{median:?}"
+    );
+}
+
+#[test]
+fn a_misconfigured_tenant_fails_far_more_than_a_healthy_one() {
+    let config: ModelConfig =
+        toml::from_str("tenants = [\"healthy\", \"misconfigured\"]\nwaves = false\n").unwrap();
+    let mut generator = generator_with(2000, 4, vec![], 1.0, config);
+    let mut first = [(0u32, 0u32); 2];
+    for _ in 0..100_000 {
+        let attempt = generator.next_attempt();
+        if attempt.number == 1 {
+            let t = generator.fleet.devices[attempt.device].tenant;
+            first[t].0 += 1;
+            first[t].1 += u32::from(attempt.cause.is_some());
+        }
+    }
+    let rate = |(n, f): (u32, u32)| f64::from(f) / f64::from(n);
+    assert!((0.02..0.05).contains(&rate(first[0])), "{first:?}");
+    assert!((0.17..0.26).contains(&rate(first[1])), "{first:?}");
 }
 
 #[test]
