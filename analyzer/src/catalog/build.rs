@@ -60,11 +60,17 @@ pub(super) fn compile(files: Vec<RawFile>) -> Result<Catalog, CatalogError> {
         if source_index.insert(raw.id.clone(), sources.len()).is_some() {
             problems.push(format!("source {:?}: duplicate id", raw.id));
         }
-        let reference = match (&raw.repo, &raw.path) {
-            (Some(repo), Some(path)) => match &raw.commit {
+        if let Some(url) = &raw.url
+            && !url.starts_with("https://")
+        {
+            problems.push(format!("source {:?}: url must be an https address", raw.id));
+        }
+        let reference = match (&raw.repo, &raw.path, &raw.url) {
+            (Some(repo), Some(path), _) => match &raw.commit {
                 Some(commit) => format!("{repo}:{path}@{commit}"),
                 None => format!("{repo}:{path}"),
             },
+            (_, _, Some(url)) => url.clone(),
             _ => raw.title.clone(),
         };
         sources.push(Source {
@@ -73,6 +79,7 @@ pub(super) fn compile(files: Vec<RawFile>) -> Result<Catalog, CatalogError> {
             repo: raw.repo,
             path: raw.path,
             commit: raw.commit,
+            url: raw.url,
             reference,
         });
     }

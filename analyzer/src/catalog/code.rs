@@ -341,11 +341,36 @@ pub fn code_tokens(text: &str) -> Vec<FoundToken<'_>> {
     found
 }
 
-/// Finds the most code-like token in free text (see [`parse_code_detailed`] for the order).
+/// Finds the failure code written in free text: the first token whose value has the HRESULT
+/// severity bit set (a failure), else the first non-zero one, else the first; within each of
+/// those, `0x` tokens before bare hex before decimals (see [`parse_code_detailed`]).
+///
+/// Messages often carry a flag or success code before the failure: in "Auto MDM Enroll:
+/// Device Credential (0x1), Failed (Unknown Win32 Error code: 0x8018002b)" the failure is
+/// 0x8018002B, not the credential type 0x1.
 pub fn find_code_in_text(text: &str) -> Option<ParsedCode> {
-    let tokens = code_tokens(text);
-    let best = tokens.iter().min_by_key(|t| (t.kind, t.offset))?;
-    parse_single_token(best.text, best.text).ok().flatten()
+    let parsed: Vec<(TokenKind, usize, ParsedCode)> = code_tokens(text)
+        .iter()
+        .filter_map(|t| {
+            parse_single_token(t.text, t.text)
+                .ok()
+                .flatten()
+                .map(|p| (t.kind, t.offset, p))
+        })
+        .collect();
+    let rank = |value: u32| {
+        if value & 0x8000_0000 != 0 {
+            0
+        } else if value != 0 {
+            1
+        } else {
+            2
+        }
+    };
+    parsed
+        .into_iter()
+        .min_by_key(|(kind, offset, p)| (rank(p.value), *kind, *offset))
+        .map(|(_, _, p)| p)
 }
 
 #[cfg(test)]
@@ -366,6 +391,13 @@ mod tests {
             assert_eq!(parse_code(input), Ok(0x8018_0014), "{input}");
         }
         assert_eq!(parse_code("hr 0x8007064c"), Ok(0x8007_064C));
+        assert_eq!(
+            parse_code(
+                "Auto MDM Enroll: Device Credential (0x1), Failed (Unknown Win32 Error code: 0x8018002b)"
+            ),
+            Ok(0x8018_002B)
+        );
+        assert_eq!(parse_code("state 0x0, result 0x12"), Ok(0x12));
         assert_eq!(parse_code("(0x8018000a - 2149056522)"), Ok(0x8018_000A));
         assert_eq!(parse_code("Error 80180003:"), Ok(0x8018_0003));
         assert_eq!(parse_code("801c03ed"), Ok(0x801C_03ED));

@@ -105,6 +105,10 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
         "16_ui_and_graph.toml",
         include_str!("../../catalog/16_ui_and_graph.toml"),
     ),
+    (
+        "17_real_world.toml",
+        include_str!("../../catalog/17_real_world.toml"),
+    ),
     ("20_rules.toml", include_str!("../../catalog/20_rules.toml")),
     (
         "30_facilities.toml",
@@ -141,7 +145,8 @@ pub struct Source {
     pub repo: Option<String>,
     pub path: Option<String>,
     pub commit: Option<String>,
-    /// Human-readable reference: `repo:path@commit` when known, else the title.
+    pub url: Option<String>,
+    /// Human-readable reference: `repo:path@commit` when known, else the url, else the title.
     pub reference: String,
 }
 

@@ -36,6 +36,10 @@ pub struct RawSource {
     pub path: Option<String>,
     #[serde(default)]
     pub commit: Option<String>,
+    /// Public address of the document (a web page, an issue) when it is not (only) a file in a
+    /// repository.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// A failure category: stable id plus its defaults.
