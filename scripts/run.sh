@@ -223,8 +223,8 @@ EOF
 if [[ -n "${DASHBOARD_URL:-}" ]]; then
     cat <<EOF
 
-Open the fleet dashboard (signed in with the demo key; ${FLEET_BACKFILL} of history fill in while the
-backfill runs, see ${LOGS}/fleet.log):
+Open the fleet dashboard, signed in with the demo key (the ${FLEET_BACKFILL} of simulated history
+appear while the backfill runs; progress in ${LOGS}/fleet.log):
   ${DASHBOARD_URL}
 EOF
 fi

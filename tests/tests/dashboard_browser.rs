@@ -16,10 +16,12 @@ mod analyzer_support;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use analyzer_support::{Analyzer, iso};
+use std::time::Duration;
+
+use analyzer_support::{Analyzer, iso, request};
 use fleetpulse_tests::harness::collector::workspace_binary;
 use fleetpulse_tests::harness::process::spawn_guarded;
-use fleetpulse_tests::harness::{Fixture, now_secs};
+use fleetpulse_tests::harness::{Fixture, now_secs, poll_until};
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -93,8 +95,37 @@ async fn dashboard_pages_match_the_api_in_chromium() {
     let summary = log.lines().find(|l| l.starts_with("done:")).unwrap_or("");
     assert!(summary.contains(", 0 left in spools"), "{log}");
 
-    let analyzer = Analyzer::start(fixture.ch, &fixture.db, &[]).await;
+    let analyzer = Analyzer::start(
+        fixture.ch,
+        &fixture.db,
+        &["--alerts-evaluation-interval", "5s"],
+    )
+    .await;
     let key_all = analyzer.create_key(&["--all-tenants", "--description", "browser test"]);
+    // An alert for the alerts page: a threshold rule the two days of history exceed whatever
+    // the hour (the simulated fleet follows the working week).
+    let (status, body) = request(
+        analyzer.addr,
+        "POST",
+        "/api/v1/alert-rules",
+        Some(&key_all),
+        Some(r#"{"name":"e2e-licence","expr":"count(category=license) >= 1 over 2d"}"#),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    poll_until(Duration::from_secs(60), "an alert from the rule", || {
+        let addr = analyzer.addr;
+        let key = key_all.clone();
+        async move {
+            let (_, body) =
+                request(addr, "GET", "/api/v1/alerts?status=all", Some(&key), None).await;
+            match body["alerts"].as_array() {
+                Some(a) if !a.is_empty() => Ok(()),
+                _ => Err(body.to_string()),
+            }
+        }
+    })
+    .await;
     let key_contoso = analyzer.create_key(&["--tenant", "contoso"]);
 
     // The binary carries the built dashboard (not the "how to build it" page).

@@ -220,6 +220,8 @@ export interface ApiCtx {
   get: Fetcher;
   /** Increments on every auto-refresh tick and on manual refresh: hooks refetch on change. */
   tick: number;
+  /** Refetches everything on screen (after a change made from the page). */
+  refresh: () => void;
   features: Features;
 }
 

@@ -51,6 +51,8 @@ const LABELS: Record<string, string> = {
   co_management: "Co-management",
   dm_client_provisioning: "DM client provisioning",
   tpm: "TPM",
+  os_version: "OS version",
+  enrollment_method: "Enrollment method",
   mdm: "MDM",
   enrollment_status_page: "Enrollment Status Page",
 };

@@ -110,7 +110,7 @@ function Shell(props: { get: ReturnType<typeof makeFetcher>; who: WhoAmI; theme:
     document.title = `${titles[route.page]} · Fleetpulse`;
   }, [route.page, route.arg]);
 
-  const ctx = useMemo(() => ({ get: props.get, tick, features }), [props.get, tick, features]);
+  const ctx = useMemo(() => ({ get: props.get, tick, features, refresh: () => setTick((x) => x + 1) }), [props.get, tick, features]);
   return (
     <ApiContext.Provider value={ctx}>
       <a class="skip" href="#main" onClick={(e) => { e.preventDefault(); document.getElementById("main")?.focus(); }}>
@@ -137,7 +137,7 @@ function Shell(props: { get: ReturnType<typeof makeFetcher>; who: WhoAmI; theme:
           </button>
         </div>
       </header>
-      {route.page !== "insights" && route.page !== "device" && <Toolbar route={route} auto={auto} setAuto={setAuto} onRefresh={() => setTick((x) => x + 1)} />}
+      {route.page !== "insights" && route.page !== "device" && route.page !== "alerts" && <Toolbar route={route} auto={auto} setAuto={setAuto} onRefresh={() => setTick((x) => x + 1)} />}
       <main id="main" tabIndex={-1} data-page={route.page} data-from={win.from} data-to={win.to} data-bucket={win.bucket}>
         {route.page === "overview" && <Overview route={route} theme={props.theme} />}
         {route.page === "category" && <Drill key={`c-${route.arg}`} route={route} theme={props.theme} kind="category" />}
@@ -235,7 +235,7 @@ function Toolbar(props: { route: Route; auto: boolean; setAuto: (b: boolean) => 
       </label>
       {filters.map((f) => (
         <button key={f} type="button" class="chip" onClick={() => setParams(route, { [f]: null })} aria-label={`Remove filter ${label(f)} = ${label(route.params.get(f))}`} data-testid={`chip-${f}`}>
-          {label(f === "os_version" ? "OS version" : f)}: {label(route.params.get(f))} <span aria-hidden="true">×</span>
+          {label(f)}: {label(route.params.get(f))} <span aria-hidden="true">×</span>
         </button>
       ))}
       <span class="spacer" />

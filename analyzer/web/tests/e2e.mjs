@@ -322,13 +322,30 @@ try {
   await settle();
   const doc = await (await fetch(`${BASE}/api/v1/openapi.json`)).json();
   if (doc.paths["/api/v1/alerts"]) {
-    const al = await api(`/api/v1/alerts?status=all`);
-    const list = Array.isArray(al) ? al : al.alerts;
-    eq(await page.getByTestId("alert-list").locator("li").count().catch(() => 0), list.length, "alerts listed");
+    const list = (await api(`/api/v1/alerts?status=all`)).alerts;
+    figures.alerts_in_test_fleet = list.length;
+    await until(() => page.getByTestId("alert-list").locator("li").count().catch(() => 0), list.length, "alerts listed");
+    // Acknowledge the first open, unacknowledged alert from the page.
+    const open = list.find((a) => a.status !== "resolved" && !a.acknowledged_by);
+    if (open) {
+      await page.getByTestId("alert-list").locator("li", { hasText: "Acknowledge" }).first().getByRole("button", { name: "Acknowledge" }).click();
+      await until(async () => (await api(`/api/v1/alerts?status=all`)).alerts.filter((a) => a.acknowledged_by).length > 0, true, "an alert acknowledged from the page");
+    }
+    // A silence made with the form appears in the API, and its Remove button ends it.
+    const silenced = async () => (await api(`/api/v1/silences`)).silences.filter((x) => x.active && x.comment === "e2e silence").map((x) => x.matchers.map((m) => `${m.name}=${m.value}`).sort().join(","));
+    await page.getByRole("form", { name: "New silence" }).getByLabel("Tenant").fill(TENANT);
+    await page.getByRole("form", { name: "New silence" }).getByLabel("Category").fill("license");
+    await page.getByRole("form", { name: "New silence" }).getByLabel("Comment").fill("e2e silence");
+    await page.getByRole("button", { name: "Add silence" }).click();
+    await until(silenced, [`category=license,tenant=${TENANT}`], "silence created from the page");
+    await until(() => page.getByTestId("silence-list").locator("li", { hasText: "e2e silence" }).count(), 1, "silence listed");
+    await shot("alerts");
+    await page.getByRole("button", { name: `Remove silence tenant=${TENANT}, category=license` }).click();
+    await until(silenced, [], "silence removed from the page");
   } else {
     check((await page.locator("main").innerText()).includes("Alerting is not part of this analyzer"), "alerts page says alerting is absent");
+    await shot("alerts");
   }
-  await shot("alerts");
 
   // ---- 12. dark theme ----
   step = "dark theme";

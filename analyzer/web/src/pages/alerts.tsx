@@ -10,6 +10,7 @@ import type { View } from "../view";
 
 export interface Alert {
   alert_id: string;
+  rule: string;
   status: "pending" | "firing" | "resolved" | "no_data";
   tenant: string;
   category: string;
@@ -30,9 +31,29 @@ export interface Alert {
   resolved_at: string | null;
   acknowledged_by: string | null;
   dashboard_url: string;
+  summary?: string;
 }
 
-type Silence = Record<string, unknown> & { silence_id?: string; id?: string };
+interface Matcher {
+  name: "tenant" | "category" | "dimension" | "dimension_value" | "rule";
+  value: string;
+}
+interface Silence {
+  id: string;
+  matchers: Matcher[];
+  starts_at: string;
+  ends_at: string;
+  active: boolean;
+  created_by: string;
+  comment: string;
+  created_at: string;
+}
+
+/** The dashboard view an alert links to (its `dashboard_url`'s fragment, contract 4). */
+function viewOf(a: Alert, params: URLSearchParams): string {
+  const hash = a.dashboard_url?.split("#")[1];
+  return hash ? `#${hash}` : href("overview", null, carry(params, { tenant: a.tenant }));
+}
 
 function asList<T>(body: unknown, key: string): T[] {
   if (Array.isArray(body)) return body as T[];
@@ -103,7 +124,7 @@ export function Alerts(props: { route: Route }) {
 }
 
 function AlertList(props: { alerts: Alert[]; params: URLSearchParams }) {
-  const { get } = useApiCtx();
+  const { get, refresh } = useApiCtx();
   const [acked, setAcked] = useState<Record<string, boolean>>({});
   const [error, setError] = useState<ApiError>();
   return (
@@ -114,8 +135,8 @@ function AlertList(props: { alerts: Alert[]; params: URLSearchParams }) {
           <li key={a.alert_id} class={`alert alert-${a.status}`}>
             <div class="alert-head">
               <Pill tone={TONE[a.status] ?? "neutral"}>{label(a.status)}</Pill>{" "}
-              <a href={href("category", a.category, carry(props.params, { tenant: a.tenant, from: a.window_start, to: a.window_end, range: null }))}>
-                <strong>{label(a.category)}</strong>
+              <a href={viewOf(a, props.params)}>
+                <strong>{a.category === "all" ? label(a.rule) : label(a.category)}</strong>
               </a>{" "}
               {a.dimension && a.dimension_value && (
                 <span class="muted">
@@ -154,21 +175,46 @@ function AlertList(props: { alerts: Alert[]; params: URLSearchParams }) {
                 <span class="remedy-tag">Fix</span> {a.remediation}
               </p>
             )}
-            {a.status !== "resolved" && !a.acknowledged_by && !acked[a.alert_id] ? (
-              <button
-                type="button"
-                onClick={() =>
-                  get(`/api/v1/alerts/${encodeURIComponent(a.alert_id)}/ack`, { method: "POST" }).then(
-                    () => setAcked({ ...acked, [a.alert_id]: true }),
-                    setError,
-                  )
-                }
-              >
-                Acknowledge
-              </button>
-            ) : (
-              (a.acknowledged_by || acked[a.alert_id]) && <span class="muted small">acknowledged{a.acknowledged_by ? ` by ${a.acknowledged_by}` : ""}</span>
-            )}
+            <div class="alert-actions">
+              {a.status !== "resolved" && !a.acknowledged_by && !acked[a.alert_id] ? (
+                <button
+                  type="button"
+                  onClick={() =>
+                    get(`/api/v1/alerts/${encodeURIComponent(a.alert_id)}/ack`, { method: "POST" }).then(
+                      () => setAcked({ ...acked, [a.alert_id]: true }),
+                      setError,
+                    )
+                  }
+                >
+                  Acknowledge
+                </button>
+              ) : (
+                (a.acknowledged_by || acked[a.alert_id]) && <span class="muted small">acknowledged{a.acknowledged_by ? ` by ${a.acknowledged_by}` : ""}</span>
+              )}
+              {a.status !== "resolved" && (
+                <button
+                  type="button"
+                  class="ghost"
+                  onClick={() =>
+                    get("/api/v1/silences", {
+                      method: "POST",
+                      headers: { "Content-Type": "application/json" },
+                      body: JSON.stringify({
+                        matchers: [
+                          { name: "tenant", value: a.tenant },
+                          { name: "dimension", value: a.dimension },
+                          { name: "dimension_value", value: a.dimension_value },
+                        ],
+                        duration: "2h",
+                        comment: `silenced from the dashboard: ${a.summary ?? a.category}`,
+                      }),
+                    }).then(refresh, setError)
+                  }
+                >
+                  Silence 2 h
+                </button>
+              )}
+            </div>
           </li>
         ))}
       </ul>
@@ -177,45 +223,77 @@ function AlertList(props: { alerts: Alert[]; params: URLSearchParams }) {
 }
 
 function Silences(props: { tenant: string | null }) {
-  const { get } = useApiCtx();
-  const q = useApi<unknown>(`/api/v1/silences${qs({ tenant: props.tenant })}`);
-  const [gone, setGone] = useState<Record<string, boolean>>({});
+  const { get, refresh } = useApiCtx();
+  const q = useApi<{ silences: Silence[] }>(`/api/v1/silences${qs({ tenant: props.tenant })}`);
   const [error, setError] = useState<ApiError>();
+  const [tenant, setTenant] = useState(props.tenant ?? "");
+  const [category, setCategory] = useState("");
+  const [duration, setDuration] = useState("2h");
+  const [comment, setComment] = useState("");
+  const create = (e: Event) => {
+    e.preventDefault();
+    const matchers: Matcher[] = [];
+    if (tenant.trim()) matchers.push({ name: "tenant", value: tenant.trim() });
+    if (category.trim()) matchers.push({ name: "category", value: category.trim() });
+    get("/api/v1/silences", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ matchers, duration, comment }),
+    }).then(() => {
+      setError(undefined);
+      setComment("");
+      refresh();
+    }, setError);
+  };
   return (
-    <Panel title="Silences" id="silences" wide>
+    <Panel title="Silences" id="silences" wide note="A silence mutes notifications of matching alerts; the alerts are still evaluated and listed.">
       {error && <ErrorBox error={error} />}
-      <Async q={q} empty={(d) => asList<Silence>(d, "silences").length === 0} emptyText="No silences.">
+      <Async q={q} empty={(d) => d.silences.length === 0} emptyText="No silences.">
         {(d) => (
           <ul class="silences" data-testid="silence-list">
-            {asList<Silence>(d, "silences")
-              .filter((s) => !gone[String(s.silence_id ?? s.id)])
-              .map((s) => {
-                const id = String(s.silence_id ?? s.id);
-                return (
-                  <li key={id}>
-                    <span class="small">
-                      {Object.entries(s)
-                        .filter(([k, v]) => k !== "silence_id" && k !== "id" && v != null && typeof v !== "object")
-                        .map(([k, v]) => `${label(k)}: ${String(v)}`)
-                        .join(" · ")}
-                    </span>{" "}
-                    <button
-                      type="button"
-                      onClick={() =>
-                        get(`/api/v1/silences/${encodeURIComponent(id)}`, { method: "DELETE" }).then(
-                          () => setGone({ ...gone, [id]: true }),
-                          setError,
-                        )
-                      }
-                    >
-                      Remove
-                    </button>
-                  </li>
-                );
-              })}
+            {d.silences.map((s) => (
+              <li key={s.id} data-id={s.id}>
+                <Pill tone={s.active ? "warn" : "neutral"}>{s.active ? "active" : "expired"}</Pill>{" "}
+                {s.matchers.map((m) => (
+                  <span key={m.name} class="pill pill-info">
+                    {m.name}={m.value}
+                  </span>
+                ))}{" "}
+                <span class="muted small">
+                  until {when(s.ends_at)}
+                  {s.created_by ? ` · by ${s.created_by}` : ""}
+                  {s.comment ? ` · ${s.comment}` : ""}
+                </span>{" "}
+                <button type="button" class="ghost small" onClick={() => get(`/api/v1/silences/${encodeURIComponent(s.id)}`, { method: "DELETE" }).then(refresh, setError)} aria-label={`Remove silence ${s.matchers.map((m) => `${m.name}=${m.value}`).join(", ")}`}>
+                  Remove
+                </button>
+              </li>
+            ))}
           </ul>
         )}
       </Async>
+      <form class="silence-form" onSubmit={create} aria-label="New silence">
+        <label class="inline">
+          Tenant <input type="text" value={tenant} onInput={(e) => setTenant((e.target as HTMLInputElement).value)} placeholder="any" size={12} />
+        </label>
+        <label class="inline">
+          Category <input type="text" value={category} onInput={(e) => setCategory((e.target as HTMLInputElement).value)} placeholder="any" size={14} />
+        </label>
+        <label class="inline">
+          For{" "}
+          <select value={duration} onChange={(e) => setDuration((e.target as HTMLSelectElement).value)}>
+            {["1h", "2h", "8h", "24h", "7d"].map((d) => (
+              <option key={d} value={d}>
+                {d}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label class="inline">
+          Comment <input type="text" value={comment} onInput={(e) => setComment((e.target as HTMLInputElement).value)} size={24} />
+        </label>
+        <button type="submit">Add silence</button>
+      </form>
     </Panel>
   );
 }
