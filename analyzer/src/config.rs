@@ -94,6 +94,13 @@ pub struct ServeArgs {
     /// Alert evaluation cadence, overriding `[alerts] evaluation_interval` (e.g. 15s).
     #[arg(long, env = "FLEETPULSE_ANALYZER_ALERTS_EVALUATION_INTERVAL")]
     pub alerts_evaluation_interval: Option<String>,
+    /// Open HTTP connections at most; beyond, new connections are closed at once [default: 1024].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds for a request's headers to arrive (a half-sent request is closed); also how long
+    /// an idle keep-alive connection is kept [default: 10].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
 }
 
 /// The TOML file's shape.
@@ -113,6 +120,8 @@ struct FileConfig {
     default_device_cap: Option<u32>,
     stale_days: Option<u32>,
     public_url: Option<String>,
+    max_connections: Option<usize>,
+    header_timeout_secs: Option<u64>,
     /// Per-tenant device enrollment limits, e.g. `[device_caps] contoso = 10`.
     #[serde(default)]
     device_caps: BTreeMap<String, u32>,
@@ -159,6 +168,8 @@ pub struct ServeConfig {
     /// None: `http://<bound address>`.
     pub public_url: Option<String>,
     pub alerts: AlertSettings,
+    /// Listener limits: open connections and header-read timeout.
+    pub limits: fleetpulse_net::HttpLimits,
 }
 
 fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
@@ -293,9 +304,30 @@ impl ServeArgs {
         let alerts = alerts_cfg
             .validate(&categories)
             .map_err(|e| ConfigError::Alerts(Box::new(e)))?;
+        let max_connections = self.max_connections.or(f.max_connections).unwrap_or(1024);
+        let header_timeout_secs = self
+            .header_timeout_secs
+            .or(f.header_timeout_secs)
+            .unwrap_or(10);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if header_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "header_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
         Ok(ServeConfig {
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
             alerts,
+            limits: fleetpulse_net::HttpLimits {
+                max_connections,
+                header_timeout: Duration::from_secs(header_timeout_secs),
+            },
             storage: storage(&self.storage, &f)?,
             listen: self
                 .listen

@@ -258,7 +258,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &serde_json::json!({"http": shown.to_string()}).to_string(),
         )?;
     }
-    api::server::serve(listener, api::router(state), tls, shutdown_signal()).await?;
+    fleetpulse_net::serve_http(
+        listener,
+        api::router(state),
+        tls,
+        cfg.limits,
+        "analyzer HTTP",
+        shutdown_signal(),
+    )
+    .await?;
     let _ = stop_tx.send(true);
     if let Some(t) = evaluator_task {
         let _ = t.await;

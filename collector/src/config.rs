@@ -75,6 +75,26 @@ pub struct Config {
     /// How long a Push owns its batch in the ledger before another attempt may take it over,
     /// in seconds. Must exceed twice the ClickHouse timeout. Default 30.
     pub batch_lease_secs: u64,
+    /// Open gRPC connections at most; beyond, new connections are closed at once. Default 20000.
+    pub grpc_max_connections: usize,
+    /// Concurrent streams (calls) per gRPC connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// Default 16.
+    pub grpc_max_concurrent_streams: u32,
+    /// Time for the whole body of a Push to arrive once its headers are in, in seconds; a
+    /// stalled or slow stream is answered DEADLINE_EXCEEDED and closed. Default 30.
+    pub grpc_body_timeout_secs: u64,
+    /// Time for any gRPC call from its headers to its answer, in seconds. Default 90.
+    pub grpc_request_timeout_secs: u64,
+    /// Interval of HTTP/2 keepalive pings on idle gRPC connections, in seconds. Default 30.
+    pub grpc_keepalive_interval_secs: u64,
+    /// A connection whose keepalive ping is not answered within this many seconds is closed.
+    /// Default 10.
+    pub grpc_keepalive_timeout_secs: u64,
+    /// Open connections of the HTTP listener (health, metrics) at most. Default 64.
+    pub http_max_connections: usize,
+    /// Time for an HTTP request's headers to arrive, in seconds; also how long an idle
+    /// keep-alive connection waits for its next request. Default 10.
+    pub http_header_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -101,6 +121,14 @@ impl Default for Config {
             max_pending_rows: 400_000,
             clickhouse_timeout_secs: 10,
             batch_lease_secs: 30,
+            grpc_max_connections: 20_000,
+            grpc_max_concurrent_streams: 16,
+            grpc_body_timeout_secs: 30,
+            grpc_request_timeout_secs: 90,
+            grpc_keepalive_interval_secs: 30,
+            grpc_keepalive_timeout_secs: 10,
+            http_max_connections: 64,
+            http_header_timeout_secs: 10,
         }
     }
 }
@@ -258,6 +286,35 @@ impl Config {
                 2 * self.clickhouse_timeout_secs + 5
             ));
         }
+        for (name, value) in [
+            ("grpc_max_connections", self.grpc_max_connections as u64),
+            (
+                "grpc_max_concurrent_streams",
+                u64::from(self.grpc_max_concurrent_streams),
+            ),
+            ("grpc_body_timeout_secs", self.grpc_body_timeout_secs),
+            (
+                "grpc_keepalive_interval_secs",
+                self.grpc_keepalive_interval_secs,
+            ),
+            (
+                "grpc_keepalive_timeout_secs",
+                self.grpc_keepalive_timeout_secs,
+            ),
+            ("http_max_connections", self.http_max_connections as u64),
+            ("http_header_timeout_secs", self.http_header_timeout_secs),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name}: must be at least 1"));
+            }
+        }
+        if self.grpc_request_timeout_secs <= self.grpc_body_timeout_secs {
+            return invalid(format!(
+                "grpc_request_timeout_secs: {} must exceed grpc_body_timeout_secs ({}): a call \
+                 needs time to be stored after its body arrived",
+                self.grpc_request_timeout_secs, self.grpc_body_timeout_secs
+            ));
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return invalid("tls_cert is set but tls_key is not".into()),
             (None, Some(_)) => return invalid("tls_key is set but tls_cert is not".into()),
@@ -279,6 +336,26 @@ impl Config {
 
     pub fn batch_lease(&self) -> Duration {
         Duration::from_secs(self.batch_lease_secs)
+    }
+
+    pub fn grpc_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.grpc_body_timeout_secs)
+    }
+
+    pub fn grpc_request_timeout(&self) -> Duration {
+        Duration::from_secs(self.grpc_request_timeout_secs)
+    }
+
+    pub fn grpc_keepalive_interval(&self) -> Duration {
+        Duration::from_secs(self.grpc_keepalive_interval_secs)
+    }
+
+    pub fn grpc_keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.grpc_keepalive_timeout_secs)
+    }
+
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_header_timeout_secs)
     }
 
     /// The oldest accepted timestamp, as an age: the retention.
@@ -449,6 +526,77 @@ pub struct ConfigArgs {
         value_name = "SECS"
     )]
     pub batch_lease_secs: Option<u64>,
+
+    /// Open gRPC connections at most; a connection beyond is closed at once and the agent
+    /// retries with backoff. [default: 20000]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_GRPC_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
+    pub grpc_max_connections: Option<usize>,
+
+    /// Concurrent calls per gRPC connection (HTTP/2 max concurrent streams); an agent needs one.
+    /// [default: 16]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_GRPC_MAX_CONCURRENT_STREAMS",
+        value_name = "N"
+    )]
+    pub grpc_max_concurrent_streams: Option<u32>,
+
+    /// Seconds for the body of a Push to arrive after its headers; a stalled or slow stream is
+    /// answered DEADLINE_EXCEEDED and its buffer freed. [default: 30]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_GRPC_BODY_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub grpc_body_timeout_secs: Option<u64>,
+
+    /// Seconds for any gRPC call from headers to answer; must exceed --grpc-body-timeout-secs.
+    /// [default: 90]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_GRPC_REQUEST_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub grpc_request_timeout_secs: Option<u64>,
+
+    /// Seconds between HTTP/2 keepalive pings on gRPC connections (finds dead peers behind
+    /// NATs and load balancers). [default: 30]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_GRPC_KEEPALIVE_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
+    pub grpc_keepalive_interval_secs: Option<u64>,
+
+    /// Seconds a keepalive ping may go unanswered before the connection is closed. [default: 10]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_GRPC_KEEPALIVE_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub grpc_keepalive_timeout_secs: Option<u64>,
+
+    /// Open connections of the HTTP listener (/healthz, /readyz, /metrics) at most.
+    /// [default: 64]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_HTTP_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
+    pub http_max_connections: Option<usize>,
+
+    /// Seconds for an HTTP request's headers to arrive (a half-sent request is closed); also
+    /// how long an idle keep-alive connection is kept. [default: 10]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_HTTP_HEADER_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub http_header_timeout_secs: Option<u64>,
 }
 
 impl ConfigArgs {
@@ -492,6 +640,29 @@ impl ConfigArgs {
             &self.clickhouse_timeout_secs,
         );
         set(&mut c.batch_lease_secs, &self.batch_lease_secs);
+        set(&mut c.grpc_max_connections, &self.grpc_max_connections);
+        set(
+            &mut c.grpc_max_concurrent_streams,
+            &self.grpc_max_concurrent_streams,
+        );
+        set(&mut c.grpc_body_timeout_secs, &self.grpc_body_timeout_secs);
+        set(
+            &mut c.grpc_request_timeout_secs,
+            &self.grpc_request_timeout_secs,
+        );
+        set(
+            &mut c.grpc_keepalive_interval_secs,
+            &self.grpc_keepalive_interval_secs,
+        );
+        set(
+            &mut c.grpc_keepalive_timeout_secs,
+            &self.grpc_keepalive_timeout_secs,
+        );
+        set(&mut c.http_max_connections, &self.http_max_connections);
+        set(
+            &mut c.http_header_timeout_secs,
+            &self.http_header_timeout_secs,
+        );
     }
 }
 
@@ -563,6 +734,14 @@ mod tests {
         assert_eq!(c.max_pending_rows, 400_000);
         assert_eq!(c.clickhouse_timeout_secs, 10);
         assert_eq!(c.batch_lease_secs, 30);
+        assert_eq!(c.grpc_max_connections, 20_000);
+        assert_eq!(c.grpc_max_concurrent_streams, 16);
+        assert_eq!(c.grpc_body_timeout_secs, 30);
+        assert_eq!(c.grpc_request_timeout_secs, 90);
+        assert_eq!(c.grpc_keepalive_interval_secs, 30);
+        assert_eq!(c.grpc_keepalive_timeout_secs, 10);
+        assert_eq!(c.http_max_connections, 64);
+        assert_eq!(c.http_header_timeout_secs, 10);
         c.check().unwrap();
     }
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod validate;
+pub mod wire;
 
 pub use config::Config;
 pub use server::{Collector, ServeError, migrate, serve, start};

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub pending_rows: Gauge,
     pub auth_failures: Family<ReasonLabel, Counter>,
     pub registrations: Counter,
+    /// Copies of already stored (or concurrently stored) events dropped before insert.
+    pub events_deduplicated: Counter,
 }
 
 impl Default for Metrics {
@@ -70,8 +72,14 @@ impl Metrics {
             pending_rows: Gauge::default(),
             auth_failures: Family::default(),
             registrations: Counter::default(),
+            events_deduplicated: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "events_deduplicated",
+            "Copies of events already stored (same tenant and event id) dropped before insert",
+            m.events_deduplicated.clone(),
+        );
         registry.register(
             "batches_received",
             "Push requests received",

@@ -184,7 +184,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         config.batch_lease(),
         collector_id.clone(),
     ));
-    let svc = IngestSvc::new(shared);
+    let svc = IngestSvc::new(shared.clone());
 
     let background = vec![
         tokio::spawn(writer::probe_while_down(
@@ -210,6 +210,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
             grpc::serve(
                 grpc_listener,
                 svc,
+                shared,
                 &config,
                 health,
                 cancel.cancelled_owned(),
@@ -224,11 +225,18 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
             metrics,
         });
         let cancel = cancel.clone();
-        tokio::spawn(async move {
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await
-        })
+        let limits = fleetpulse_net::HttpLimits {
+            max_connections: config.http_max_connections,
+            header_timeout: config.http_header_timeout(),
+        };
+        tokio::spawn(fleetpulse_net::serve_http(
+            http_listener,
+            router,
+            None,
+            limits,
+            "HTTP",
+            cancel.cancelled_owned(),
+        ))
     };
 
     if let Some(path) = &config.ready_file {

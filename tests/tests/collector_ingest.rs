@@ -115,6 +115,8 @@ async fn accepted_batch_is_stored_with_exact_columns() -> anyhow::Result<()> {
             accepted: 5,
             rejected: vec![],
             duplicate: false,
+            rejected_total: 0,
+            rejected_items: vec![],
         }
     );
 
@@ -261,6 +263,8 @@ async fn invalid_items_are_rejected_one_by_one_and_the_rest_stored() -> anyhow::
             accepted: 2,
             rejected: mixed_batch_rejections(),
             duplicate: false,
+            rejected_total: 2,
+            rejected_items: vec![1, 2],
         }
     );
     let ids = fx
@@ -402,6 +406,8 @@ async fn resend_after_lost_ack_is_stored_once_and_answered_duplicate() -> anyhow
             accepted: 25,
             rejected: vec![],
             duplicate: true,
+            rejected_total: 0,
+            rejected_items: vec![],
         }
     );
     // And again over a fresh connection, as after an agent restart.

@@ -575,16 +575,16 @@ impl Shipper {
         response: PushResponse,
     ) -> Result<(), ShipperError> {
         let seq = request.batch_seq;
-        if !response.rejected.is_empty() {
-            let refused: Vec<Refused<'_>> = response
-                .rejected
+        let rejected = rejected_items(&response);
+        if !rejected.is_empty() {
+            let refused: Vec<Refused<'_>> = rejected
                 .iter()
-                .filter_map(|r| {
-                    let item = request.items.get(r.index as usize)?;
+                .filter_map(|&index| {
+                    let item = request.items.get(index as usize)?;
                     Some(Refused {
-                        index: r.index as usize,
+                        index: index as usize,
                         item,
-                        reason: format!("{}: {}", r.field, r.reason),
+                        reason: rejection_reason(&response, index),
                     })
                 })
                 .collect();
@@ -595,7 +595,7 @@ impl Shipper {
                 .fetch_add(refused.len() as u64, Ordering::Relaxed);
         }
         self.spool.with(move |spool| spool.ack(seq)).await??;
-        let stored = request.items.len() as u64 - response.rejected.len() as u64;
+        let stored = (request.items.len() as u64).saturating_sub(rejected.len() as u64);
         self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
         self.stats.items_acked.fetch_add(stored, Ordering::Relaxed);
         if response.duplicate {
@@ -672,6 +672,38 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The indexes of the items a collector did not store, each once: `rejected_items` when the
+/// collector sends it (its `rejected` list is capped), else the indexes of `rejected`.
+fn rejected_items(response: &PushResponse) -> Vec<u32> {
+    let mut items = if response.rejected_items.is_empty() {
+        response.rejected.iter().map(|r| r.index).collect()
+    } else {
+        response.rejected_items.clone()
+    };
+    items.sort_unstable();
+    items.dedup();
+    items
+}
+
+/// The listed reasons for one item, or a note that the collector listed only the first ones.
+fn rejection_reason(response: &PushResponse, index: u32) -> String {
+    let reasons: Vec<String> = response
+        .rejected
+        .iter()
+        .filter(|r| r.index == index)
+        .map(|r| format!("{}: {}", r.field, r.reason))
+        .collect();
+    if reasons.is_empty() {
+        format!(
+            "rejected; the collector listed only the first {} of {} reasons",
+            response.rejected.len(),
+            response.rejected_total
+        )
+    } else {
+        reasons.join("; ")
     }
 }
 

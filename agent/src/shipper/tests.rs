@@ -63,6 +63,7 @@ impl IngestService for Fake {
                 accepted: request.items.len() as u32,
                 rejected: vec![],
                 duplicate: false,
+                ..Default::default()
             })),
             Step::Reject(indexes) => Ok(tonic::Response::new(PushResponse {
                 batch_seq: request.batch_seq,
@@ -76,6 +77,7 @@ impl IngestService for Fake {
                     })
                     .collect(),
                 duplicate: false,
+                ..Default::default()
             })),
             Step::Fail(code) => Err(tonic::Status::new(code, "scripted failure")),
         }

@@ -58,6 +58,83 @@ pub struct StoredReject {
     pub reason: String,
 }
 
+/// The rejections of a stored batch, bounded so that a reject-heavy batch keeps a small row
+/// (issue 14: 58,000 bad attribute keys made an 8.8 MB row): the total count, every rejected
+/// item index as compact ranges (`0-3,7`: at most `max_batch_items` indexes), and only the
+/// first few rejections with their reasons (`validate::LISTED_REJECTS`, texts truncated).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredRejects {
+    /// Rejections in total (one per offending field).
+    pub total: u32,
+    /// Indexes of the items not stored, as ascending ranges.
+    pub items: String,
+    /// The first rejections, with field and reason.
+    pub listed: Vec<StoredReject>,
+}
+
+impl StoredRejects {
+    /// Reads a ledger `rejects` column: this object, or the unbounded list older collectors
+    /// wrote.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        if text.trim_start().starts_with('[') {
+            let listed: Vec<StoredReject> = serde_json::from_str(text)?;
+            let mut items: Vec<u32> = listed.iter().map(|r| r.index).collect();
+            items.dedup();
+            return Ok(Self {
+                total: u32::try_from(listed.len()).unwrap_or(u32::MAX),
+                items: format_ranges(&items),
+                listed,
+            });
+        }
+        serde_json::from_str(text)
+    }
+
+    /// The rejected item indexes.
+    pub fn item_indexes(&self) -> Vec<u32> {
+        parse_ranges(&self.items)
+    }
+}
+
+/// `[0,1,2,3,7]` -> `0-3,7` (the input ascending).
+pub fn format_ranges(indexes: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < indexes.len() {
+        let start = indexes[i];
+        let mut end = start;
+        while i + 1 < indexes.len() && indexes[i + 1] == end + 1 {
+            i += 1;
+            end = indexes[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The inverse of [`format_ranges`]; malformed parts are skipped.
+pub fn parse_ranges(text: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<u32>().ok()),
+        }
+    }
+    out
+}
+
 /// The identity and contents fingerprint of one batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchKey<'a> {
@@ -80,7 +157,7 @@ pub enum Claim {
     /// Already stored: answer OK with `duplicate = true`.
     Duplicate {
         accepted: u32,
-        rejects: Vec<StoredReject>,
+        rejects: StoredRejects,
     },
     /// Another request holds a live lease on it.
     Busy { lease_remaining_ms: i64 },
@@ -145,7 +222,7 @@ impl ControlDb {
             if state == "stored" {
                 let accepted: i64 = row.try_get("accepted")?;
                 let rejects: String = row.try_get("rejects")?;
-                let rejects = serde_json::from_str(&rejects).map_err(|e| {
+                let rejects = StoredRejects::parse(&rejects).map_err(|e| {
                     ControlError::Invalid(format!(
                         "ledger row ({}, {}) has unreadable rejects: {e}",
                         key.agent_id, key.batch_seq
@@ -200,7 +277,7 @@ impl ControlDb {
         batch_seq: i64,
         owner: &str,
         accepted: u32,
-        rejects: &[StoredReject],
+        rejects: &StoredRejects,
         now_ms: i64,
     ) -> Result<bool, ControlError> {
         let rejects = serde_json::to_string(rejects)
@@ -279,6 +356,20 @@ impl ControlDb {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reject_ranges_round_trip_and_legacy_rows_parse() {
+        use super::{StoredRejects, format_ranges, parse_ranges};
+        let idx = [0, 1, 2, 3, 7, 9, 10];
+        assert_eq!(format_ranges(&idx), "0-3,7,9-10");
+        assert_eq!(parse_ranges("0-3,7,9-10"), idx);
+        assert_eq!(format_ranges(&[]), "");
+        let legacy =
+            r#"[{"index":2,"field":"f","reason":"r"},{"index":2,"field":"g","reason":"r"}]"#;
+        let parsed = StoredRejects::parse(legacy).unwrap();
+        assert_eq!((parsed.total, parsed.items.as_str()), (2, "2"));
+        assert_eq!(parsed.item_indexes(), vec![2]);
+    }
+
     use super::*;
     use crate::control::test_support;
 
@@ -315,11 +406,15 @@ mod tests {
                 .unwrap(),
             Claim::DigestMismatch
         );
-        let rejects = vec![StoredReject {
-            index: 2,
-            field: "items[2].event.device_id".into(),
-            reason: "required".into(),
-        }];
+        let rejects = StoredRejects {
+            total: 1,
+            items: "2".into(),
+            listed: vec![StoredReject {
+                index: 2,
+                field: "items[2].event.device_id".into(),
+                reason: "required".into(),
+            }],
+        };
         assert!(
             db.finish_batch(key(1, "").agent_id, 1, &owner, 2, &rejects, now + 20)
                 .await
@@ -368,14 +463,28 @@ mod tests {
         assert_eq!(first_seen_ms, now);
         // The old owner lost the batch: its late finish does nothing.
         assert!(
-            !db.finish_batch(key(2, "").agent_id, 2, &o2, 5, &[], now + 110)
-                .await
-                .unwrap()
+            !db.finish_batch(
+                key(2, "").agent_id,
+                2,
+                &o2,
+                5,
+                &StoredRejects::default(),
+                now + 110
+            )
+            .await
+            .unwrap()
         );
         assert!(
-            db.finish_batch(key(2, "").agent_id, 2, &o3, 3, &[], now + 120)
-                .await
-                .unwrap()
+            db.finish_batch(
+                key(2, "").agent_id,
+                2,
+                &o3,
+                3,
+                &StoredRejects::default(),
+                now + 120
+            )
+            .await
+            .unwrap()
         );
 
         // A crashed attempt (no release) is taken over once its lease ran out.
@@ -463,11 +572,15 @@ mod tests {
                 .unwrap(),
             Claim::Duplicate {
                 accepted: 2,
-                rejects: vec![StoredReject {
-                    index: 2,
-                    field: "items[2].event.device_id".into(),
-                    reason: "required".into(),
-                }]
+                rejects: StoredRejects {
+                    total: 1,
+                    items: "2".into(),
+                    listed: vec![StoredReject {
+                        index: 2,
+                        field: "items[2].event.device_id".into(),
+                        reason: "required".into(),
+                    }],
+                }
             }
         );
         assert_eq!(other.prune_batches(i64::MAX).await.unwrap(), 5);

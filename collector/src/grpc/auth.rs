@@ -2,15 +2,18 @@
 //!
 //! The credential is checked against the control database on every call (no cache), so a
 //! revocation takes effect with the next request. The resulting identity (tenant, agent,
-//! registered device) is the only source of the tenant for everything stored.
+//! registered device) is the only source of the tenant for everything stored. For Push and
+//! GetLimits the check runs in the gate (`gate.rs`) on the headers alone, before the body is
+//! read.
 
-use tonic::{Status, metadata::MetadataMap};
+use tonic::Status;
 
 use crate::control::tokens::AuthFailure;
 
-/// Extracts the bearer credential from the metadata.
-pub fn bearer(metadata: &MetadataMap) -> Result<&str, AuthFailure> {
-    let Some(value) = metadata.get("authorization") else {
+/// Extracts the bearer credential from the request headers. The scheme is case-insensitive
+/// (RFC 9110, section 11.1): `Bearer`, `bearer` and `BEARER` are the same.
+pub fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthFailure> {
+    let Some(value) = headers.get("authorization") else {
         return Err(AuthFailure::Missing(
             "missing `authorization` metadata: send `authorization: Bearer <agent credential>` \
              with the credential returned by Register"
@@ -23,11 +26,11 @@ pub fn bearer(metadata: &MetadataMap) -> Result<&str, AuthFailure> {
         )
     };
     let text = value.to_str().map_err(|_| malformed())?;
-    let token = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .ok_or_else(malformed)?
-        .trim();
+    let (scheme, token) = text.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(malformed());
+    }
+    let token = token.trim();
     if token.is_empty() {
         return Err(malformed());
     }
@@ -43,8 +46,8 @@ pub fn unauthenticated(f: &AuthFailure) -> Status {
 mod tests {
     use super::*;
 
-    fn md(value: Option<&str>) -> MetadataMap {
-        let mut m = MetadataMap::new();
+    fn md(value: Option<&str>) -> http::HeaderMap {
+        let mut m = http::HeaderMap::new();
         if let Some(v) = value {
             m.insert("authorization", v.parse().unwrap());
         }
@@ -55,6 +58,7 @@ mod tests {
     fn extracts_bearer_tokens() {
         assert_eq!(bearer(&md(Some("Bearer fpa_x_y"))).unwrap(), "fpa_x_y");
         assert_eq!(bearer(&md(Some("bearer  fpa_x_y "))).unwrap(), "fpa_x_y");
+        assert_eq!(bearer(&md(Some("BEARER fpa_x_y"))).unwrap(), "fpa_x_y");
     }
 
     #[test]

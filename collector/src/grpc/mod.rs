@@ -2,17 +2,24 @@
 //! server reflection, optionally over TLS with client certificates.
 
 pub mod auth;
+pub mod gate;
+mod refusals;
 pub mod service;
 
 use std::{path::Path, sync::Arc};
 
+use fleetpulse_net::{ConnectionCap, capped_incoming};
 use fleetpulse_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use gate::{GateLimits, IngestGate};
 
 use crate::{config::Config, store::writer::StoreHealth};
 pub use service::{IngestSvc, Shared};
+
+/// Largest header block a client may send (an agent sends a few hundred bytes).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// Errors starting or running the gRPC server.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +63,14 @@ pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, GrpcError>
 }
 
 /// Serves gRPC on `listener` until `shutdown` completes, then waits for in-flight calls.
+///
+/// Listener limits (see `config.rs` for the defaults): a cap on open connections, a cap on
+/// concurrent streams per connection, HTTP/2 keepalive pings, a timeout on every call, and for
+/// Push the gate (`gate.rs`): authentication before the body, a body timeout and bounded reads.
 pub async fn serve(
     listener: TcpListener,
     svc: IngestSvc,
+    shared: Arc<Shared>,
     config: &Config,
     health: Arc<StoreHealth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -95,12 +107,26 @@ pub async fn serve(
     let ingest = IngestServiceServer::new(svc)
         .max_decoding_message_size(config.grpc_decode_limit())
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let ingest = IngestGate::new(
+        ingest,
+        shared,
+        GateLimits {
+            decode_limit: config.grpc_decode_limit(),
+            body_timeout: config.grpc_body_timeout(),
+        },
+    );
     // Flow-control windows sized to a whole batch: a sender streams a full batch without
-    // waiting for window updates (hyper's default is 1 MiB).
+    // waiting for window updates (hyper's default is 1 MiB). Unauthenticated streams are
+    // answered before their body is read, so the window is only filled by known agents.
     let window = u32::try_from(config.grpc_decode_limit()).unwrap_or(u32::MAX);
     let mut builder = Server::builder()
         .initial_stream_window_size(window)
-        .initial_connection_window_size(window.saturating_mul(2));
+        .initial_connection_window_size(window.saturating_mul(2))
+        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .timeout(config.grpc_request_timeout())
+        .http2_keepalive_interval(Some(config.grpc_keepalive_interval()))
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout()))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
     if let Some(tls) = tls_config(config)? {
         builder = builder.tls_config(tls).map_err(GrpcError::Tls)?;
     }
@@ -108,7 +134,13 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            capped_incoming(
+                listener,
+                ConnectionCap::new("gRPC", config.grpc_max_connections),
+            ),
+            shutdown,
+        )
         .await
         .map_err(GrpcError::Serve);
     follow.abort();

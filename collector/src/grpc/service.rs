@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -20,14 +21,18 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::auth;
+use super::{
+    auth,
+    gate::{GatedIdentity, GatedPush},
+    refusals::RefusalLog,
+};
 use crate::{
     control::{
         ControlDb, ControlError,
         agents::{AgentIdentity, NewAgent},
-        ledger::{BatchKey, Claim, StoredReject},
+        ledger::{BatchKey, Claim, StoredReject, StoredRejects, format_ranges},
         now_ms,
-        tokens::AuthError,
+        tokens::{AuthError, AuthFailure},
     },
     digest::batch_digest,
     metrics::Metrics,
@@ -56,6 +61,7 @@ pub struct Shared {
     /// Random per process, in every log line of a push, to tell collectors apart.
     pub collector_id: String,
     last_seen: Mutex<HashMap<Arc<str>, Instant>>,
+    refusals: RefusalLog,
 }
 
 impl Shared {
@@ -77,6 +83,7 @@ impl Shared {
             lease,
             collector_id,
             last_seen: Mutex::new(HashMap::new()),
+            refusals: RefusalLog::default(),
         }
     }
 }
@@ -101,25 +108,28 @@ impl IngestSvc {
             max_age_seconds: u32::try_from(r.max_age_secs()).unwrap_or(u32::MAX),
         }
     }
+}
 
-    async fn authenticate(
+impl Shared {
+    /// Checks the bearer credential of a request's headers. Refusals are counted and logged
+    /// (rate-limited, with the source address, never the secret).
+    pub async fn authenticate(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        headers: &http::HeaderMap,
+        peer: Option<SocketAddr>,
     ) -> Result<AgentIdentity, Status> {
-        let m = &self.shared.metrics;
-        let token = auth::bearer(metadata).map_err(|f| {
-            m.auth_failure(f.reason());
-            auth::unauthenticated(&f)
-        })?;
-        match self.shared.control.authenticate_agent(token).await {
+        let refused = |f: &AuthFailure| {
+            self.metrics.auth_failure(f.reason());
+            self.refusals.note(peer, f);
+            auth::unauthenticated(f)
+        };
+        let token = auth::bearer(headers).map_err(|f| refused(&f))?;
+        match self.control.authenticate_agent(token).await {
             Ok(identity) => {
                 self.note_seen(&identity);
                 Ok(identity)
             }
-            Err(AuthError::Failure(f)) => {
-                m.auth_failure(f.reason());
-                Err(auth::unauthenticated(&f))
-            }
+            Err(AuthError::Failure(f)) => Err(refused(&f)),
             Err(AuthError::Db(e)) => Err(control_unavailable(&ControlError::Query(e))),
         }
     }
@@ -127,7 +137,7 @@ impl IngestSvc {
     /// Updates `last_seen_at` in the background, at most once a minute per agent.
     fn note_seen(&self, identity: &AgentIdentity) {
         let now = Instant::now();
-        let due = match self.shared.last_seen.lock() {
+        let due = match self.last_seen.lock() {
             Ok(mut map) => match map.get(&identity.agent_id) {
                 Some(at) if now.duration_since(*at) < LAST_SEEN_EVERY => false,
                 _ => {
@@ -138,7 +148,7 @@ impl IngestSvc {
             Err(_) => false,
         };
         if due {
-            let control = self.shared.control.clone();
+            let control = self.control.clone();
             let agent = identity.agent_id.clone();
             tokio::spawn(async move {
                 if let Err(e) = control.touch_agent(&agent, now_ms()).await {
@@ -166,7 +176,7 @@ fn batch_status(e: BatchError) -> Status {
     }
 }
 
-fn status_label(code: tonic::Code) -> &'static str {
+pub(crate) fn status_label(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::InvalidArgument => "invalid_argument",
@@ -197,19 +207,65 @@ fn field_label(field: &str) -> &str {
     after_kind.split('[').next().unwrap_or(after_kind)
 }
 
-fn to_wire(r: &ItemRejection) -> WireRejection {
-    WireRejection {
-        index: r.index,
-        field: r.field.clone(),
-        reason: r.reason.clone(),
+/// At most this many rejections are listed with their reasons in an answer and the ledger.
+pub const LISTED_REJECTS: usize = 100;
+/// Fields and reasons of listed rejections are cut to this many bytes (an attribute key named
+/// in a field path can be long).
+pub const REJECT_TEXT_BYTES: usize = 256;
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// The bounded form of a batch's rejections: count, item ranges, the first few in full.
+fn bounded_rejects(rejections: &[ItemRejection]) -> StoredRejects {
+    let mut items: Vec<u32> = rejections.iter().map(|r| r.index).collect();
+    items.sort_unstable();
+    items.dedup();
+    StoredRejects {
+        total: u32::try_from(rejections.len()).unwrap_or(u32::MAX),
+        items: format_ranges(&items),
+        listed: rejections
+            .iter()
+            .take(LISTED_REJECTS)
+            .map(|r| StoredReject {
+                index: r.index,
+                field: truncate(&r.field, REJECT_TEXT_BYTES),
+                reason: truncate(&r.reason, REJECT_TEXT_BYTES),
+            })
+            .collect(),
     }
 }
 
-fn stored_to_wire(r: StoredReject) -> WireRejection {
-    WireRejection {
-        index: r.index,
-        field: r.field,
-        reason: r.reason,
+/// The answer fields for `rejects`.
+fn rejects_response(
+    batch_seq: u64,
+    accepted: u32,
+    rejects: StoredRejects,
+    duplicate: bool,
+) -> PushResponse {
+    PushResponse {
+        batch_seq,
+        accepted,
+        rejected_total: rejects.total,
+        rejected_items: rejects.item_indexes(),
+        rejected: rejects
+            .listed
+            .into_iter()
+            .map(|r| WireRejection {
+                index: r.index,
+                field: r.field,
+                reason: r.reason,
+            })
+            .collect(),
+        duplicate,
     }
 }
 
@@ -268,10 +324,11 @@ impl IngestSvc {
         &self,
         identity: AgentIdentity,
         req: PushRequest,
+        encoded_len: usize,
     ) -> Result<PushResponse, Status> {
         let s = &self.shared;
         let m = &s.metrics;
-        validate::check_batch(&req, req.encoded_len(), &s.rules).map_err(batch_status)?;
+        validate::check_batch(&req, encoded_len, &s.rules).map_err(batch_status)?;
         let mut per_kind = [0u64; 3];
         for item in &req.items {
             match &item.kind {
@@ -326,12 +383,7 @@ impl IngestSvc {
             Claim::Duplicate { accepted, rejects } => {
                 m.batches_duplicate.inc();
                 tracing::info!(accepted, "duplicate batch; nothing stored again");
-                return Ok(PushResponse {
-                    batch_seq,
-                    accepted,
-                    rejected: rejects.into_iter().map(stored_to_wire).collect(),
-                    duplicate: true,
-                });
+                return Ok(rejects_response(batch_seq, accepted, rejects, true));
             }
             Claim::DigestMismatch => {
                 return Err(Status::failed_precondition(format!(
@@ -460,15 +512,7 @@ impl IngestSvc {
             }
         }
 
-        let rejects: Vec<StoredReject> = validation
-            .rejections
-            .iter()
-            .map(|r| StoredReject {
-                index: r.index,
-                field: r.field.clone(),
-                reason: r.reason.clone(),
-            })
-            .collect();
+        let rejects = bounded_rejects(&validation.rejections);
         let accepted = u32::try_from(accepted).unwrap_or(u32::MAX);
         match s
             .control
@@ -505,12 +549,7 @@ impl IngestSvc {
             rejected = validation.rejections.len(),
             "batch stored"
         );
-        Ok(PushResponse {
-            batch_seq,
-            accepted,
-            rejected: validation.rejections.iter().map(to_wire).collect(),
-            duplicate: false,
-        })
+        Ok(rejects_response(batch_seq, accepted, rejects, false))
     }
 
     async fn register_inner(&self, req: RegisterRequest) -> Result<RegisterResponse, Status> {
@@ -598,17 +637,31 @@ impl IngestService for IngestSvc {
             .map(Response::new)
     }
 
-    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+    async fn push(
+        &self,
+        mut request: Request<PushRequest>,
+    ) -> Result<Response<PushResponse>, Status> {
         let m = &self.shared.metrics;
         m.batches_received.inc();
-        let identity = match self.authenticate(request.metadata()).await {
-            Ok(i) => i,
-            Err(status) => {
-                m.batch_rejected(status_label(status.code()));
-                return Err(status);
+        let (identity, req, encoded_len) = match request.extensions_mut().remove::<GatedPush>() {
+            Some(gated) => (gated.identity, gated.request, gated.encoded_len),
+            // Called without the gate (in-process use of the service): authenticate here.
+            None => {
+                let peer = request.remote_addr();
+                let headers = request.metadata().clone().into_headers();
+                match self.shared.authenticate(&headers, peer).await {
+                    Ok(i) => {
+                        let req = request.into_inner();
+                        let len = req.encoded_len();
+                        (i, req, len)
+                    }
+                    Err(status) => {
+                        m.batch_rejected(status_label(status.code()));
+                        return Err(status);
+                    }
+                }
             }
         };
-        let req = request.into_inner();
         let span = tracing::info_span!(
             "push",
             collector = %self.shared.collector_id,
@@ -618,7 +671,7 @@ impl IngestService for IngestSvc {
             items = req.items.len(),
         );
         match self
-            .push_inner(identity, req)
+            .push_inner(identity, req, encoded_len)
             .instrument(span.clone())
             .await
         {
@@ -637,7 +690,12 @@ impl IngestService for IngestSvc {
         &self,
         request: Request<GetLimitsRequest>,
     ) -> Result<Response<Limits>, Status> {
-        self.authenticate(request.metadata()).await?;
+        if request.extensions().get::<GatedIdentity>().is_none() {
+            let headers = request.metadata().clone().into_headers();
+            self.shared
+                .authenticate(&headers, request.remote_addr())
+                .await?;
+        }
         Ok(Response::new(self.limits()))
     }
 }
@@ -645,6 +703,39 @@ impl IngestService for IngestSvc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejects_are_bounded_in_count_and_text() {
+        let rejections: Vec<ItemRejection> = (0..5000u32)
+            .flat_map(|i| {
+                [0, 1].map(|k| ItemRejection {
+                    index: i,
+                    field: format!("items[{i}].event.attributes[\"{}{k}\"]", "k".repeat(1000)),
+                    reason: "key too long".into(),
+                })
+            })
+            .collect();
+        let b = bounded_rejects(&rejections);
+        assert_eq!(b.total, 10_000);
+        assert_eq!(b.items, "0-4999");
+        assert_eq!(b.listed.len(), LISTED_REJECTS);
+        assert!(
+            b.listed
+                .iter()
+                .all(|r| r.field.len() == REJECT_TEXT_BYTES + 3)
+        );
+        let row = serde_json::to_string(&b).unwrap();
+        assert!(row.len() < 40_000, "ledger row of {} bytes", row.len());
+        let resp = rejects_response(9, 0, b, false);
+        assert_eq!(resp.rejected_items.len(), 5000);
+        assert_eq!(resp.rejected_total, 10_000);
+        assert!(
+            resp.encoded_len() < 64 * 1024,
+            "{} bytes",
+            resp.encoded_len()
+        );
+        assert_eq!(truncate("héllo", 2), "h...");
+    }
 
     #[test]
     fn field_labels_drop_index_kind_and_keys() {

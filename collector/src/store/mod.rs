@@ -2,6 +2,7 @@
 //! retention. Talks HTTP through the official `clickhouse` crate with schema validation off
 //! (18.16 lacks `RowBinaryWithNamesAndTypes`), so inserts are plain RowBinary with LZ4.
 
+pub mod dedup;
 pub mod migrations;
 pub mod recovery;
 pub mod retention;

@@ -21,7 +21,7 @@ fn ser_arc_str<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// A row of `enrollment_events`.
-#[derive(Debug, Clone, PartialEq, Row, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize)]
 pub struct EventRow {
     #[serde(serialize_with = "ser_arc_str")]
     pub tenant: Arc<str>,

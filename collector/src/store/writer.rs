@@ -33,6 +33,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch}
 
 use super::{
     Store,
+    dedup::{self, InFlight},
     rows::{EventRow, HeartbeatRow, Rows, StateRow},
 };
 use crate::metrics::Metrics;
@@ -276,6 +277,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     let tables = Arc::new(Tables::new(store.db()));
+    let inflight = Arc::new(InFlight::default());
     // Up to this many inserts run at once, so ClickHouse parses one while the next is gathered.
     let inserts = Arc::new(Semaphore::new(CONCURRENT_INSERTS as usize));
     let mut batch: Vec<Request> = Vec::new();
@@ -326,14 +328,18 @@ async fn run(
             break;
         };
         let batch = std::mem::take(&mut batch);
-        let (store, tables, health, metrics) = (
+        let (store, tables, health, metrics, inflight) = (
             store.clone(),
             tables.clone(),
             health.clone(),
             metrics.clone(),
+            inflight.clone(),
         );
         tokio::spawn(async move {
-            flush(&store, &tables, &config, &health, &metrics, batch).await;
+            flush(
+                &store, &tables, &config, &health, &metrics, &inflight, batch,
+            )
+            .await;
             drop(slot);
         });
     }
@@ -369,6 +375,7 @@ async fn flush(
     config: &WriterConfig,
     health: &StoreHealth,
     metrics: &Metrics,
+    inflight: &Arc<InFlight>,
     batch: Vec<Request>,
 ) {
     let now = Instant::now();
@@ -383,8 +390,47 @@ async fn flush(
     if live.is_empty() {
         return;
     }
-    let rows: usize = live.iter().map(|r| r.rows.len()).sum();
+    let mut live = live;
     let started = Instant::now();
+    // Event-level exactly-once (see `dedup`): the claim keeps this flush's ids in flight
+    // until the insert below has ended.
+    let _claim = if live.iter().any(|r| !r.rows.events.is_empty()) {
+        let mut parts: Vec<&mut Vec<EventRow>> =
+            live.iter_mut().map(|r| &mut r.rows.events).collect();
+        let (claim, in_flush) = dedup::claim_unique(inflight, &mut parts);
+        let lookup = dedup::drop_stored(store, &tables.events, &mut parts);
+        let stored = match tokio::time::timeout(config.timeout, lookup).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                fail_lookup(
+                    health,
+                    metrics,
+                    live,
+                    format!("ClickHouse lookup failed: {e}"),
+                );
+                return;
+            }
+            Err(_) => {
+                let message = format!("ClickHouse lookup timed out after {:?}", config.timeout);
+                fail_lookup(health, metrics, live, message);
+                return;
+            }
+        };
+        if in_flush + stored > 0 {
+            metrics
+                .events_deduplicated
+                .inc_by((in_flush + stored) as u64);
+            tracing::debug!(
+                in_flush,
+                stored,
+                "dropped copies of events stored once already"
+            );
+        }
+        Some(claim)
+    } else {
+        None
+    };
+    let rows: usize = live.iter().map(|r| r.rows.len()).sum();
     let result = match tokio::time::timeout(config.timeout, insert_all(store, tables, &live)).await
     {
         Ok(Ok(())) => Ok(()),
@@ -411,6 +457,20 @@ async fn flush(
             tracing::warn!(rows, pushes = live.len(), error = %e.message, uncertain = e.uncertain, "flush failed");
         }
     }
+    for r in live {
+        let _ = r.done.send(result.clone());
+    }
+}
+
+/// Fails every push of a flush whose duplicate lookup failed: nothing was inserted.
+fn fail_lookup(health: &StoreHealth, metrics: &Metrics, live: Vec<Request>, message: String) {
+    metrics.clickhouse_errors.inc();
+    health.mark_down(&message);
+    tracing::warn!(pushes = live.len(), error = %message, "flush failed before inserting");
+    let result = Err(WriteError {
+        message,
+        uncertain: false,
+    });
     for r in live {
         let _ = r.done.send(result.clone());
     }

@@ -1,0 +1,198 @@
+//! Event-level exactly-once: the collector stores an event id at most once per tenant.
+//!
+//! The batch ledger makes a *batch* idempotent; this makes an *event* idempotent across
+//! batches, agents and restarts (issue 14: the same event twice in a batch, or resent under a
+//! new `batch_seq`, or reported by a re-registered device, was stored and counted again).
+//!
+//! Identity: `(tenant, event_id)`. Event ids are derived from the event's content, including
+//! `occurred_at`, so every copy of an event carries the same `occurred_at`; the lookup uses it
+//! to stay on the primary key `(tenant, occurred_at, device_id)`.
+//!
+//! Per flush of the writer, before the insert:
+//! 1. copies inside the flush are dropped (the first one is kept);
+//! 2. ids being inserted right now by the other in-flight flush of this process are dropped
+//!    (the in-flight set); the flush's own ids are added to it until its insert has ended;
+//! 3. ClickHouse is asked which `(tenant, event_id)` of the flush exist, with
+//!    `tenant IN (...) AND occurred_at IN (...) AND event_id IN (...)`: the primary key limits
+//!    the read to the granules holding those seconds. Those are dropped.
+//!
+//! Residual window (documented in ARCHITECTURE.md): two *collectors* that receive copies of
+//! one event and flush them at the same moment (both look before either insert is visible)
+//! both store it. Copies sent to one collector, or to several collectors more than one flush
+//! apart (flush interval plus insert time), are stored once. A copy dropped in step 2 relies on
+//! the other flush: if that insert fails, its pushes fail and their senders resend the event.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use clickhouse::Row;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{Store, rows::EventRow};
+
+/// One event's identity.
+pub type EventKey = (Arc<str>, Uuid);
+
+/// Events per lookup query (keeps each query well under `max_query_size`).
+const LOOKUP_CHUNK: usize = 5_000;
+/// `max_query_size` for the lookup: 5,000 ids and seconds need about 300 KB of SQL, above
+/// ClickHouse's default of 256 KiB.
+const LOOKUP_MAX_QUERY_SIZE: &str = "4194304";
+
+/// Ids being inserted by flushes of this process that have not ended yet.
+#[derive(Default)]
+pub struct InFlight {
+    keys: Mutex<HashSet<EventKey>>,
+}
+
+/// The ids a flush added to the in-flight set; removed again when dropped.
+pub struct Claim {
+    inflight: Arc<InFlight>,
+    keys: Vec<EventKey>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.inflight.keys.lock() {
+            for k in &self.keys {
+                set.remove(k);
+            }
+        }
+    }
+}
+
+/// Steps 1 and 2: drops copies within `parts` and ids in flight elsewhere, claims the rest.
+/// Returns the claim and how many events were dropped.
+pub fn claim_unique(inflight: &Arc<InFlight>, parts: &mut [&mut Vec<EventRow>]) -> (Claim, usize) {
+    let mut claim = Claim {
+        inflight: inflight.clone(),
+        keys: Vec::new(),
+    };
+    let mut dropped = 0;
+    let Ok(mut set) = inflight.keys.lock() else {
+        return (claim, 0);
+    };
+    for part in parts.iter_mut() {
+        part.retain(|e| {
+            let key = (e.tenant.clone(), e.event_id);
+            if set.insert(key.clone()) {
+                claim.keys.push(key);
+                true
+            } else {
+                dropped += 1;
+                false
+            }
+        });
+    }
+    (claim, dropped)
+}
+
+#[derive(Row, Deserialize)]
+struct Found {
+    tenant: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+}
+
+/// Step 3: drops the events of `parts` that ClickHouse already holds; returns how many.
+pub async fn drop_stored(
+    store: &Store,
+    table: &str,
+    parts: &mut [&mut Vec<EventRow>],
+) -> Result<usize, clickhouse::error::Error> {
+    let events: Vec<&EventRow> = parts.iter().flat_map(|p| p.iter()).collect();
+    let mut stored: HashSet<(String, Uuid)> = HashSet::new();
+    for chunk in events.chunks(LOOKUP_CHUNK) {
+        for f in lookup(store, table, chunk).await? {
+            stored.insert((f.tenant, f.event_id));
+        }
+    }
+    if stored.is_empty() {
+        return Ok(0);
+    }
+    let mut dropped = 0;
+    for part in parts.iter_mut() {
+        part.retain(|e| {
+            // `remove`: an id dropped once is gone from the flush (step 1 left one copy).
+            if stored.remove(&(e.tenant.to_string(), e.event_id)) {
+                dropped += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+    Ok(dropped)
+}
+
+/// The `(tenant, event_id)` of `events` present in `table`.
+async fn lookup(
+    store: &Store,
+    table: &str,
+    events: &[&EventRow],
+) -> Result<Vec<Found>, clickhouse::error::Error> {
+    let mut tenants: Vec<&str> = events.iter().map(|e| &*e.tenant).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let mut seconds: Vec<u32> = events.iter().map(|e| e.occurred_at).collect();
+    seconds.sort_unstable();
+    seconds.dedup();
+    let ids: HashMap<Uuid, ()> = events.iter().map(|e| (e.event_id, ())).collect();
+    let marks = |n: usize| vec!["?"; n].join(",");
+    let sql = format!(
+        "SELECT tenant, event_id FROM {table} \
+         WHERE tenant IN ({}) AND occurred_at IN ({}) AND event_id IN ({})",
+        marks(tenants.len()),
+        marks(seconds.len()),
+        marks(ids.len())
+    );
+    let mut query = store
+        .client()
+        .query(&sql)
+        .with_setting("max_query_size", LOOKUP_MAX_QUERY_SIZE);
+    for t in &tenants {
+        query = query.bind(*t);
+    }
+    for s in &seconds {
+        query = query.bind(*s);
+    }
+    for id in ids.keys() {
+        query = query.bind(id.hyphenated().to_string());
+    }
+    query.fetch_all::<Found>().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tenant: &str, id: u128) -> EventRow {
+        EventRow {
+            tenant: tenant.into(),
+            event_id: Uuid::from_u128(id),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn copies_within_a_flush_and_in_flight_elsewhere_are_dropped() {
+        let inflight = Arc::new(InFlight::default());
+        let mut a = vec![row("t1", 1), row("t1", 1), row("t2", 1)];
+        let mut b = vec![row("t1", 2), row("t1", 1)];
+        let (claim, dropped) = claim_unique(&inflight, &mut [&mut a, &mut b]);
+        assert_eq!(dropped, 2, "the second t1/1 in a and the one in b");
+        assert_eq!((a.len(), b.len()), (2, 1));
+        // Another flush while the first is in flight: all of its ids are taken.
+        let mut c = vec![row("t1", 1), row("t1", 2), row("t2", 9)];
+        let (claim2, dropped) = claim_unique(&inflight, &mut [&mut c]);
+        assert_eq!((dropped, c.len()), (2, 1));
+        drop(claim);
+        drop(claim2);
+        // Once both ended, the ids are free again (ClickHouse answers from now on).
+        let mut d = vec![row("t1", 1)];
+        assert_eq!(claim_unique(&inflight, &mut [&mut d]).1, 0);
+    }
+}
