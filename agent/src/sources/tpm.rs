@@ -41,11 +41,60 @@ pub struct TpmField {
     pub value: String,
 }
 
+/// tpmtool labels of localized Windows, as published, mapped to the English labels. Only
+/// languages with a published output are listed (the source of each is named); other
+/// languages fall back to [`Labels::Positional`].
+///
+/// French: the `tpmtool getdeviceinformation` output pasted in
+/// MicrosoftDocs/windows-itpro-docs#5429 (Windows 10, Infineon TPM).
+const TRANSLATED_LABELS: &[(&str, &str, &str)] = &[
+    ("fr", "TPM présent", "TPM Present"),
+    ("fr", "Version du TPM", "TPM Version"),
+    ("fr", "ID du fabricant du TPM", "TPM Manufacturer ID"),
+    (
+        "fr",
+        "Nom complet du fabricant du TPM",
+        "TPM Manufacturer Full Name",
+    ),
+    (
+        "fr",
+        "Version du fabricant du TPM",
+        "TPM Manufacturer Version",
+    ),
+    ("fr", "Version du PPI", "PPI Version"),
+    ("fr", "Initialisé", "Is Initialized"),
+    ("fr", "Prêt pour le stockage", "Ready For Storage"),
+    ("fr", "Prêt pour l'attestation", "Ready For Attestation"),
+    (
+        "fr",
+        "Compatible avec l'attestation",
+        "Is Capable For Attestation",
+    ),
+    (
+        "fr",
+        "Désactivation obligatoire pour récupérer",
+        "Clear Needed To Recover",
+    ),
+    ("fr", "Désactiver les éléments possibles", "Clear Possible"),
+];
+
+/// The English label and language of a translated tpmtool label (typographic apostrophes
+/// folded, case ignored).
+fn translate_label(label: &str) -> Option<(&'static str, &'static str)> {
+    let folded = label.replace('\u{2019}', "'").to_lowercase();
+    TRANSLATED_LABELS
+        .iter()
+        .find(|(_, local, _)| local.to_lowercase() == folded)
+        .map(|(lang, _, english)| (*lang, *english))
+}
+
 /// How tpmtool's labels were read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Labels {
     /// English labels, matched by name.
     English,
+    /// Labels of a language in [`TRANSLATED_LABELS`] (the language code), mapped to English.
+    Translated(&'static str),
     /// Labels of a language the parser does not know: the first three top-level fields are
     /// read by position. tpmtool prints "TPM Present", "TPM Version" and "TPM Manufacturer
     /// ID" first in every output of the corpus (Windows 10 1809 to Windows 11 24H2), and
@@ -116,7 +165,9 @@ impl TpmReport {
     pub fn ready_known(&self) -> bool {
         match (self.format, self.labels) {
             (TpmFormat::GetTpm, _) => self.flag("TpmReady").is_some(),
-            (TpmFormat::Tpmtool, Labels::English) => self.flag("Ready For Storage").is_some(),
+            (TpmFormat::Tpmtool, Labels::English | Labels::Translated(_)) => {
+                self.flag("Ready For Storage").is_some()
+            }
             (TpmFormat::Tpmtool, Labels::Positional) => false,
         }
     }
@@ -246,6 +297,7 @@ pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
     let mut fields: Vec<TpmField> = Vec::new();
     let mut group: Option<String> = None;
     let mut started = false;
+    let mut translated: Option<&'static str> = None;
     for (number, line) in numbered_lines(text) {
         if line.trim().is_empty() {
             continue;
@@ -268,6 +320,13 @@ pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
                     group = Some(key.to_owned());
                     continue;
                 }
+                let key = match translate_label(key) {
+                    Some((lang, english)) => {
+                        translated.get_or_insert(lang);
+                        english
+                    }
+                    None => key,
+                };
                 fields.push(TpmField {
                     group: group.clone(),
                     key: key.to_owned(),
@@ -298,7 +357,7 @@ pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
     let mut report = TpmReport {
         format,
         fields,
-        labels: Labels::English,
+        labels: translated.map_or(Labels::English, Labels::Translated),
         skipped,
     };
     if format == TpmFormat::Tpmtool && report.value("TPM Present").is_none() {
@@ -306,7 +365,7 @@ pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
     }
     let present_known = match (format, report.labels) {
         (TpmFormat::GetTpm, _) => report.value("TpmPresent").is_some(),
-        (TpmFormat::Tpmtool, Labels::English) => true,
+        (TpmFormat::Tpmtool, Labels::English | Labels::Translated(_)) => true,
         (TpmFormat::Tpmtool, Labels::Positional) => report
             .top_level()
             .next()
@@ -340,8 +399,10 @@ pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
         },
     );
     report.skipped.annotate(&mut attributes);
-    if report.labels == Labels::Positional {
-        attributes.add("tpm.labels", "positional");
+    match report.labels {
+        Labels::Positional => attributes.add("tpm.labels", "positional"),
+        Labels::Translated(lang) => attributes.add("tpm.labels", lang),
+        Labels::English => {}
     }
     if !report.ready_known() {
         attributes.add("tpm.ready_known", "false");
