@@ -3,7 +3,8 @@
 # already present: a C toolchain (ring and the bundled SQLite are compiled from C),
 # ClickHouse server + client, PostgreSQL (for the control-plane tests), Chromium (the
 # dashboard's browser tests drive Debian's build through playwright-core; no browser is
-# downloaded) and Node.js + npm when absent (the dashboard's build needs Node.js 20.19+).
+# downloaded), Node.js + npm when absent (the dashboard's build needs Node.js 20.19+) and chDB
+# (a current ClickHouse in-process, for the compatibility lane).
 # Idempotent; runs `apt-get update` at most once. Uses sudo when not root.
 # Used by scripts/test.sh and scripts/run.sh; does not need protoc (protox compiles the protos).
 set -euo pipefail
@@ -19,6 +20,18 @@ fi
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
+# chDB (PyPI; embeds a current ClickHouse in-process) for the compatibility lane
+# (tests/tests/analyzer_chdb.rs), installed into a private virtualenv so that no system Python
+# is modified. A Python that already imports chdb is used as is.
+chdb_venv="${XDG_CACHE_HOME:-${HOME}/.cache}/fleetpulse/chdb-venv"
+need_chdb=0
+if ! python3 -c 'import chdb' >/dev/null 2>&1 &&
+    ! "${chdb_venv}/bin/python3" -c 'import chdb' >/dev/null 2>&1; then
+    need_chdb=1
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
+
 if ((${#missing[@]} > 0)); then
     sudo=()
     if [[ $(id -u) -ne 0 ]]; then
@@ -33,6 +46,12 @@ if ((${#missing[@]} > 0)); then
     export DEBIAN_FRONTEND=noninteractive
     "${sudo[@]}" apt-get update -qq
     "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ((need_chdb)); then
+    echo "install-deps: installing chdb into ${chdb_venv}" >&2
+    python3 -m venv "${chdb_venv}"
+    "${chdb_venv}/bin/python3" -m pip install --quiet --disable-pip-version-check chdb
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -66,6 +66,7 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
                 "tenant",
                 "stage",
                 "outcome",
+                "side",
             ] {
                 let path = format!(
                     "/api/v1/breakdown/{dim}?from={}&to={}&source={source}&limit=1000",
@@ -74,6 +75,10 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
                 );
                 let body = analyzer.ok(&path, &token).await;
                 let got = rows_to_map(&body);
+                // A couple of hundred devices: every unique count is exact.
+                for r in body["rows"].as_array().unwrap() {
+                    assert_eq!(r["estimated"], false, "{path}: {r}");
+                }
                 let keep = in_range(from, to);
                 let want = if dim == "category" {
                     brute(
@@ -93,6 +98,9 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
                 "&platform=windows",
                 "&category=device_cap",
                 "&tenant=fabrikam&category=unknown",
+                "&side=server",
+                "&side=client&category=device_cap",
+                "&tenant=contoso&side=server",
             ] {
                 let path = format!(
                     "/api/v1/summary?from={}&to={}&source={source}{extra}",
@@ -113,12 +121,21 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
                     .split("category=")
                     .nth(1)
                     .map(|s| s.split('&').next().unwrap_or(s).to_owned());
+                let side = extra
+                    .split("side=")
+                    .nth(1)
+                    .map(|s| s.split('&').next().unwrap_or(s).to_owned());
+                let side_ok = |r: &fleetpulse_tests::harness::rows::EnrollmentEventRow| {
+                    side.as_ref()
+                        .is_none_or(|s| key_of(&c, "side", r).as_ref() == Some(s))
+                };
                 let want = brute(
                     &all,
                     |r| {
                         keep(r)
                             && tenant.as_ref().is_none_or(|t| &r.tenant == t)
                             && platform.as_ref().is_none_or(|p| &r.platform == p)
+                            && side_ok(r)
                             && cat
                                 .as_ref()
                                 .is_none_or(|k| r.outcome == "failed" && &category(&c, r) == k)
@@ -127,6 +144,7 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
                 );
                 let want = want.get(&None).cloned().unwrap_or_default();
                 assert_eq!(Counts::from_json(&body["summary"]), want, "{path}");
+                assert_eq!(body["summary"]["estimated"], false, "{path}");
                 // Top categories: the five with most failures, exact counts.
                 let by_cat = brute(
                     &all,
@@ -135,6 +153,7 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
                             && r.outcome == "failed"
                             && tenant.as_ref().is_none_or(|t| &r.tenant == t)
                             && platform.as_ref().is_none_or(|p| &r.platform == p)
+                            && side_ok(r)
                             && cat.as_ref().is_none_or(|k| &category(&c, r) == k)
                     },
                     |r| Some(Some(category(&c, r))),
@@ -173,7 +192,7 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
             (unaligned.0, unaligned.0 + 20 * 3600)
         };
         let path = format!(
-            "/api/v1/timeseries?from={}&to={}&bucket={bucket}&platform=ios&source={source}",
+            "/api/v1/timeseries?from={}&to={}&bucket={bucket}&platform=ios&side=client&source={source}",
             iso(from),
             iso(to)
         );
@@ -184,7 +203,7 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         let keep = in_range(from, to);
         let want = brute(
             &all,
-            |r| keep(r) && r.platform == "ios",
+            |r| keep(r) && r.platform == "ios" && r.source_kind != "graph",
             |r| Some(Some(iso(r.occurred_at / step * step))),
         );
         for p in points {
@@ -254,19 +273,206 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
 
     // Every rollup holds every row exactly once (backfill + views, no double count), and
     // the weekly and totals families agree with the raw counts too.
-    for table in [
-        "rollup_events_hourly",
-        "rollup_events_daily",
-        "rollup_events_weekly",
-        "rollup_totals_hourly",
-        "rollup_totals_daily",
-        "rollup_totals_weekly",
-    ] {
+    assert_rollups_hold_every_row_once(ch, &db, all.len() as u64).await;
+    // A fresh database never builds the rollups that 0003 replaced.
+    assert_eq!(old_rollup_tables(ch, &db).await, 0);
+    ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+const NEW_ROLLUPS: &[&str] = &[
+    "rollup_signals_hourly",
+    "rollup_signals_daily",
+    "rollup_signals_weekly",
+    "rollup_outcomes_hourly",
+    "rollup_outcomes_daily",
+    "rollup_outcomes_weekly",
+    "rollup_fleet_signals_hourly",
+    "rollup_fleet_signals_daily",
+    "rollup_fleet_signals_weekly",
+    "rollup_fleet_outcomes_hourly",
+    "rollup_fleet_outcomes_daily",
+    "rollup_fleet_outcomes_weekly",
+];
+
+async fn assert_rollups_hold_every_row_once(
+    ch: &fleetpulse_tests::harness::ClickHouseServer,
+    db: &str,
+    rows: u64,
+) {
+    for table in NEW_ROLLUPS {
         let rolled = ch
             .count(&format!("SELECT countMerge(events) FROM {db}.{table}"), &[])
             .await
             .unwrap();
-        assert_eq!(rolled, all.len() as u64, "{table}");
+        assert_eq!(rolled, rows, "{table}");
+    }
+}
+
+async fn old_rollup_tables(ch: &fleetpulse_tests::harness::ClickHouseServer, db: &str) -> u64 {
+    ch.count(
+        "SELECT count() FROM system.tables WHERE database = ? AND (name LIKE 'rollup_events_%' OR name LIKE 'rollup_totals_%')",
+        &[db],
+    )
+    .await
+    .unwrap()
+}
+
+/// A database the previous analyzer built (rollups of 0001 and 0002, fed by their views)
+/// upgraded by this one: 0003 builds its rollups from raw rows exactly once and drops the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_the_old_rollups_rebuilds_from_raw_once() {
+    let ch = shared();
+    let db = unique_database("analyzer_upgrade");
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    // The old schema as the old runner left it: objects created, versions 1 and 2 applied.
+    ch.execute(&format!(
+        "CREATE TABLE {db}.analyzer_schema_migrations (version UInt32, name String, state String, \
+         cutover UInt32, seq UInt64, recorded_at DateTime('UTC')) ENGINE = MergeTree ORDER BY (version, seq)"
+    ))
+    .await
+    .unwrap();
+    for (version, sql) in [
+        (
+            1,
+            include_str!("../../analyzer/migrations/clickhouse/0001_event_rollups.sql"),
+        ),
+        (
+            2,
+            include_str!("../../analyzer/migrations/clickhouse/0002_coarse_rollups.sql"),
+        ),
+    ] {
+        let text: String = sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for stmt in text.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+            let stmt = stmt
+                .trim_end_matches(';')
+                .replace("{db}", &db)
+                .replace(
+                    "{message_key}",
+                    fleetpulse_analyzer::query::sql::MESSAGE_KEY_SQL,
+                )
+                .replace("{cutover}", "0");
+            ch.execute(&stmt).await.unwrap();
+        }
+        ch.execute(&format!(
+            "INSERT INTO {db}.analyzer_schema_migrations VALUES ({version}, 'old', 'applied', 0, 1, now())"
+        ))
+        .await
+        .unwrap();
+    }
+    let rows = events_over(3, 1500, now().saturating_sub(60), 10);
+    insert_events(ch, &db, &rows).await;
+    // Six tables and their six views.
+    assert_eq!(old_rollup_tables(ch, &db).await, 12);
+    assert_eq!(
+        ch.count(
+            &format!("SELECT countMerge(events) FROM {db}.rollup_totals_daily"),
+            &[]
+        )
+        .await
+        .unwrap(),
+        1500
+    );
+
+    let analyzer = Analyzer::start(ch, &db, &[]).await;
+    assert_eq!(old_rollup_tables(ch, &db).await, 0);
+    let later = events_over(4, 500, now(), 10);
+    insert_events(ch, &db, &later).await;
+    assert_rollups_hold_every_row_once(ch, &db, 2000).await;
+    let all: Vec<_> = rows.iter().chain(later.iter()).cloned().collect();
+    let token = analyzer.create_key(&["--all-tenants"]);
+    let c = classifier();
+    let (from, to) = (T0, T0 + 10 * DAY);
+    let path = format!(
+        "/api/v1/breakdown/category?from={}&to={}&limit=1000",
+        iso(from),
+        iso(to)
+    );
+    let body = analyzer.ok(&path, &token).await;
+    let want = brute(
+        &all,
+        |r| in_range(from, to)(r) && r.outcome == "failed",
+        |r| Some(key_of(&c, "category", r)),
+    );
+    assert_eq!(rows_to_map(&body), want, "{path}");
+    // Version 3 is recorded once; a restart applies nothing.
+    drop(analyzer);
+    let _again = Analyzer::start(ch, &db, &[]).await;
+    assert_rollups_hold_every_row_once(ch, &db, 2000).await;
+    assert_eq!(
+        ch.count(
+            &format!(
+                "SELECT count() FROM {db}.analyzer_schema_migrations WHERE version = 3 AND state = 'applied'"
+            ),
+            &[]
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+/// More distinct devices than a state holds exactly: the rollup answer is an estimate within
+/// the documented bound and says so; the raw answer is exact and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_unique_counts_are_marked_estimates_within_the_bound() {
+    let ch = shared();
+    let db = unique_database("analyzer_hll");
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    // 40,000 events of 6,000 devices (half of them failing) over 14 days, two tenants.
+    let generate = |first: u64, received: &str| {
+        format!(
+            "INSERT INTO {db}.enrollment_events (tenant, event_id, device_id, occurred_at, received_at, \
+             platform, stage, outcome, error_code, error_has_code, source_kind, user_principal_name) \
+             SELECT ['contoso', 'fabrikam'][d % 2 + 1], generateUUIDv4(), concat('dev', toString(d)), \
+             toDateTime({T0} + (number * 7919) % (14 * 86400), 'UTC'), {received}, 'windows', 'complete', \
+             if(d % 2 = 0, 'failed', 'succeeded'), if(d % 2 = 0, 2149056532, 0), toUInt8(d % 2 = 0), \
+             'simulator', concat('user', toString(d % 2500), '@x.com') \
+             FROM (SELECT number, (number + {first}) % 6000 AS d FROM numbers(20000))"
+        )
+    };
+    ch.execute(&generate(0, "now() - 60")).await.unwrap();
+    let analyzer = Analyzer::start(ch, &db, &[]).await;
+    ch.execute(&generate(3000, "now()")).await.unwrap();
+    let token = analyzer.create_key(&["--all-tenants"]);
+    let range = format!("from={}&to={}", iso(T0), iso(T0 + 14 * DAY));
+    let raw = analyzer
+        .ok(&format!("/api/v1/summary?{range}&source=raw"), &token)
+        .await;
+    let raw = &raw["summary"];
+    assert_eq!(raw["devices"], 6000);
+    assert_eq!(raw["affected_devices"], 3000);
+    assert_eq!(raw["estimated"], false);
+    for extra in ["", "&tenant=contoso", "&platform=windows"] {
+        let body = analyzer
+            .ok(&format!("/api/v1/summary?{range}{extra}"), &token)
+            .await;
+        let want = analyzer
+            .ok(
+                &format!("/api/v1/summary?{range}{extra}&source=raw"),
+                &token,
+            )
+            .await;
+        let (got, want) = (&body["summary"], &want["summary"]);
+        assert_eq!(got["events"], want["events"], "{extra}");
+        assert_eq!(got["estimated"], true, "{extra}: {got}");
+        for k in ["devices", "affected_devices", "users", "affected_users"] {
+            let (g, w) = (got[k].as_f64().unwrap(), want[k].as_f64().unwrap());
+            assert!(
+                (g - w).abs() <= 0.02 * w,
+                "{extra} {k}: rollups {g}, exact {w}"
+            );
+        }
     }
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }

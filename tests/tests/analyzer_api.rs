@@ -198,7 +198,7 @@ async fn keys_tenant_isolation_and_invalid_filters() {
             "/api/v1/summary?colour=red",
             bad(
                 "colour",
-                "unknown parameter; allowed: from, to, tenant, platform, method, os_version, stage, outcome, category, code, source",
+                "unknown parameter; allowed: from, to, tenant, platform, method, os_version, stage, outcome, category, code, side, source",
             ),
         ),
         (
@@ -216,7 +216,7 @@ async fn keys_tenant_isolation_and_invalid_filters() {
             "/api/v1/breakdown/colour",
             bad(
                 "dimension",
-                "must be one of: category, code, platform, os_version, enrollment_method, tenant, stage, outcome",
+                "must be one of: category, code, platform, os_version, enrollment_method, tenant, stage, outcome, side",
             ),
         ),
         (

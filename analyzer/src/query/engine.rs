@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::QueryError;
 use super::classes::{ClassCache, RawSignal, SignalInfo, format_code};
-use super::filters::{Filters, SourceChoice};
+use super::filters::{Filters, SERVER_SOURCE_KIND, SourceChoice};
 use super::plan::{Family, Resolution, Segment, Source, plan};
 use super::sql::MESSAGE_KEY_SQL;
 
@@ -57,7 +57,49 @@ impl Sql {
                 Bind::Strs(v) => q.bind(v.as_slice()),
             };
         }
+        sql_log::record(&q);
         q
+    }
+}
+
+/// An optional log of every query the API sends to ClickHouse, binds applied, for checking
+/// our SQL against other ClickHouse versions (`scripts/chdb-compat.py` replays it on chDB).
+/// Enabled by setting `FLEETPULSE_ANALYZER_SQL_LOG` to a file path before the first query;
+/// each query is appended followed by a line holding only `;;`. Off by default: nothing is
+/// recorded and the cost is one check of an initialised `OnceLock`.
+pub mod sql_log {
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+
+    /// The environment variable naming the log file.
+    pub const ENV: &str = "FLEETPULSE_ANALYZER_SQL_LOG";
+
+    static SINK: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+
+    fn sink() -> &'static Option<Mutex<std::fs::File>> {
+        SINK.get_or_init(|| {
+            let path = std::env::var_os(ENV)?;
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                Ok(f) => Some(Mutex::new(f)),
+                Err(e) => {
+                    tracing::error!(error = %e, path = ?path, "cannot open the SQL log; not recording");
+                    None
+                }
+            }
+        })
+    }
+
+    pub(super) fn record(q: &clickhouse::query::Query) {
+        if let Some(m) = sink()
+            && let Ok(mut f) = m.lock()
+            && let Err(e) = write!(f, "{}\n;;\n", q.sql_display())
+        {
+            tracing::warn!(error = %e, "writing the SQL log failed");
+        }
     }
 }
 
@@ -116,6 +158,8 @@ pub enum Dimension {
     Tenant,
     Stage,
     Outcome,
+    /// `client` or `server` (events from Microsoft Graph), from `source_kind`.
+    Side,
 }
 
 impl Dimension {
@@ -128,13 +172,14 @@ impl Dimension {
         "tenant",
         "stage",
         "outcome",
+        "side",
     ];
 
     /// The stored column a breakdown by this dimension groups on (`category` is derived from
-    /// the signal columns, which only the fine rollups hold).
+    /// the signal id `sig`, `side` from `source_kind`).
     pub fn column(self) -> &'static str {
         match self {
-            Self::Category => "message_key",
+            Self::Category => "sig",
             Self::Code => "error_code",
             Self::Platform => "platform",
             Self::OsVersion => "os_version",
@@ -142,6 +187,7 @@ impl Dimension {
             Self::Tenant => "tenant",
             Self::Stage => "stage",
             Self::Outcome => "outcome",
+            Self::Side => "source_kind",
         }
     }
 
@@ -155,6 +201,7 @@ impl Dimension {
             "tenant" => Self::Tenant,
             "stage" => Self::Stage,
             "outcome" => Self::Outcome,
+            "side" => Self::Side,
             _ => return None,
         })
     }
@@ -176,13 +223,11 @@ impl Col {
             Col::Named(n) => n.to_owned(),
             Col::MessageKey if raw => format!("{MESSAGE_KEY_SQL} AS message_key"),
             Col::MessageKey => "message_key".to_owned(),
+            // Byte-identical to the `sig` of migration 0003's views.
             Col::Sig if raw => format!(
                 "cityHash64(error_code, error_has_code, error_symbol, {MESSAGE_KEY_SQL}, platform, stage, source_kind) AS sig"
             ),
-            Col::Sig => {
-                "cityHash64(error_code, error_has_code, error_symbol, message_key, platform, stage, source_kind) AS sig"
-                    .to_owned()
-            }
+            Col::Sig => "sig".to_owned(),
             Col::Ts(b) if raw => format!("{}(occurred_at) AS ts", b.function()),
             Col::Ts(b) => format!("{}(bucket) AS ts", b.function()),
         }
@@ -202,39 +247,52 @@ impl Col {
 const METRICS: &str = "countMerge(events) AS n_events, \
 countMergeIf(events, outcome IN ('succeeded', 'failed')) AS attempts, \
 countMergeIf(events, outcome = 'failed') AS failures, \
-uniqMergeIf(devices, outcome = 'failed') AS affected_devices, \
-uniqIfMergeIf(users, outcome = 'failed') AS affected_users, \
-uniqMerge(devices) AS n_devices, \
-uniqIfMerge(users) AS n_users";
+uniqCombinedMergeIf(14)(devices, outcome = 'failed') AS affected_devices, \
+uniqCombinedIfMergeIf(14)(users, outcome = 'failed') AS affected_users, \
+uniqCombinedMerge(14)(devices) AS n_devices, \
+uniqCombinedIfMerge(14)(users) AS n_users";
+
+/// Unique counts from merged rollup states (`uniqCombined(14)`, migration 0003) are exact up to
+/// this many distinct values: below it a state is a set of 64-bit hashes. Above it the count is
+/// a HyperLogLog estimate with 2^14 cells; measured on ClickHouse 18.16 over 20-200 random
+/// sets per size from 1,500 to 1,000,000 distinct (tenant, device) pairs: mean relative error
+/// 0.4-0.7%, 99th percentile 1.3-2.1%, largest seen 2.1% (BENCHMARKS.md). The API marks such
+/// counts with `"estimated": true`. Raw-only plans (`source=raw`) count exactly.
+pub const EXACT_UNIQUE_LIMIT: u64 = 1024;
+
+/// The raw-edge states of a mixed plan: the same functions as the rollups' views.
+const RAW_STATES: &str = ", countState() AS events, uniqCombinedState(14)(tenant, device_id) AS devices, \
+uniqCombinedIfState(14)(tenant, user_principal_name, user_principal_name != '') AS users";
 
 /// [`METRICS`] for rows that are all failed events (category breakdowns): every device and
 /// user is then an affected one, so each uniq state column is merged once, not twice.
 const FAILED_METRICS: &str = "countMerge(events) AS n_events, \
 countMergeIf(events, outcome IN ('succeeded', 'failed')) AS attempts, \
 countMerge(events) AS failures, \
-uniqMerge(devices) AS affected_devices, \
-uniqIfMerge(users) AS affected_users, \
+uniqCombinedMerge(14)(devices) AS affected_devices, \
+uniqCombinedIfMerge(14)(users) AS affected_users, \
 affected_devices AS n_devices, \
 affected_users AS n_users";
 
 /// [`METRICS`] computed straight from raw rows (a plan that is one raw segment): plain
 /// aggregates over the rows of [`Engine::raw_rows`], with no `-State` per group followed by a
 /// `-Merge`. Building and re-merging uniq states costs about three times hashing the rows
-/// once (measured at 10M events: 3.1 s against 1.0 s for a category breakdown).
+/// once (measured at 10M events: 3.1 s against 1.0 s for a category breakdown). Exact: this
+/// is the path `source=raw` cross-checks the rollups with.
 const RAW_METRICS: &str = "count() AS n_events, \
 countIf(outcome IN ('succeeded', 'failed')) AS attempts, \
 countIf(outcome = 'failed') AS failures, \
-uniqIf(u_tenant, u_device, outcome = 'failed') AS affected_devices, \
-uniqIf(u_tenant, u_upn, outcome = 'failed' AND u_upn != '') AS affected_users, \
-uniq(u_tenant, u_device) AS n_devices, \
-uniqIf(u_tenant, u_upn, u_upn != '') AS n_users";
+uniqExactIf(u_tenant, u_device, outcome = 'failed') AS affected_devices, \
+uniqExactIf(u_tenant, u_upn, outcome = 'failed' AND u_upn != '') AS affected_users, \
+uniqExact(u_tenant, u_device) AS n_devices, \
+uniqExactIf(u_tenant, u_upn, u_upn != '') AS n_users";
 
 /// [`FAILED_METRICS`] over raw rows (see [`RAW_METRICS`]).
 const RAW_FAILED_METRICS: &str = "count() AS n_events, \
 countIf(outcome IN ('succeeded', 'failed')) AS attempts, \
 count() AS failures, \
-uniq(u_tenant, u_device) AS affected_devices, \
-uniqIf(u_tenant, u_upn, u_upn != '') AS affected_users, \
+uniqExact(u_tenant, u_device) AS affected_devices, \
+uniqExactIf(u_tenant, u_upn, u_upn != '') AS affected_users, \
 affected_devices AS n_devices, \
 affected_users AS n_users";
 
@@ -250,6 +308,15 @@ pub struct Metrics {
     pub affected_users: u64,
     pub devices: u64,
     pub users: u64,
+    /// True when a unique count above is a HyperLogLog estimate (more than
+    /// [`EXACT_UNIQUE_LIMIT`] distinct values merged from rollup states); false when all are
+    /// exact.
+    pub estimated: bool,
+}
+
+/// Whether unique counts read from rollup states (`exact` false) are estimates.
+fn is_estimate(exact: bool, counts: &[u64]) -> bool {
+    !exact && counts.iter().any(|&n| n > EXACT_UNIQUE_LIMIT)
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -265,8 +332,18 @@ struct MetricRow {
 }
 
 impl MetricRow {
-    fn metrics(&self) -> Metrics {
+    /// `exact`: the counts come from raw rows (a raw-only plan).
+    fn metrics(&self, exact: bool) -> Metrics {
         Metrics {
+            estimated: is_estimate(
+                exact,
+                &[
+                    self.affected_devices,
+                    self.affected_users,
+                    self.devices,
+                    self.users,
+                ],
+            ),
             events: self.events,
             attempts: self.attempts,
             failures: self.failures,
@@ -297,6 +374,8 @@ pub struct CategoryCount {
     pub failures: u64,
     pub affected_devices: u64,
     pub affected_users: u64,
+    /// See [`Metrics::estimated`].
+    pub estimated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -323,6 +402,8 @@ pub struct TopCode {
     pub failures: u64,
     pub affected_devices: u64,
     pub affected_users: u64,
+    /// See [`Metrics::estimated`].
+    pub estimated: bool,
     pub failure_reason: String,
     pub cause: String,
     pub remediation: String,
@@ -439,10 +520,7 @@ impl Engine {
             let raw = *source == Source::Raw;
             if states {
                 if raw {
-                    sql.push(
-                        ", countState() AS events, uniqState(tenant, device_id) AS devices, \
-                         uniqIfState(tenant, user_principal_name, user_principal_name != '') AS users",
-                    );
+                    sql.push(RAW_STATES);
                 } else {
                     sql.push(", events, devices, users");
                 }
@@ -514,11 +592,48 @@ impl Engine {
     }
 
     /// Classifies the distinct failed signals in scope and returns the non-`unknown` ones.
+    ///
+    /// Rollup plans read the signal ids in scope (the `sig` column only, no states) and look
+    /// their classification inputs up in `signal_dictionary`; raw-only plans compute both from
+    /// the rows, so `source=raw` depends on nothing but the raw table.
     pub(super) async fn category_map(
         &self,
         f: &Filters,
         segs: &[Segment],
     ) -> Result<CategoryMap, QueryError> {
+        let sql = match Self::only_raw(segs) {
+            Some(seg) => self.raw_signals(f, seg),
+            None => {
+                let mut sql = Sql::default();
+                sql.push(&format!(
+                    "SELECT sig, any(error_code) AS error_code, any(error_has_code) AS error_has_code, \
+                     any(error_symbol) AS error_symbol, any(message_key) AS message_key, \
+                     any(platform) AS platform, any(stage) AS stage, any(source_kind) AS source_kind \
+                     FROM {}.signal_dictionary WHERE sig IN (SELECT sig FROM (",
+                    self.db
+                ));
+                sql.append(self.union(segs, &[Col::Sig], f, true, false));
+                sql.push(")) GROUP BY sig");
+                sql
+            }
+        };
+        let rows: Vec<SignalRow> = sql.query(&self.client).fetch_all().await?;
+        let mut map = CategoryMap {
+            sigs: Vec::new(),
+            cats: Vec::new(),
+        };
+        for r in rows {
+            let info = self.cache.classify(r.sig, &signal_of(&r));
+            if info.category != "unknown" {
+                map.sigs.push(r.sig);
+                map.cats.push(info.category.clone());
+            }
+        }
+        Ok(map)
+    }
+
+    /// The distinct failed signals of one raw segment with their classification inputs.
+    fn raw_signals(&self, f: &Filters, seg: &Segment) -> Sql {
         let cols = [
             Col::Sig,
             Col::Named("error_code"),
@@ -535,26 +650,11 @@ impl Engine {
              any(error_symbol) AS error_symbol, any(message_key) AS message_key, any(platform) AS platform, \
              any(stage) AS stage, any(source_kind) AS source_kind FROM (",
         );
-        // Raw-only plans feed the rows straight into the one `GROUP BY sig`: grouping each
-        // segment by all signal columns first only pays off for rollup rows.
-        sql.append(match Self::only_raw(segs) {
-            Some(seg) => self.raw_rows(seg, &cols, f, true),
-            None => self.union(segs, &cols, f, true, false),
-        });
+        // One `GROUP BY sig` over the rows: grouping by all signal columns first only pays
+        // off for rollup rows.
+        sql.append(self.raw_rows(seg, &cols, f, true));
         sql.push(") GROUP BY sig");
-        let rows: Vec<SignalRow> = sql.query(&self.client).fetch_all().await?;
-        let mut map = CategoryMap {
-            sigs: Vec::new(),
-            cats: Vec::new(),
-        };
-        for r in rows {
-            let info = self.cache.classify(r.sig, &signal_of(&r));
-            if info.category != "unknown" {
-                map.sigs.push(r.sig);
-                map.cats.push(info.category.clone());
-            }
-        }
-        Ok(map)
+        sql
     }
 
     pub(super) fn category_expr(sql: &mut Sql, map: &CategoryMap) {
@@ -575,13 +675,19 @@ impl Engine {
         f: &Filters,
         dim: Option<Dimension>,
         limit: u64,
-    ) -> Result<Vec<MetricRow>, QueryError> {
+    ) -> Result<(Vec<MetricRow>, bool), QueryError> {
         let needs_cat = f.category.is_some() || dim == Some(Dimension::Category);
-        let family = if needs_cat {
-            Family::Fine
-        } else {
-            Family::for_columns(filter_columns(f).chain(dim.map(Dimension::column)))
-        };
+        let mut needed: Vec<&str> = filter_columns(f).collect();
+        needed.push("outcome");
+        if needs_cat {
+            needed.push("sig");
+        }
+        match dim {
+            Some(Dimension::Code) => needed.extend(["error_code", "error_has_code"]),
+            Some(d) => needed.push(d.column()),
+            None => {}
+        }
+        let family = Family::for_columns(needed);
         let segs = self.segments(f, Resolution::Whole, family);
         let map = if needs_cat {
             Some(self.category_map(f, &segs).await?)
@@ -589,9 +695,14 @@ impl Engine {
             None
         };
         let mut cols = vec![Col::Named("outcome")];
+        let side_expr = side_key();
         let key_expr: &str = match dim {
             None => "''",
             Some(Dimension::Category) => "category",
+            Some(Dimension::Side) => {
+                cols.push(Col::Named("source_kind"));
+                &side_expr
+            }
             Some(Dimension::Code) => {
                 cols.extend([Col::Named("error_code"), Col::Named("error_has_code")]);
                 "if(error_has_code = 1, toString(error_code), '')"
@@ -649,26 +760,28 @@ impl Engine {
             sql.push(" GROUP BY key ORDER BY failures DESC, n_events DESC, key ASC LIMIT ")
                 .bind(Bind::U64(limit));
         }
-        Ok(sql.query(&self.client).fetch_all().await?)
+        let exact = Self::only_raw(&segs).is_some();
+        Ok((sql.query(&self.client).fetch_all().await?, exact))
     }
 
     /// Totals for the range plus the five categories with most failures. The two questions
     /// read different rollups (totals need no signal columns) and run concurrently.
     pub async fn summary(&self, f: &Filters) -> Result<Summary, QueryError> {
-        let (totals, top) = tokio::try_join!(
+        let ((totals, exact), (top, top_exact)) = tokio::try_join!(
             self.grouped(f, None, 1),
             self.grouped(f, Some(Dimension::Category), 5)
         )?;
         let metrics = totals
             .first()
-            .map(MetricRow::metrics)
-            .unwrap_or_else(|| MetricRow::zero().metrics());
+            .map(|r| r.metrics(exact))
+            .unwrap_or_else(|| MetricRow::zero().metrics(true));
         Ok(Summary {
             metrics,
             top_categories: top
                 .into_iter()
                 .filter(|r| r.failures > 0)
                 .map(|r| CategoryCount {
+                    estimated: is_estimate(top_exact, &[r.affected_devices, r.affected_users]),
                     category: r.key,
                     failures: r.failures,
                     affected_devices: r.affected_devices,
@@ -685,7 +798,7 @@ impl Engine {
         dim: Dimension,
         limit: u64,
     ) -> Result<Vec<BreakdownRow>, QueryError> {
-        let rows = self.grouped(f, Some(dim), limit).await?;
+        let (rows, exact) = self.grouped(f, Some(dim), limit).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -696,7 +809,7 @@ impl Engine {
                 };
                 BreakdownRow {
                     key,
-                    metrics: r.metrics(),
+                    metrics: r.metrics(exact),
                 }
             })
             .collect())
@@ -704,12 +817,14 @@ impl Engine {
 
     /// Metrics per time bucket over `[from, to)`, empty buckets included as zeros.
     pub async fn timeseries(&self, f: &Filters, bucket: Bucket) -> Result<Vec<Point>, QueryError> {
-        let family = if f.category.is_some() {
-            Family::Fine
-        } else {
-            Family::for_columns(filter_columns(f))
-        };
+        let mut needed: Vec<&str> = filter_columns(f).collect();
+        needed.push("outcome");
+        if f.category.is_some() {
+            needed.push("sig");
+        }
+        let family = Family::for_columns(needed);
         let segs = self.segments(f, bucket.resolution(), family);
+        let exact = Self::only_raw(&segs).is_some();
         let map = if f.category.is_some() {
             Some(self.category_map(f, &segs).await?)
         } else {
@@ -759,9 +874,9 @@ impl Engine {
                         devices: r.devices,
                         users: r.users,
                     });
-                    r.unwrap_or_else(MetricRow::zero).metrics()
+                    r.unwrap_or_else(MetricRow::zero).metrics(exact)
                 }
-                _ => MetricRow::zero().metrics(),
+                _ => MetricRow::zero().metrics(true),
             };
             out.push(Point {
                 t: super::filters::rfc3339(t),
@@ -778,7 +893,16 @@ impl Engine {
 
     /// The codes (with symbol and category) behind most failures, with cause and remediation.
     pub async fn top_codes(&self, f: &Filters, limit: u64) -> Result<Vec<TopCode>, QueryError> {
-        let segs = self.segments(f, Resolution::Whole, Family::Fine);
+        let mut needed: Vec<&str> = filter_columns(f).collect();
+        needed.extend([
+            "outcome",
+            "sig",
+            "error_code",
+            "error_has_code",
+            "error_symbol",
+        ]);
+        let segs = self.segments(f, Resolution::Whole, Family::for_columns(needed));
+        let exact = Self::only_raw(&segs).is_some();
         let map = self.category_map(f, &segs).await?;
         let cols = [
             Col::Named("outcome"),
@@ -788,13 +912,13 @@ impl Engine {
             Col::Sig,
         ];
         let mut sql = Sql::default();
-        sql.push("SELECT error_code, error_has_code, error_symbol, category, any(sig) AS sample, ");
+        sql.push("SELECT error_code, error_has_code, error_symbol, category, min(sig) AS sample, ");
         sql.push(if Self::only_raw(&segs).is_some() {
-            "count() AS failures, uniq(u_tenant, u_device) AS affected_devices, \
-             uniqIf(u_tenant, u_upn, u_upn != '') AS affected_users FROM (SELECT *, "
+            "count() AS failures, uniqExact(u_tenant, u_device) AS affected_devices, \
+             uniqExactIf(u_tenant, u_upn, u_upn != '') AS affected_users FROM (SELECT *, "
         } else {
-            "countMerge(events) AS failures, uniqMerge(devices) AS affected_devices, \
-             uniqIfMerge(users) AS affected_users FROM (SELECT *, "
+            "countMerge(events) AS failures, uniqCombinedMerge(14)(devices) AS affected_devices, \
+             uniqCombinedIfMerge(14)(users) AS affected_users FROM (SELECT *, "
         });
         Self::category_expr(&mut sql, &map);
         sql.push(" AS category FROM (");
@@ -823,6 +947,7 @@ impl Engine {
                     failures: r.failures,
                     affected_devices: r.affected_devices,
                     affected_users: r.affected_users,
+                    estimated: is_estimate(exact, &[r.affected_devices, r.affected_users]),
                     failure_reason: info.failure_reason.clone(),
                     cause: info.cause.clone(),
                     remediation: info.remediation.clone(),
@@ -889,6 +1014,12 @@ fn filter_columns(f: &Filters) -> impl Iterator<Item = &'static str> + '_ {
         .filter(|(_, v)| v.is_some())
         .map(|(c, _)| c)
         .chain(f.code.map(|_| "error_code"))
+        .chain(f.side.as_ref().map(|_| "source_kind"))
+}
+
+/// The `side` of a row (`server` for Microsoft Graph events, else `client`), as SQL.
+fn side_key() -> String {
+    format!("if(source_kind = '{SERVER_SOURCE_KIND}', 'server', 'client')")
 }
 
 /// Appends the column filters shared by raw and rollup tables (all bound).
@@ -902,5 +1033,10 @@ pub fn push_filters(sql: &mut Sql, f: &Filters) {
     if let Some(code) = f.code {
         sql.push(" AND error_has_code = 1 AND error_code = ")
             .bind(Bind::U32(code));
+    }
+    if let Some(side) = &f.side {
+        let op = if side == "server" { "=" } else { "!=" };
+        sql.push(&format!(" AND source_kind {op} "))
+            .bind(Bind::Str(SERVER_SOURCE_KIND.to_owned()));
     }
 }

@@ -64,21 +64,28 @@ pub const STAGES: &[&str] = &[
     "complete",
 ];
 pub const OUTCOMES: &[&str] = &["unspecified", "succeeded", "failed", "in_progress"];
+/// Sides of an event: `server` for events read from Microsoft Graph (`source_kind = 'graph'`),
+/// `client` for every other source kind.
+pub const SIDES: &[&str] = &["client", "server"];
+/// The `source_kind` of server-side events.
+pub const SERVER_SOURCE_KIND: &str = "graph";
 
 /// Largest time range a query may span.
 pub const MAX_RANGE_SECS: i64 = 400 * 86_400;
 
 /// Where aggregate queries read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SourceChoice {
     /// The coarsest rollups that answer the question, raw rows for unaligned edges.
+    #[default]
     Auto,
     /// Raw events only (diagnostics, benchmarks, cross-checks).
     Raw,
 }
 
-/// Validated filters common to aggregate endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Validated filters common to aggregate endpoints. `Default` is the empty range with no
+/// filter, for building filters in code (`Filters { from, to, ..Default::default() }`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Filters {
     pub from: u32,
     pub to: u32,
@@ -91,6 +98,8 @@ pub struct Filters {
     pub category: Option<String>,
     /// An error code (failed events carrying exactly this code).
     pub code: Option<u32>,
+    /// `client` or `server` (see [`SIDES`]).
+    pub side: Option<String>,
     pub source: SourceChoice,
 }
 
@@ -198,6 +207,7 @@ pub const FILTER_PARAMS: &[&str] = &[
     "outcome",
     "category",
     "code",
+    "side",
     "source",
 ];
 
@@ -269,6 +279,7 @@ impl Filters {
             outcome: p.one_of("outcome", OUTCOMES)?,
             category,
             code,
+            side: p.one_of("side", SIDES)?,
             source,
         })
     }

@@ -1,7 +1,8 @@
 //! The enrollment funnel per method and platform, from raw rows (it is a per-device question):
 //! devices that reached each stage, succeeded or failed there, where non-enrolled devices
 //! stopped, and time-to-enroll percentiles (first event to first success at `complete` or
-//! `first_sync`, per device, quantileTDigest).
+//! `first_sync`, per device; exact quantiles: t-digest answers differ between ClickHouse
+//! versions, found by the chDB lane).
 
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +98,7 @@ pub async fn funnel(engine: &Engine, f: &Filters) -> Result<Vec<FunnelGroup>, Qu
     let mut g = Sql::default();
     g.push(
         "SELECT enrollment_method, platform, count() AS devices, countIf(is_enrolled) AS enrolled, \
-         arrayMap(x -> toFloat64(x), quantilesTDigestIf(0.5, 0.9, 0.95)(toFloat64(ttl), is_enrolled)) AS q FROM (",
+         arrayMap(x -> toFloat64(x), quantilesExactIf(0.5, 0.9, 0.95)(toFloat64(ttl), is_enrolled)) AS q FROM (",
     );
     g.append(per_device(engine, f));
     g.push(

@@ -5,38 +5,105 @@
 //! `Engine::union`), so unique counts stay merges of uniq states, never sums. A plan that is
 //! a single raw segment is aggregated straight from the rows instead.
 //!
-//! Why several families and grains: merging uniq states costs about one hash insertion per
-//! (device, bucket, key) combination stored, so a coarser key or a longer bucket is what makes
-//! a dashboard query cheap, not merely fewer rows.
+//! Why several families and grains: a query costs about one state read and merged per
+//! (bucket, key) cell in range (states are capped in size, see migration 0003), so the fewest
+//! cells that answer it, the narrowest key (no tenant for all-tenant views) and the longest
+//! bucket, are what make a dashboard query cheap.
 
-/// A set of rollup tables sharing one key (see migrations 0001 and 0002).
+/// A set of rollup tables sharing one key (see migration 0003), at hour, day and week grain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
-    /// Every raw signal column (`rollup_events_*`): answers every aggregate question.
+    /// Every stored dimension, per tenant (`rollup_signals_*`): answers every aggregate
+    /// question; the drill-down family.
     Fine,
-    /// tenant x outcome x platform x enrollment method only (`rollup_totals_*`).
+    /// tenant x outcome x platform x enrollment method x source kind (`rollup_outcomes_*`).
     Totals,
+    /// [`Family::Fine`] without tenant, method and OS version (`rollup_fleet_signals_*`):
+    /// all-tenant category, code, stage and platform questions.
+    Fleet,
+    /// outcome x platform x enrollment method x source kind, all tenants
+    /// (`rollup_fleet_outcomes_*`): fleet totals and time series.
+    FleetTotals,
 }
 
 impl Family {
+    /// Columns a `Fine` rollup holds besides `bucket` and the states.
+    pub const FINE_COLUMNS: &'static [&'static str] = &[
+        "tenant",
+        "outcome",
+        "platform",
+        "enrollment_method",
+        "stage",
+        "os_version",
+        "source_kind",
+        "sig",
+        "error_code",
+        "error_has_code",
+        "error_symbol",
+    ];
     /// Columns a `Totals` rollup holds besides `bucket` and the states.
-    pub const TOTALS_COLUMNS: &'static [&'static str] =
-        &["tenant", "outcome", "platform", "enrollment_method"];
+    pub const TOTALS_COLUMNS: &'static [&'static str] = &[
+        "tenant",
+        "outcome",
+        "platform",
+        "enrollment_method",
+        "source_kind",
+    ];
+    /// Columns a `Fleet` rollup holds besides `bucket` and the states.
+    pub const FLEET_COLUMNS: &'static [&'static str] = &[
+        "outcome",
+        "platform",
+        "stage",
+        "source_kind",
+        "sig",
+        "error_code",
+        "error_has_code",
+        "error_symbol",
+    ];
+    /// Columns a `FleetTotals` rollup holds besides `bucket` and the states.
+    pub const FLEET_TOTALS_COLUMNS: &'static [&'static str] =
+        &["outcome", "platform", "enrollment_method", "source_kind"];
 
-    /// The coarsest family holding every column in `needed`.
-    pub fn for_columns<'a>(needed: impl IntoIterator<Item = &'a str>) -> Family {
-        let mut needed = needed.into_iter();
-        if needed.all(|c| Self::TOTALS_COLUMNS.contains(&c)) {
-            Family::Totals
-        } else {
-            Family::Fine
+    /// Smallest first: the order in which [`Family::for_columns`] tries them.
+    const BY_SIZE: [Family; 4] = [
+        Family::FleetTotals,
+        Family::Totals,
+        Family::Fleet,
+        Family::Fine,
+    ];
+
+    /// Whether the family has a five-minute table (the outcome families: a signal family at
+    /// five minutes would hold about as many cells as there are failed events).
+    pub fn has_five_minutes(self) -> bool {
+        matches!(self, Family::Totals | Family::FleetTotals)
+    }
+
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Family::Fine => Self::FINE_COLUMNS,
+            Family::Totals => Self::TOTALS_COLUMNS,
+            Family::Fleet => Self::FLEET_COLUMNS,
+            Family::FleetTotals => Self::FLEET_TOTALS_COLUMNS,
         }
+    }
+
+    /// The family with the fewest cells holding every column in `needed` (`tenant` when the
+    /// question filters or groups by tenant).
+    pub fn for_columns<'a>(needed: impl IntoIterator<Item = &'a str>) -> Family {
+        let needed: Vec<&str> = needed.into_iter().collect();
+        Self::BY_SIZE
+            .into_iter()
+            .find(|f| needed.iter().all(|c| f.columns().contains(c)))
+            .unwrap_or(Family::Fine)
     }
 }
 
 /// A rollup's time bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grain {
+    /// Five minutes (`toStartOfFiveMinute`); only the outcome families
+    /// ([`Family::has_five_minutes`]), for sub-hour time series.
+    FiveMinutes,
     Hour,
     Day,
     /// Monday 00:00 UTC (`toMonday`).
@@ -52,14 +119,28 @@ pub enum Source {
 
 impl Source {
     pub fn table(self) -> &'static str {
+        use Family::*;
+        use Grain::*;
         match self {
             Source::Raw => "enrollment_events",
-            Source::Rollup(Family::Fine, Grain::Hour) => "rollup_events_hourly",
-            Source::Rollup(Family::Fine, Grain::Day) => "rollup_events_daily",
-            Source::Rollup(Family::Fine, Grain::Week) => "rollup_events_weekly",
-            Source::Rollup(Family::Totals, Grain::Hour) => "rollup_totals_hourly",
-            Source::Rollup(Family::Totals, Grain::Day) => "rollup_totals_daily",
-            Source::Rollup(Family::Totals, Grain::Week) => "rollup_totals_weekly",
+            // No such tables (see `Family::has_five_minutes`): `plan` never produces these,
+            // and a bug that did would fail loudly instead of reading the wrong grain.
+            Source::Rollup(Fine, FiveMinutes) => "rollup_signals_5m",
+            Source::Rollup(Fleet, FiveMinutes) => "rollup_fleet_signals_5m",
+            Source::Rollup(Totals, FiveMinutes) => "rollup_outcomes_5m",
+            Source::Rollup(FleetTotals, FiveMinutes) => "rollup_fleet_outcomes_5m",
+            Source::Rollup(Fine, Hour) => "rollup_signals_hourly",
+            Source::Rollup(Fine, Day) => "rollup_signals_daily",
+            Source::Rollup(Fine, Week) => "rollup_signals_weekly",
+            Source::Rollup(Totals, Hour) => "rollup_outcomes_hourly",
+            Source::Rollup(Totals, Day) => "rollup_outcomes_daily",
+            Source::Rollup(Totals, Week) => "rollup_outcomes_weekly",
+            Source::Rollup(Fleet, Hour) => "rollup_fleet_signals_hourly",
+            Source::Rollup(Fleet, Day) => "rollup_fleet_signals_daily",
+            Source::Rollup(Fleet, Week) => "rollup_fleet_signals_weekly",
+            Source::Rollup(FleetTotals, Hour) => "rollup_fleet_outcomes_hourly",
+            Source::Rollup(FleetTotals, Day) => "rollup_fleet_outcomes_daily",
+            Source::Rollup(FleetTotals, Week) => "rollup_fleet_outcomes_weekly",
         }
     }
 }
@@ -75,7 +156,7 @@ pub struct Segment {
 /// The finest time resolution the query needs from its sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Resolution {
-    /// Sub-hour buckets: raw rows only.
+    /// Sub-hour buckets: five-minute rollups (outcome families) plus raw edges, else raw rows.
     SubHour,
     /// Hour buckets: hourly rollup plus raw edges.
     Hour,
@@ -85,6 +166,7 @@ pub enum Resolution {
     Whole,
 }
 
+const FIVE_MINUTES: u32 = 300;
 const HOUR: u32 = 3_600;
 const DAY: u32 = 86_400;
 const WEEK: u32 = 7 * DAY;
@@ -105,7 +187,8 @@ pub fn plan(from: u32, to: u32, resolution: Resolution, family: Option<Family>) 
     if from >= to {
         return out;
     }
-    let Some(family) = family.filter(|_| resolution != Resolution::SubHour) else {
+    let Some(family) = family.filter(|f| resolution != Resolution::SubHour || f.has_five_minutes())
+    else {
         out.push(Segment {
             source: Source::Raw,
             from,
@@ -116,7 +199,8 @@ pub fn plan(from: u32, to: u32, resolution: Resolution, family: Option<Family>) 
     match resolution {
         Resolution::Whole => weeks(family, from, to, &mut out),
         Resolution::Day => days(family, from, to, &mut out),
-        Resolution::Hour | Resolution::SubHour => hours(family, from, to, &mut out),
+        Resolution::Hour => hours(family, from, to, &mut out),
+        Resolution::SubHour => five_minutes(family, from, to, &mut out),
     }
     out
 }
@@ -161,36 +245,43 @@ fn days(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
 }
 
 fn hours(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
+    finest(family, Grain::Hour, HOUR, from, to, out);
+}
+
+/// Five-minute rollup for the aligned part, raw rows for the edges. 15-minute buckets are
+/// whole five-minute buckets, so the same table answers them.
+fn five_minutes(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
+    finest(family, Grain::FiveMinutes, FIVE_MINUTES, from, to, out);
+}
+
+/// The finest rollup segment of a plan (`grain`, `step` seconds wide) for the aligned part of
+/// `[from, to)`, raw rows for the unaligned edges (or for all of it when nothing aligns).
+fn finest(family: Family, grain: Grain, step: u32, from: u32, to: u32, out: &mut Vec<Segment>) {
     if from >= to {
         return;
     }
-    let (hs, he) = (ceil_to(from, HOUR), floor_to(to, HOUR));
-    if hs < he {
-        out.push(Segment {
-            source: Source::Rollup(family, Grain::Hour),
-            from: hs,
-            to: he,
-        });
-        if from < hs {
-            out.push(Segment {
-                source: Source::Raw,
-                from,
-                to: hs,
-            });
-        }
-        if he < to {
-            out.push(Segment {
-                source: Source::Raw,
-                from: he,
-                to,
-            });
-        }
-    } else {
+    let (s, e) = (ceil_to(from, step), floor_to(to, step));
+    if s >= e {
         out.push(Segment {
             source: Source::Raw,
             from,
             to,
         });
+        return;
+    }
+    out.push(Segment {
+        source: Source::Rollup(family, grain),
+        from: s,
+        to: e,
+    });
+    for (a, b) in [(from, s), (e, to)] {
+        if a < b {
+            out.push(Segment {
+                source: Source::Raw,
+                from: a,
+                to: b,
+            });
+        }
     }
 }
 
@@ -304,6 +395,40 @@ mod tests {
             plan(from, to, Resolution::SubHour, Some(Family::Fine)),
             raw(from, to)
         );
+        let sub = plan(from, to, Resolution::SubHour, Some(Family::Totals));
+        let five = Source::Rollup(Family::Totals, Grain::FiveMinutes);
+        assert_eq!(sub[0].source, five);
+        assert_eq!(
+            covered(&sub),
+            vec![
+                (from, FRI - HOUR),
+                (FRI - HOUR, FRI + 2 * DAY + HOUR),
+                (FRI + 2 * DAY + HOUR, to)
+            ]
+        );
+        // Aligned: the five-minute table alone; inside one five-minute bucket: raw alone.
+        assert_eq!(
+            plan(
+                FRI,
+                FRI + HOUR,
+                Resolution::SubHour,
+                Some(Family::FleetTotals)
+            ),
+            vec![Segment {
+                source: Source::Rollup(Family::FleetTotals, Grain::FiveMinutes),
+                from: FRI,
+                to: FRI + HOUR
+            }]
+        );
+        assert_eq!(
+            plan(
+                FRI + 10,
+                FRI + 200,
+                Resolution::SubHour,
+                Some(Family::Totals)
+            ),
+            raw(FRI + 10, FRI + 200)
+        );
         assert_eq!(plan(from, to, Resolution::Whole, None), raw(from, to));
         assert_eq!(
             plan(10, 20, Resolution::Whole, Some(Family::Totals)),
@@ -313,12 +438,52 @@ mod tests {
 
     #[test]
     fn family_is_the_coarsest_holding_the_columns() {
-        assert_eq!(Family::for_columns([]), Family::Totals);
+        assert_eq!(Family::for_columns([]), Family::FleetTotals);
+        assert_eq!(
+            Family::for_columns(["outcome", "platform", "enrollment_method", "source_kind"]),
+            Family::FleetTotals
+        );
         assert_eq!(
             Family::for_columns(["tenant", "platform", "outcome", "enrollment_method"]),
             Family::Totals
         );
+        assert_eq!(Family::for_columns(["outcome", "sig"]), Family::Fleet);
+        assert_eq!(Family::for_columns(["stage", "error_code"]), Family::Fleet);
         assert_eq!(Family::for_columns(["tenant", "stage"]), Family::Fine);
         assert_eq!(Family::for_columns(["os_version"]), Family::Fine);
+        assert_eq!(
+            Family::for_columns(["sig", "enrollment_method"]),
+            Family::Fine
+        );
+        // Every family's columns are stored by the fine one.
+        for f in Family::BY_SIZE {
+            assert!(f.columns().iter().all(|c| Family::FINE_COLUMNS.contains(c)));
+        }
+    }
+
+    #[test]
+    fn tables_match_the_migration() {
+        let sql = include_str!("../../migrations/clickhouse/0003_signal_rollups.sql");
+        for f in Family::BY_SIZE {
+            let five = f.has_five_minutes().then_some(Grain::FiveMinutes);
+            for g in five
+                .into_iter()
+                .chain([Grain::Hour, Grain::Day, Grain::Week])
+            {
+                let t = Source::Rollup(f, g).table();
+                let start = sql
+                    .find(&format!("CREATE TABLE IF NOT EXISTS {{db}}.{t}\n"))
+                    .unwrap_or_else(|| panic!("{t} not created"));
+                let body = &sql[start..];
+                let body = &body[..body.find("ENGINE").unwrap_or(body.len())];
+                for c in f.columns() {
+                    assert!(body.contains(&format!("    {c} ")), "{t} lacks {c}");
+                }
+                assert_eq!(
+                    body.contains("    tenant "),
+                    f.columns().contains(&"tenant")
+                );
+            }
+        }
     }
 }

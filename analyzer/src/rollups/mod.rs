@@ -12,6 +12,12 @@
 //! mid-copy) drops the rollup objects and rebuilds them with a new cutover, since a partial
 //! `INSERT .. SELECT` cannot be told apart from a complete one. Run migrations from one
 //! process at a time (`fleetpulse-analyzer migrate` before starting several servers).
+//!
+//! # Replacing rollups
+//! Migration 0003 replaces the rollups of 0001 and 0002 (see its SQL for why). A database that
+//! has them builds the new ones from raw rows with 0003's own cutover and backfill, then drops
+//! the old objects; a fresh database never creates them (they are `retired`). Queries only
+//! read 0003's tables, so the rollups are rebuilt from raw exactly once.
 
 use std::time::Duration;
 
@@ -34,7 +40,28 @@ struct Migration {
     backfill: Option<&'static str>,
     /// Objects to drop when an interrupted backfill forces a rebuild (views first).
     objects: &'static [&'static str],
+    /// Superseded by a later migration that drops its objects: never applied to a database
+    /// that does not have it already (a fresh database skips straight to its successor).
+    retired: bool,
+    /// Objects of earlier migrations this one replaces, dropped once its backfill is done.
+    drops: &'static [&'static str],
 }
+
+/// The objects of migrations 0001 and 0002, replaced by 0003.
+const OLD_ROLLUPS: &[&str] = &[
+    "VIEW rollup_events_hourly_mv",
+    "VIEW rollup_events_daily_mv",
+    "VIEW rollup_events_weekly_mv",
+    "VIEW rollup_totals_hourly_mv",
+    "VIEW rollup_totals_daily_mv",
+    "VIEW rollup_totals_weekly_mv",
+    "TABLE rollup_events_hourly",
+    "TABLE rollup_events_daily",
+    "TABLE rollup_events_weekly",
+    "TABLE rollup_totals_hourly",
+    "TABLE rollup_totals_daily",
+    "TABLE rollup_totals_weekly",
+];
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -50,6 +77,8 @@ const MIGRATIONS: &[Migration] = &[
             "TABLE rollup_events_hourly",
             "TABLE rollup_events_daily",
         ],
+        retired: true,
+        drops: &[],
     },
     Migration {
         version: 2,
@@ -68,6 +97,52 @@ const MIGRATIONS: &[Migration] = &[
             "TABLE rollup_totals_daily",
             "TABLE rollup_totals_weekly",
         ],
+        retired: true,
+        drops: &[],
+    },
+    Migration {
+        version: 3,
+        name: "signal_rollups",
+        up: include_str!("../../migrations/clickhouse/0003_signal_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0003_signal_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_signals_hourly_mv",
+            "VIEW rollup_signals_daily_mv",
+            "VIEW rollup_signals_weekly_mv",
+            "VIEW rollup_outcomes_5m_mv",
+            "VIEW rollup_outcomes_hourly_mv",
+            "VIEW rollup_outcomes_daily_mv",
+            "VIEW rollup_outcomes_weekly_mv",
+            "VIEW rollup_fleet_signals_hourly_mv",
+            "VIEW rollup_fleet_signals_daily_mv",
+            "VIEW rollup_fleet_signals_weekly_mv",
+            "VIEW rollup_fleet_outcomes_5m_mv",
+            "VIEW rollup_fleet_outcomes_hourly_mv",
+            "VIEW rollup_fleet_outcomes_daily_mv",
+            "VIEW rollup_fleet_outcomes_weekly_mv",
+            "VIEW signal_dictionary_mv",
+            "TABLE rollup_signals_hourly",
+            "TABLE rollup_signals_daily",
+            "TABLE rollup_signals_weekly",
+            "TABLE rollup_outcomes_5m",
+            "TABLE rollup_outcomes_hourly",
+            "TABLE rollup_outcomes_daily",
+            "TABLE rollup_outcomes_weekly",
+            "TABLE rollup_fleet_signals_hourly",
+            "TABLE rollup_fleet_signals_daily",
+            "TABLE rollup_fleet_signals_weekly",
+            "TABLE rollup_fleet_outcomes_5m",
+            "TABLE rollup_fleet_outcomes_hourly",
+            "TABLE rollup_fleet_outcomes_daily",
+            "TABLE rollup_fleet_outcomes_weekly",
+            "TABLE rollup_backfill_signals",
+            "TABLE rollup_backfill_outcomes",
+            "TABLE signal_dictionary",
+        ],
+        retired: false,
+        drops: OLD_ROLLUPS,
     },
 ];
 
@@ -145,29 +220,81 @@ pub async fn migrate(
         .await
         .map_err(MigrateError::Bootstrap)?;
 
+    let extra_settings = extra_settings(client).await?;
     let mut report = MigrateReport::default();
     for m in MIGRATIONS {
         let current = states.iter().find(|s| s.version == m.version);
         match current.map(|s| s.state.as_str()) {
             Some("applied") => continue,
+            // Its successor drops whatever an interrupted run of it left behind.
+            _ if m.retired => continue,
             Some("backfilling") => {
                 tracing::warn!(
                     version = m.version,
                     "interrupted rollup backfill found; rebuilding the rollups"
                 );
-                for obj in m.objects {
-                    let (kind, name) = obj.split_once(' ').unwrap_or(("TABLE", obj));
-                    let kind = if kind == "VIEW" { "TABLE" } else { kind };
-                    run(client, m, &format!("DROP {kind} IF EXISTS {db}.{name}")).await?;
-                }
+                drop_objects(client, db, m, m.objects).await?;
                 report.rebuilt.push(m.version);
             }
             _ => {}
         }
-        apply(client, db, m, grace).await?;
+        apply(client, db, m, grace, &extra_settings).await?;
         report.applied.push(m.version);
     }
     Ok(report)
+}
+
+/// Drops `objects` ("VIEW name" / "TABLE name"; views are dropped as tables in 18.16).
+async fn drop_objects(
+    client: &Client,
+    db: &str,
+    m: &Migration,
+    objects: &[&str],
+) -> Result<(), MigrateError> {
+    for obj in objects {
+        run(client, m, &drop_statement(db, obj)).await?;
+    }
+    Ok(())
+}
+
+/// `DROP .. IF EXISTS` for an object listed as "VIEW name" or "TABLE name" (18.16 drops views
+/// with `DROP TABLE`).
+fn drop_statement(db: &str, obj: &str) -> String {
+    let name = obj.split_once(' ').map_or(obj, |(_, name)| name);
+    format!("DROP TABLE IF EXISTS {db}.{name}")
+}
+
+/// First ClickHouse major version whose MergeTree accepts `non_replicated_deduplication_window`
+/// (and with it insert deduplication tokens).
+const DEDUP_WINDOW_SINCE_MAJOR: u32 = 21;
+
+/// Table settings added to every rollup on servers that support them, chosen by `version()`.
+///
+/// On current releases an insert retried with an `insert_deduplication_token` is dropped by a
+/// base table that has a deduplication window, but its materialized views still write their
+/// block into a target without one: the rollups would count the retry. A window on the rollup
+/// tables deduplicates those view blocks too (checked by the chDB lane). 18.16 has neither
+/// tokens nor the setting, so nothing is added there.
+async fn extra_settings(client: &Client) -> Result<String, MigrateError> {
+    let version: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(MigrateError::Bootstrap)?;
+    Ok(settings_for_version(&version).to_owned())
+}
+
+fn settings_for_version(version: &str) -> &'static str {
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    if major >= DEDUP_WINDOW_SINCE_MAJOR {
+        ", non_replicated_deduplication_window = 1000"
+    } else {
+        ""
+    }
 }
 
 async fn apply(
@@ -175,6 +302,7 @@ async fn apply(
     db: &str,
     m: &Migration,
     grace: Duration,
+    extra_settings: &str,
 ) -> Result<(), MigrateError> {
     let now: u32 = client
         .query("SELECT toUInt32(now())")
@@ -186,11 +314,7 @@ async fn apply(
             source,
         })?;
     let cutover = now + 1;
-    let render = |sql: &str| {
-        sql.replace("{db}", db)
-            .replace("{message_key}", MESSAGE_KEY_SQL)
-            .replace("{cutover}", &cutover.to_string())
-    };
+    let render = |sql: &str| render(sql, db, cutover, extra_settings);
     if let Some(backfill) = m.backfill {
         record(client, db, m, "backfilling", cutover).await?;
         for stmt in statements(m.up) {
@@ -200,12 +324,41 @@ async fn apply(
         for stmt in statements(backfill) {
             run(client, m, &render(&stmt)).await?;
         }
+        drop_objects(client, db, m, m.drops).await?;
     } else {
         for stmt in statements(m.up) {
             run(client, m, &render(&stmt)).await?;
         }
     }
     record(client, db, m, "applied", cutover).await
+}
+
+/// Fills a migration statement's placeholders (`db` must be a validated identifier).
+fn render(sql: &str, db: &str, cutover: u32, extra_settings: &str) -> String {
+    sql.replace("{db}", db)
+        .replace("{message_key}", MESSAGE_KEY_SQL)
+        .replace("{cutover}", &cutover.to_string())
+        .replace("{extra_settings}", extra_settings)
+}
+
+/// Every statement [`migrate`] runs on a fresh database `db` of a server reporting
+/// `server_version`, in order (views, then the backfill of rows received before `cutover`, then
+/// the drops), without the bookkeeping in `analyzer_schema_migrations`. For running our
+/// migrations where the runner cannot connect: the chDB compatibility lane executes them
+/// in-process on a current ClickHouse.
+pub fn fresh_database_statements(db: &str, server_version: &str, cutover: u32) -> Vec<String> {
+    let extra = settings_for_version(server_version);
+    let mut out = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !m.retired) {
+        for stmt in statements(m.up)
+            .iter()
+            .chain(statements(m.backfill.unwrap_or_default()).iter())
+        {
+            out.push(render(stmt, db, cutover, extra));
+        }
+        out.extend(m.drops.iter().map(|obj| drop_statement(db, obj)));
+    }
+    out
 }
 
 async fn wait_for_server_time(
@@ -306,6 +459,19 @@ mod tests {
             statements(MIGRATIONS[1].backfill.unwrap_or_default()).len(),
             4
         );
+        // 0003: the dictionary, 4 families x 3 grains + 2 five-minute tables, their views and
+        // the dictionary's view.
+        assert_eq!(statements(MIGRATIONS[2].up).len(), 30);
+        assert_eq!(
+            statements(MIGRATIONS[2].backfill.unwrap_or_default()).len(),
+            21
+        );
+        // 0003 drops every object of the migrations it retires.
+        for m in MIGRATIONS.iter().filter(|m| m.retired) {
+            for obj in m.objects {
+                assert!(MIGRATIONS[2].drops.contains(obj), "{obj} not dropped");
+            }
+        }
         // Every object a migration creates is listed for the interrupted-backfill rebuild.
         for m in MIGRATIONS {
             for stmt in statements(m.up) {
@@ -329,5 +495,16 @@ mod tests {
             assert!(!m.backfill.unwrap_or_default().contains('?'));
         }
         assert!(!MESSAGE_KEY_SQL.contains('?'));
+    }
+
+    #[test]
+    fn deduplication_window_only_where_supported() {
+        assert_eq!(settings_for_version("18.16.1"), "");
+        assert_eq!(settings_for_version("20.3.4.1"), "");
+        assert_eq!(
+            settings_for_version("26.9.2.1"),
+            ", non_replicated_deduplication_window = 1000"
+        );
+        assert_eq!(settings_for_version("garbage"), "");
     }
 }

@@ -42,7 +42,7 @@ impl Drop for Analyzer {
 
 impl Analyzer {
     pub async fn start(ch: &ClickHouseServer, database: &str, extra: &[&str]) -> Analyzer {
-        Self::start_with_db(ch, database, None, extra).await
+        Self::start_full(ch, database, None, extra, &[]).await
     }
 
     /// Like [`Self::start`], with the control database at `db_url` (shared by several
@@ -52,6 +52,26 @@ impl Analyzer {
         database: &str,
         db_url: Option<&str>,
         extra: &[&str],
+    ) -> Analyzer {
+        Self::start_full(ch, database, db_url, extra, &[]).await
+    }
+
+    /// [`Analyzer::start`] with extra environment variables for the server process.
+    pub async fn start_with_env(
+        ch: &ClickHouseServer,
+        database: &str,
+        extra: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Analyzer {
+        Self::start_full(ch, database, None, extra, env).await
+    }
+
+    async fn start_full(
+        ch: &ClickHouseServer,
+        database: &str,
+        db_url: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &std::path::Path)],
     ) -> Analyzer {
         let dir = tempfile::tempdir().expect("tempdir");
         let ready = dir.path().join("ready.json");
@@ -79,6 +99,7 @@ impl Analyzer {
             &db_url,
         ])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::from(
             std::fs::File::create(dir.path().join("log.txt")).expect("log"),
@@ -280,7 +301,12 @@ pub fn events_over(seed: u64, n: usize, received_at: u32, days: u32) -> Vec<Enro
                 error_has_code: u8::from(code.is_some()),
                 error_symbol: symbol.to_owned(),
                 error_message: message.to_owned(),
-                source_kind: "simulator".to_owned(),
+                // One event in six is server side (Microsoft Graph), as wt-11's connector stores them.
+                source_kind: if (device + user) % 6 == 0 {
+                    "graph".to_owned()
+                } else {
+                    "simulator".to_owned()
+                },
                 source_channel: String::new(),
                 source_event_id: 0,
                 source_record_id: 0,
@@ -429,6 +455,12 @@ pub fn key_of(c: &CatalogClassifier, dim: &str, r: &EnrollmentEventRow) -> Optio
         "tenant" => r.tenant.clone(),
         "stage" => r.stage.clone(),
         "outcome" => r.outcome.clone(),
+        "side" => if r.source_kind == "graph" {
+            "server"
+        } else {
+            "client"
+        }
+        .to_owned(),
         other => panic!("unknown dimension {other}"),
     })
 }

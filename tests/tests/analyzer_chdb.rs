@@ -1,0 +1,211 @@
+//! The compatibility lane for current ClickHouse releases: every query the analyzer's API
+//! produces, for a matrix of endpoints, filters, dimensions, buckets and sources, is captured
+//! on this machine's ClickHouse 18.16 (`FLEETPULSE_ANALYZER_SQL_LOG`) and replayed by
+//! `scripts/chdb-compat.py` on chDB (ClickHouse 26.x in-process) over the same rows, after
+//! every collector and analyzer migration ran there; the answers must be equal, and the
+//! rollups must not double count a retried, deduplicated insert. Needs Python with `chdb`
+//! (`deploy/install-deps.sh` installs it; `FLEETPULSE_CHDB_PYTHON` names another interpreter).
+
+mod analyzer_support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use analyzer_support::*;
+use fleetpulse_tests::harness::{shared, unique_database};
+use serde_json::Value;
+
+fn now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Python with chDB: `FLEETPULSE_CHDB_PYTHON`, else the virtualenv install-deps.sh
+/// creates, else `python3`.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLEETPULSE_CHDB_PYTHON") {
+        return p.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(venv) = cache.map(|c| c.join("fleetpulse/chdb-venv/bin/python3"))
+        && venv.exists()
+    {
+        return venv;
+    }
+    "python3".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
+    let py = python();
+    let version = Command::new(&py)
+        .args([
+            "-c",
+            "import chdb; print(chdb.query('SELECT version()', 'TabSeparated'), end='')",
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        version.status.success(),
+        "{} cannot import chdb (run deploy/install-deps.sh): {}",
+        py.display(),
+        String::from_utf8_lossy(&version.stderr)
+    );
+    let chdb_version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+
+    let ch = shared();
+    let db = unique_database("analyzer_chdb");
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    insert_events(ch, &db, &events_over(7, 3000, now().saturating_sub(60), 12)).await;
+    // State snapshots for the insights (one per device, every insight non-empty).
+    ch.execute(&format!(
+        "INSERT INTO {db}.device_states (tenant, agent_id, device_id, captured_at, received_at, platform, \
+         join_state, mdm_enrolled, tpm_present, tpm_spec_version, primary_user_upn, last_attempt_at, \
+         license_state, enrollment_method) \
+         SELECT ['contoso', 'fabrikam'][d % 2 + 1], concat('agent-', toString(d)), \
+         concat('dev-', substring(toString(1000 + d), 2, 3)), toDateTime({T0} + d * 600, 'UTC'), now(), \
+         'windows', ['entra_joined', 'hybrid_joined', 'not_joined'][d % 3 + 1], toUInt8(d % 4 != 0), \
+         toUInt8(d % 5 != 0), if(d % 7 = 0, '1.2', '2.0'), concat('user', toString(d % 9), '@contoso.com'), \
+         toDateTime({T0}, 'UTC'), if(d % 11 = 0, 'unlicensed', 'licensed'), \
+         ['autopilot_self_deploying', 'entra_join'][d % 2 + 1] FROM (SELECT number AS d FROM numbers(200))"
+    ))
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sql.log");
+    let analyzer = Analyzer::start_with_env(
+        ch,
+        &db,
+        &[],
+        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
+    )
+    .await;
+    let token = analyzer.create_key(&["--all-tenants"]);
+
+    let aligned = format!("from={}&to={}", iso(T0), iso(T0 + 3 * DAY));
+    let with_week = format!(
+        "from={}&to={}",
+        iso(T0 + 5 * 3600 + 17 * 60),
+        iso(T0 + 11 * DAY + 3 * 3600 + 59)
+    );
+    let short = format!("from={}&to={}", iso(T0 + 3600 + 7), iso(T0 + 9 * 3600));
+    let filters = [
+        "",
+        "&tenant=contoso",
+        "&platform=ios",
+        "&category=device_cap",
+        "&side=server",
+        "&side=client&stage=complete",
+        "&method=entra_join&os_version=14",
+        "&outcome=failed",
+        "&code=0x80180014",
+    ];
+    let mut paths = Vec::new();
+    for source in ["auto", "raw"] {
+        for range in [&aligned, &with_week] {
+            for extra in filters {
+                let q = format!("{range}{extra}&source={source}");
+                paths.push(format!("/api/v1/summary?{q}"));
+                paths.push(format!("/api/v1/top-codes?{q}&limit=50"));
+                for dim in fleetpulse_analyzer::query::engine::Dimension::NAMES {
+                    paths.push(format!("/api/v1/breakdown/{dim}?{q}"));
+                }
+            }
+        }
+        for extra in ["", "&tenant=fabrikam", "&category=unknown", "&side=client"] {
+            for (bucket, range) in [
+                ("5m", &short),
+                ("15m", &short),
+                ("1h", &with_week),
+                ("1d", &with_week),
+            ] {
+                paths.push(format!(
+                    "/api/v1/timeseries?{range}{extra}&bucket={bucket}&source={source}"
+                ));
+            }
+        }
+    }
+    for extra in ["", "&platform=windows", "&side=server"] {
+        paths.push(format!("/api/v1/funnel?{with_week}{extra}"));
+    }
+    for extra in [
+        "",
+        "&category=device_cap",
+        "&code=0x80180018",
+        "&q=dev-01&side=client",
+    ] {
+        paths.push(format!(
+            "/api/v1/affected-devices?{with_week}{extra}&limit=20"
+        ));
+    }
+    paths.push("/api/v1/insights".to_owned());
+    for id in fleetpulse_analyzer::insights::InsightId::ALL {
+        paths.push(format!("/api/v1/insights/{}/devices", id.as_str()));
+    }
+    paths.push("/api/v1/devices/dev-007/events?tenant=contoso".to_owned());
+    paths.push("/api/v1/devices/dev-008/state?tenant=contoso".to_owned());
+    for path in &paths {
+        let (status, body) = analyzer.get(path, Some(&token)).await;
+        assert!(
+            status == 200 || status == 404,
+            "GET {path}: {status} {body}"
+        );
+    }
+    drop(analyzer);
+
+    let migrations = dir.path().join("migrations.sql");
+    let stmts =
+        fleetpulse_analyzer::rollups::fresh_database_statements(&db, &chdb_version, now() + 1);
+    std::fs::write(&migrations, stmts.join("\n;;\n")).unwrap();
+    let out = Command::new(&py)
+        .arg(repo().join("scripts/chdb-compat.py"))
+        .args(["--clickhouse-url", ch.url(), "--database", &db])
+        .arg("--migrations")
+        .arg(&migrations)
+        .arg("--sql-log")
+        .arg(&log)
+        .output()
+        .expect("run chdb-compat.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!(
+                "no JSON report ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(out.status.success(), "chDB lane failed: {report:#}");
+    assert_eq!(report["chdb_version"], chdb_version.as_str());
+    assert!(
+        report["chdb_version"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("2")
+    );
+    // Every request above sends at least one query; most send two or more.
+    let compared = report["queries_compared"].as_u64().unwrap_or(0);
+    assert!(
+        compared as usize >= paths.len(),
+        "only {compared} queries compared for {} requests",
+        paths.len()
+    );
+    assert_eq!(report["dedup_trap"]["rollups_checked"], 14, "{report}");
+    eprintln!(
+        "chDB lane: {compared} queries equal on {} and {}",
+        report["server_version"], report["chdb_version"]
+    );
+    ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
+}
