@@ -115,6 +115,7 @@ fn dim_name(dim: Dimension) -> &'static str {
         Dimension::Tenant => "tenant",
         Dimension::Stage => "stage",
         Dimension::Outcome => "outcome",
+        Dimension::Side => "side",
     }
 }
 
@@ -142,6 +143,7 @@ fn filters(from: i64, to: i64, tenant: Option<&str>) -> Filters {
         outcome: None,
         category: None,
         code: None,
+        side: None,
         source: SourceChoice::Auto,
     }
 }
