@@ -30,6 +30,10 @@
 //! [sources]
 //! poll_interval_secs = 30
 //! import_ndjson = "/var/lib/fleetpulse-agent/import"  # watched directory of *.ndjson files
+//!
+//! [collect]
+//! platform = "auto"           # OS tools of the running OS; "windows", "macos", "none"
+//! # tool paths and channels: see crate::collect
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -68,6 +72,8 @@ pub struct FileConfig {
     pub shipper: ShipperFile,
     #[serde(default)]
     pub sources: SourcesFile,
+    #[serde(default)]
+    pub collect: crate::collect::CollectFile,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -235,6 +241,8 @@ pub struct Settings {
     pub shipper: ShipperSettings,
     pub poll_interval: Duration,
     pub import_ndjson: Option<PathBuf>,
+    /// Which OS tools to run, with which paths and channels.
+    pub collect: crate::collect::CollectSettings,
 }
 
 impl Settings {
@@ -341,6 +349,7 @@ impl Settings {
             shipper,
             poll_interval: Duration::from_secs(poll_secs),
             import_ndjson: file.sources.import_ndjson.clone(),
+            collect: crate::collect::CollectSettings::from_file(&file.collect),
         })
     }
 }

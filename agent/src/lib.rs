@@ -7,6 +7,7 @@
 /// The agent version sent at registration and in heartbeats.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod collect;
 pub mod config;
 pub mod durable;
 pub mod inspect;

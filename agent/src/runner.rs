@@ -1,8 +1,9 @@
 //! `fleetpulse-agent run`: sources on a timer -> spool -> shipper, until SIGTERM/Ctrl-C.
 //!
-//! Sources: the NDJSON import directory everywhere (`sources.import_ndjson`); on Windows the
-//! event log channels, `dsregcmd /status`, the enrollment registry and the TPM; on macOS
-//! `profiles`. Each poll's items are appended in one durable write together with the source's
+//! Sources: the NDJSON import directory everywhere (`sources.import_ndjson`); with the Windows
+//! tool set (chosen at run time, `collect.platform`) the event log channels (DM admin, device
+//! registration, Autopilot), `dsregcmd /status`, the enrollment registry and the TPM; with the
+//! macOS one `profiles`. Each poll's items are appended in one durable write together with the source's
 //! new read position, so a crash at any moment neither loses nor repeats a record.
 
 use std::path::{Path, PathBuf};
@@ -10,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleetpulse_proto::v1::{TelemetryItem, telemetry_item};
+use fleetpulse_proto::v1::{Platform, TelemetryItem, telemetry_item};
 use tokio::sync::watch;
 
+use crate::collect::{CollectPlatform, CollectSettings};
 use crate::config::Settings;
 use crate::shipper::client::{self, this_platform};
 use crate::shipper::{SharedSpool, Shipper, ShipperError, ShipperStats, run_heartbeats};
@@ -197,46 +199,89 @@ fn with_agent(mut item: TelemetryItem, agent_id: &str) -> TelemetryItem {
     item
 }
 
-fn context(state: &AgentState) -> SourceContext {
+fn context(state: &AgentState, platform: Platform) -> SourceContext {
     SourceContext {
         agent_id: state.agent_id.clone(),
         device_id: state.device_id.clone(),
-        platform: this_platform(),
+        platform,
         now: time::OffsetDateTime::now_utc(),
     }
 }
 
-/// Collects from the OS tools of this platform (nothing on Linux).
-#[cfg(windows)]
-async fn poll_platform(spool: &SharedSpool, state: &AgentState) -> Result<(), ShipperError> {
+/// The platform the collected data describes: the tool set's, else this binary's.
+fn collected_platform(collect: &CollectSettings) -> Platform {
+    match collect.platform {
+        CollectPlatform::Windows => Platform::Windows,
+        CollectPlatform::Macos => Platform::Macos,
+        CollectPlatform::None => this_platform(),
+    }
+}
+
+/// Collects from the OS tools chosen at run time (`collect.platform`).
+async fn poll_platform(
+    spool: &SharedSpool,
+    state: &AgentState,
+    collect: &CollectSettings,
+) -> Result<(), ShipperError> {
+    match collect.platform {
+        CollectPlatform::Windows => poll_windows(spool, state, collect).await,
+        CollectPlatform::Macos => poll_macos(spool, state, collect).await,
+        CollectPlatform::None => Ok(()),
+    }
+}
+
+/// The spool cursor holding the highest record id read per event log channel.
+const EVENTLOG_CURSOR: &str = "eventlog";
+
+/// Windows: each channel's new records (appended with the channel's new cursor in one durable
+/// write), then the dsregcmd, registry and TPM snapshots. Tools run on the blocking pool.
+async fn poll_windows(
+    spool: &SharedSpool,
+    state: &AgentState,
+    collect: &CollectSettings,
+) -> Result<(), ShipperError> {
     use crate::sources::{event_xml, shim};
-    const CHANNELS: [&str; 2] = [
-        "Microsoft-Windows-DeviceManagement-Enterprise-Diagnostics-Provider/Admin",
-        "Microsoft-Windows-User Device Registration/Admin",
-    ];
-    let ctx = context(state);
-    let stored = spool.source_cursor("eventlog").await?;
+    let ctx = context(state, Platform::Windows);
+    let stored = spool.source_cursor(EVENTLOG_CURSOR).await?;
     let channels = stored
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
     let mut cursor = event_xml::Cursor { channels };
-    for channel in CHANNELS {
-        match shim::collect_events(channel, &ctx, &cursor) {
+    for channel in &collect.channels {
+        let (tools, channel_name, ctx2, cursor2) = (
+            collect.tools.clone(),
+            channel.clone(),
+            ctx.clone(),
+            cursor.clone(),
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            shim::collect_events(&tools, &channel_name, &ctx2, &cursor2)
+        })
+        .await
+        .map_err(|e| ShipperError::Join(e.to_string()))?;
+        match result {
             Ok((parsed, next)) => {
                 cursor = next;
                 let value = serde_json::to_string(&cursor.channels).unwrap_or_default();
                 spool
-                    .append(parsed.items, Some(("eventlog".to_owned(), value)))
+                    .append(parsed.items, Some((EVENTLOG_CURSOR.to_owned(), value)))
                     .await?;
             }
-            Err(err) => tracing::warn!(channel, error = %err, "event log collection failed"),
+            Err(err) => {
+                tracing::warn!(channel = %channel, error = %err, "event log collection failed")
+            }
         }
     }
-    let snapshots = [
-        shim::collect_dsregcmd(&ctx),
-        shim::collect_registry(&ctx),
-        shim::collect_tpm(&ctx),
-    ];
+    let (tools, ctx2) = (collect.tools.clone(), ctx.clone());
+    let snapshots = tokio::task::spawn_blocking(move || {
+        [
+            shim::collect_dsregcmd(&tools, &ctx2),
+            shim::collect_registry(&tools, &ctx2),
+            shim::collect_tpm(&tools, &ctx2),
+        ]
+    })
+    .await
+    .map_err(|e| ShipperError::Join(e.to_string()))?;
     let mut items = Vec::new();
     for result in snapshots {
         match result {
@@ -244,23 +289,30 @@ async fn poll_platform(spool: &SharedSpool, state: &AgentState) -> Result<(), Sh
             Err(err) => tracing::warn!(error = %err, "state collection failed"),
         }
     }
-    spool.append(items, None).await?;
+    if !items.is_empty() {
+        spool.append(items, None).await?;
+    }
     Ok(())
 }
 
-#[cfg(target_os = "macos")]
-async fn poll_platform(spool: &SharedSpool, state: &AgentState) -> Result<(), ShipperError> {
-    match crate::sources::shim::collect_macos_profiles(&context(state)) {
+/// macOS: the `profiles` snapshot.
+async fn poll_macos(
+    spool: &SharedSpool,
+    state: &AgentState,
+    collect: &CollectSettings,
+) -> Result<(), ShipperError> {
+    let (tools, ctx) = (collect.tools.clone(), context(state, Platform::Macos));
+    let result = tokio::task::spawn_blocking(move || {
+        crate::sources::shim::collect_macos_profiles(&tools, &ctx)
+    })
+    .await
+    .map_err(|e| ShipperError::Join(e.to_string()))?;
+    match result {
         Ok(parsed) => {
             spool.append(parsed.items, None).await?;
         }
         Err(err) => tracing::warn!(error = %err, "profiles collection failed"),
     }
-    Ok(())
-}
-
-#[cfg(not(any(windows, target_os = "macos")))]
-async fn poll_platform(_spool: &SharedSpool, _state: &AgentState) -> Result<(), ShipperError> {
     Ok(())
 }
 
@@ -338,13 +390,19 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
             break;
         }
         if let Some(import) = &import {
-            match import.poll(&spool, &context(&state)).await {
+            match import
+                .poll(
+                    &spool,
+                    &context(&state, collected_platform(&settings.collect)),
+                )
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(items = n, "imported NDJSON"),
                 Err(err) => tracing::error!(error = %err, "NDJSON import failed"),
             }
         }
-        if let Err(err) = poll_platform(&spool, &state).await {
+        if let Err(err) = poll_platform(&spool, &state, &settings.collect).await {
             tracing::error!(error = %err, "collection failed");
         }
     }

@@ -27,7 +27,6 @@ pub mod event_xml;
 pub mod macos_profiles;
 pub mod ndjson;
 pub mod registry;
-#[cfg(any(windows, target_os = "macos"))]
 pub mod shim;
 pub mod tpm;
 

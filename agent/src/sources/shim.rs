@@ -1,9 +1,12 @@
-//! Platform shims: run the OS tool, hand its stdout to the pure parser. Compiled only on the
-//! platform that has the tool; kept thin so that everything worth testing is in the parsers.
+//! Platform shims: run the OS tool, hand its stdout to the pure parser. They only spawn
+//! programs and parse output, so they compile everywhere; which ones run is chosen at run time
+//! (`crate::collect`), and tests run them against stand-in tools. Kept thin so that everything
+//! worth testing is in the parsers.
 
 use std::process::Command;
 
 use super::{ParseError, Parsed, SourceContext, decode_text};
+use crate::collect::Tools;
 
 /// Why collecting from a tool failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,58 +53,90 @@ fn parsed(tool: &'static str, result: Result<Parsed, ParseError>) -> Result<Pars
 }
 
 /// `dsregcmd /status`.
-#[cfg(windows)]
-pub fn collect_dsregcmd(ctx: &SourceContext) -> Result<Parsed, ShimError> {
-    let text = run("dsregcmd", "dsregcmd", &["/status"])?;
+pub fn collect_dsregcmd(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, ShimError> {
+    let text = run("dsregcmd", &tools.dsregcmd, &["/status"])?;
     parsed("dsregcmd", super::dsregcmd::parse(&text, ctx))
 }
 
 /// New records of one event log channel: only records after the cursor are queried (XPath
-/// on EventRecordID), oldest first.
-#[cfg(windows)]
+/// on EventRecordID), oldest first. When the channel's newest record is older than the cursor
+/// (the log was cleared, so record ids restarted), the channel is read from the start again.
 pub fn collect_events(
+    tools: &Tools,
     channel: &str,
     ctx: &SourceContext,
     cursor: &super::event_xml::Cursor,
 ) -> Result<(Parsed, super::event_xml::Cursor), ShimError> {
+    let mut cursor = cursor.clone();
+    let last = cursor.last(channel);
+    if last > 0 {
+        let newest = newest_record(tools, channel, ctx)?;
+        if newest < last {
+            tracing::warn!(
+                channel,
+                cursor = last,
+                newest,
+                "the event log was cleared (its newest record is older than our cursor): reading it from the start"
+            );
+            cursor.channels.insert(channel.to_owned(), 0);
+        }
+    }
     let query = format!("/q:*[System[EventRecordID>{}]]", cursor.last(channel));
-    let text = run("wevtutil", "wevtutil", &["qe", channel, "/f:xml", &query])?;
-    super::event_xml::parse_events(&text, ctx, cursor).map_err(|source| ShimError::Parse {
+    let text = run(
+        "wevtutil",
+        &tools.wevtutil,
+        &["qe", channel, "/f:xml", &query],
+    )?;
+    super::event_xml::parse_events(&text, ctx, &cursor).map_err(|source| ShimError::Parse {
         tool: "wevtutil",
         source,
     })
 }
 
+/// Record id of the channel's newest record (0 when the log is empty).
+fn newest_record(tools: &Tools, channel: &str, ctx: &SourceContext) -> Result<u64, ShimError> {
+    let text = run(
+        "wevtutil",
+        &tools.wevtutil,
+        &["qe", channel, "/c:1", "/rd:true", "/f:xml"],
+    )?;
+    let (_, seen) =
+        super::event_xml::parse_events(&text, ctx, &Default::default()).map_err(|source| {
+            ShimError::Parse {
+                tool: "wevtutil",
+                source,
+            }
+        })?;
+    Ok(seen.channels.values().copied().max().unwrap_or(0))
+}
+
 /// `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`.
-#[cfg(windows)]
-pub fn collect_registry(ctx: &SourceContext) -> Result<Parsed, ShimError> {
+pub fn collect_registry(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, ShimError> {
     let text = run(
         "reg",
-        "reg",
+        &tools.reg,
         &["query", r"HKLM\SOFTWARE\Microsoft\Enrollments", "/s"],
     )?;
     parsed("reg", super::registry::parse(&text, ctx))
 }
 
 /// `tpmtool getdeviceinformation`.
-#[cfg(windows)]
-pub fn collect_tpm(ctx: &SourceContext) -> Result<Parsed, ShimError> {
-    let text = run("tpmtool", "tpmtool", &["getdeviceinformation"])?;
+pub fn collect_tpm(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, ShimError> {
+    let text = run("tpmtool", &tools.tpmtool, &["getdeviceinformation"])?;
     parsed("tpmtool", super::tpm::parse(&text, ctx))
 }
 
 /// `profiles status -type enrollment`, plus `profiles show -type enrollment` when it works
 /// (it needs root and is rate limited by macOS; its failure only loses the DEP details).
-#[cfg(target_os = "macos")]
-pub fn collect_macos_profiles(ctx: &SourceContext) -> Result<Parsed, ShimError> {
+pub fn collect_macos_profiles(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, ShimError> {
     let mut text = run(
         "profiles",
-        "/usr/bin/profiles",
+        &tools.profiles,
         &["status", "-type", "enrollment"],
     )?;
     if let Ok(show) = run(
         "profiles",
-        "/usr/bin/profiles",
+        &tools.profiles,
         &["show", "-type", "enrollment"],
     ) {
         text.push('\n');
