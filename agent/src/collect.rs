@@ -141,4 +141,15 @@ mod tests {
         assert!(toml::from_str::<CollectFile>("platfrom = \"macos\"\n").is_err());
         assert!(toml::from_str::<CollectFile>("platform = \"beos\"\n").is_err());
     }
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent/agent.toml");
+        let file = crate::config::FileConfig::load(&path).unwrap();
+        assert_eq!(
+            CollectSettings::from_file(&file.collect).channels,
+            default_channels()
+        );
+    }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod durable;
 pub mod inspect;
 pub mod runner;
+pub mod service;
 pub mod shipper;
 pub mod simulate;
 pub mod sources;

@@ -48,6 +48,10 @@ enum Command {
     /// Parse an OS tool's output and print the protocol messages the agent would send, as
     /// JSON lines (proto3 JSON mapping). Nothing is sent.
     Inspect(inspect::InspectArgs),
+    /// Windows only: the Service Control Manager entry point (`sc.exe create FleetpulseAgent
+    /// start= auto binPath= "...\fleetpulse-agent.exe service --config ...\agent.toml"`); runs
+    /// the agent like `run` until the service is stopped.
+    Service(ServiceArgs),
     /// Run a simulated fleet of N devices through the real spool and shipper against a
     /// collector (realistic platform mix, failure causes and codes, failure spikes).
     Simulate(simulate::SimulateArgs),
@@ -64,6 +68,12 @@ struct RunArgs {
     /// Seconds between source polls (default 30; `sources.poll_interval_secs`).
     #[arg(long, env = "FLEETPULSE_AGENT_POLL_INTERVAL_SECS", value_name = "SECS")]
     poll_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServiceArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +127,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Service(args) = cli.command {
+        // The SCM calls back on its own thread, which builds its own runtime.
+        return match fleetpulse_agent::service::run(args.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The agent proper (`run`) ships a few events per second: one runtime thread is plenty and
     // keeps the resident set small. The simulator drives many virtual agents: two threads.
     let mut builder = if matches!(cli.command, Command::Simulate(_)) {
@@ -160,12 +180,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Register(args) => register(args).await,
         Command::Status(args) => status(args),
         Command::Simulate(args) => simulate::run(args).await.map(|_| ()),
-        Command::Inspect(_) => unreachable_inspect(),
+        Command::Inspect(_) | Command::Service(_) => unreachable_inspect(),
     }
 }
 
 fn unreachable_inspect() -> anyhow::Result<()> {
-    bail!("inspect is handled before the runtime starts")
+    bail!("inspect and service are handled before the runtime starts")
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
