@@ -2,8 +2,8 @@
 //! `collect.platform` picks the tool set at run time and stand-in tools on PATH
 //! (`standin-tool`, see its doc) print real outputs (agent/tests/fixtures, tests/corpus) and
 //! honour the agent's questions. The agent ships through the real collector into ClickHouse;
-//! the tests assert exact rows, and that the event log cursors hold across a restart, a kill -9
-//! and a cleared log (new records only, none twice).
+//! the tests assert exact rows, and that the event log cursors hold across a restart, a kill -9,
+//! a rolled-over log and a cleared one (new records only, none twice).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -306,12 +306,18 @@ async fn windows_mode_collects_every_channel_with_cursors_that_survive_restarts_
     wait_for_count(&fixture, from_logs, 10, "record 17332 after kill -9").await;
     wait_for_query(&standin, DM, 17332).await;
 
+    // The log rolls over (full, oldest records overwritten): ids go on; 17333 was lost to
+    // the wrap before the agent read it, 17334 and 17335 are new.
+    standin.set_channel(DM, &(new_dm_record(17334, 5) + &new_dm_record(17335, 6)));
+    wait_for_count(&fixture, from_logs, 12, "the records after the roll-over").await;
+    wait_for_query(&standin, DM, 17335).await;
+
     // The log is cleared: record ids restart at 1; the agent reads it from the start.
     standin.set_channel(DM, &new_dm_record(1, 4));
     wait_for_count(
         &fixture,
         from_logs,
-        11,
+        13,
         "the first record of the cleared log",
     )
     .await;
@@ -328,7 +334,7 @@ async fn windows_mode_collects_every_channel_with_cursors_that_survive_restarts_
         )
         .await
         .unwrap();
-    assert_eq!(distinct, 11);
+    assert_eq!(distinct, 13);
     terminate(&mut child);
 }
 
