@@ -22,7 +22,8 @@ use crate::sources::{
 pub enum InputKind {
     /// `dsregcmd /status` (UTF-8 or UTF-16 with BOM, as PowerShell redirects it).
     Dsregcmd,
-    /// `wevtutil qe <channel> /f:xml` or `Get-WinEvent | ForEach-Object ToXml` output.
+    /// `wevtutil qe <channel> /f:xml` or `Get-WinEvent | ForEach-Object ToXml` output, or
+    /// Event Viewer's "Copy details as text" rendering (`Log Name:` ... `Description:`).
     EventXml,
     /// `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`.
     Registry,

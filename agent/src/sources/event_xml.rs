@@ -1,4 +1,5 @@
-//! Windows event log records as XML, as exported by `wevtutil qe <channel> /f:xml` (a stream
+//! Windows event log records as XML (or, see [`super::event_text`], Event Viewer's text
+//! rendering of them), as exported by `wevtutil qe <channel> /f:xml` (a stream
 //! of `<Event>` elements without a root element), the same wrapped in `<Events>`, or
 //! `Get-WinEvent ... | ForEach-Object { $_.ToXml() }`. `RenderingInfo` (from
 //! `/f:RenderedXml`) is used when present for the message text.
@@ -89,8 +90,13 @@ pub struct EventRecord {
     pub data: Vec<(String, String)>,
     /// `RenderingInfo/Message`, when the export included it.
     pub message: Option<String>,
-    /// 1-based line of the `<Event>` start tag.
+    /// 1-based line of the `<Event>` start tag (of the `Log Name:` line in a text rendering).
     pub line: usize,
+    /// Read from Event Viewer's text rendering ([`super::event_text`]): `record_id` is a
+    /// content hash, not the channel's EventRecordID, so the cursor does not apply.
+    pub text_rendering: bool,
+    /// The rendering's date was unreadable (a placeholder): `time_created` is the reading time.
+    pub time_assumed: bool,
 }
 
 impl EventRecord {
@@ -166,6 +172,8 @@ impl PartialRecord {
             data: self.data,
             message: self.message.map(|m| m.trim().to_owned()),
             line,
+            text_rendering: false,
+            time_assumed: false,
         })
     }
 }
@@ -390,15 +398,23 @@ pub fn parse_events(
     ctx: &SourceContext,
     cursor: &Cursor,
 ) -> Result<(Parsed, Cursor), ParseError> {
-    let (records, skipped) = parse_records_detailed(text)?;
+    let (records, skipped) = if super::event_text::is_text_rendering(text) {
+        super::event_text::parse_text_records(text, ctx.now)?
+    } else {
+        parse_records_detailed(text)?
+    };
     skipped.warn_once("event_log");
     let mut parsed = Parsed::default();
     let mut next = cursor.clone();
     for record in &records {
-        if record.record_id <= cursor.last(&record.channel) {
-            continue;
+        // A text rendering has no EventRecordID: its records are always read (a paste is
+        // read once, by `inspect`), and never move the channel's cursor.
+        if !record.text_rendering {
+            if record.record_id <= cursor.last(&record.channel) {
+                continue;
+            }
+            next.advance(&record.channel, record.record_id);
         }
-        next.advance(&record.channel, record.record_id);
         if let Some(event) = to_event(record, ctx) {
             parsed.push_event(event);
         }
@@ -438,8 +454,11 @@ struct Mapping {
 /// - 71, 77-84 enrollment client steps, 201/203/204/209 OMA-DM session results (ByLevel);
 /// - 400 a CSP command failed during the first sync (Failure).
 ///
-/// User Device Registration/Admin: 201/220 discovery, 204/304/307 join and 305
-/// authentication failures of automatic (hybrid) registration (Failure).
+/// User Device Registration/Admin (message texts of the provider's manifest): 200 discovery
+/// request send and 201 discovery callback failed, 220 discovery; 202 join request
+/// initialization, 203 join request send, 204 join response callback and 205 join response
+/// completion failed, 304/307 automatic registration failed at join; 305 authentication
+/// failures of automatic (hybrid) registration (Failure).
 ///
 /// ModernDeployment-Diagnostics-Provider/Autopilot (and, before Windows 10 1903,
 /// Provisioning-Diagnostics-Provider/Autopilot), per Microsoft's "Troubleshoot Autopilot OOBE
@@ -483,8 +502,8 @@ fn mapping(record: &EventRecord) -> Option<Mapping> {
         }
     } else if channel.eq_ignore_ascii_case(DEVICE_REGISTRATION_CHANNEL) {
         match record.event_id {
-            201 | 220 => map(EnrollmentStage::Discovery, Meaning::Failure),
-            204 | 304 | 307 => map(EnrollmentStage::DeviceRegistration, Meaning::Failure),
+            200 | 201 | 220 => map(EnrollmentStage::Discovery, Meaning::Failure),
+            202..=205 | 304 | 307 => map(EnrollmentStage::DeviceRegistration, Meaning::Failure),
             305 => map(EnrollmentStage::Authentication, Meaning::Failure),
             _ => None,
         }
@@ -658,7 +677,14 @@ fn record_code(record: &EventRecord) -> Option<u32> {
     if record.event_id == 400 && record.channel.eq_ignore_ascii_case(DM_ADMIN_CHANNEL) {
         return record.data_value("HexInt1").and_then(parse_code);
     }
-    record.message.as_deref().and_then(find_hex_code)
+    // A zero in the free text of a message is some field's value (User Device
+    // Registration 304 prints "adalResponseCode: 0x0" under a failed join), not the record's
+    // result: only a dedicated data item can say that a failure-id record succeeded.
+    record
+        .message
+        .as_deref()
+        .and_then(find_hex_code)
+        .filter(|&code| code != 0)
 }
 
 /// Maps one record to an enrollment event, or `None` when its id is not an enrollment
@@ -694,6 +720,12 @@ pub fn to_event(record: &EventRecord, ctx: &SourceContext) -> Option<EnrollmentE
         attributes.add("hresult", &super::format_code(code));
     }
     attributes.add("provider", &record.provider);
+    if record.text_rendering {
+        attributes.add("rendering", "text");
+    }
+    if record.time_assumed {
+        attributes.add("time_assumed", "true");
+    }
     if !record.computer.is_empty() {
         attributes.add("computer", &record.computer);
     }
@@ -756,6 +788,65 @@ mod tests {
         assert_eq!(find_hex_code("status 0x0"), Some(0));
         assert_eq!(find_hex_code("guid {0x12ab}x"), Some(0x12ab));
         assert_eq!(find_hex_code("no code here"), None);
+    }
+
+    #[test]
+    fn a_zero_in_message_text_does_not_turn_a_failed_join_into_success() {
+        // User Device Registration 304 as published (Event Viewer text rendering): the only
+        // hex number of the message is the ADAL response code 0x0.
+        let text = "Log Name: Microsoft-Windows-User Device Registration/Admin\nSource: Microsoft-Windows-User Device Registration\nDate: <Date and Time>\nEvent ID: 304\nLevel: Error\nDescription:\nAutomatic registration failed at join phase.\nExit code: Keyset does not exist\nadalResponseCode: 0x0\n";
+        let ctx = SourceContext {
+            agent_id: "a".to_owned(),
+            device_id: "d".to_owned(),
+            platform: Platform::Windows,
+            now: time::macros::datetime!(2025-01-01 00:00:00 UTC),
+        };
+        let parsed = parse(text, &ctx).unwrap();
+        let events: Vec<_> = parsed.events().collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].outcome, Outcome::Failed as i32);
+        assert_eq!(events[0].stage, EnrollmentStage::DeviceRegistration as i32);
+        assert!(events[0].error.as_ref().is_some_and(|e| !e.has_code));
+        assert_eq!(
+            events[0].attributes.get("rendering").map(String::as_str),
+            Some("text")
+        );
+        assert_eq!(
+            events[0].attributes.get("time_assumed").map(String::as_str),
+            Some("true")
+        );
+    }
+
+    #[test]
+    fn udr_join_request_failures_202_to_205_are_registration_failures() {
+        let ctx = SourceContext {
+            agent_id: "a".to_owned(),
+            device_id: "d".to_owned(),
+            platform: Platform::Windows,
+            now: time::macros::datetime!(2025-01-01 00:00:00 UTC),
+        };
+        for id in [202, 203, 205] {
+            let text = format!(
+                "Log Name: Microsoft-Windows-User Device Registration/Admin\nEvent ID: {id}\nLevel: Error\nDescription: The join request failed with exit code: 0x80280036.\n"
+            );
+            let parsed = parse(&text, &ctx).unwrap();
+            let event = parsed.events().next().expect("mapped");
+            assert_eq!(event.outcome, Outcome::Failed as i32, "{id}");
+            assert_eq!(
+                event.stage,
+                EnrollmentStage::DeviceRegistration as i32,
+                "{id}"
+            );
+            assert_eq!(event.error.as_ref().map(|e| e.code), Some(0x8028_0036));
+        }
+        let text = "Log Name: Microsoft-Windows-User Device Registration/Admin\nEvent ID: 200\nLevel: Error\nDescription: x\n";
+        let event = parse(text, &ctx)
+            .unwrap()
+            .events()
+            .next()
+            .cloned()
+            .expect("mapped");
+        assert_eq!(event.stage, EnrollmentStage::Discovery as i32);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //!   observe are set. Merging snapshots of several sources is the caller's business.
 
 pub mod dsregcmd;
+pub mod event_text;
 pub mod event_xml;
 pub mod macos_profiles;
 pub mod ndjson;
