@@ -25,7 +25,8 @@ pub enum InputKind {
     /// `wevtutil qe <channel> /f:xml` or `Get-WinEvent | ForEach-Object ToXml` output, or
     /// Event Viewer's "Copy details as text" rendering (`Log Name:` ... `Description:`).
     EventXml,
-    /// `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`.
+    /// `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`, or a `reg export` / regedit
+    /// `.reg` file of the same keys.
     Registry,
     /// `tpmtool getdeviceinformation` or `Get-Tpm`.
     Tpm,

@@ -1,5 +1,8 @@
 //! MDM enrollment state from the registry, as printed by
-//! `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`.
+//! `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`, or as exported by `reg export` /
+//! regedit (`.reg` files, which administrators publish and attach to tickets far more often:
+//! `[HKEY_...]` key lines and `"Name"=dword:00000001` / `"Name"="text"` values, read into the
+//! same keys and values, see [`reg_file_value`]).
 //!
 //! The output is a list of keys (`HKEY_LOCAL_MACHINE\...`, unindented), each followed by its
 //! values, one per line: four spaces, name, four spaces, `REG_*` type, four spaces, data (the
@@ -130,6 +133,23 @@ pub fn parse_keys_detailed(text: &str) -> Result<(Vec<RegKey>, Skipped), ParseEr
         if line.trim().is_empty() || line.trim_start().starts_with("End of search:") {
             continue;
         }
+        // `.reg` export: `[HKEY_...]` opens a key (published copies keep a trailing blank).
+        if let Some(path) = line
+            .trim()
+            .strip_prefix("[HKEY_")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            keys.push(RegKey {
+                path: format!("HKEY_{path}"),
+                line: number,
+                values: Vec::new(),
+            });
+            continue;
+        }
+        if let (Some(key), Some(value)) = (keys.last_mut(), reg_file_value(line.trim(), number)) {
+            key.values.push(value);
+            continue;
+        }
         if line.starts_with("HKEY_") || line.starts_with("HKLM\\") || line.starts_with("HKCU\\") {
             keys.push(RegKey {
                 path: line.trim_end().to_owned(),
@@ -164,6 +184,55 @@ pub fn parse_keys_detailed(text: &str) -> Result<(Vec<RegKey>, Skipped), ParseEr
         ));
     }
     Ok((keys, skipped))
+}
+
+/// One value line of a `.reg` export, as `reg query` would print it: `"Name"=dword:0000000a`
+/// becomes `REG_DWORD` `0xa`, `"Name"="text"` (with `\\` and `\"` escapes) `REG_SZ`, `@=` the
+/// default value `(Default)`, `hex...:` values keep their hex text under `REG_BINARY` (their
+/// continuation lines are skipped). None for anything else.
+fn reg_file_value(line: &str, number: usize) -> Option<RegValue> {
+    let (name, data) = if let Some(rest) = line.strip_prefix("@=") {
+        ("(Default)".to_owned(), rest)
+    } else {
+        let rest = line.strip_prefix('"')?;
+        let end = closing_quote(rest)?;
+        let data = rest[end + 1..].strip_prefix('=')?;
+        (unescape_reg(&rest[..end]), data)
+    };
+    let (kind, data) = if let Some(hex) = data.strip_prefix("dword:") {
+        let value = u32::from_str_radix(hex.trim(), 16).ok()?;
+        ("REG_DWORD", format!("{value:#x}"))
+    } else if let Some(text) = data.strip_prefix('"') {
+        let end = closing_quote(text)?;
+        ("REG_SZ", unescape_reg(&text[..end]))
+    } else if data.starts_with("hex") {
+        ("REG_BINARY", data.trim_end_matches('\\').to_owned())
+    } else {
+        return None;
+    };
+    Some(RegValue {
+        name,
+        kind: kind.to_owned(),
+        data,
+        line: number,
+    })
+}
+
+/// The index of the first unescaped `"` of a `.reg` string body.
+fn closing_quote(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => return Some(i),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+fn unescape_reg(text: &str) -> String {
+    text.replace("\\\"", "\"").replace("\\\\", "\\")
 }
 
 fn is_guid(name: &str) -> bool {
@@ -323,6 +392,29 @@ fn enrollment_attributes(enrollment: &Enrollment) -> Attributes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reg_export_files_read_like_reg_query() {
+        let text = "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Enrollments\\C3A8C2E4-91D7-4E31-A8B9-0F5D6C1B2A77] \r\n\"EnrollmentState\"=dword:00000003 \r\n\"ProviderID\"=\"MS DM Server\"\r\n\"UPN\"=\"a\\\\b \\\"q\\\"\"\r\n@=\"default\"\r\n\"Blob\"=hex:01,02,\\\r\n  03\r\n";
+        let (keys, skipped) = parse_keys_detailed(text).unwrap();
+        assert_eq!(keys.len(), 1);
+        let key = &keys[0];
+        assert_eq!(
+            key.path,
+            "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Enrollments\\C3A8C2E4-91D7-4E31-A8B9-0F5D6C1B2A77"
+        );
+        let value = |name: &str| key.values.iter().find(|v| v.name == name).cloned().unwrap();
+        assert_eq!(value("EnrollmentState").kind, "REG_DWORD");
+        assert_eq!(value("EnrollmentState").data, "0x3");
+        assert_eq!(value("ProviderID").data, "MS DM Server");
+        assert_eq!(value("UPN").data, "a\\b \"q\"");
+        assert_eq!(value("(Default)").data, "default");
+        assert_eq!(value("Blob").kind, "REG_BINARY");
+        // The header line and the hex continuation line.
+        assert_eq!(skipped.count, 2);
+        let enrollments = enrollments(&keys).unwrap();
+        assert_eq!(enrollments.len(), 1);
+    }
 
     #[test]
     fn values_split_on_the_type_token() {
