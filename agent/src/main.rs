@@ -105,6 +105,7 @@ struct StatusArgs {
 }
 
 fn main() -> ExitCode {
+    fleetpulse_telemetry::restrict_file_modes();
     let cli = Cli::parse();
     if let Command::Inspect(args) = &cli.command {
         // Pure and synchronous: no runtime, no logging setup, output on stdout only.

@@ -82,6 +82,7 @@ enum KeyCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    fleetpulse_telemetry::restrict_file_modes();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

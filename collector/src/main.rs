@@ -19,6 +19,7 @@ use cli::{AgentCommand, Cli, Command, ListArgs, TokenCommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
+    fleetpulse_telemetry::restrict_file_modes();
     let cli = Cli::parse();
     let _telemetry = fleetpulse_telemetry::init("fleetpulse-collector", cli.log_format)
         .context("setting up logging")?;

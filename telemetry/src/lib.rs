@@ -4,11 +4,26 @@
 //! shippers. When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported as OTLP traces
 //! over gRPC, so a batch can be followed from the agent through the collector into ClickHouse.
 //! The filter comes from `RUST_LOG` (default `info`).
+//!
+//! Also the one other piece of process setup every binary shares: [`restrict_file_modes`].
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Makes every file and directory this process creates owner-only (umask 077: files 0600,
+/// directories 0700). The control and key databases, the agent's spool, state and dead-letter
+/// files hold UPNs, host names and error texts; other local users must not read them. Call it
+/// first thing in `main`, before any file is created.
+pub fn restrict_file_modes() {
+    #[cfg(unix)]
+    // SAFETY: umask only replaces the process's file-creation mask; it cannot fail and touches
+    // no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
 
 /// How log lines are rendered on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -131,5 +131,16 @@ async fn the_same_event_id_is_stored_and_counted_once() -> anyhow::Result<()> {
         "timeline: {timeline}"
     );
     assert_eq!(ids.len(), 2, "timeline: {timeline}");
+
+    // Files at rest hold UPNs, host names and error texts: owner-only (issue 14).
+    use std::os::unix::fs::PermissionsExt;
+    let keys_db = analyzer.db_url.trim_start_matches("sqlite://").to_owned();
+    for path in [
+        fx.collector.dir().join("control.db"),
+        std::path::PathBuf::from(keys_db),
+    ] {
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+    }
     Ok(())
 }
