@@ -128,6 +128,11 @@ struct FileConfig {
     /// Spike detection, threshold rules and the alert lifecycle.
     #[serde(default)]
     alerts: AlertsConfig,
+    /// Seconds a received event settles before feeds and the export API read it.
+    feed_settle_secs: Option<u32>,
+    /// Where alerts and failure events are delivered.
+    #[serde(default)]
+    destinations: Vec<crate::destinations::config::DestinationConfig>,
 }
 
 /// Resolved storage settings.
@@ -170,6 +175,10 @@ pub struct ServeConfig {
     pub alerts: AlertSettings,
     /// Listener limits: open connections and header-read timeout.
     pub limits: fleetpulse_net::HttpLimits,
+    pub destinations: Vec<crate::destinations::config::Destination>,
+    /// Seconds a received event settles before feeds and the export API read it (default 30:
+    /// above the collector's writer flush age plus its insert timeout).
+    pub feed_settle_secs: u32,
 }
 
 fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
@@ -321,7 +330,18 @@ impl ServeArgs {
                 reason: "must be at least 1".into(),
             });
         }
+        let destinations = crate::destinations::config::validate(&f.destinations, &categories)
+            .map_err(|e| ConfigError::Alerts(Box::new(e)))?;
+        let feed_settle_secs = f.feed_settle_secs.unwrap_or(30);
+        if feed_settle_secs > 3600 {
+            return Err(ConfigError::Invalid {
+                field: "feed_settle_secs",
+                reason: format!("{feed_settle_secs} is outside 0..=3600"),
+            });
+        }
         Ok(ServeConfig {
+            destinations,
+            feed_settle_secs,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
             alerts,
             limits: fleetpulse_net::HttpLimits {

@@ -13,6 +13,7 @@ pub mod api;
 pub mod catalog;
 pub mod classify;
 pub mod config;
+pub mod destinations;
 pub mod insights;
 pub mod keys;
 pub mod query;

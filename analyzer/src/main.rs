@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleetpulse_analyzer::alerts::evaluator::Evaluator;
+use fleetpulse_analyzer::alerts::evaluator::{AlertRoute, Evaluator};
 use fleetpulse_analyzer::alerts::metrics::AlertMetrics;
 use fleetpulse_analyzer::alerts::store::{self as alert_store, AlertStore};
 use fleetpulse_analyzer::api::{self, AppState};
 use fleetpulse_analyzer::catalog::Catalog;
 use fleetpulse_analyzer::classify::{self, cli::ClassifyArgs};
 use fleetpulse_analyzer::config::{ServeArgs, Storage, StorageArgs};
+use fleetpulse_analyzer::destinations::delivery::{DeliveryMetrics, Worker};
+use fleetpulse_analyzer::destinations::transport::Sender;
 use fleetpulse_analyzer::query::catalog_adapter::CatalogClassifier;
 use fleetpulse_analyzer::query::classes::ClassCache;
 use fleetpulse_analyzer::query::engine::Engine;
@@ -218,13 +220,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut metrics = api::metrics::Metrics::new();
     let alert_metrics = Arc::new(AlertMetrics::new(&mut metrics.registry));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let delivery_metrics = Arc::new(DeliveryMetrics::new(&mut metrics.registry));
+    let owner = uuid::Uuid::new_v4().to_string();
+    let mut workers = Vec::new();
+    for d in &cfg.destinations {
+        let sender =
+            Sender::new(d.clone()).map_err(|e| anyhow::anyhow!("destination {}: {e}", d.name))?;
+        let worker = Arc::new(Worker {
+            sender,
+            pool: pool.clone(),
+            engine: engine.clone(),
+            metrics: delivery_metrics.clone(),
+            owner: owner.clone(),
+            settle_secs: cfg.feed_settle_secs,
+            poll: std::time::Duration::from_secs(1),
+        });
+        tracing::info!(destination = %d.name, kind = d.kind_name(), alerts = d.alerts, events = d.events, "delivery started");
+        workers.push(tokio::spawn(worker.run(stop_rx.clone())));
+    }
+    let routes: Vec<AlertRoute> = cfg
+        .destinations
+        .iter()
+        .filter(|d| d.alerts)
+        .map(|d| AlertRoute {
+            name: d.name.clone(),
+            tenants: d.tenants.clone(),
+            categories: d.categories.clone(),
+            min_severity: d.min_severity.clone(),
+        })
+        .collect();
     let evaluator_task = if alert_settings.enabled {
         let evaluator = Arc::new(Evaluator::new(
             engine.clone(),
             alerts.clone(),
             alert_settings.clone(),
             public_url.clone(),
-            Vec::new(),
+            routes,
             alert_metrics,
         ));
         tracing::info!(
@@ -246,6 +277,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         alerts,
         alert_settings,
         public_url: Arc::new(public_url),
+        feed_settle_secs: cfg.feed_settle_secs,
     };
     tracing::info!(addr = %local, tls = tls.is_some(), "analyzer API listening");
     if let Some(path) = &cfg.ready_file {
@@ -271,6 +303,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     if let Some(t) = evaluator_task {
         let _ = t.await;
+    }
+    for w in workers {
+        let _ = w.await;
     }
     tracing::info!("analyzer stopped");
     Ok(())

@@ -28,6 +28,38 @@ pub fn routes() -> Router<AppState> {
         .route("/silences/{id}", axum::routing::delete(delete_silence))
         .route("/alert-rules", get(rules).post(create_rule))
         .route("/alert-rules/{name}", axum::routing::delete(delete_rule))
+        .route("/export/events", get(export_events))
+}
+
+/// Every failed event, oldest received first, as ECS documents, through a resumable cursor
+/// (no gaps, no duplicates while ingest continues; see `query::export`).
+async fn export_events(
+    State(s): State<AppState>,
+    Extension(scope): Extension<KeyScope>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    use crate::destinations::{ecs, record::Record};
+    use crate::query::export::{self, FeedCursor};
+    let p = Params::new(q);
+    p.check_known(&["cursor", "limit", "tenant"])?;
+    let tenant = scoped_tenant(&scope, p.text("tenant", 128)?)?;
+    let limit = p.int("limit", 1, 10_000, 1000)?;
+    let cursor = match p.get("cursor") {
+        Some(c) => FeedCursor::decode(c)?,
+        None => FeedCursor::default(),
+    };
+    let until = u32::try_from(now() - i64::from(s.feed_settle_secs)).unwrap_or(0);
+    let tenants: Vec<String> = tenant.into_iter().collect();
+    let page = export::failed_events(&s.engine, &cursor, until, &tenants, limit).await?;
+    let events: Vec<Value> = page
+        .events
+        .into_iter()
+        .map(|e| ecs::document(&Record::Event(Box::new(e))))
+        .collect();
+    Ok(Json(
+        json!({"events": events, "next_cursor": page.next.encode(), "until": super::rfc(until)}),
+    )
+    .into_response())
 }
 
 impl From<StoreError> for ApiError {

@@ -51,6 +51,8 @@ pub struct AppState {
     pub alert_settings: Arc<crate::alerts::config::AlertSettings>,
     /// Base of absolute links (dashboard URLs in alerts), without a trailing slash.
     pub public_url: Arc<String>,
+    /// Seconds a received event settles before `/api/v1/export/events` reads it.
+    pub feed_settle_secs: u32,
 }
 
 /// Builds the router.
@@ -487,6 +489,7 @@ mod tests {
             "/api/v1/silences/{id}",
             "/api/v1/alert-rules",
             "/api/v1/alert-rules/{name}",
+            "/api/v1/export/events",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }

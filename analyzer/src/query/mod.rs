@@ -7,6 +7,7 @@ pub mod classes;
 pub mod cursor;
 pub mod devices;
 pub mod engine;
+pub mod export;
 pub mod filters;
 pub mod funnel;
 pub mod plan;

@@ -21,6 +21,7 @@ pub mod fixture;
 pub mod http;
 pub mod postgres;
 pub mod process;
+pub mod receivers;
 pub mod rows;
 pub mod synthetic;
 pub mod tls;
