@@ -166,11 +166,25 @@ try {
   figures.first_meaningful_paint_ms = Date.now() - t0;
   check(!page.url().includes("fpk_"), `the key left the URL (${page.url()})`);
   eq(await page.evaluate(() => sessionStorage.getItem("fleetpulse.apiKey")), KEY_ALL, "key kept in sessionStorage");
-  // A reload of a signed-in tab: the paint a returning user waits for.
-  const t1 = Date.now();
-  await page.reload();
-  await page.getByTestId("kpi-attempts").locator("[data-value]").waitFor();
-  figures.reload_to_kpis_ms = Date.now() - t1;
+  // Paint benchmark (reported, never asserted: the machine is shared): reloading a signed-in
+  // tab until the KPI tiles show numbers, against the summary API call those tiles wait on,
+  // alternated five times; the ratio is what the front end costs over its slowest input.
+  const paints = [];
+  const apis = [];
+  for (let i = 0; i < 5; i++) {
+    const t = performance.now();
+    await page.reload();
+    await page.getByTestId("kpi-attempts").locator("[data-value]").waitFor();
+    paints.push(performance.now() - t);
+    const w = { from: await page.locator("main").getAttribute("data-from"), to: await page.locator("main").getAttribute("data-to") };
+    const t2 = performance.now();
+    await api(`/api/v1/summary${qs(w)}`);
+    apis.push(performance.now() - t2);
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  figures.reload_to_kpis_ms_median = Math.round(median(paints));
+  figures.summary_api_ms_median = Math.round(median(apis));
+  figures.paint_over_summary_ratio = Number((median(paints) / median(apis)).toFixed(2));
 
   // ---- 3. overview numbers equal the API's ----
   step = "overview";
