@@ -124,15 +124,20 @@ pub enum Compression {
 impl FileConfig {
     /// Reads and parses a TOML config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|err| ConfigError::Parse {
-            path: path.to_owned(),
-            reason: err.to_string(),
-        })
+        load_toml(path)
     }
+}
+
+/// Reads and parses a TOML file into `T`, naming the file in errors.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })
 }
 
 /// Flags shared by the commands that talk to a collector or use the spool. Every flag can also

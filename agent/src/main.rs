@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use fleetpulse_agent::config::{ConfigArgs, Settings};
 use fleetpulse_agent::shipper::client::{self, DeviceIdentity, this_platform};
 use fleetpulse_agent::spool::Spool;
-use fleetpulse_agent::state::{AgentState, STATE_FORMAT};
-use fleetpulse_agent::{inspect, runner, simulate};
+use fleetpulse_agent::state::AgentState;
+use fleetpulse_agent::{graph, inspect, runner, simulate};
 use fleetpulse_telemetry::LogFormat;
 
 /// The Fleetpulse device agent.
@@ -55,6 +55,10 @@ enum Command {
     /// Run a simulated fleet of N devices through the real spool and shipper against a
     /// collector (realistic platform mix, failure causes and codes, failure spikes).
     Simulate(simulate::SimulateArgs),
+    /// Microsoft Graph connector: pull Intune's server-side enrollment failures and Autopilot
+    /// deployment events of each configured Entra tenant (app-only credentials) and ship them
+    /// like agent events (source kind `graph`). See README "Connect a Microsoft tenant".
+    Graph(graph::GraphArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,6 +185,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Register(args) => register(args).await,
         Command::Status(args) => status(args),
         Command::Simulate(args) => simulate::run(args).await.map(|_| ()),
+        Command::Graph(args) => match args.command {
+            graph::GraphCommand::Register(args) => graph::register(args).await,
+            graph::GraphCommand::Run(args) => graph::run(args, stop_signal()).await,
+        },
         Command::Inspect(_) | Command::Service(_) => unreachable_inspect(),
     }
 }
@@ -200,13 +208,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         settings.poll_interval = std::time::Duration::from_secs(secs);
     }
+    runner::run(settings, stop_signal()).await
+}
+
+/// A flag that turns true on SIGTERM or Ctrl-C.
+fn stop_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         tracing::info!("stop signal received");
         let _ = tx.send(true);
     });
-    runner::run(settings, rx).await
+    rx
 }
 
 async fn wait_for_stop_signal() {
@@ -256,38 +269,18 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         hostname: client::hostname(),
         platform: this_platform(),
     };
-    let channel = client::channel(&collector, &settings.tls)?;
-    let response = client::register(channel, &args.enrollment_token, &device)
-        .await
-        .map_err(|status| {
-            anyhow::anyhow!(
-                "the collector refused the registration: {}: {}",
-                fleetpulse_agent::shipper::code_name(status.code()),
-                status.message()
-            )
-        })?;
-    // Sequence numbers continue after any spool that survived a previous registration.
-    let reserved = Spool::peek_stats(&settings.spool_dir)
-        .map(|s| s.next_batch_seq)
-        .unwrap_or(1);
-    let state = AgentState {
-        format: STATE_FORMAT,
-        collector_url: collector.clone(),
-        agent_id: response.agent_id.clone(),
-        agent_credential: response.agent_credential,
-        tenant: response.tenant.clone(),
-        device_id: device.device_id,
-        hostname: device.hostname,
-        registered_at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)?,
-        batch_seq_reserved: reserved,
-    };
-    state
-        .store(&settings.state_file)
-        .with_context(|| "storing the registration")?;
+    let state = client::register_and_store(
+        &collector,
+        &settings.tls,
+        &args.enrollment_token,
+        device,
+        &settings.spool_dir,
+        &settings.state_file,
+    )
+    .await?;
     println!(
         "registered agent {} for tenant {} with {collector}",
-        response.agent_id, response.tenant
+        state.agent_id, state.tenant
     );
     println!(
         "state written to {} (mode 0600)",

@@ -153,6 +153,48 @@ pub async fn register(
     Ok(client.register(request).await?.into_inner())
 }
 
+/// Registers `device` with the collector at `collector` and writes the state file (owner-only)
+/// with the new credential. Batch sequence numbers continue after any spool in `spool_dir` that
+/// survived a previous registration, so a resend is never mistaken for new data.
+pub async fn register_and_store(
+    collector: &str,
+    tls: &TlsSettings,
+    enrollment_token: &str,
+    device: DeviceIdentity,
+    spool_dir: &std::path::Path,
+    state_file: &std::path::Path,
+) -> anyhow::Result<crate::state::AgentState> {
+    use anyhow::Context as _;
+    let response = register(channel(collector, tls)?, enrollment_token, &device)
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "the collector refused the registration: {}: {}",
+                crate::shipper::code_name(status.code()),
+                status.message()
+            )
+        })?;
+    let reserved = crate::spool::Spool::peek_stats(spool_dir)
+        .map(|s| s.next_batch_seq)
+        .unwrap_or(1);
+    let state = crate::state::AgentState {
+        format: crate::state::STATE_FORMAT,
+        collector_url: collector.to_owned(),
+        agent_id: response.agent_id,
+        agent_credential: response.agent_credential,
+        tenant: response.tenant,
+        device_id: device.device_id,
+        hostname: device.hostname,
+        registered_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
+        batch_seq_reserved: reserved,
+    };
+    state
+        .store(state_file)
+        .with_context(|| "storing the registration")?;
+    Ok(state)
+}
+
 /// The platform this binary was built for.
 pub fn this_platform() -> Platform {
     if cfg!(windows) {

@@ -109,6 +109,7 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
         "17_real_world.toml",
         include_str!("../../catalog/17_real_world.toml"),
     ),
+    ("18_graph.toml", include_str!("../../catalog/18_graph.toml")),
     ("20_rules.toml", include_str!("../../catalog/20_rules.toml")),
     (
         "30_facilities.toml",

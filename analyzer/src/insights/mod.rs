@@ -42,15 +42,25 @@ pub enum InsightId {
     Unlicensed,
     NoAutoEnrollEvent,
     Stale,
+    /// Server side only (Microsoft Graph): phones Intune refused for the user's device cap.
+    ServerDeviceCapPhones,
+    /// Server side only (Microsoft Graph): users Intune refused for a missing licence.
+    ServerUnlicensed,
 }
 
+/// How far back the server-side insights look (Graph keeps troubleshooting events about 30
+/// days as well).
+pub const SERVER_SIDE_DAYS: u32 = 30;
+
 impl InsightId {
-    pub const ALL: [InsightId; 5] = [
+    pub const ALL: [InsightId; 7] = [
         Self::DeviceCap,
         Self::TpmAutopilot,
         Self::Unlicensed,
         Self::NoAutoEnrollEvent,
         Self::Stale,
+        Self::ServerDeviceCapPhones,
+        Self::ServerUnlicensed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +70,8 @@ impl InsightId {
             Self::Unlicensed => "unlicensed_users_enrolling",
             Self::NoAutoEnrollEvent => "auto_enrollment_not_triggered",
             Self::Stale => "stale_enrollments",
+            Self::ServerDeviceCapPhones => "device_cap_refused_phones",
+            Self::ServerUnlicensed => "unlicensed_users_refused",
         }
     }
 
@@ -70,7 +82,10 @@ impl InsightId {
     /// Whether the affected subjects are users (UPNs) or devices.
     pub fn subject_kind(self) -> &'static str {
         match self {
-            Self::DeviceCap | Self::Unlicensed => "user",
+            Self::DeviceCap
+            | Self::Unlicensed
+            | Self::ServerDeviceCapPhones
+            | Self::ServerUnlicensed => "user",
             _ => "device",
         }
     }
@@ -84,6 +99,12 @@ impl InsightId {
             Self::Unlicensed => "Users attempting enrollment without an Intune licence",
             Self::NoAutoEnrollEvent => "Joined Windows devices where MDM auto-enrollment never ran",
             Self::Stale => "Stale enrollments",
+            Self::ServerDeviceCapPhones => {
+                "Users whose phones Intune refused for the device cap (server side, last 30 days)"
+            }
+            Self::ServerUnlicensed => {
+                "Users Intune refused for a missing licence (server side, last 30 days)"
+            }
         }
     }
 
@@ -104,6 +125,12 @@ impl InsightId {
             Self::Stale => {
                 "No successful enrollment event and no state snapshot from this device for the configured number of days: the device may be retired, wiped, offline, or its agent stopped reporting."
             }
+            Self::ServerDeviceCapPhones => {
+                "Intune's enrollment troubleshooting events (Microsoft Graph) show iOS/iPadOS/Android enrollments refused because the user reached the device limit. These phones never ran an agent, so only the service saw the failure."
+            }
+            Self::ServerUnlicensed => {
+                "Intune's enrollment troubleshooting events (Microsoft Graph) show enrollments refused at user validation (missing or wrong Intune licence), on any platform, before any agent could run."
+            }
         }
     }
 
@@ -123,6 +150,12 @@ impl InsightId {
             }
             Self::Stale => {
                 "Confirm whether the device is still in use; if retired, delete it from Intune and Entra ID; otherwise check the agent and network connectivity and re-enroll."
+            }
+            Self::ServerDeviceCapPhones => {
+                "Let the user remove old devices in Company Portal, delete stale devices of the user in Intune and Entra ID, or raise the device limit restriction (at most 15)."
+            }
+            Self::ServerUnlicensed => {
+                "Assign an Intune (or EMS/Microsoft 365 E3/E5) licence to the user, directly or through a group, then let them retry."
             }
         }
     }
@@ -276,6 +309,34 @@ fn insight_sql(
             ));
             tenant_clause(&mut sql, tenant, false);
             sql.push(")");
+        }
+        InsightId::ServerDeviceCapPhones | InsightId::ServerUnlicensed => {
+            let since = now.saturating_sub(SERVER_SIDE_DAYS * 86_400);
+            // The subject is the UPN when the connector could resolve it, else the Entra user id
+            // (Graph's `userId`), so a user without User.Read.All still counts once.
+            sql.push(&format!(
+                "SELECT tenant, if(user_principal_name != '', user_principal_name, \
+                 arrayElement(attributes.value, indexOf(attributes.key, 'entra_user_id'))) AS subject, \
+                 concat(toString(count()), ' attempt(s)') AS detail FROM {db}.enrollment_events \
+                 WHERE source_kind = 'graph' AND outcome = 'failed' AND occurred_at >= toDateTime("
+            ))
+            .bind(Bind::U32(since))
+            .push(", 'UTC')");
+            tenant_clause(&mut sql, tenant, false);
+            if id == InsightId::ServerDeviceCapPhones {
+                sql.push(
+                    " AND platform IN ('ios', 'ipados', 'android') \
+                     AND (lower(error_symbol) IN ('devicecapreached', 'menroll_e_devicecapreached') \
+                     OR position(lower(error_message), 'device cap') > 0 \
+                     OR position(lower(error_message), 'device limit') > 0 \
+                     OR position(lower(error_message), 'devicecapreached') > 0)",
+                );
+            } else {
+                sql.push(
+                    " AND (error_symbol = 'userValidation' OR position(lower(error_message), 'licens') > 0)",
+                );
+            }
+            sql.push(" GROUP BY tenant, subject HAVING subject != ''");
         }
         InsightId::Stale => {
             let cutoff = now.saturating_sub(s.stale_days.saturating_mul(86_400));

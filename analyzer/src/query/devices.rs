@@ -75,6 +75,8 @@ pub struct DeviceEvent {
 pub struct EventPage {
     pub events: Vec<DeviceEvent>,
     pub next_cursor: Option<String>,
+    /// Every identifier the device is joined under (its own id first).
+    pub joined_ids: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -133,7 +135,73 @@ fn classify(engine: &Engine, signal: RawSignal) -> SignalInfo {
     engine.cache().classifier().classify(&signal)
 }
 
-/// The events of `device_id` (restricted to `tenant` when given), newest first.
+/// Attribute keys naming a device by an identifier both sides know.
+const JOIN_KEYS: &str = "'entra_device_id', 'intune_device_id', 'serial_number'";
+/// Most identifiers one device is joined under (a guard against a pathological attribute).
+const MAX_ALIASES: u64 = 32;
+
+/// The identifiers `device_id` is known under on either side (its own id first).
+///
+/// Join rules (see ARCHITECTURE.md, "One view of both sides"): a device is one device when
+/// - an agent's state or event carries `entra_device_id` / `intune_device_id` equal to the
+///   other side's device id or to the same attribute of the other side's events (Graph events
+///   carry Intune's `managedDeviceIdentifier` and Entra's `deviceId`; `dsregcmd` states carry
+///   the Entra device id), or
+/// - a Graph Autopilot event's `serial_number` equals the device id.
+///
+/// Two round trips: the identifiers the device's own rows carry, then the agent devices whose
+/// states carry one of them.
+pub async fn device_aliases(
+    engine: &Engine,
+    tenant: Option<&str>,
+    device_id: &str,
+) -> Result<Vec<String>, QueryError> {
+    let db = engine.db();
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT DISTINCT id FROM (SELECT arrayJoin(arrayFilter((v, k) -> k IN ({JOIN_KEYS}) AND v != '', \
+         attributes.value, attributes.key)) AS id FROM {db}.device_states WHERE device_id = "
+    ))
+    .bind(Bind::Str(device_id.to_owned()));
+    if let Some(t) = tenant {
+        sql.push(" AND tenant = ").bind(Bind::Str(t.to_owned()));
+    }
+    sql.push(&format!(
+        " UNION ALL SELECT arrayJoin(arrayFilter((v, k) -> k IN ({JOIN_KEYS}) AND v != '', \
+         attributes.value, attributes.key)) AS id FROM {db}.enrollment_events WHERE device_id = "
+    ))
+    .bind(Bind::Str(device_id.to_owned()));
+    if let Some(t) = tenant {
+        sql.push(" AND tenant = ").bind(Bind::Str(t.to_owned()));
+    }
+    sql.push(") ORDER BY id LIMIT ")
+        .bind(Bind::U64(MAX_ALIASES));
+    let mut ids: Vec<String> = sql.query(engine.client()).fetch_all().await?;
+    ids.retain(|id| id != device_id);
+    ids.insert(0, device_id.to_owned());
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT DISTINCT device_id FROM {db}.device_states WHERE arrayExists((v, k) -> k IN ({JOIN_KEYS}) \
+         AND has("
+    ))
+    .bind(Bind::Strs(ids.clone()))
+    .push(", v), attributes.value, attributes.key)");
+    if let Some(t) = tenant {
+        sql.push(" AND tenant = ").bind(Bind::Str(t.to_owned()));
+    }
+    sql.push(" ORDER BY device_id LIMIT ")
+        .bind(Bind::U64(MAX_ALIASES));
+    let agents: Vec<String> = sql.query(engine.client()).fetch_all().await?;
+    for id in agents {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The events of `device_id` and of every identifier it is joined with
+/// ([`device_aliases`]), restricted to `tenant` when given, newest first.
 pub async fn device_events(
     engine: &Engine,
     tenant: Option<&str>,
@@ -141,15 +209,21 @@ pub async fn device_events(
     limit: u64,
     cursor: Option<&EventCursor>,
 ) -> Result<EventPage, QueryError> {
+    let aliases = device_aliases(engine, tenant, device_id).await?;
     let mut sql = Sql::default();
     sql.push(&format!(
         "SELECT tenant, toString(event_id) AS event_id, toUInt32(occurred_at) AS occurred_at, occurred_ms, \
          platform, os_edition, os_version, enrollment_method, stage, outcome, error_code, error_has_code, \
          error_symbol, error_message, source_kind, source_channel, source_event_id, user_principal_name \
-         FROM {}.enrollment_events WHERE device_id = ",
+         FROM {}.enrollment_events WHERE (has(",
         engine.db()
     ))
-    .bind(Bind::Str(device_id.to_owned()));
+    .bind(Bind::Strs(aliases.clone()))
+    .push(&format!(
+        ", device_id) OR (source_kind = 'graph' AND arrayExists((v, k) -> k IN ({JOIN_KEYS}) AND has("
+    ))
+    .bind(Bind::Strs(aliases.clone()))
+    .push(", v), attributes.value, attributes.key)))");
     if let Some(t) = tenant {
         sql.push(" AND tenant = ").bind(Bind::Str(t.to_owned()));
     }
@@ -227,6 +301,7 @@ pub async fn device_events(
     Ok(EventPage {
         events,
         next_cursor,
+        joined_ids: aliases,
     })
 }
 

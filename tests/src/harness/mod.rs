@@ -7,6 +7,7 @@
 //!   database per call.
 //! - [`collector`]: the real `fleetpulse-collector` binary as a subprocess, plus its CLI.
 //! - [`fixture`]: a collector on the shared ClickHouse with its own database, in one call.
+//! - [`graph`]: a local server playing Microsoft Graph and the Entra token endpoint.
 //! - [`tls`]: a throw-away CA with server and client certificates.
 //! - [`synthetic`]: deterministic, realistic telemetry; [`rows`]: the raw ClickHouse rows.
 //! - [`poll_until`] / [`poll_eq`]: wait for a condition with a deadline (never sleep to
@@ -18,6 +19,7 @@
 pub mod clickhouse;
 pub mod collector;
 pub mod fixture;
+pub mod graph;
 pub mod http;
 pub mod postgres;
 pub mod process;
