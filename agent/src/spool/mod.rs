@@ -436,17 +436,16 @@ impl Spool {
             if *id < meta.cursor.segment {
                 continue;
             }
-            let len = fs::metadata(path)
-                .map_err(|e| SpoolError::io(path, e))?
-                .len();
             let from = if *id == meta.cursor.segment {
-                meta.cursor.offset.min(len)
+                meta.cursor.offset
             } else {
                 0
             };
-            stats.depth += scan_segment(path, len, from)?.items;
-            stats.bytes += len;
-            stats.segments += 1;
+            if let Some((items, len)) = peek_segment(path, from)? {
+                stats.depth += items;
+                stats.bytes += len;
+                stats.segments += 1;
+            }
         }
         Ok(stats)
     }
@@ -1018,6 +1017,24 @@ fn remove_file(path: &Path) -> Result<(), SpoolError> {
 }
 
 /// Scans a segment from `from` to `len`, counting item records and collecting cursors.
+/// Items and bytes of one segment for [`Spool::peek_stats`], read from `from` on; `None` when
+/// the segment is gone. `peek_stats` runs beside a live agent, which deletes segments once they
+/// are shipped or dropped by the cap: a segment listed a moment ago may have vanished, and its
+/// items are then no longer in the spool, so it is skipped rather than failing the whole peek.
+fn peek_segment(path: &Path, from: u64) -> Result<Option<(u64, u64)>, SpoolError> {
+    let gone = |e: &SpoolError| matches!(e, SpoolError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
+    let len = match fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SpoolError::io(path, e)),
+    };
+    match scan_segment(path, len, from.min(len)) {
+        Ok(scan) => Ok(Some((scan.items, len))),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn scan_segment(path: &Path, len: u64, from: u64) -> Result<SegmentScan, SpoolError> {
     let file = File::open(path).map_err(|e| SpoolError::io(path, e))?;
     let mut scanner = SegmentScanner::new(file, len, from).map_err(|e| SpoolError::io(path, e))?;

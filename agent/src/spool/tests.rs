@@ -470,3 +470,30 @@ fn invalid_configs_are_refused() {
         "invalid spool configuration: max_bytes (5000) must be at least twice segment_bytes (4096)"
     );
 }
+
+/// `fleetpulse-agent status` peeks at a spool that a running agent is changing: a segment
+/// deleted between the listing and the read (shipped, or dropped by the cap) is skipped, not
+/// an error that fails the whole status.
+#[test]
+fn peek_skips_a_segment_deleted_while_peeking() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("seg-00000000000000000007.log");
+    assert!(peek_segment(&missing, 0).unwrap().is_none());
+
+    let mut spool = Spool::open(dir.path(), small()).unwrap();
+    for n in 0..40 {
+        spool.append(&[item_sized(n, 200)]).unwrap();
+    }
+    drop(spool);
+    let listing = list_dir(dir.path()).unwrap();
+    assert!(
+        listing.segments.len() >= 2,
+        "{} segments",
+        listing.segments.len()
+    );
+    let (_, first) = &listing.segments[0];
+    let (items, len) = peek_segment(first, 0).unwrap().unwrap();
+    assert!(items > 0 && len > 0);
+    fs::remove_file(first).unwrap();
+    assert!(peek_segment(first, 0).unwrap().is_none());
+}
