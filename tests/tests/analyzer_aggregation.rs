@@ -5,18 +5,10 @@
 mod analyzer_support;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use analyzer_support::*;
 use fleetpulse_tests::harness::{shared, unique_database};
 use serde_json::Value;
-
-fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
-}
 
 fn rows_to_map(body: &Value) -> BTreeMap<Option<String>, Counts> {
     body["rows"]

@@ -7,36 +7,15 @@
 
 mod analyzer_support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use analyzer_support::*;
 use fleetpulse_tests::harness::rows::EnrollmentEventRow;
-use fleetpulse_tests::harness::{ClickHouseServer, Postgres, poll_until, shared, unique_database};
+use fleetpulse_tests::harness::{Postgres, poll_until, shared};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
-}
-
-async fn fresh_db(ch: &ClickHouseServer, prefix: &str) -> String {
-    let db = unique_database(prefix);
-    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
-    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
-        ch.execute(&stmt).await.unwrap();
-    }
-    db
-}
-
-/// The licence signal injected as the spike and the device-cap signal of the baseline noise.
-const LICENSE: (u32, &str) = (0x8018_0018, "The license of user is in bad state");
-const DEVICE_CAP: (u32, &str) = (0x8018_0014, "Device cap reached");
-const PLATFORMS4: &[&str] = &["windows", "ios", "android", "macos"];
 
 fn row(
     tenant: &str,

@@ -5,20 +5,12 @@
 mod analyzer_support;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use analyzer_support::*;
 use fleetpulse_tests::harness::rows::EnrollmentEventRow;
 use fleetpulse_tests::harness::shared;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_tenant_isolation_and_invalid_filters() {

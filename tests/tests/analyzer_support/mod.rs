@@ -382,6 +382,20 @@ pub fn state_row(tenant: &str, device: &str, at: u32) -> DeviceStateRow {
     }
 }
 
+/// Now, in Unix seconds (the time unit of the raw tables).
+pub fn now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// The licence signal the alert suites inject as a spike, and the device-cap signal of their
+/// baseline noise.
+pub const LICENSE: (u32, &str) = (0x8018_0018, "The license of user is in bad state");
+pub const DEVICE_CAP: (u32, &str) = (0x8018_0014, "Device cap reached");
+pub const PLATFORMS4: &[&str] = &["windows", "ios", "android", "macos"];
+
 /// A new database on `ch` holding the collector's raw tables.
 pub async fn fresh_db(ch: &ClickHouseServer, prefix: &str) -> String {
     let db = fleetpulse_tests::harness::unique_database(prefix);
