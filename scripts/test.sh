@@ -3,7 +3,8 @@
 # compiler, Chromium, Node.js), builds the web dashboard (npm ci, type check, Vite build; the
 # analyzer embeds it) and all binaries (the end-to-end tests spawn them), then formatting,
 # clippy and the whole test suite (unit + end-to-end against real ClickHouse/PostgreSQL started
-# by the harness, the dashboard in headless Chromium). Every step runs even when an earlier one fails; the exit status is non-zero when
+# by the harness, the dashboard in headless Chromium), and the offline validation of deploy/.
+# Every step runs even when an earlier one fails; the exit status is non-zero when
 # any failed.
 #
 # Environment:
@@ -32,6 +33,9 @@ step() {
 }
 
 step fmt cargo fmt --all -- --check
+# deploy/: every file parses, the Helm chart renders and matches the Kubernetes schemas,
+# hadolint, docker compose config (offline; flags vs --help: tests/tests/deploy_artifacts.rs).
+step deploy bash deploy/validate/run.sh
 # The dashboard first: `cargo build` embeds analyzer/web/dist/ when it exists.
 step web bash -c 'cd analyzer/web && npm ci --no-audit --no-fund && npm run build'
 if step build cargo build --workspace --bins; then
