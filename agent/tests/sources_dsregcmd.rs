@@ -245,7 +245,10 @@ fn quirk_unknown_keys_are_kept_in_attributes() {
     let text = section(
         "Device State",
         "  AzureAdJoined : NO\n  Brand New Field : 42",
-    ) + &section("Work Account 1", "  WorkplaceTenantName : Fabrikam");
+    ) + &section(
+        "Work Account 1",
+        "  WorkplaceTenantName : Fabrikam\n  WorkplaceBrandNew : 7",
+    );
     let parsed = dsregcmd::parse(&text, &ctx()).expect("parses");
     let state = parsed.states().next().expect("one snapshot");
     assert_eq!(
@@ -258,8 +261,13 @@ fn quirk_unknown_keys_are_kept_in_attributes() {
     assert_eq!(
         state
             .attributes
-            .get("work_account_1.workplace_tenant_name")
+            .get("work_account_1.workplace_brand_new")
             .map(String::as_str),
+        Some("7")
+    );
+    // A known Work Account key is typed, not left unknown.
+    assert_eq!(
+        state.attributes.get("tenant_name").map(String::as_str),
         Some("Fabrikam")
     );
 }
@@ -339,6 +347,129 @@ fn tpm_protected_and_tenant_details_fill_the_snapshot() {
         "https://enrollment.manage.microsoft.com/EnrollmentServer/Discovery.svc"
     );
     assert_eq!(state.device_name, "CONTOSO-LT-0042");
+}
+
+#[test]
+fn work_account_section_gives_the_tenant_device_and_mdm_url_of_a_registered_device() {
+    let text = section(
+        "Device State",
+        "             AzureAdJoined : NO\n              DomainJoined : NO",
+    ) + &section(
+        "User State",
+        "           WorkplaceJoined : YES\n          WorkAccountCount : 2",
+    ) + &section(
+        "Work Account 1",
+        "         WorkplaceDeviceId : a011becc-6f67-4413-831f-b8deeef8e2ff\n\
+             \x20             TpmProtected : YES\n\
+             \x20        WorkplaceTenantId : 028226e0-99ea-4fab-9d1b-daa440c9e286\n\
+             \x20      WorkplaceTenantName : Contoso\n\
+             \x20          WorkplaceMdmUrl : https://enrollment.manage.microsoft.com/enrollmentserver/discovery.svc",
+    ) + &section(
+        "Work Account 2",
+        "         WorkplaceTenantId : 11111111-2222-3333-4444-555555555555",
+    );
+    let parsed = dsregcmd::parse(&text, &ctx()).expect("parses");
+    let state = parsed.states().next().expect("snapshot");
+    assert_eq!(state.join_state, JoinState::WorkplaceRegistered as i32);
+    // The first work account is typed; the second stays an attribute.
+    assert_eq!(
+        state.entra_tenant_id,
+        "028226e0-99ea-4fab-9d1b-daa440c9e286"
+    );
+    assert_eq!(
+        state.mdm_url,
+        "https://enrollment.manage.microsoft.com/enrollmentserver/discovery.svc"
+    );
+    assert_eq!(
+        state.attributes.get("entra_device_id").map(String::as_str),
+        Some("a011becc-6f67-4413-831f-b8deeef8e2ff")
+    );
+    assert_eq!(
+        state.attributes.get("tenant_name").map(String::as_str),
+        Some("Contoso")
+    );
+    assert_eq!(
+        state
+            .attributes
+            .get("work_account_2.workplace_tenant_id")
+            .map(String::as_str),
+        Some("11111111-2222-3333-4444-555555555555")
+    );
+    assert!(state.tpm.as_ref().is_some_and(|t| t.present));
+}
+
+#[test]
+fn masked_or_shortened_ids_are_kept_as_printed_but_never_typed() {
+    let text = section(
+        "Device State",
+        "             AzureAdJoined : YES\n              DomainJoined : NO",
+    ) + &section(
+        "Device Details",
+        "                  DeviceId : 94300356f6eaf797",
+    ) + &section(
+        "Tenant Details",
+        "                  TenantId : xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+    );
+    let parsed = dsregcmd::parse(&text, &ctx()).expect("parses");
+    let state = parsed.states().next().expect("snapshot");
+    assert_eq!(state.entra_tenant_id, "");
+    assert_eq!(state.attributes.get("entra_device_id"), None);
+    assert_eq!(
+        state
+            .attributes
+            .get("entra_device_id_as_printed")
+            .map(String::as_str),
+        Some("94300356f6eaf797")
+    );
+    assert_eq!(
+        state
+            .attributes
+            .get("entra_tenant_id_as_printed")
+            .map(String::as_str),
+        Some("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")
+    );
+    assert!(dsregcmd::is_guid("C5FF949D-2696-4b68-9e13-055f19ed2d51"));
+    assert!(!dsregcmd::is_guid("c5ff949d-2696-4b68-9e13-055f19ed2d5"));
+}
+
+#[test]
+fn a_line_wrapped_by_a_narrow_console_continues_the_value_above() {
+    let long = "    Auto Detect PAC Status : Failed to auto detect the Proxy Auto-Configuration (PAC) script u";
+    let text = section("Device State", "             AzureAdJoined : NO")
+        + &section(
+            "URL Specific Proxy Config",
+            &format!(
+                "{long}\nsing WPAD. code: 0x80072f94\n\n    Executing Account Name : RCMLAB\\S$"
+            ),
+        );
+    let status = parse_status(&text).expect("parses");
+    let fields = &status.sections[1].fields;
+    assert_eq!(fields.len(), 2);
+    assert_eq!(
+        fields[0].value,
+        "Failed to auto detect the Proxy Auto-Configuration (PAC) script using WPAD. code: 0x80072f94"
+    );
+    assert_eq!(status.skipped.count, 0);
+    // A flush-left known field after a long line is a field, not a continuation.
+    let flush = format!(
+        "{}\nAzureAdPrt : NO\n",
+        "AzureAdPrtAuthority : https://login.microsoftonline.com/96fa76d0-0000-0000-0000-eb60cc220000/x"
+    );
+    let status = parse_status(&flush).expect("parses");
+    assert_eq!(status.sso_state.azure_ad_prt.as_deref(), Some("NO"));
+}
+
+#[test]
+fn device_auth_failure_carries_the_code_printed_in_its_value() {
+    let text = "DeviceAuthStatus : FAILED. Error: 0xd000023c\n";
+    let parsed = dsregcmd::parse(text, &ctx()).expect("parses");
+    let events: Vec<_> = parsed.events().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].stage, EnrollmentStage::Authentication as i32);
+    assert_eq!(
+        events[0].error.as_ref().map(|e| (e.has_code, e.code)),
+        Some((true, 0xd000_023c))
+    );
 }
 
 #[test]

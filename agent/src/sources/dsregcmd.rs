@@ -15,7 +15,11 @@
 //! is skipped and counted (`parse.skipped_lines`), never a reason to drop the output. Older
 //! layouts (Windows 10 1709/1803, Server 2016) print tenant and device fields under other
 //! sections; keys are matched in their own section first and in any section after, so ids
-//! and URLs land in their fields whatever the layout. `dsregcmd` is not localized: its
+//! and URLs land in their fields whatever the layout. A registered (not joined) device prints
+//! its tenant, device id and MDM URL as `Workplace*` fields of a "Work Account N" section;
+//! the first account fills the same snapshot fields. Ids are typed only when they are GUIDs
+//! (pasted outputs mask or shorten them); a value cut by a narrow console continues on the
+//! next, unindented line and is joined back. `dsregcmd` is not localized: its
 //! labels are English on every Windows language (localized Microsoft documentation shows
 //! the same English output). An input without a single known field is an error: it is
 //! another tool's output, not a device state.
@@ -78,6 +82,15 @@ macro_rules! typed_section {
                         self.$field = Some(value.to_owned());
                         true
                     })*
+                    _ => false,
+                }
+            }
+
+            /// Whether `normalized_key` is one of this section's keys and already has a value.
+            #[allow(dead_code)]
+            fn is_set(&self, normalized_key: &str) -> bool {
+                match normalized_key {
+                    $($key => self.$field.is_some(),)*
                     _ => false,
                 }
             }
@@ -227,6 +240,21 @@ typed_section!(
     }
 );
 
+typed_section!(
+    /// "Work Account N" (Windows 11 and current Windows 10 builds, user context): one section
+    /// per work or school account registered on the device (Entra registered / "Access work or
+    /// school"). Only the first account is typed; later ones stay in the unknown fields.
+    WorkAccount {
+        workplace_device_id => "workplacedeviceid",
+        workplace_thumbprint => "workplacethumbprint",
+        workplace_tenant_id => "workplacetenantid",
+        workplace_tenant_name => "workplacetenantname",
+        workplace_mdm_url => "workplacemdmurl",
+        workplace_settings_url => "workplacesettingsurl",
+        workplace_idp => "workplaceidp",
+    }
+);
+
 /// A field that no typed section knows, with the section it appeared in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownField {
@@ -246,6 +274,8 @@ pub struct DsregStatus {
     pub sso_state: SsoState,
     pub diagnostics: DiagnosticData,
     pub ngc_prerequisite_check: NgcPrerequisiteCheck,
+    /// The first "Work Account N" section (or Workplace* fields printed elsewhere).
+    pub work_account: WorkAccount,
     pub unknown: Vec<UnknownField>,
     /// Lines that are neither banners nor `Key : Value` fields.
     pub skipped: Skipped,
@@ -307,6 +337,26 @@ pub fn yes_no(value: Option<&String>) -> Option<bool> {
     }
 }
 
+/// Whether `value` is a GUID (`8-4-4-4-12` hex digits), the form of every Entra tenant and
+/// device id.
+pub fn is_guid(value: &str) -> bool {
+    let value = value.trim();
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The first `0x…` code in a value such as `FAILED. Error: 0xd000023c`.
+fn first_code_in(value: &str) -> Option<u32> {
+    value
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|token| token.starts_with("0x") || token.starts_with("0X"))
+        .find_map(parse_code)
+}
+
 /// Parses dsregcmd's time format, `2019-01-31 09:16:50.000 UTC`.
 pub fn parse_dsreg_time(value: &str) -> Option<OffsetDateTime> {
     let value = value.trim();
@@ -345,6 +395,10 @@ fn assign_typed(status: &mut DsregStatus, section: &str, key: &str, value: &str)
         other => other,
     };
     let own = match section {
+        // Only the first work account is typed (a later account's fields stay unknown).
+        s if s.starts_with("workaccount") => {
+            !status.work_account.is_set(key) && status.work_account.assign(key, value)
+        }
         "devicestate" => status.device_state.assign(key, value),
         "devicedetails" => status.device_details.assign(key, value),
         "tenantdetails" => status.tenant_details.assign(key, value),
@@ -361,6 +415,38 @@ fn assign_typed(status: &mut DsregStatus, section: &str, key: &str, value: &str)
         || status.diagnostics.assign(key, value)
         || status.sso_state.assign(key, value)
         || status.ngc_prerequisite_check.assign(key, value)
+        || (!section.starts_with("workaccount")
+            && !status.work_account.is_set(key)
+            && status.work_account.assign(key, value))
+}
+
+/// Whether `key` (normalised) is a key some typed section knows.
+fn is_known_key(key: &str) -> bool {
+    assign_typed(&mut DsregStatus::default(), "", key, "")
+}
+
+/// A console narrower than the line wraps it: the rest of the value continues at column 0 on
+/// the next line ("... (PAC) script u" / "sing WPAD. code: 0x80072f94"). Such a line follows a
+/// field line at least as long as the narrowest console (80 columns) without a blank line in
+/// between, starts without indentation and is not itself a known field.
+const NARROWEST_CONSOLE_COLUMNS: usize = 79;
+
+fn is_wrapped_continuation(previous_raw: Option<&str>, raw: &str) -> bool {
+    let Some(previous) = previous_raw else {
+        return false;
+    };
+    if previous.trim_end().chars().count() < NARROWEST_CONSOLE_COLUMNS
+        || raw.starts_with(char::is_whitespace)
+        || raw.trim().is_empty()
+        || raw.trim_start().starts_with('|')
+        || is_banner_rule(raw.trim())
+    {
+        return false;
+    }
+    match split_key_value(raw.trim()) {
+        Some((key, _)) => !is_known_key(&normalize(key)),
+        None => true,
+    }
 }
 
 /// Parses the text of `dsregcmd /status` into its sections and typed view.
@@ -373,9 +459,23 @@ fn assign_typed(status: &mut DsregStatus, section: &str, key: &str, value: &str)
 pub fn parse_status(text: &str) -> Result<DsregStatus, ParseError> {
     let mut status = DsregStatus::default();
     let mut last_line = 0;
+    // The raw text of the previous line when it was a `Key : Value` field.
+    let mut previous_field_raw: Option<&str> = None;
     for (number, raw) in numbered_lines(text) {
         last_line = number;
         let line = raw.trim();
+        if is_wrapped_continuation(previous_field_raw, raw) {
+            if let Some(field) = status
+                .sections
+                .last_mut()
+                .and_then(|section| section.fields.last_mut())
+            {
+                field.value.push_str(line);
+            }
+            previous_field_raw = None;
+            continue;
+        }
+        previous_field_raw = None;
         if line.is_empty() || is_banner_rule(line) {
             continue;
         }
@@ -405,6 +505,7 @@ pub fn parse_status(text: &str) -> Result<DsregStatus, ParseError> {
                 value: value.to_owned(),
                 line: number,
             });
+            previous_field_raw = Some(raw);
         }
     }
     let sections = status.sections.clone();
@@ -639,7 +740,8 @@ pub fn to_items(status: &DsregStatus, ctx: &SourceContext) -> Parsed {
             ],
         );
         let mut event = base_event(EnrollmentStage::Authentication, ctx.now, id);
-        event.error = Some(reported_error(None, "", auth));
+        // Current builds print the failure code in the value ("FAILED. Error: 0xd000023c").
+        event.error = Some(reported_error(first_code_in(auth), "", auth));
         let mut attributes = Attributes::new();
         attributes.add_opt(
             "entra_device_id",
@@ -708,9 +810,28 @@ fn device_state(
         ..Default::default()
     });
 
+    let work = &status.work_account;
+    // Ids as printed are only typed when they are ids: documentation and pastes mask them
+    // ("xxxxxxxx-xxxx-…") or shorten them, and a masked id must not become a tenant id.
+    let device_id = details
+        .device_id
+        .as_deref()
+        .or(work.workplace_device_id.as_deref());
+    let tenant_id = tenant
+        .tenant_id
+        .as_deref()
+        .or(work.workplace_tenant_id.as_deref());
+
     let mut attributes = Attributes::new();
     status.skipped.annotate(&mut attributes);
-    attributes.add_opt("entra_device_id", details.device_id.as_deref());
+    match device_id {
+        Some(id) if is_guid(id) => attributes.add("entra_device_id", id.trim()),
+        Some(id) => attributes.add("entra_device_id_as_printed", id),
+        None => {}
+    }
+    if let Some(id) = tenant_id.filter(|id| !is_guid(id)) {
+        attributes.add("entra_tenant_id_as_printed", id);
+    }
     attributes.add_opt("domain_name", status.device_state.domain_name.as_deref());
     attributes.add_opt("tpm_protected", details.tpm_protected.as_deref());
     attributes.add_opt("key_provider", details.key_provider.as_deref());
@@ -719,7 +840,13 @@ fn device_state(
         "device_certificate_validity",
         details.device_certificate_validity.as_deref(),
     );
-    attributes.add_opt("tenant_name", tenant.tenant_name.as_deref());
+    attributes.add_opt(
+        "tenant_name",
+        tenant
+            .tenant_name
+            .as_deref()
+            .or(work.workplace_tenant_name.as_deref()),
+    );
     attributes.add_opt("mdm_tou_url", tenant.mdm_tou_url.as_deref());
     attributes.add_opt("mdm_compliance_url", tenant.mdm_compliance_url.as_deref());
     attributes.add_opt(
@@ -727,6 +854,11 @@ fn device_state(
         status.user_state.workplace_joined.as_deref(),
     );
     attributes.add_opt("ngc_set", status.user_state.ngc_set.as_deref());
+    attributes.add_opt("workplace_mdm_url", work.workplace_mdm_url.as_deref());
+    attributes.add_opt(
+        "workplace_settings_url",
+        work.workplace_settings_url.as_deref(),
+    );
     attributes.add_opt("azure_ad_prt", status.sso_state.azure_ad_prt.as_deref());
     attributes.add_opt(
         "azure_ad_prt_update_time",
@@ -766,8 +898,16 @@ fn device_state(
         // dsregcmd cannot tell whether the device is MDM-managed (MDM URLs present do not
         // prove it, per Microsoft); the registry source reports enrollment.
         mdm_enrolled: false,
-        mdm_url: tenant.mdm_url.clone().unwrap_or_default(),
-        entra_tenant_id: tenant.tenant_id.clone().unwrap_or_default(),
+        mdm_url: tenant
+            .mdm_url
+            .as_deref()
+            .or(work.workplace_mdm_url.as_deref())
+            .unwrap_or_default()
+            .to_owned(),
+        entra_tenant_id: tenant_id
+            .filter(|id| is_guid(id))
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_default(),
         tpm,
         primary_user_upn: truncate_bytes(
             status
