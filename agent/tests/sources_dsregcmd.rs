@@ -473,6 +473,33 @@ fn device_auth_failure_carries_the_code_printed_in_its_value() {
 }
 
 #[test]
+fn entra_and_domain_joined_is_hybrid_even_when_enterprise_joined() {
+    let state_of = |azure: &str, enterprise: &str, domain: &str| {
+        let text = section(
+            "Device State",
+            &format!(
+                "             AzureAdJoined : {azure}\n          EnterpriseJoined : {enterprise}\n              DomainJoined : {domain}"
+            ),
+        );
+        dsregcmd::parse(&text, &ctx())
+            .expect("parses")
+            .states()
+            .next()
+            .expect("snapshot")
+            .join_state
+    };
+    assert_eq!(
+        state_of("YES", "YES", "YES"),
+        JoinState::HybridJoined as i32
+    );
+    assert_eq!(
+        state_of("NO", "YES", "YES"),
+        JoinState::EnterpriseJoined as i32
+    );
+    assert_eq!(state_of("YES", "NO", "YES"), JoinState::HybridJoined as i32);
+}
+
+#[test]
 fn event_ids_are_stable_across_reads() {
     let a = dsregcmd::parse(&fixture("dsregcmd_discovery_failure.txt"), &ctx()).expect("parses");
     let mut later = ctx();

@@ -116,3 +116,35 @@ fn unknown_lines_are_skipped_and_foreign_input_is_rejected() {
     );
     assert_eq!(cut.skipped.count, 1);
 }
+
+#[test]
+fn dep_fetch_errors_keep_message_and_code_whatever_the_separator() {
+    let mut macos = ctx();
+    macos.platform = Platform::Macos;
+    for (text, error, code) in [
+        (
+            "Error fetching Device Enrollment configuration: (34000) Client is not DEP enabled.\n",
+            "(34000) Client is not DEP enabled.",
+            Some("34000"),
+        ),
+        (
+            "Error fetching Device Enrollment configuration - Request too soon.  Try again later.\n",
+            "Request too soon.  Try again later.",
+            None,
+        ),
+    ] {
+        let status = parse_status(text).expect("a fetch error is a reading, not a refusal");
+        assert_eq!(status.dep_error.as_deref(), Some(error));
+        let parsed = macos_profiles::parse(text, &macos).expect("parses");
+        let state = parsed.states().next().expect("snapshot");
+        assert_eq!(
+            state.attributes.get("dep_error_code").map(String::as_str),
+            code
+        );
+        assert_eq!(
+            state.enrollment_method,
+            EnrollmentMethod::Unspecified as i32
+        );
+        assert_eq!(parsed.events().count(), 0);
+    }
+}

@@ -535,6 +535,9 @@ pub fn parse_status(text: &str) -> Result<DsregStatus, ParseError> {
 
 impl DsregStatus {
     /// The join state from the Device State flags (and WorkplaceJoined from User State).
+    /// Entra joined and domain joined is a hybrid join even when EnterpriseJoined is also YES:
+    /// Microsoft's state table calls a device "on-premises DRS joined" only when it is
+    /// EnterpriseJoined without AzureAdJoined.
     pub fn join_state(&self) -> JoinState {
         let azure = yes_no(self.device_state.azure_ad_joined.as_ref());
         let domain = yes_no(self.device_state.domain_joined.as_ref());
@@ -542,8 +545,8 @@ impl DsregStatus {
         let workplace = yes_no(self.user_state.workplace_joined.as_ref());
         match (azure, domain, enterprise) {
             (None, None, None) => JoinState::Unspecified,
-            (_, _, Some(true)) => JoinState::EnterpriseJoined,
             (Some(true), Some(true), _) => JoinState::HybridJoined,
+            (_, _, Some(true)) => JoinState::EnterpriseJoined,
             (Some(true), _, _) => JoinState::EntraJoined,
             (_, Some(true), _) => JoinState::DomainJoined,
             _ if workplace == Some(true) => JoinState::WorkplaceRegistered,

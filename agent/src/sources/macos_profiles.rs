@@ -91,12 +91,13 @@ pub fn parse_status(text: &str) -> Result<ProfilesStatus, ParseError> {
         if trimmed.is_empty() {
             continue;
         }
-        if trimmed.starts_with("Error fetching Device Enrollment configuration") {
+        const FETCH_ERROR: &str = "Error fetching Device Enrollment configuration";
+        if let Some(rest) = trimmed.strip_prefix(FETCH_ERROR) {
+            // "…configuration: Client is not DEP enabled.", "…configuration: (34000) Client
+            // is not DEP enabled." (current macOS) and "…configuration - Request too soon.
+            // Try again later." (a throttled fetch).
             result.dep_error = Some(
-                trimmed
-                    .split_once(':')
-                    .map_or("", |(_, r)| r)
-                    .trim()
+                rest.trim_start_matches(|c: char| c == ':' || c == '-' || c.is_whitespace())
                     .to_owned(),
             );
             continue;
@@ -227,6 +228,18 @@ pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
         );
     }
     attributes.add_opt("dep_error", status.dep_error.as_deref());
+    // Current macOS prefixes the message with its error code: "(34000) Client is not DEP
+    // enabled.", "(34006) …" when Apple's service cannot be reached.
+    if let Some(code) = status
+        .dep_error
+        .as_deref()
+        .and_then(|e| e.strip_prefix('('))
+        .and_then(|e| e.split_once(')'))
+        .map(|(code, _)| code)
+        .filter(|code| !code.is_empty() && code.chars().all(|c| c.is_ascii_digit()))
+    {
+        attributes.add("dep_error_code", code);
+    }
     for key in [
         "OrganizationName",
         "ConfigurationURL",
