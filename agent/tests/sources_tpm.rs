@@ -146,3 +146,20 @@ fn unknown_language_labels_are_read_by_position_and_readiness_stays_unknown() {
     // A first value that is no boolean establishes nothing: refused, not guessed.
     assert!(parse_report("-Etwas: vielleicht\n-TPM-Version: 2.0\n").is_err());
 }
+
+#[test]
+fn get_tpm_output_collapsed_onto_one_line_is_unfolded() {
+    let collapsed = "Enable-TpmAutoProvisioning TpmReady : False TpmPresent : True ManagedAuthLevel : Full OwnerAuth : OwnerClearDisabled : True LockedOut : False";
+    let report = parse_report(collapsed).expect("parses");
+    assert_eq!(report.format, TpmFormat::GetTpm);
+    assert_eq!(report.value("TpmPresent"), Some("True"));
+    assert_eq!(report.value("TpmReady"), Some("False"));
+    assert_eq!(report.value("OwnerAuth"), Some(""));
+    assert_eq!(report.value("LockedOut"), Some("False"));
+    assert_eq!(report.skipped.count, 1);
+    // One property per line (the usual output) is left as it is.
+    let usual = "TpmPresent                : True\nManufacturerIdTxt         : INTC\n";
+    let report = parse_report(usual).expect("parses");
+    assert_eq!(report.value("ManufacturerIdTxt"), Some("INTC"));
+    assert_eq!(report.skipped.count, 0);
+}

@@ -257,6 +257,69 @@ fn get_tpm_field(line: &str) -> Option<(&str, &str)> {
     is_property.then_some((key, value.trim()))
 }
 
+/// The TpmObject properties Get-Tpm (and the other TrustedPlatformModule cmdlets) print.
+const GET_TPM_PROPERTIES: &[&str] = &[
+    "TpmPresent",
+    "TpmReady",
+    "TpmEnabled",
+    "TpmActivated",
+    "TpmOwned",
+    "RestartPending",
+    "ManufacturerIdTxt",
+    "ManufacturerId",
+    "ManufacturerVersionFull20",
+    "ManufacturerVersion",
+    "ManagedAuthLevel",
+    "OwnerAuth",
+    "OwnerClearDisabled",
+    "AutoProvisioning",
+    "LockedOut",
+    "LockoutHealTime",
+    "LockoutCount",
+    "LockoutMax",
+    "SelfTest",
+];
+
+/// Puts back the line breaks of a Get-Tpm output collapsed onto one line (an issue title, a
+/// chat message or a ticket field keeps the words and drops the newlines: "TpmReady : False
+/// TpmPresent : True ManagedAuthLevel : Full …"). A line is split before every known property
+/// name that starts a word and is followed by a colon, but only when it holds two or more of
+/// them, so a normal output is returned unchanged.
+fn unfold_collapsed_get_tpm(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for (index, line) in text.split('\n').enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        let starts: Vec<usize> = line
+            .char_indices()
+            .filter(|&(i, _)| i == 0 || line[..i].ends_with(char::is_whitespace))
+            .map(|(i, _)| i)
+            .filter(|&i| {
+                GET_TPM_PROPERTIES.iter().any(|name| {
+                    line[i..]
+                        .strip_prefix(name)
+                        .is_some_and(|rest| rest.trim_start_matches(' ').starts_with(':'))
+                })
+            })
+            .collect();
+        if starts.len() < 2 {
+            out.push_str(line);
+            continue;
+        }
+        let mut from = 0;
+        for &start in &starts {
+            if start > from {
+                out.push_str(line[from..start].trim_end());
+                out.push('\n');
+            }
+            from = start;
+        }
+        out.push_str(&line[from..]);
+    }
+    out
+}
+
 /// Parses either tool's output.
 ///
 /// The format is decided by the first line shaped like a field of either tool (`-Key: Value`
@@ -265,6 +328,8 @@ fn get_tpm_field(line: &str) -> Option<(&str, &str)> {
 /// [`TpmReport::skipped`]. The only errors are an input with no field at all and one
 /// without the presence field (a truncated or foreign file).
 pub fn parse_report(text: &str) -> Result<TpmReport, ParseError> {
+    let unfolded = unfold_collapsed_get_tpm(text);
+    let text = unfolded.as_str();
     let mut skipped = Skipped::default();
     let mut format = None;
     for (number, line) in numbered_lines(text) {
