@@ -95,6 +95,12 @@ pub struct Config {
     /// Time for an HTTP request's headers to arrive, in seconds; also how long an idle
     /// keep-alive connection waits for its next request. Default 10.
     pub http_header_timeout_secs: u64,
+    /// Longest time a revoked agent credential may still be accepted, in milliseconds: verified
+    /// credentials are kept in memory while a poll of the revocation counter (every quarter of
+    /// this) is younger than this. 0 checks the database on every request. Default 2000.
+    pub credential_cache_max_delay_ms: u64,
+    /// Agent credentials kept in memory at most. Default 200000.
+    pub credential_cache_max_entries: usize,
 }
 
 impl Default for Config {
@@ -129,6 +135,8 @@ impl Default for Config {
             grpc_keepalive_timeout_secs: 10,
             http_max_connections: 64,
             http_header_timeout_secs: 10,
+            credential_cache_max_delay_ms: 2000,
+            credential_cache_max_entries: 200_000,
         }
     }
 }
@@ -324,6 +332,10 @@ impl Config {
             return invalid("tls_client_ca requires tls_cert and tls_key (mTLS needs TLS)".into());
         }
         Ok(())
+    }
+
+    pub fn credential_cache_max_delay(&self) -> Duration {
+        Duration::from_millis(self.credential_cache_max_delay_ms)
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -597,6 +609,25 @@ pub struct ConfigArgs {
         value_name = "SECS"
     )]
     pub http_header_timeout_secs: Option<u64>,
+
+    /// Longest time, in milliseconds, a revoked agent credential may still be accepted by this
+    /// collector: verified credentials are kept in memory while the revocation counter in the
+    /// control database (polled every quarter of this) is fresh. 0 reads the database on every
+    /// request. [default: 2000]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CREDENTIAL_CACHE_MAX_DELAY_MS",
+        value_name = "MS"
+    )]
+    pub credential_cache_max_delay_ms: Option<u64>,
+
+    /// Agent credentials kept in memory at most (about 250 bytes each). [default: 200000]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CREDENTIAL_CACHE_MAX_ENTRIES",
+        value_name = "N"
+    )]
+    pub credential_cache_max_entries: Option<usize>,
 }
 
 impl ConfigArgs {
@@ -646,6 +677,14 @@ impl ConfigArgs {
             &self.grpc_max_concurrent_streams,
         );
         set(&mut c.grpc_body_timeout_secs, &self.grpc_body_timeout_secs);
+        set(
+            &mut c.credential_cache_max_delay_ms,
+            &self.credential_cache_max_delay_ms,
+        );
+        set(
+            &mut c.credential_cache_max_entries,
+            &self.credential_cache_max_entries,
+        );
         set(
             &mut c.grpc_request_timeout_secs,
             &self.grpc_request_timeout_secs,
@@ -742,6 +781,8 @@ mod tests {
         assert_eq!(c.grpc_keepalive_timeout_secs, 10);
         assert_eq!(c.http_max_connections, 64);
         assert_eq!(c.http_header_timeout_secs, 10);
+        assert_eq!(c.credential_cache_max_delay_ms, 2000);
+        assert_eq!(c.credential_cache_max_entries, 200_000);
         c.check().unwrap();
     }
 

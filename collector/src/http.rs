@@ -22,6 +22,8 @@ pub struct HttpState {
     pub store: Store,
     pub control: Arc<ControlDb>,
     pub metrics: Arc<Metrics>,
+    /// The gRPC listener's connection cap, read for `grpc_connections_open` when scraped.
+    pub grpc_connections: fleetpulse_net::ConnectionCap,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -66,6 +68,8 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let open = i64::try_from(state.grpc_connections.open()).unwrap_or(i64::MAX);
+    state.metrics.grpc_connections_open.set(open);
     (
         [(
             header::CONTENT_TYPE,

@@ -27,6 +27,11 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
 /// Every metric, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +52,10 @@ pub struct Metrics {
     pub registrations: Counter,
     /// Copies of already stored (or concurrently stored) events dropped before insert.
     pub events_deduplicated: Counter,
+    /// Accepted agent credentials, by where they were checked (`cache` or `database`).
+    pub credential_checks: Family<SourceLabel, Counter>,
+    /// Open gRPC connections (set from the listener's cap when scraped).
+    pub grpc_connections_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,8 +82,20 @@ impl Metrics {
             auth_failures: Family::default(),
             registrations: Counter::default(),
             events_deduplicated: Counter::default(),
+            credential_checks: Family::default(),
+            grpc_connections_open: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "grpc_connections_open",
+            "Open gRPC (agent) connections",
+            m.grpc_connections_open.clone(),
+        );
+        registry.register(
+            "credential_checks",
+            "Accepted agent credentials, by where they were checked (cache or database)",
+            m.credential_checks.clone(),
+        );
         registry.register(
             "events_deduplicated",
             "Copies of events already stored (same tenant and event id) dropped before insert",

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, ConfigError},
-    control::{ControlDb, ControlError},
+    control::{ControlDb, ControlError, credential_cache::CredentialCache},
     grpc::{self, GrpcError, IngestSvc, Shared},
     http,
     metrics::Metrics,
@@ -175,6 +175,10 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         max_future_skew_secs: i64::from(config.max_future_skew_secs),
         retention_days: config.retention_days,
     };
+    let credentials = Arc::new(CredentialCache::new(
+        config.credential_cache_max_delay(),
+        config.credential_cache_max_entries,
+    ));
     let shared = Arc::new(Shared::new(
         control.clone(),
         store.clone(),
@@ -183,10 +187,15 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         rules,
         config.batch_lease(),
         collector_id.clone(),
+        credentials.clone(),
     ));
     let svc = IngestSvc::new(shared.clone());
 
     let background = vec![
+        {
+            let (control, cancel) = (control.clone(), cancel.clone());
+            tokio::spawn(async move { credentials.poll_forever(&control, cancel).await })
+        },
         tokio::spawn(writer::probe_while_down(
             store.clone(),
             health.clone(),
@@ -203,8 +212,23 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         )),
     ];
 
+    // Every connection is a file descriptor: make room for the caps (soft limits of 1024 are
+    // common; the hard limit is usually far higher).
+    let want_fds = (config.grpc_max_connections + config.http_max_connections + 256) as u64;
+    match fleetpulse_net::raise_fd_limit(want_fds) {
+        Ok(fds) if fds < want_fds => tracing::warn!(
+            open_files = fds,
+            grpc_max_connections = config.grpc_max_connections,
+            "the open-file limit is below the connection caps; raise the hard limit \
+             (LimitNOFILE= in systemd, ulimit -Hn)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "raising the open-file limit failed"),
+    }
+    let grpc_connections = fleetpulse_net::ConnectionCap::new("gRPC", config.grpc_max_connections);
     let grpc_task = {
         let config = config.clone();
+        let connections = grpc_connections.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
             grpc::serve(
@@ -213,6 +237,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
                 shared,
                 &config,
                 health,
+                connections,
                 cancel.cancelled_owned(),
             )
             .await
@@ -223,6 +248,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
             store,
             control: control.clone(),
             metrics,
+            grpc_connections,
         });
         let cancel = cancel.clone();
         let limits = fleetpulse_net::HttpLimits {

@@ -187,6 +187,10 @@ fn env(ch: PrivateClickHouse, db: &str) -> Env {
         flush_interval_ms: 20,
         clickhouse_timeout_secs: 3,
         batch_lease_secs: 11,
+        // No credential cache: every request reads the database, so a revocation applies to
+        // the very next push (the cached path and its bound are tested end to end in
+        // tests/tests/collector_auth.rs and collector_postgres.rs).
+        credential_cache_max_delay_ms: 0,
         ..Config::default()
     };
     Env {
@@ -443,7 +447,7 @@ async fn register_push_resend_and_recover() {
         (5000, 90 * 86_400)
     );
 
-    // Revocation applies to the very next push.
+    // Revocation applies to the very next push (the credential cache is off here).
     control.revoke_agent(&agent).await.unwrap();
     let err = c
         .push(authed(

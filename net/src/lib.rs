@@ -286,6 +286,30 @@ pub async fn serve_http(
     Ok(())
 }
 
+/// Raises this process's soft limit on open files to at least `want` (at most the hard limit;
+/// raising the soft limit needs no privilege), so a server can hold as many connections as its
+/// caps allow; child processes inherit it. Many systems start processes with a soft limit of
+/// 1024 and a much higher hard limit. Returns the soft limit now in force.
+pub fn raise_fd_limit(want: u64) -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= want {
+        return Ok(limit.rlim_cur);
+    }
+    limit.rlim_cur = want.min(limit.rlim_max);
+    // SAFETY: setrlimit only reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

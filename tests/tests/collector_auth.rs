@@ -146,18 +146,44 @@ async fn revoked_enrollment_token_stops_registration_at_once() -> anyhow::Result
     Ok(())
 }
 
+/// The revocation delay the tests run the collector with (the default is 2000 ms).
+const REVOCATION_BOUND: Duration = Duration::from_millis(500);
+
 #[tokio::test]
-async fn revoked_agent_credential_stops_pushes_at_once() -> anyhow::Result<()> {
-    let fx = Fixture::start("auth_revoked_agent").await?;
+async fn revoked_agent_credential_stops_pushes_within_the_bound() -> anyhow::Result<()> {
+    let fx = Fixture::start_with("auth_revoked_agent", |b| {
+        b.arg(format!(
+            "--credential-cache-max-delay-ms={}",
+            REVOCATION_BOUND.as_millis()
+        ))
+    })
+    .await?;
     let agent = fx.enroll("contoso", "dev-revoked").await?;
     let mut client = fx.collector.client().await?;
     let mut synth = Synth::new(3);
     let first = synth.event_items(&agent.agent_id, &[], 4, recent(), Duration::from_secs(1));
     assert_eq!(agent.push(&mut client, 1, first).await?.accepted, 4);
+    // Served from the credential cache from now on.
+    agent.get_limits(&mut client).await?;
+    let metrics = fx.collector.http_get("/metrics").await?.body;
+    assert!(
+        metrics.contains("fleetpulse_collector_credential_checks_total{source=\"cache\"}"),
+        "{metrics}"
+    );
 
     fx.collector
         .cli(["agent", "revoke", &agent.agent_id])
         .await?;
+    let revoked_at = std::time::Instant::now();
+    let status = agent
+        .await_refusal(
+            &mut client,
+            revoked_at,
+            REVOCATION_BOUND,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(status.code(), Code::Unauthenticated);
     let second = synth.event_items(&agent.agent_id, &[], 4, recent(), Duration::from_secs(1));
     let status = agent
         .push(&mut client, 2, second)

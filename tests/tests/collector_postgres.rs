@@ -8,11 +8,21 @@ use fleetpulse_tests::harness::synthetic::Synth;
 use fleetpulse_tests::harness::{self, Collector, Fixture, Postgres};
 use tonic::Code;
 
+/// The revocation delay both collectors run with (the default is 2000 ms).
+const REVOCATION_BOUND: Duration = Duration::from_millis(500);
+
+fn bound_arg() -> String {
+    format!(
+        "--credential-cache-max-delay-ms={}",
+        REVOCATION_BOUND.as_millis()
+    )
+}
+
 #[tokio::test]
 async fn postgres_control_plane_authenticates_and_deduplicates() -> anyhow::Result<()> {
     let pg = Postgres::start()?;
     let url = pg.create_database("collector")?;
-    let fx = Fixture::start_with("pg", |b| b.database_url(url.clone())).await?;
+    let fx = Fixture::start_with("pg", |b| b.database_url(url.clone()).arg(bound_arg())).await?;
     assert_eq!(fx.collector.database_url(), url);
 
     // Auth: unknown token refused, real one accepted, tenant from the token.
@@ -50,6 +60,7 @@ async fn postgres_control_plane_authenticates_and_deduplicates() -> anyhow::Resu
     // A second collector on the same PostgreSQL (and ClickHouse database) knows the batch.
     let second = Collector::builder(fx.ch.url(), &fx.db)
         .database_url(url.clone())
+        .arg(bound_arg())
         .start()
         .await?;
     let mut client2 = second.client().await?;
@@ -59,10 +70,20 @@ async fn postgres_control_plane_authenticates_and_deduplicates() -> anyhow::Resu
     assert!(!agent.push(&mut client2, 2, batch2).await?.duplicate);
     assert_eq!(fx.count("enrollment_events").await?, 40);
 
-    // Revocation through the CLI against PostgreSQL takes effect on both collectors at once.
+    // Revocation through the CLI against PostgreSQL takes effect on both collectors within
+    // the credential cache's bound (both have the agent cached: it pushed through both).
+    agent.get_limits(&mut client).await?;
+    agent.get_limits(&mut client2).await?;
     fx.collector
         .cli(["agent", "revoke", &agent.agent_id])
         .await?;
+    let revoked_at = std::time::Instant::now();
+    for c in [&mut client, &mut client2] {
+        let status = agent
+            .await_refusal(c, revoked_at, REVOCATION_BOUND, Duration::from_secs(10))
+            .await;
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
     for c in [&mut client, &mut client2] {
         let batch3 = synth.event_items(&agent.agent_id, &[], 1, at, Duration::from_millis(5));
         let status = agent.push(c, 3, batch3).await.expect_err("revoked");

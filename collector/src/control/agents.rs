@@ -172,22 +172,38 @@ impl ControlDb {
             .map_err(ControlError::from)
     }
 
-    /// Revokes an agent's credential: its next request is refused.
+    /// Revokes an agent's credential. Collectors refuse it within their credential cache's
+    /// revocation delay (`credential_cache_max_delay_ms`, 2 s by default): the revocation
+    /// moves the `credentials` counter in the same transaction, and every collector polls it
+    /// (see `credential_cache`).
     pub async fn revoke_agent(&self, agent_id: &str) -> Result<(), ControlError> {
+        let mut tx = self.pool().begin().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM agents WHERE id = $1")
             .bind(agent_id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
             return Err(ControlError::NotFound(format!(
                 "no agent with id {agent_id:?}"
             )));
         }
-        sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(agent_id)
-            .execute(self.pool())
+        let revoked =
+            sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if revoked > 0 {
+            sqlx::query(
+                "INSERT INTO control_generations (name, value) VALUES ($1, 1)
+                 ON CONFLICT (name) DO UPDATE SET value = control_generations.value + 1",
+            )
+            .bind(super::credential_cache::CREDENTIALS_GENERATION)
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -43,7 +43,8 @@
 //! batch that old can only carry items older than the retention, which validation rejects, so
 //! a late resend stores nothing.
 //!
-//! Cost: one INSERT (claim) and one UPDATE (finish) per Push on the hot path.
+//! Cost: one INSERT (claim) and one UPDATE (finish) per Push on the hot path, each sharing a
+//! transaction with the other pushes' of the moment (group commit, `ledger_group`).
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -165,7 +166,7 @@ pub enum Claim {
     DigestMismatch,
 }
 
-fn new_owner() -> String {
+pub(crate) fn new_owner() -> String {
     crate::control::secrets::new_token_id()
 }
 

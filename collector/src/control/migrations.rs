@@ -16,11 +16,12 @@ struct Migration {
     statements: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tokens_agents_ledger",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS enrollment_tokens (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tokens_agents_ledger",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS enrollment_tokens (
             id VARCHAR(32) PRIMARY KEY,
             tenant VARCHAR(64) NOT NULL,
             secret_hash VARCHAR(64) NOT NULL,
@@ -28,7 +29,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             revoked_at BIGINT
         )",
-        "CREATE TABLE IF NOT EXISTS agents (
+            "CREATE TABLE IF NOT EXISTS agents (
             id VARCHAR(36) PRIMARY KEY,
             tenant VARCHAR(64) NOT NULL,
             device_id VARCHAR(128) NOT NULL,
@@ -41,8 +42,8 @@ const MIGRATIONS: &[Migration] = &[Migration {
             revoked_at BIGINT,
             last_seen_at BIGINT
         )",
-        "CREATE INDEX IF NOT EXISTS agents_tenant ON agents (tenant)",
-        "CREATE TABLE IF NOT EXISTS ingest_batches (
+            "CREATE INDEX IF NOT EXISTS agents_tenant ON agents (tenant)",
+            "CREATE TABLE IF NOT EXISTS ingest_batches (
             agent_id VARCHAR(36) NOT NULL,
             batch_seq BIGINT NOT NULL,
             tenant VARCHAR(64) NOT NULL,
@@ -57,9 +58,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (agent_id, batch_seq)
         )",
-        "CREATE INDEX IF NOT EXISTS ingest_batches_created ON ingest_batches (created_at)",
-    ],
-}];
+            "CREATE INDEX IF NOT EXISTS ingest_batches_created ON ingest_batches (created_at)",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "credential_generation",
+        // Counters that collectors poll to learn that something they cache changed; row
+        // `credentials` moves with every agent revocation (see `credential_cache`).
+        statements: &["CREATE TABLE IF NOT EXISTS control_generations (
+            name VARCHAR(64) PRIMARY KEY,
+            value BIGINT NOT NULL
+        )"],
+    },
+];
 
 const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS control_schema_migrations (
     version BIGINT PRIMARY KEY,
@@ -135,7 +147,7 @@ mod tests {
                 .fetch_all(db.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1]);
+        assert_eq!(versions, vec![1, 2]);
     }
 
     #[tokio::test]
@@ -149,14 +161,14 @@ mod tests {
         applied.sort();
         assert_eq!(
             applied,
-            [vec![], vec![1]],
-            "exactly one run applies version 1"
+            [vec![], vec![1, 2]],
+            "exactly one run applies the migrations"
         );
         assert_eq!(run(&db).await.unwrap(), Vec::<i64>::new());
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM control_schema_migrations")
             .fetch_one(db.pool())
             .await
             .unwrap();
-        assert_eq!(count, 1);
+        assert_eq!(count, 2);
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! All SQL is written once in the dialect both accept: `$1` placeholders (SQLite reads them as
 //! numbered parameters), `BIGINT` millisecond timestamps instead of date types,
-//! `INSERT .. ON CONFLICT (..) DO NOTHING`. Nothing is cached: every credential check reads the
-//! database, so a revocation takes effect with the next request.
+//! `INSERT .. ON CONFLICT (..) DO NOTHING`. Verified agent credentials are cached in memory
+//! with a bounded revocation delay (`credential_cache`); everything else reads the database.
 
 pub mod agents;
+pub mod credential_cache;
 pub mod ledger;
+pub mod ledger_group;
 pub mod migrations;
 pub mod secrets;
 pub mod tokens;
@@ -32,6 +34,9 @@ pub enum ControlError {
     },
     #[error("control database: {0}")]
     Query(#[from] sqlx::Error),
+    /// A group-commit transaction failed; every operation of the group shares the error.
+    #[error("control database: {0}")]
+    Grouped(std::sync::Arc<sqlx::Error>),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]

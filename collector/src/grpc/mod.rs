@@ -73,6 +73,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     config: &Config,
     health: Arc<StoreHealth>,
+    connections: ConnectionCap,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -134,13 +135,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
-        .serve_with_incoming_shutdown(
-            capped_incoming(
-                listener,
-                ConnectionCap::new("gRPC", config.grpc_max_connections),
-            ),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(capped_incoming(listener, connections), shutdown)
         .await
         .map_err(GrpcError::Serve);
     follow.abort();

@@ -1,6 +1,6 @@
 //! `fleetpulse.v1.IngestService`: Register, Push and GetLimits.
 //!
-//! Push is the hot path: authenticate (one SELECT), check limits, validate every item, digest,
+//! Push is the hot path: authenticate (from the credential cache, else one SELECT), check limits, validate every item, digest,
 //! reserve writer room, claim the batch in the ledger (one INSERT), encode rows, write them
 //! through the shared writer and wait for ClickHouse, mark the batch stored (one UPDATE),
 //! answer. See `control::ledger` for why this stores every accepted item exactly once.
@@ -30,7 +30,9 @@ use crate::{
     control::{
         ControlDb, ControlError,
         agents::{AgentIdentity, NewAgent},
+        credential_cache::{CredentialCache, Lookup},
         ledger::{BatchKey, Claim, StoredReject, StoredRejects, format_ranges},
+        ledger_group::LedgerGroup,
         now_ms,
         tokens::{AuthError, AuthFailure},
     },
@@ -60,11 +62,17 @@ pub struct Shared {
     pub lease: Duration,
     /// Random per process, in every log line of a push, to tell collectors apart.
     pub collector_id: String,
+    /// Verified agent credentials, with a bounded revocation delay.
+    pub credentials: Arc<CredentialCache>,
+    /// Ledger claims and finishes, committed in groups.
+    pub ledger: LedgerGroup,
     last_seen: Mutex<HashMap<Arc<str>, Instant>>,
     refusals: RefusalLog,
 }
 
 impl Shared {
+    // The request context is wired once at start; a parameter struct would only rename these.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         control: Arc<ControlDb>,
         store: Store,
@@ -73,8 +81,11 @@ impl Shared {
         rules: Rules,
         lease: Duration,
         collector_id: String,
+        credentials: Arc<CredentialCache>,
     ) -> Self {
+        let ledger = LedgerGroup::spawn(control.clone());
         Self {
+            ledger,
             control,
             store,
             writer,
@@ -82,6 +93,7 @@ impl Shared {
             rules,
             lease,
             collector_id,
+            credentials,
             last_seen: Mutex::new(HashMap::new()),
             refusals: RefusalLog::default(),
         }
@@ -124,8 +136,16 @@ impl Shared {
             auth::unauthenticated(f)
         };
         let token = auth::bearer(headers).map_err(|f| refused(&f))?;
-        match self.control.authenticate_agent(token).await {
-            Ok(identity) => {
+        match self.credentials.authenticate(&self.control, token).await {
+            Ok((identity, lookup)) => {
+                let source = match lookup {
+                    Lookup::Hit => "cache",
+                    Lookup::Miss => "database",
+                };
+                self.metrics
+                    .credential_checks
+                    .get_or_create(&crate::metrics::SourceLabel { source })
+                    .inc();
                 self.note_seen(&identity);
                 Ok(identity)
             }
@@ -375,8 +395,14 @@ impl IngestSvc {
         };
         let lease_ms = i64::try_from(s.lease.as_millis()).unwrap_or(i64::MAX);
         let claim = s
-            .control
-            .claim_batch(&key, claim_at, lease_ms)
+            .ledger
+            .claim(
+                &key,
+                &identity.agent_id,
+                &identity.tenant,
+                claim_at,
+                lease_ms,
+            )
             .await
             .map_err(|e| control_unavailable(&e))?;
         let (owner, first_seen_ms) = match claim {
@@ -515,8 +541,8 @@ impl IngestSvc {
         let rejects = bounded_rejects(&validation.rejections);
         let accepted = u32::try_from(accepted).unwrap_or(u32::MAX);
         match s
-            .control
-            .finish_batch(
+            .ledger
+            .finish(
                 &identity.agent_id,
                 seq,
                 &owner,

@@ -12,7 +12,8 @@
 //! 1. copies inside the flush are dropped (the first one is kept);
 //! 2. ids being inserted right now by the other in-flight flush of this process are dropped
 //!    (the in-flight set); the flush's own ids are added to it until its insert has ended;
-//! 3. ClickHouse is asked which `(tenant, event_id)` of the flush exist, with
+//! 3. ClickHouse is asked which `(tenant, event_id)` of the flush exist (one query per 5,000
+//!    events, up to four at once), with
 //!    `tenant IN (...) AND occurred_at IN (...) AND event_id IN (...)`: the primary key limits
 //!    the read to the granules holding those seconds. Those are dropped.
 //!
@@ -28,6 +29,7 @@ use std::{
 };
 
 use clickhouse::Row;
+use futures::{StreamExt, stream::FuturesUnordered};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -38,6 +40,8 @@ pub type EventKey = (Arc<str>, Uuid);
 
 /// Events per lookup query (keeps each query well under `max_query_size`).
 const LOOKUP_CHUNK: usize = 5_000;
+/// Lookups of one flush in flight at once.
+const CONCURRENT_LOOKUPS: usize = 4;
 /// `max_query_size` for the lookup: 5,000 ids and seconds need about 300 KB of SQL, above
 /// ClickHouse's default of 256 KiB.
 const LOOKUP_MAX_QUERY_SIZE: &str = "4194304";
@@ -105,11 +109,22 @@ pub async fn drop_stored(
 ) -> Result<usize, clickhouse::error::Error> {
     let events: Vec<&EventRow> = parts.iter().flat_map(|p| p.iter()).collect();
     let mut stored: HashSet<(String, Uuid)> = HashSet::new();
-    for chunk in events.chunks(LOOKUP_CHUNK) {
-        for f in lookup(store, table, chunk).await? {
+    // The lookups of one flush run concurrently: each waits mostly on ClickHouse parsing its
+    // SQL and reading granules, and one after the other they made flushes latency-bound.
+    let mut chunks = events.chunks(LOOKUP_CHUNK);
+    let mut running = FuturesUnordered::new();
+    for chunk in chunks.by_ref().take(CONCURRENT_LOOKUPS) {
+        running.push(lookup(store, table, chunk));
+    }
+    while let Some(found) = running.next().await {
+        for f in found? {
             stored.insert((f.tenant, f.event_id));
         }
+        if let Some(chunk) = chunks.next() {
+            running.push(lookup(store, table, chunk));
+        }
     }
+    drop(running);
     if stored.is_empty() {
         return Ok(0);
     }

@@ -4,10 +4,16 @@
 //!
 //! ```text
 //! cargo run --release -p fleetpulse-tests --bin ingest-bench -- --events 2000000
+//! # fleet mode: many agents, small batches, each agent on its own kept-open connection
+//! cargo run --release -p fleetpulse-tests --bin ingest-bench -- --events 200000 --agents 1000 --batch 10
 //! ```
 //!
 //! Progress goes to stderr; the last stdout line is exactly one JSON object:
-//! `{"events":N,"pipeline_eps":X,"raw_clickhouse_eps":Y,"ratio":X/Y}`.
+//! `{"events":N,"agents":A,"batch":B,"pushes":P,"pipeline_eps":X,"pushes_per_s":..,
+//! "raw_clickhouse_eps":Y,"ratio":X/Y,"collector_cpu_s":..,"collector_cpu_ms_per_push":..,
+//! "collector_cpu_s_per_million_events":..,"collector_rss_mib":..,"collector_peak_rss_mib":..}`.
+//! The collector's CPU comes from `/proc/<pid>/stat` over the pipeline phase (steadier than
+//! wall time on a shared machine); its memory from `/proc/<pid>/status` at the end of it.
 //!
 //! Pipeline time runs from the first Push to the moment every event is acknowledged and counted
 //! in ClickHouse; raw time covers only the inserts. Data generation happens before either clock
@@ -22,10 +28,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use fleetpulse_proto::v1::telemetry_item::Kind;
 use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
-use fleetpulse_tests::harness::process::cpu_time;
+use fleetpulse_tests::harness::process::{cpu_time, memory, raise_fd_limit};
 use fleetpulse_tests::harness::rows::{EnrollmentEventRow, raw_table_statements};
 use fleetpulse_tests::harness::synthetic::Synth;
 use fleetpulse_tests::harness::{self, ClickHouseServer, Collector, Registered, bearer};
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Code;
 
@@ -36,11 +43,13 @@ struct Args {
     /// Number of enrollment events to push (and to insert raw).
     #[arg(long, default_value_t = 2_000_000)]
     events: u64,
-    /// Concurrent simulated agents, each with its own connection and credential, each sending
-    /// its batches one after the other (waiting for the ack, like a real agent).
+    /// Concurrent simulated agents, each with its own credential and its own connection, kept
+    /// open across its pushes, each sending its batches one after the other (waiting for the
+    /// ack, like a real agent). Fleet mode is many agents with small batches, e.g.
+    /// `--agents 1000 --batch 10`.
     #[arg(long, default_value_t = 64)]
     agents: usize,
-    /// Items per Push; 0 means the collector's advertised maximum.
+    /// Items per Push; 0 means the collector's advertised maximum (5000 by default).
     #[arg(long, default_value_t = 0)]
     batch: usize,
     /// Rows per raw INSERT in the baseline.
@@ -71,6 +80,17 @@ async fn main() -> anyhow::Result<()> {
     if !args.no_build {
         build_collector()?;
     }
+    // One connection per agent here and in the collector (which inherits the limit).
+    let want_fds = u64::try_from(args.agents)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1024);
+    let fds = raise_fd_limit(want_fds).context("raise the open-file limit")?;
+    if fds < want_fds {
+        bail!(
+            "--agents {}: the open-file limit is {fds} (hard limit); raise it",
+            args.agents
+        );
+    }
 
     let managed;
     let ch: &ClickHouseServer = match std::env::var("CLICKHOUSE_URL") {
@@ -99,12 +119,19 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let token = collector.token_create(TENANT).await?;
-    let mut agents = Vec::with_capacity(args.agents);
     let mut synth = Synth::new(args.seed);
-    for _ in 0..args.agents {
-        let device = synth.device_id();
-        agents.push(collector.register(&token, &device).await?);
-    }
+    let devices: Vec<String> = (0..args.agents).map(|_| synth.device_id()).collect();
+    let registered = Instant::now();
+    let agents: Vec<Registered> = futures::stream::iter(&devices)
+        .map(|device| collector.register(&token, device))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    eprintln!(
+        "bench: registered {} agents in {:.1} s",
+        agents.len(),
+        registered.elapsed().as_secs_f64()
+    );
     let limits = agents[0].limits.unwrap_or_default();
     let batch_items = match args.batch {
         0 => usize::try_from(limits.max_batch_items)
@@ -127,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         generated.elapsed().as_secs_f64()
     );
 
+    let pushes: usize = plans.iter().map(Vec::len).sum();
     // Each batch with a copy for its first attempt, made before the clock starts.
     let plans: Vec<Vec<(PushRequest, PushRequest)>> = plans
         .into_iter()
@@ -189,16 +217,34 @@ async fn main() -> anyhow::Result<()> {
     }
     let pipeline = started.elapsed();
     progress.abort();
-    cpu.report("pipeline", pipeline);
+    let used = cpu.report("pipeline", pipeline);
+    let collector_cpu = used
+        .iter()
+        .find(|(name, _)| *name == "collector")
+        .map(|(_, d)| d.as_secs_f64());
+    let (rss, peak_rss) = collector.pid().and_then(memory).unwrap_or_default();
     report_writer(&collector, pipeline).await;
     let pipeline_eps = args.events as f64 / pipeline.as_secs_f64();
+    let pushes_per_s = pushes as f64 / pipeline.as_secs_f64();
     eprintln!(
-        "bench: pipeline {} events in {:.2} s (all acked after {:.2} s): {:.0} events/s",
+        "bench: pipeline {} events in {pushes} pushes in {:.2} s (all acked after {:.2} s): \
+         {:.0} events/s, {pushes_per_s:.0} pushes/s",
         args.events,
         pipeline.as_secs_f64(),
         acked_at.as_secs_f64(),
         pipeline_eps
     );
+    let mib = |b: u64| (b as f64 / 1_048_576.0 * 10.0).round() / 10.0;
+    if let Some(cpu_s) = collector_cpu {
+        eprintln!(
+            "bench: collector {cpu_s:.2} CPU-s: {:.3} ms per push, {:.2} CPU-s per million events; \
+             RSS {} MiB (peak {} MiB)",
+            1000.0 * cpu_s / pushes as f64,
+            cpu_s * 1e6 / args.events as f64,
+            mib(rss),
+            mib(peak_rss)
+        );
+    }
     collector.stop().await.context("stop the collector")?;
 
     // ---- raw ClickHouse ----
@@ -251,13 +297,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let ratio = pipeline_eps / raw_eps;
     eprintln!("bench: ratio pipeline/raw = {ratio:.3}");
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
     println!(
         "{}",
         serde_json::json!({
             "events": args.events,
+            "agents": args.agents,
+            "batch": batch_items,
+            "pushes": pushes,
             "pipeline_eps": pipeline_eps.round(),
+            "pushes_per_s": pushes_per_s.round(),
             "raw_clickhouse_eps": raw_eps.round(),
-            "ratio": (ratio * 1000.0).round() / 1000.0,
+            "ratio": round3(ratio),
+            "collector_cpu_s": collector_cpu.map(round3),
+            "collector_cpu_ms_per_push": collector_cpu.map(|c| round3(1000.0 * c / pushes as f64)),
+            "collector_cpu_s_per_million_events": collector_cpu.map(|c| round3(c * 1e6 / args.events as f64)),
+            "collector_rss_mib": mib(rss),
+            "collector_peak_rss_mib": mib(peak_rss),
         })
     );
     Ok(())
@@ -344,17 +400,23 @@ impl CpuMeter {
         Self { start }
     }
 
-    fn report(&self, phase: &str, wall: Duration) {
-        let parts: Vec<String> = self
+    /// Prints and returns the CPU time each process used since [`CpuMeter::new`].
+    fn report(&self, phase: &str, wall: Duration) -> Vec<(&'static str, Duration)> {
+        let used: Vec<(&'static str, Duration)> = self
             .start
             .iter()
             .filter_map(|(name, pid, before)| {
-                let used = cpu_time(*pid)?.saturating_sub(*before);
-                Some(format!(
+                Some((*name, cpu_time(*pid)?.saturating_sub(*before)))
+            })
+            .collect();
+        let parts: Vec<String> = used
+            .iter()
+            .map(|(name, used)| {
+                format!(
                     "{name} {:.1} s ({:.0}% of one core)",
                     used.as_secs_f64(),
                     100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9)
-                ))
+                )
             })
             .collect();
         if !parts.is_empty() {
@@ -364,6 +426,7 @@ impl CpuMeter {
                 parts.join(", ")
             );
         }
+        used
     }
 }
 

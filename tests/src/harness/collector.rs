@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_proto::v1::ingest_service_client::IngestServiceClient;
 use fleetpulse_proto::v1::{
-    Limits, Platform, PushRequest, PushResponse, RegisterRequest, TelemetryItem,
+    GetLimitsRequest, Limits, Platform, PushRequest, PushResponse, RegisterRequest, TelemetryItem,
 };
 use tempfile::TempDir;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -230,6 +230,58 @@ impl Registered {
             .push(bearer(&self.credential, request))
             .await
             .map(tonic::Response::into_inner)
+    }
+}
+
+impl Registered {
+    /// Calls `GetLimits` with this agent's credential: an authenticated call without side
+    /// effects, to probe whether the credential is still accepted.
+    pub async fn get_limits(
+        &self,
+        client: &mut IngestServiceClient<Channel>,
+    ) -> Result<Limits, tonic::Status> {
+        client
+            .get_limits(bearer(&self.credential, GetLimitsRequest {}))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Waits until the collector behind `client` refuses this (revoked) agent, and checks the
+    /// revocation bound on the way: every probe *sent* more than `bound` after `revoked_at`
+    /// (when the revocation had committed) must be refused, since the collector can only have
+    /// answered it later still. Returns the refusal, after at most `bound` + `slack`.
+    ///
+    /// # Panics
+    /// When a probe sent past the bound is accepted, or no refusal comes in time.
+    pub async fn await_refusal(
+        &self,
+        client: &mut IngestServiceClient<Channel>,
+        revoked_at: Instant,
+        bound: Duration,
+        slack: Duration,
+    ) -> tonic::Status {
+        loop {
+            let sent = Instant::now();
+            match self.get_limits(client).await {
+                Ok(_) => {
+                    let late = sent.duration_since(revoked_at);
+                    assert!(
+                        late <= bound,
+                        "agent {} accepted {late:?} after its revocation, beyond the bound of \
+                         {bound:?}",
+                        self.agent_id
+                    );
+                }
+                Err(status) => return status,
+            }
+            assert!(
+                revoked_at.elapsed() < bound + slack,
+                "agent {} still accepted {:?} after its revocation",
+                self.agent_id,
+                revoked_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

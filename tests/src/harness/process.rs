@@ -150,3 +150,24 @@ pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
         (utime + stime) * 1000 / ticks,
     ))
 }
+
+/// Resident memory of a process from `/proc/<pid>/status`: (`VmRSS`, `VmHWM` = peak RSS), in
+/// bytes; `None` when the process is gone or the platform has no procfs.
+pub fn memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Raises the open-file limit (see [`fleetpulse_net::raise_fd_limit`]); a test or bench holding
+/// thousands of connections calls it before starting the collector, which inherits it.
+pub use fleetpulse_net::raise_fd_limit;
