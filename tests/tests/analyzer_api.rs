@@ -255,7 +255,9 @@ async fn keys_tenant_isolation_and_invalid_filters() {
     );
     let (status, doc) = a.get("/api/v1/openapi.json", None).await;
     assert_eq!(status, 200);
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], "1.0.0");
+    assert!(doc["paths"]["/api/v1/alerts"]["get"].is_object(), "{doc}");
     assert_eq!(
         a.get("/healthz", None).await,
         (200, json!({"status": "ok"}))

@@ -160,7 +160,7 @@ pub fn assess(
 }
 
 /// A dimension value explaining part of the excess failures.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Concentration {
     pub dimension: String,
     pub value: String,

@@ -8,8 +8,9 @@ use super::config::LifecycleConfig;
 use super::detect::Verdict;
 
 /// Where an alert stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = AlertStatus)]
 pub enum Status {
     Pending,
     Firing,

@@ -8,7 +8,8 @@ use super::lifecycle::{Kind, Status};
 use crate::query::filters::rfc3339;
 
 /// A code behind an alert's failures, with cause and remediation from the catalog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AlertTopCode)]
 pub struct TopCode {
     pub code: Option<String>,
     pub symbol: String,
@@ -38,6 +39,74 @@ pub struct Detail {
     pub expr: Option<String>,
 }
 
+/// An alert as the API serves it and notifications carry it: one alert episode of one key
+/// (tenant x category, tenant x dimension value, or a threshold rule x tenant). Ids are stable:
+/// the same on every analyzer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Alert)]
+pub struct AlertView {
+    /// A UUID.
+    pub alert_id: String,
+    /// no_data: the tenant sent no attempts in the window; never taken for resolved.
+    pub status: Status,
+    /// `spike` (baseline-aware test) or the threshold rule's name.
+    pub rule: String,
+    pub tenant: String,
+    /// Failure category; `all` for keys not tied to one.
+    pub category: String,
+    /// category, code, platform, os_version, enrollment_method, or rule.
+    pub dimension: String,
+    pub dimension_value: String,
+    #[schema(format = DateTime)]
+    pub window_start: String,
+    #[schema(format = DateTime)]
+    pub window_end: String,
+    /// Failures / terminal attempts in the window.
+    pub observed_rate: f64,
+    /// Baseline rate (spike) or the threshold (rules).
+    pub expected_rate: f64,
+    pub observed_count: u64,
+    pub expected_count: f64,
+    pub attempts: u64,
+    pub affected_devices: u64,
+    pub affected_users: u64,
+    /// seasonal, rolling, threshold (or empty).
+    pub baseline: String,
+    /// The threshold rule's expression.
+    pub expr: Option<String>,
+    pub concentration: Vec<Concentration>,
+    pub top_codes: Vec<TopCode>,
+    pub remediation: String,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    #[schema(format = DateTime)]
+    pub firing_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub resolved_at: Option<String>,
+    pub acknowledged_by: Option<String>,
+    #[schema(format = DateTime)]
+    pub acknowledged_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    pub summary: String,
+    /// Absolute link to the dashboard view (hash route; no key inside).
+    pub dashboard_url: String,
+    /// Only on GET /alerts/{id}.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<NotificationView>>,
+}
+
+/// A notification of an alert (`GET /api/v1/alerts/{id}`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NotificationView {
+    pub notification_id: String,
+    /// firing, renotify or resolved.
+    pub kind: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub silenced_by: Option<String>,
+}
+
 /// One alert episode of one key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
@@ -64,8 +133,8 @@ pub struct Alert {
     pub detail: Detail,
 }
 
-fn opt_time(t: Option<i64>) -> Value {
-    t.map_or(Value::Null, |t| json!(rfc3339(clamp(t))))
+fn opt_time(t: Option<i64>) -> Option<String> {
+    t.map(|t| rfc3339(clamp(t)))
 }
 
 fn clamp(t: i64) -> u32 {
@@ -110,39 +179,45 @@ impl Alert {
     }
 
     /// The alert as served by `/api/v1/alerts` and carried in notifications (contract 3).
-    pub fn to_json(&self, public_url: &str) -> Value {
+    pub fn view(&self, public_url: &str) -> AlertView {
         let d = &self.detail;
-        json!({
-            "alert_id": self.alert_id,
-            "status": self.status.as_str(),
-            "rule": self.rule,
-            "tenant": self.tenant,
-            "category": self.category,
-            "dimension": self.dimension,
-            "dimension_value": self.dimension_value,
-            "window_start": rfc3339(clamp(d.window_start)),
-            "window_end": rfc3339(clamp(d.window_end)),
-            "observed_rate": d.observed_rate,
-            "expected_rate": d.expected_rate,
-            "observed_count": d.observed_count,
-            "expected_count": d.expected_count,
-            "attempts": d.attempts,
-            "affected_devices": d.affected_devices,
-            "affected_users": d.affected_users,
-            "baseline": d.baseline,
-            "expr": d.expr,
-            "concentration": d.concentration,
-            "top_codes": d.top_codes,
-            "remediation": d.remediation,
-            "started_at": rfc3339(clamp(self.started_at)),
-            "firing_at": opt_time(self.firing_at),
-            "resolved_at": opt_time(self.resolved_at),
-            "acknowledged_by": self.acknowledged_by,
-            "acknowledged_at": opt_time(self.acknowledged_at),
-            "updated_at": rfc3339(clamp(self.updated_at)),
-            "summary": self.summary(),
-            "dashboard_url": self.dashboard_url(public_url),
-        })
+        AlertView {
+            alert_id: self.alert_id.clone(),
+            status: self.status,
+            rule: self.rule.clone(),
+            tenant: self.tenant.clone(),
+            category: self.category.clone(),
+            dimension: self.dimension.clone(),
+            dimension_value: self.dimension_value.clone(),
+            window_start: rfc3339(clamp(d.window_start)),
+            window_end: rfc3339(clamp(d.window_end)),
+            observed_rate: d.observed_rate,
+            expected_rate: d.expected_rate,
+            observed_count: d.observed_count,
+            expected_count: d.expected_count,
+            attempts: d.attempts,
+            affected_devices: d.affected_devices,
+            affected_users: d.affected_users,
+            baseline: d.baseline.clone(),
+            expr: d.expr.clone(),
+            concentration: d.concentration.clone(),
+            top_codes: d.top_codes.clone(),
+            remediation: d.remediation.clone(),
+            started_at: rfc3339(clamp(self.started_at)),
+            firing_at: opt_time(self.firing_at),
+            resolved_at: opt_time(self.resolved_at),
+            acknowledged_by: self.acknowledged_by.clone(),
+            acknowledged_at: opt_time(self.acknowledged_at),
+            updated_at: rfc3339(clamp(self.updated_at)),
+            summary: self.summary(),
+            dashboard_url: self.dashboard_url(public_url),
+            notifications: None,
+        }
+    }
+
+    /// [`Alert::view`] as a JSON value (the CLI and notification bodies).
+    pub fn to_json(&self, public_url: &str) -> Value {
+        serde_json::to_value(self.view(public_url)).unwrap_or(Value::Null)
     }
 
     /// One line a human reads first (chat messages, syslog `msg`).
@@ -211,16 +286,39 @@ pub struct Silence {
     pub created_at: i64,
 }
 
+/// A silence as the API serves it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Silence)]
+pub struct SilenceView {
+    pub id: String,
+    pub matchers: Vec<Matcher>,
+    #[schema(format = DateTime)]
+    pub starts_at: String,
+    #[schema(format = DateTime)]
+    pub ends_at: String,
+    pub active: bool,
+    pub created_by: String,
+    pub comment: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
 /// Equality on one alert field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Matcher {
+    /// One of tenant, category, dimension, dimension_value, rule.
+    #[schema(schema_with = matcher_names)]
     pub name: String,
     pub value: String,
 }
 
 /// Fields a matcher may name.
 pub const MATCHER_NAMES: &[&str] = &["tenant", "category", "dimension", "dimension_value", "rule"];
+
+fn matcher_names() -> utoipa::openapi::schema::Object {
+    crate::api::doc::one_of(MATCHER_NAMES)
+}
 
 impl Silence {
     pub fn active(&self, now: i64) -> bool {
@@ -246,16 +344,22 @@ impl Silence {
             .find(|m| m.name == "tenant")
             .map(|m| m.value.as_str())
     }
+    /// The silence as the API serves it.
+    pub fn view(&self, now: i64) -> SilenceView {
+        SilenceView {
+            id: self.id.clone(),
+            matchers: self.matchers.clone(),
+            starts_at: rfc3339(clamp(self.starts_at)),
+            ends_at: rfc3339(clamp(self.ends_at)),
+            active: self.active(now),
+            created_by: self.created_by.clone(),
+            comment: self.comment.clone(),
+            created_at: rfc3339(clamp(self.created_at)),
+        }
+    }
+
+    /// [`Silence::view`] as a JSON value (the CLI).
     pub fn to_json(&self, now: i64) -> Value {
-        json!({
-            "id": self.id,
-            "matchers": self.matchers,
-            "starts_at": rfc3339(clamp(self.starts_at)),
-            "ends_at": rfc3339(clamp(self.ends_at)),
-            "active": self.active(now),
-            "created_by": self.created_by,
-            "comment": self.comment,
-            "created_at": rfc3339(clamp(self.created_at)),
-        })
+        serde_json::to_value(self.view(now)).unwrap_or(Value::Null)
     }
 }

@@ -5,39 +5,75 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::doc::{self, Conflict, NotFound, QueryErrors, TenantParam};
 use super::error::ApiError;
 use super::{AppState, Q, scoped_tenant};
 use crate::alerts::config::{parse_duration, valid_rule_name};
-use crate::alerts::model::{MATCHER_NAMES, Matcher, Silence};
+use crate::alerts::model::{
+    AlertView, MATCHER_NAMES, Matcher, NotificationView, Silence, SilenceView,
+};
 use crate::alerts::rules::parse_rule;
 use crate::alerts::store::{StoreError, StoredRule};
 use crate::keys::KeyScope;
 use crate::query::filters::{FieldError, Params};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/alerts", get(list))
-        .route("/alerts/{id}", get(show))
-        .route("/alerts/{id}/ack", post(ack))
-        .route("/silences", get(silences).post(create_silence))
-        .route("/silences/{id}", axum::routing::delete(delete_silence))
-        .route("/alert-rules", get(rules).post(create_rule))
-        .route("/alert-rules/{name}", axum::routing::delete(delete_rule))
-        .route("/export/events", get(export_events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(ack))
+        .routes(routes!(silences, create_silence))
+        .routes(routes!(delete_silence))
+        .routes(routes!(rules, create_rule))
+        .routes(routes!(delete_rule))
+        .routes(routes!(export_events))
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// From a previous page; absent: from the beginning.
+    pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 10000, default = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// A page of the failed-event feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportPage {
+    /// ECS 8.11 documents of failed enrollment events, oldest received first; event.id is the
+    /// stable record id (tenant/event_id).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+    /// Pass as cursor= to continue; returned even when the page is empty (poll with it).
+    pub next_cursor: String,
+    /// Only events received before this instant (now - feed_settle_secs) are read.
+    #[schema(format = DateTime)]
+    pub until: String,
 }
 
 /// Every failed event, oldest received first, as ECS documents, through a resumable cursor
 /// (no gaps, no duplicates while ingest continues; see `query::export`).
+#[utoipa::path(
+    get,
+    path = "/export/events",
+    summary = "Every failed event through a resumable cursor (no gaps or duplicates while ingest continues)",
+    params(ExportQuery, TenantParam),
+    security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = ExportPage), QueryErrors)
+)]
 async fn export_events(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
     Query(q): Q,
-) -> Result<Response, ApiError> {
+) -> Result<Json<ExportPage>, ApiError> {
     use crate::destinations::{ecs, record::Record};
     use crate::query::export::{self, FeedCursor};
     let p = Params::new(q);
@@ -56,10 +92,11 @@ async fn export_events(
         .into_iter()
         .map(|e| ecs::document(&Record::Event(Box::new(e))))
         .collect();
-    Ok(Json(
-        json!({"events": events, "next_cursor": page.next.encode(), "until": super::rfc(until)}),
-    )
-    .into_response())
+    Ok(Json(ExportPage {
+        events,
+        next_cursor: page.next.encode(),
+        until: super::rfc(until),
+    }))
 }
 
 impl From<StoreError> for ApiError {
@@ -77,14 +114,43 @@ fn who(scope: &KeyScope) -> String {
     format!("key:{}", scope.key_id)
 }
 
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertsQuery {
+    /// open = pending, firing and no_data.
+    #[param(schema_with = alert_statuses, default = "open")]
+    pub status: Option<String>,
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<u64>,
+}
+
+const ALERT_STATUSES: &[&str] = &["open", "resolved", "all"];
+
+fn alert_statuses() -> utoipa::openapi::schema::Object {
+    doc::one_of(ALERT_STATUSES)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertsResponse {
+    pub alerts: Vec<AlertView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/alerts",
+    summary = "Alerts of the key's tenant (or of tenant= for all-tenant keys), newest first",
+    params(AlertsQuery, TenantParam),
+    security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = AlertsResponse), QueryErrors)
+)]
 async fn list(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
     Query(q): Q,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AlertsResponse>, ApiError> {
     let p = Params::new(q);
     p.check_known(&["status", "tenant", "limit"])?;
-    let open = match p.one_of("status", &["open", "resolved", "all"])?.as_deref() {
+    let open = match p.one_of("status", ALERT_STATUSES)?.as_deref() {
         None | Some("open") => Some(true),
         Some("resolved") => Some(false),
         _ => None,
@@ -95,8 +161,8 @@ async fn list(
         .alerts
         .list(tenant.as_deref(), open, i64::try_from(limit).unwrap_or(100))
         .await?;
-    let items: Vec<Value> = alerts.iter().map(|a| a.to_json(&s.public_url)).collect();
-    Ok(Json(json!({"alerts": items})).into_response())
+    let alerts = alerts.iter().map(|a| a.view(&s.public_url)).collect();
+    Ok(Json(AlertsResponse { alerts }))
 }
 
 /// The alert, if it exists and the key may see it.
@@ -116,31 +182,50 @@ async fn visible(
     }
 }
 
+/// The alert of `/alerts/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AlertPath {
+    pub id: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/alerts/{id}",
+    summary = "One alert with its notifications",
+    params(AlertPath),
+    security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = AlertView), QueryErrors, NotFound)
+)]
 async fn show(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AlertView>, ApiError> {
     let a = visible(&s, &scope, &id).await?;
-    let mut v = a.to_json(&s.public_url);
-    let notes: Vec<Value> = s
+    let mut v = a.view(&s.public_url);
+    let notes = s
         .alerts
         .notifications(&a.alert_id)
         .await?
         .into_iter()
-        .map(|(id, kind, at, silenced_by)| {
-            json!({"notification_id": id, "kind": kind, "created_at": super::rfc(u32::try_from(at.max(0)).unwrap_or(u32::MAX)), "silenced_by": silenced_by})
+        .map(|(id, kind, at, silenced_by)| NotificationView {
+            notification_id: id,
+            kind,
+            created_at: super::rfc(u32::try_from(at.max(0)).unwrap_or(u32::MAX)),
+            silenced_by,
         })
         .collect();
-    if let Value::Object(m) = &mut v {
-        m.insert("notifications".into(), Value::Array(notes));
-    }
-    Ok(Json(v).into_response())
+    v.notifications = Some(notes);
+    Ok(Json(v))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /alerts/{id}/ack` (the body is optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
+pub struct AckBody {
+    /// Who acknowledges; recorded with the key id.
+    #[schema(min_length = 1, max_length = 256)]
     by: Option<String>,
 }
 
@@ -152,12 +237,21 @@ fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, A
         .map_err(|e| FieldError::new("body", format!("invalid JSON: {e}")).into())
 }
 
+#[utoipa::path(
+    post,
+    path = "/alerts/{id}/ack",
+    summary = "Acknowledge an open alert (stops re-notification; idempotent)",
+    params(AlertPath),
+    request_body(content = Option<AckBody>, description = "Optional"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = AlertView), QueryErrors, NotFound, Conflict)
+)]
 async fn ack(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AlertView>, ApiError> {
     let b: AckBody = json_body(&body)?;
     let by = match b.by {
         Some(by) if by.is_empty() || by.len() > 256 => {
@@ -177,14 +271,38 @@ async fn ack(
         .ack(&a.alert_id, &by, now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))?;
-    Ok(Json(a.to_json(&s.public_url)).into_response())
+    Ok(Json(a.view(&s.public_url)))
 }
 
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SilencesQuery {
+    #[param(schema_with = true_false, default = "false")]
+    pub include_expired: Option<String>,
+}
+
+fn true_false() -> utoipa::openapi::schema::Object {
+    doc::one_of(&["true", "false"])
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilencesResponse {
+    pub silences: Vec<SilenceView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/silences",
+    summary = "Active silences (include_expired=true for all)",
+    params(TenantParam, SilencesQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = SilencesResponse), QueryErrors)
+)]
 async fn silences(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
     Query(q): Q,
-) -> Result<Response, ApiError> {
+) -> Result<Json<SilencesResponse>, ApiError> {
     let p = Params::new(q);
     p.check_known(&["tenant", "include_expired"])?;
     let tenant = scoped_tenant(&scope, p.text("tenant", 128)?)?;
@@ -195,24 +313,32 @@ async fn silences(
         .alerts
         .silences(tenant.as_deref(), include_expired, now)
         .await?;
-    let items: Vec<Value> = list.iter().map(|x| x.to_json(now)).collect();
-    Ok(Json(json!({"silences": items})).into_response())
+    let silences = list.iter().map(|x| x.view(now)).collect();
+    Ok(Json(SilencesResponse { silences }))
 }
 
-/// A silence request (`POST /api/v1/silences`, `alerts silence add`).
-#[derive(Debug, Default, Deserialize)]
+/// A silence request (`POST /api/v1/silences`, `alerts silence add`). Give ends_at or
+/// duration. A tenant-scoped key's tenant is added as a matcher (naming another tenant is a
+/// 403).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SilenceRequest)]
 pub struct SilenceBody {
     #[serde(default)]
     pub matchers: Vec<Matcher>,
     /// RFC 3339; default now.
+    #[schema(format = DateTime)]
     pub starts_at: Option<String>,
     /// RFC 3339; or `duration`.
+    #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     /// e.g. "2h"; or `ends_at`.
+    #[schema(example = "2h")]
     pub duration: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub comment: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub created_by: Option<String>,
 }
 
@@ -319,6 +445,14 @@ pub fn silence_from(b: SilenceBody, scope: &KeyScope, now: i64) -> Result<Silenc
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/silences",
+    summary = "Create a silence",
+    request_body = SilenceBody,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Created", body = SilenceView), QueryErrors)
+)]
 async fn create_silence(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
@@ -328,9 +462,24 @@ async fn create_silence(
     let now = now();
     let silence = silence_from(b, &scope, now)?;
     s.alerts.create_silence(&silence).await?;
-    Ok((StatusCode::CREATED, Json(silence.to_json(now))).into_response())
+    Ok((StatusCode::CREATED, Json(silence.view(now))).into_response())
 }
 
+/// The silence of `/silences/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SilencePath {
+    pub id: String,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/silences/{id}",
+    summary = "End a silence now",
+    params(SilencePath),
+    security(("bearer" = [])),
+    responses((status = 204, description = "Expired"), QueryErrors, NotFound)
+)]
 async fn delete_silence(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
@@ -346,35 +495,86 @@ async fn delete_silence(
     }
 }
 
+/// A threshold rule.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AlertRule)]
+pub struct RuleView {
+    pub name: String,
+    pub tenant: Option<String>,
+    #[schema(example = "failure_rate(category=license) > 20% over 15m")]
+    pub expr: String,
+    /// config (the config file) or api (created through the API).
+    pub source: &'static str,
+    /// Who created an API rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertRulesResponse {
+    pub rules: Vec<RuleView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/alert-rules",
+    summary = "Threshold rules: from the config file and created through the API",
+    security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = AlertRulesResponse), QueryErrors)
+)]
 async fn rules(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
-) -> Result<Response, ApiError> {
-    let mut out: Vec<Value> = s
+) -> Result<Json<AlertRulesResponse>, ApiError> {
+    let mut rules: Vec<RuleView> = s
         .alert_settings
         .rules
         .iter()
         .filter(|r| scope.tenant.is_none() || r.tenant.is_none() || r.tenant == scope.tenant)
-        .map(|r| json!({"name": r.name, "tenant": r.tenant, "expr": r.text, "source": "config"}))
+        .map(|r| RuleView {
+            name: r.name.clone(),
+            tenant: r.tenant.clone(),
+            expr: r.text.clone(),
+            source: "config",
+            created_by: None,
+        })
         .collect();
     for r in s.alerts.api_rules().await? {
         if scope.tenant.is_none() || r.tenant == scope.tenant {
-            out.push(json!({"name": r.name, "tenant": r.tenant, "expr": r.expr, "source": "api", "created_by": r.created_by}));
+            rules.push(RuleView {
+                name: r.name,
+                tenant: r.tenant,
+                expr: r.expr,
+                source: "api",
+                created_by: Some(r.created_by),
+            });
         }
     }
-    Ok(Json(json!({"rules": out})).into_response())
+    Ok(Json(AlertRulesResponse { rules }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A rule to create (a tenant key's tenant is forced).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleBody {
+#[schema(as = AlertRuleRequest)]
+pub struct RuleBody {
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     name: String,
     #[serde(default)]
+    #[schema(example = "failure_rate(category=license) > 20% over 15m")]
     expr: String,
     tenant: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/alert-rules",
+    summary = "Create a threshold rule (a tenant key's tenant is forced)",
+    request_body = RuleBody,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Created", body = RuleView), QueryErrors, Conflict)
+)]
 async fn create_rule(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,
@@ -405,11 +605,32 @@ async fn create_rule(
     }
     Ok((
         StatusCode::CREATED,
-        Json(json!({"name": rule.name, "tenant": rule.tenant, "expr": rule.expr, "source": "api", "created_by": rule.created_by})),
+        Json(RuleView {
+            name: rule.name,
+            tenant: rule.tenant,
+            expr: rule.expr,
+            source: "api",
+            created_by: Some(rule.created_by),
+        }),
     )
         .into_response())
 }
 
+/// The rule of `/alert-rules/{name}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RulePath {
+    pub name: String,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/alert-rules/{name}",
+    summary = "Delete an API-created rule",
+    params(RulePath),
+    security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"), QueryErrors, NotFound)
+)]
 async fn delete_rule(
     State(s): State<AppState>,
     Extension(scope): Extension<KeyScope>,

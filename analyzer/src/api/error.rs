@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+use super::doc::{ErrorBody, ErrorDetail};
 
 use crate::query::QueryError;
 use crate::query::filters::FieldError;
@@ -34,19 +35,16 @@ impl From<QueryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = match self {
-            Self::BadRequest(e) => (
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"field": e.field, "reason": e.reason}}),
-            ),
-            Self::Unauthorized(r) => (StatusCode::UNAUTHORIZED, json!({"error": {"reason": r}})),
-            Self::Forbidden(r) => (StatusCode::FORBIDDEN, json!({"error": {"reason": r}})),
-            Self::NotFound(r) => (StatusCode::NOT_FOUND, json!({"error": {"reason": r}})),
-            Self::Conflict(r) => (StatusCode::CONFLICT, json!({"error": {"reason": r}})),
-            Self::Unavailable(r) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": {"reason": r}}),
-            ),
+        let (status, field, reason) = match self {
+            Self::BadRequest(e) => (StatusCode::BAD_REQUEST, Some(e.field), e.reason),
+            Self::Unauthorized(r) => (StatusCode::UNAUTHORIZED, None, r.to_owned()),
+            Self::Forbidden(r) => (StatusCode::FORBIDDEN, None, r),
+            Self::NotFound(r) => (StatusCode::NOT_FOUND, None, r),
+            Self::Conflict(r) => (StatusCode::CONFLICT, None, r),
+            Self::Unavailable(r) => (StatusCode::SERVICE_UNAVAILABLE, None, r),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail { field, reason },
         };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

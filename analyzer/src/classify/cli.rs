@@ -155,21 +155,34 @@ fn write_json(out: &mut impl Write, value: &impl Serialize) -> Result<(), Classi
     out.write_all(b"\n").map_err(ClassifyError::Write)
 }
 
-#[derive(Debug, Deserialize)]
+/// One signal to classify (a line of `classify`'s input, an object of `POST /api/v1/classify`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InputLine {
+#[schema(as = Signal)]
+pub struct SignalInput {
+    /// Error code: hex (0x80180014), unsigned decimal or signed HRESULT decimal, as a string
+    /// or an integer.
     #[serde(default)]
-    code: Option<Value>,
+    #[schema(value_type = Option<CodeValue>)]
+    pub code: Option<Value>,
     #[serde(default)]
-    symbol: Option<String>,
+    pub symbol: Option<String>,
     #[serde(default)]
-    message: Option<String>,
+    pub message: Option<String>,
     #[serde(default)]
-    platform: Option<String>,
+    pub platform: Option<String>,
     #[serde(default)]
-    source: Option<String>,
+    pub source: Option<String>,
     #[serde(default)]
-    stage: Option<String>,
+    pub stage: Option<String>,
+}
+
+/// A code as a string or an integer (schema of [`SignalInput::code`]).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CodeValue {
+    Text(String),
+    Number(i64),
 }
 
 struct ClassifiedLine {
@@ -182,7 +195,7 @@ fn classify_line(catalog: &Catalog, text: &str) -> Result<ClassifiedLine, String
     if !value.is_object() {
         return Err(format!("expected a JSON object, got {}", json_kind(&value)));
     }
-    let input: InputLine = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let input: SignalInput = serde_json::from_value(value).map_err(|e| e.to_string())?;
     let (code, corrected_from) = match &input.code {
         None | Some(Value::Null) => (None, None),
         Some(Value::String(s)) if s.trim().is_empty() => (None, None),

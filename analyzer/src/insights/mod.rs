@@ -162,14 +162,16 @@ impl InsightId {
 }
 
 /// One affected user or device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row, utoipa::ToSchema,
+)]
 pub struct Affected {
     pub tenant: String,
     pub subject: String,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InsightSummary {
     pub id: &'static str,
     pub title: &'static str,
@@ -180,7 +182,8 @@ pub struct InsightSummary {
     pub sample: Vec<Affected>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = InsightAffectedPage)]
 pub struct AffectedPage {
     pub id: &'static str,
     pub subject: &'static str,

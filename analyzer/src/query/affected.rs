@@ -50,7 +50,7 @@ struct Row {
 }
 
 /// One affected device.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AffectedDevice {
     pub tenant: String,
     pub device_id: String,
@@ -69,7 +69,8 @@ pub struct AffectedDevice {
     pub enrollment_method: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AffectedDevicesPage)]
 pub struct AffectedPage {
     /// Devices matching the filters and the search, over all pages.
     pub total: u64,

@@ -19,7 +19,7 @@ pub struct RawSignal {
 }
 
 /// What the API shows about a classified signal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SignalInfo {
     pub category: String,
     /// Normalised `0x%08X`, or None when the signal had no code.

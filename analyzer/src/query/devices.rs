@@ -50,7 +50,7 @@ struct EventRow {
 }
 
 /// One stored event with its classification (for failures).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceEvent {
     pub tenant: String,
     pub event_id: String,
@@ -71,7 +71,7 @@ pub struct DeviceEvent {
     pub classification: Option<SignalInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub events: Vec<DeviceEvent>,
     pub next_cursor: Option<String>,
@@ -105,7 +105,8 @@ struct StateRow {
 }
 
 /// A device's latest snapshot, with its last error classified.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = DeviceState)]
 pub struct DeviceStateView {
     pub tenant: String,
     pub device_id: String,

@@ -113,6 +113,9 @@ pub enum Bucket {
 }
 
 impl Bucket {
+    /// The values [`Bucket::parse`] accepts.
+    pub const NAMES: &'static [&'static str] = &["5m", "15m", "1h", "1d"];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "5m" => Some(Self::FiveMinutes),
@@ -298,7 +301,7 @@ affected_users AS n_users";
 
 /// Counts for one group. Events are stage observations; `attempts` are those with a terminal
 /// outcome (succeeded or failed); affected devices/users are unique among failed events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Metrics {
     pub events: u64,
     pub attempts: u64,
@@ -360,7 +363,7 @@ impl MetricRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BreakdownRow {
     /// The group's value; for `code`, `0x%08X` or null when the events carried no code.
     pub key: Option<String>,
@@ -368,7 +371,7 @@ pub struct BreakdownRow {
     pub metrics: Metrics,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CategoryCount {
     pub category: String,
     pub failures: u64,
@@ -378,15 +381,17 @@ pub struct CategoryCount {
     pub estimated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     #[serde(flatten)]
     pub metrics: Metrics,
     pub top_categories: Vec<CategoryCount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Point {
+    /// Start of the bucket.
+    #[schema(format = DateTime)]
     pub t: String,
     #[serde(skip)]
     pub ts: u32,
@@ -394,7 +399,7 @@ pub struct Point {
     pub metrics: Metrics,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TopCode {
     pub code: Option<String>,
     pub symbol: String,

@@ -67,6 +67,8 @@ pub const OUTCOMES: &[&str] = &["unspecified", "succeeded", "failed", "in_progre
 /// Sides of an event: `server` for events read from Microsoft Graph (`source_kind = 'graph'`),
 /// `client` for every other source kind.
 pub const SIDES: &[&str] = &["client", "server"];
+/// Values of the `source` parameter (see [`SourceChoice`]).
+pub const SOURCES: &[&str] = &["auto", "raw"];
 /// The `source_kind` of server-side events.
 pub const SERVER_SOURCE_KIND: &str = "graph";
 

@@ -13,7 +13,7 @@ use super::filters::{Filters, STAGES};
 /// Stages whose success means "enrolled".
 pub const ENROLLED_STAGES: &[&str] = &["complete", "first_sync"];
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FunnelStage {
     pub stage: String,
     /// Devices with any event at this stage.
@@ -24,7 +24,7 @@ pub struct FunnelStage {
     pub dropped: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FunnelGroup {
     pub enrollment_method: String,
     pub platform: String,
@@ -34,7 +34,7 @@ pub struct FunnelGroup {
     pub stages: Vec<FunnelStage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     pub p50: Option<f64>,
     pub p90: Option<f64>,
