@@ -97,6 +97,16 @@ struct RegisterArgs {
     /// Replace an existing registration (the old credential is forgotten, not revoked).
     #[arg(long)]
     force: bool,
+    /// Keep retrying for this many seconds while the collector rate-limits registrations
+    /// (RESOURCE_EXHAUSTED), is overloaded or unreachable: after its retry-after-ms hint, else
+    /// with exponential backoff. A refused or used-up token fails at once.
+    #[arg(
+        long,
+        env = "FLEETPULSE_AGENT_REGISTER_RETRY_SECS",
+        value_name = "SECS",
+        default_value_t = 600
+    )]
+    retry_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -276,6 +286,7 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         device,
         &settings.spool_dir,
         &settings.state_file,
+        std::time::Duration::from_secs(args.retry_secs),
     )
     .await?;
     println!(

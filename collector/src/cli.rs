@@ -52,10 +52,18 @@ pub enum TokenCommand {
         /// Free text to recognise the token by later (where it was handed out).
         #[arg(long, default_value = "")]
         description: String,
+        /// Registrations the token allows at most (e.g. the number of devices of a rollout);
+        /// then Register answers PERMISSION_DENIED "used up". [default: unlimited]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_uses: Option<u32>,
+        /// How long the token enrolls, from now: `90m`, `12h`, `7days`, `2w`; then Register
+        /// answers PERMISSION_DENIED "expired". [default: never expires]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
         #[command(flatten)]
         control: ControlArgs,
     },
-    /// List enrollment tokens (never their secrets).
+    /// List enrollment tokens (never their secrets), with their use counts, caps and expiry.
     List(ListArgs),
     /// Revoke an enrollment token: registrations with it fail from now on. Agents already
     /// registered with it keep working; revoke them with `agent revoke`.

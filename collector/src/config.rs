@@ -15,6 +15,11 @@ use std::{
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::grpc::{
+    admission::AdmissionConfig,
+    limiter::{Rate, check_rate, parse_rate},
+};
+
 /// Default gRPC listen address (agents connect here).
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:7600";
 /// Default HTTP listen address (`/healthz`, `/readyz`, `/metrics`).
@@ -101,6 +106,26 @@ pub struct Config {
     pub credential_cache_max_delay_ms: u64,
     /// Agent credentials kept in memory at most. Default 200000.
     pub credential_cache_max_entries: usize,
+    /// Registrations per enrollment token: `"RATE:BURST"` per second, `"0"` = off. Default
+    /// 50:100 (a 10k-device fleet enrolling at once takes about 3.5 minutes; agents retry after
+    /// the hint).
+    pub register_token_rate: Rate,
+    /// Registrations per source address (IPv6: per /64). Default 50:100.
+    pub register_source_rate: Rate,
+    /// Pushes per agent. Default 20:100 (an agent sends one batch at a time).
+    pub agent_pushes_rate: Rate,
+    /// Items per agent; the burst must hold a full batch. Default 50000:100000.
+    pub agent_events_rate: Rate,
+    /// Pushes per tenant (all its agents). Default 5000:10000.
+    pub tenant_pushes_rate: Rate,
+    /// Items per tenant; the burst must hold a full batch. Default 500000:1000000.
+    pub tenant_events_rate: Rate,
+    /// Keys (tokens, sources, agents, tenants) each rate limiter tracks at most; idle ones are
+    /// evicted, newcomers beyond share one key. Default 100000.
+    pub limiter_max_keys: usize,
+    /// Push bodies being read and processed at once, in wire (plus inflated) bytes; beyond,
+    /// Push answers UNAVAILABLE with a retry hint. Default 268435456 (256 MiB).
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for Config {
@@ -137,6 +162,14 @@ impl Default for Config {
             http_header_timeout_secs: 10,
             credential_cache_max_delay_ms: 2000,
             credential_cache_max_entries: 200_000,
+            register_token_rate: Rate::new(50, 100),
+            register_source_rate: Rate::new(50, 100),
+            agent_pushes_rate: Rate::new(20, 100),
+            agent_events_rate: Rate::new(50_000, 100_000),
+            tenant_pushes_rate: Rate::new(5_000, 10_000),
+            tenant_events_rate: Rate::new(500_000, 1_000_000),
+            limiter_max_keys: 100_000,
+            max_inflight_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -323,6 +356,41 @@ impl Config {
                 self.grpc_request_timeout_secs, self.grpc_body_timeout_secs
             ));
         }
+        for (name, rate) in [
+            ("register_token_rate", &self.register_token_rate),
+            ("register_source_rate", &self.register_source_rate),
+            ("agent_pushes_rate", &self.agent_pushes_rate),
+            ("agent_events_rate", &self.agent_events_rate),
+            ("tenant_pushes_rate", &self.tenant_pushes_rate),
+            ("tenant_events_rate", &self.tenant_events_rate),
+        ] {
+            if let Err(e) = check_rate(rate) {
+                return invalid(format!("{name}: {e}"));
+            }
+        }
+        for (name, rate) in [
+            ("agent_events_rate", &self.agent_events_rate),
+            ("tenant_events_rate", &self.tenant_events_rate),
+        ] {
+            if !rate.is_off() && rate.burst < self.max_batch_items {
+                return invalid(format!(
+                    "{name}: the burst {} is below max_batch_items ({}); a full batch could \
+                     never pass",
+                    rate.burst, self.max_batch_items
+                ));
+            }
+        }
+        if self.limiter_max_keys == 0 {
+            return invalid("limiter_max_keys: must be at least 1".into());
+        }
+        let whole_body = self.grpc_decode_limit() + self.max_batch_bytes as usize + 5;
+        if self.max_inflight_bytes < whole_body {
+            return invalid(format!(
+                "max_inflight_bytes: {} is below {whole_body} (the largest body on the wire plus \
+                 its inflated copy); one batch could never be read",
+                self.max_inflight_bytes
+            ));
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return invalid("tls_cert is set but tls_key is not".into()),
             (None, Some(_)) => return invalid("tls_key is set but tls_cert is not".into()),
@@ -368,6 +436,21 @@ impl Config {
 
     pub fn http_header_timeout(&self) -> Duration {
         Duration::from_secs(self.http_header_timeout_secs)
+    }
+
+    /// The admission control settings.
+    pub fn admission(&self) -> AdmissionConfig {
+        AdmissionConfig {
+            register_per_token: self.register_token_rate,
+            register_per_source: self.register_source_rate,
+            agent_pushes: self.agent_pushes_rate,
+            agent_events: self.agent_events_rate,
+            tenant_pushes: self.tenant_pushes_rate,
+            tenant_events: self.tenant_events_rate,
+            max_keys: self.limiter_max_keys,
+            max_inflight_bytes: self.max_inflight_bytes,
+            max_pending_rows: self.max_pending_rows,
+        }
     }
 
     /// The oldest accepted timestamp, as an age: the retention.
@@ -628,6 +711,82 @@ pub struct ConfigArgs {
         value_name = "N"
     )]
     pub credential_cache_max_entries: Option<usize>,
+    /// Registrations per enrollment token, as RATE:BURST per second (`0` = off); beyond, Register
+    /// answers RESOURCE_EXHAUSTED with a retry-after-ms hint that agents honour. Checked before
+    /// the token's secret. [default: 50:100; 10k devices enrolling at once take ~3.5 min]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_REGISTER_TOKEN_RATE",
+        value_name = "RATE:BURST",
+        value_parser = parse_rate
+    )]
+    pub register_token_rate: Option<Rate>,
+
+    /// Registrations per source address (IPv6: per /64), as RATE:BURST per second (`0` = off).
+    /// Behind a proxy every agent shares its address: raise it there. [default: 50:100]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_REGISTER_SOURCE_RATE",
+        value_name = "RATE:BURST",
+        value_parser = parse_rate
+    )]
+    pub register_source_rate: Option<Rate>,
+
+    /// Pushes per agent, as RATE:BURST per second (`0` = off); beyond, RESOURCE_EXHAUSTED with
+    /// retry-after-ms, checked before the body is read. [default: 20:100]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_AGENT_PUSHES_RATE",
+        value_name = "RATE:BURST",
+        value_parser = parse_rate
+    )]
+    pub agent_pushes_rate: Option<Rate>,
+
+    /// Items per agent, as RATE:BURST per second (`0` = off; the burst must hold a full batch),
+    /// checked before the body is decoded. [default: 50000:100000]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_AGENT_EVENTS_RATE",
+        value_name = "RATE:BURST",
+        value_parser = parse_rate
+    )]
+    pub agent_events_rate: Option<Rate>,
+
+    /// Pushes per tenant (all its agents together), as RATE:BURST per second (`0` = off).
+    /// [default: 5000:10000]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_TENANT_PUSHES_RATE",
+        value_name = "RATE:BURST",
+        value_parser = parse_rate
+    )]
+    pub tenant_pushes_rate: Option<Rate>,
+
+    /// Items per tenant, as RATE:BURST per second (`0` = off; the burst must hold a full
+    /// batch): one tenant flooding cannot take the whole collector. [default: 500000:1000000]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_TENANT_EVENTS_RATE",
+        value_name = "RATE:BURST",
+        value_parser = parse_rate
+    )]
+    pub tenant_events_rate: Option<Rate>,
+
+    /// Keys each rate limiter tracks at most (tokens, sources, agents, tenants); idle keys are
+    /// evicted every 10 s, and newcomers beyond the cap share one key, so memory stays bounded
+    /// under a flood of distinct sources. [default: 100000]
+    #[arg(long, env = "FLEETPULSE_COLLECTOR_LIMITER_MAX_KEYS", value_name = "N")]
+    pub limiter_max_keys: Option<usize>,
+
+    /// Bytes of Push bodies being read and processed at once (wire bytes plus the inflated copy
+    /// of gzip bodies); beyond, Push answers UNAVAILABLE with retry-after-ms, so memory stays
+    /// bounded under any number of senders. [default: 268435456 (256 MiB)]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_MAX_INFLIGHT_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_inflight_bytes: Option<usize>,
 }
 
 impl ConfigArgs {
@@ -702,6 +861,14 @@ impl ConfigArgs {
             &mut c.http_header_timeout_secs,
             &self.http_header_timeout_secs,
         );
+        set(&mut c.register_token_rate, &self.register_token_rate);
+        set(&mut c.register_source_rate, &self.register_source_rate);
+        set(&mut c.agent_pushes_rate, &self.agent_pushes_rate);
+        set(&mut c.agent_events_rate, &self.agent_events_rate);
+        set(&mut c.tenant_pushes_rate, &self.tenant_pushes_rate);
+        set(&mut c.tenant_events_rate, &self.tenant_events_rate);
+        set(&mut c.limiter_max_keys, &self.limiter_max_keys);
+        set(&mut c.max_inflight_bytes, &self.max_inflight_bytes);
     }
 }
 
@@ -783,6 +950,14 @@ mod tests {
         assert_eq!(c.http_header_timeout_secs, 10);
         assert_eq!(c.credential_cache_max_delay_ms, 2000);
         assert_eq!(c.credential_cache_max_entries, 200_000);
+        assert_eq!(c.register_token_rate, Rate::new(50, 100));
+        assert_eq!(c.register_source_rate, Rate::new(50, 100));
+        assert_eq!(c.agent_pushes_rate, Rate::new(20, 100));
+        assert_eq!(c.agent_events_rate, Rate::new(50_000, 100_000));
+        assert_eq!(c.tenant_pushes_rate, Rate::new(5_000, 10_000));
+        assert_eq!(c.tenant_events_rate, Rate::new(500_000, 1_000_000));
+        assert_eq!(c.limiter_max_keys, 100_000);
+        assert_eq!(c.max_inflight_bytes, 268_435_456);
         c.check().unwrap();
     }
 

@@ -1,7 +1,12 @@
-//! The HTTP side: `/healthz` (the process is up), `/readyz` (ClickHouse and the control
-//! database answer; 503 with a JSON body naming what is down) and `/metrics` (Prometheus).
+//! The HTTP side: `/healthz` (the process is up), `/readyz` (the ClickHouse schema is in
+//! place, ClickHouse and the control database answer; 503 with a JSON body naming what is
+//! down) and `/metrics` (Prometheus). Served from the start, also while the collector waits
+//! for an unreachable ClickHouse, so orchestrators see "alive, not ready".
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
@@ -24,6 +29,44 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The gRPC listener's connection cap, read for `grpc_connections_open` when scraped.
     pub grpc_connections: fleetpulse_net::ConnectionCap,
+    pub startup: Arc<Startup>,
+}
+
+/// Whether start-up finished (ClickHouse reached, migrations applied, ingest served), or what
+/// it waits for.
+#[derive(Debug)]
+pub struct Startup {
+    waiting: Mutex<Option<String>>,
+}
+
+impl Startup {
+    /// Start-up in progress.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            waiting: Mutex::new(Some("starting".into())),
+        })
+    }
+
+    /// Records what start-up waits for.
+    pub fn waiting(&self, why: String) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = Some(why);
+        }
+    }
+
+    pub fn done(&self) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = None;
+        }
+    }
+
+    /// What start-up waits for, or None once done.
+    pub fn pending(&self) -> Option<String> {
+        self.waiting
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_else(|_| Some("unknown".into()))
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -54,12 +97,15 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("down: {e}"),
     };
+    let startup = state.startup.pending();
+    let ready = ch.is_ok() && db.is_ok() && startup.is_none();
     let body = json!({
-        "status": if ch.is_ok() && db.is_ok() { "ready" } else { "not ready" },
+        "status": if ready { "ready" } else { "not ready" },
         "clickhouse": show(&ch),
         "control_db": show(&db),
+        "startup": startup.unwrap_or_else(|| "done".into()),
     });
-    let code = if ch.is_ok() && db.is_ok() {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -5,7 +5,12 @@ mod cli;
 use anyhow::{Context, Result};
 use clap::Parser;
 use fleetpulse_collector::{
-    control::{ControlDb, agents::AgentRecord, tokens::TokenRecord},
+    control::{
+        ControlDb,
+        agents::AgentRecord,
+        now_ms,
+        tokens::{TokenLimits, TokenRecord},
+    },
     validate::fmt_ts,
 };
 use serde_json::json;
@@ -54,14 +59,39 @@ async fn run(command: Command) -> Result<()> {
         Command::Token(TokenCommand::Create {
             tenant,
             description,
+            max_uses,
+            expires_in,
             control,
         }) => {
             let db = open(&control).await?;
-            let (record, token) = db.create_token(&tenant, &description).await?;
+            let expires_at_ms = match expires_in {
+                Some(d) => {
+                    let ms = i64::try_from(d.as_millis())
+                        .ok()
+                        .and_then(|ms| now_ms().checked_add(ms))
+                        .context("--expires-in: too far in the future")?;
+                    Some(ms)
+                }
+                None => None,
+            };
+            let limits = TokenLimits {
+                max_uses,
+                expires_at_ms,
+            };
+            let (record, token) = db.create_token_with(&tenant, &description, limits).await?;
             println!("{token}");
             eprintln!(
-                "created enrollment token {} for tenant {}; it is shown only this once",
-                record.id, record.tenant
+                "created enrollment token {} for tenant {} ({}, {}); it is shown only this once",
+                record.id,
+                record.tenant,
+                record.max_uses.map_or_else(
+                    || "unlimited uses".to_owned(),
+                    |n| format!("at most {n} uses")
+                ),
+                record.expires_at_ms.map_or_else(
+                    || "never expires".to_owned(),
+                    |at| format!("expires {}", ms(at))
+                )
             );
             Ok(())
         }
@@ -116,6 +146,9 @@ fn print_tokens(list: &ListArgs, tokens: &[TokenRecord]) {
                     "description": t.description,
                     "created_at": ms(t.created_at_ms),
                     "revoked_at": opt_ms(t.revoked_at_ms),
+                    "uses": t.uses,
+                    "max_uses": t.max_uses,
+                    "expires_at": opt_ms(t.expires_at_ms),
                 })
             })
             .collect();
@@ -123,16 +156,22 @@ fn print_tokens(list: &ListArgs, tokens: &[TokenRecord]) {
         return;
     }
     println!(
-        "{:<16}  {:<20}  {:<20}  {:<20}  DESCRIPTION",
-        "ID", "TENANT", "CREATED", "REVOKED"
+        "{:<16}  {:<20}  {:<20}  {:<20}  {:<20}  {:<13}  DESCRIPTION",
+        "ID", "TENANT", "CREATED", "REVOKED", "EXPIRES", "USES"
     );
     for t in tokens {
+        let uses = match t.max_uses {
+            Some(max) => format!("{}/{max}", t.uses),
+            None => t.uses.to_string(),
+        };
         println!(
-            "{:<16}  {:<20}  {:<20}  {:<20}  {}",
+            "{:<16}  {:<20}  {:<20}  {:<20}  {:<20}  {:<13}  {}",
             t.id,
             t.tenant,
             ms(t.created_at_ms),
             t.revoked_at_ms.map_or_else(|| "-".to_owned(), ms),
+            t.expires_at_ms.map_or_else(|| "never".to_owned(), ms),
+            uses,
             t.description
         );
     }

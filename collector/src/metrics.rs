@@ -56,6 +56,15 @@ pub struct Metrics {
     pub credential_checks: Family<SourceLabel, Counter>,
     /// Open gRPC connections (set from the listener's cap when scraped).
     pub grpc_connections_open: Gauge,
+    /// Requests refused by a rate limit or the fair share, by limit.
+    pub rate_limited: Family<LimitLabel, Counter>,
+    /// Pushes shed (UNAVAILABLE before their rows were queued), by reason.
+    pub shed: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
 }
 
 impl Default for Metrics {
@@ -84,6 +93,8 @@ impl Metrics {
             events_deduplicated: Counter::default(),
             credential_checks: Family::default(),
             grpc_connections_open: Gauge::default(),
+            rate_limited: Family::default(),
+            shed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -95,6 +106,19 @@ impl Metrics {
             "credential_checks",
             "Accepted agent credentials, by where they were checked (cache or database)",
             m.credential_checks.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by admission control (RESOURCE_EXHAUSTED, or UNAVAILABLE for the \
+             tenant share), by limit: register_token, register_source, agent_pushes, \
+             agent_events, tenant_pushes, tenant_events, tenant_share",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "shed",
+            "Pushes refused UNAVAILABLE before their rows were queued, by reason: \
+             clickhouse_down, queue_full, inflight_bytes, tenant_share",
+            m.shed.clone(),
         );
         registry.register(
             "events_deduplicated",
@@ -179,6 +203,22 @@ impl Metrics {
 
     pub fn batch_rejected(&self, reason: &str) {
         self.batches_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn limited(&self, limit: &str) {
+        self.rate_limited
+            .get_or_create(&LimitLabel {
+                limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn shed(&self, reason: &str) {
+        self.shed
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
             })

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Config, ConfigError},
     control::{ControlDb, ControlError, credential_cache::CredentialCache},
-    grpc::{self, GrpcError, IngestSvc, Shared},
+    grpc::{self, GrpcError, IngestSvc, Shared, admission::Admission},
     http,
     metrics::Metrics,
     store::{
@@ -28,6 +28,9 @@ use crate::{
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often a ClickHouse marked down is probed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Start-up's wait for an unreachable ClickHouse: first retry, and the cap of the doubling.
+const SCHEMA_RETRY_FIRST: Duration = Duration::from_millis(500);
+const SCHEMA_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -121,20 +124,43 @@ pub fn write_ready_file(path: &Path, grpc: SocketAddr, http: SocketAddr) -> Resu
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// Waits for ClickHouse and applies its migrations: while it cannot be reached at all, retries
+/// with exponential backoff (0.5 s doubling to 30 s), logging each attempt and reporting the
+/// wait on `/readyz`; an error ClickHouse answers with (bad credentials, a failing statement)
+/// ends start-up at once.
+async fn wait_for_schema(store: &Store, startup: &http::Startup) -> Result<Vec<u32>, ServeError> {
+    let mut delay = SCHEMA_RETRY_FIRST;
+    let mut attempt = 1u32;
+    loop {
+        match migrations::run(store).await {
+            Ok(applied) => return Ok(applied),
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(
+                    error = %e,
+                    attempt,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "ClickHouse unreachable at start-up; waiting for it (not ready)"
+                );
+                startup.waiting(format!(
+                    "waiting for ClickHouse to apply migrations (attempt {attempt}): {e}"
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(SCHEMA_RETRY_MAX);
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Starts everything; returns once migrations ran, listeners are bound and the ready file is
-/// written.
+/// written. The HTTP listener (health, readiness, metrics) serves from the start, also while
+/// an unreachable ClickHouse is awaited; gRPC only once the schema is in place.
 pub async fn start(config: Config) -> Result<Collector, ServeError> {
     config.check()?;
     let collector_id = crate::control::secrets::new_token_id()[..8].to_owned();
     let control = Arc::new(ControlDb::open(&config.database_url).await?);
     let store = Store::new(&config)?;
-    let applied = migrations::run(&store).await?;
-    tracing::info!(
-        collector_id,
-        database = store.db(),
-        applied = ?applied,
-        "ClickHouse schema up to date"
-    );
 
     let grpc_listener = bind("gRPC", config.grpc_listen).await?;
     let http_listener = bind("HTTP", config.http_listen).await?;
@@ -157,6 +183,52 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
 
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
+    let startup = http::Startup::new();
+    // Every connection is a file descriptor: make room for the caps (soft limits of 1024 are
+    // common; the hard limit is usually far higher).
+    let want_fds = (config.grpc_max_connections + config.http_max_connections + 256) as u64;
+    match fleetpulse_net::raise_fd_limit(want_fds) {
+        Ok(fds) if fds < want_fds => tracing::warn!(
+            open_files = fds,
+            grpc_max_connections = config.grpc_max_connections,
+            "the open-file limit is below the connection caps; raise the hard limit \
+             (LimitNOFILE= in systemd, ulimit -Hn)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "raising the open-file limit failed"),
+    }
+    let grpc_connections = fleetpulse_net::ConnectionCap::new("gRPC", config.grpc_max_connections);
+    let http_task = {
+        let router = http::router(http::HttpState {
+            store: store.clone(),
+            control: control.clone(),
+            metrics: metrics.clone(),
+            startup: startup.clone(),
+            grpc_connections: grpc_connections.clone(),
+        });
+        let cancel = cancel.clone();
+        let limits = fleetpulse_net::HttpLimits {
+            max_connections: config.http_max_connections,
+            header_timeout: config.http_header_timeout(),
+        };
+        tokio::spawn(fleetpulse_net::serve_http(
+            http_listener,
+            router,
+            None,
+            limits,
+            "HTTP",
+            cancel.cancelled_owned(),
+        ))
+    };
+    // Stops the HTTP server if start-up fails or is abandoned (shutdown while waiting).
+    let stop_http_on_failure = cancel.clone().drop_guard();
+    let applied = wait_for_schema(&store, &startup).await?;
+    tracing::info!(
+        collector_id,
+        database = store.db(),
+        applied = ?applied,
+        "ClickHouse schema up to date"
+    );
     let health = StoreHealth::new();
     let (writer, writer_task) = writer::spawn(
         store.clone(),
@@ -179,16 +251,19 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         config.credential_cache_max_delay(),
         config.credential_cache_max_entries,
     ));
-    let shared = Arc::new(Shared::new(
-        control.clone(),
-        store.clone(),
-        writer,
-        metrics.clone(),
-        rules,
-        config.batch_lease(),
-        collector_id.clone(),
-        credentials.clone(),
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            control.clone(),
+            store.clone(),
+            writer,
+            metrics.clone(),
+            rules,
+            config.batch_lease(),
+            collector_id.clone(),
+            credentials.clone(),
+        )
+        .with_admission(Admission::new(config.admission(), metrics.clone())),
+    );
     let svc = IngestSvc::new(shared.clone());
 
     let background = vec![
@@ -212,20 +287,6 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         )),
     ];
 
-    // Every connection is a file descriptor: make room for the caps (soft limits of 1024 are
-    // common; the hard limit is usually far higher).
-    let want_fds = (config.grpc_max_connections + config.http_max_connections + 256) as u64;
-    match fleetpulse_net::raise_fd_limit(want_fds) {
-        Ok(fds) if fds < want_fds => tracing::warn!(
-            open_files = fds,
-            grpc_max_connections = config.grpc_max_connections,
-            "the open-file limit is below the connection caps; raise the hard limit \
-             (LimitNOFILE= in systemd, ulimit -Hn)"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "raising the open-file limit failed"),
-    }
-    let grpc_connections = fleetpulse_net::ConnectionCap::new("gRPC", config.grpc_max_connections);
     let grpc_task = {
         let config = config.clone();
         let connections = grpc_connections.clone();
@@ -243,31 +304,12 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
             .await
         })
     };
-    let http_task = {
-        let router = http::router(http::HttpState {
-            store,
-            control: control.clone(),
-            metrics,
-            grpc_connections,
-        });
-        let cancel = cancel.clone();
-        let limits = fleetpulse_net::HttpLimits {
-            max_connections: config.http_max_connections,
-            header_timeout: config.http_header_timeout(),
-        };
-        tokio::spawn(fleetpulse_net::serve_http(
-            http_listener,
-            router,
-            None,
-            limits,
-            "HTTP",
-            cancel.cancelled_owned(),
-        ))
-    };
 
     if let Some(path) = &config.ready_file {
         write_ready_file(path, grpc_addr, http_addr)?;
     }
+    let _http_cancel = stop_http_on_failure.disarm();
+    startup.done();
     tracing::info!(
         collector_id,
         grpc = %grpc_addr,
@@ -344,9 +386,18 @@ impl Collector {
     }
 }
 
-/// Runs a collector until `shutdown` completes.
+/// Runs a collector until `shutdown` completes (also while start-up still waits for
+/// ClickHouse: then it exits without having served ingest).
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    start(config).await?.run_until(shutdown).await
+    let mut shutdown = std::pin::pin!(shutdown);
+    let collector = tokio::select! {
+        started = start(config) => started?,
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested during start-up; exiting");
+            return Ok(());
+        }
+    };
+    collector.run_until(shutdown).await
 }
 
 #[cfg(test)]

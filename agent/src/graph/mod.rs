@@ -137,6 +137,7 @@ pub async fn register(args: GraphRegisterArgs) -> anyhow::Result<()> {
         device,
         &tenant.spool_dir,
         &tenant.state_file,
+        grpc::REGISTER_RETRY_FOR,
     )
     .await?;
     println!(

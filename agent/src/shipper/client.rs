@@ -135,7 +135,11 @@ pub struct DeviceIdentity {
     pub platform: Platform,
 }
 
-/// Exchanges an enrollment token for an agent credential.
+/// How long `register` keeps retrying a collector that is overloaded, rate-limiting or
+/// unreachable before giving up (the CLI's `--retry-secs` default).
+pub const REGISTER_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Exchanges an enrollment token for an agent credential (one attempt).
 pub async fn register(
     channel: Channel,
     enrollment_token: &str,
@@ -153,6 +157,60 @@ pub async fn register(
     Ok(client.register(request).await?.into_inner())
 }
 
+/// Whether a failed Register may succeed when repeated unchanged: the collector was rate
+/// limiting (RESOURCE_EXHAUSTED), overloaded or unreachable (UNAVAILABLE, transport errors,
+/// DEADLINE_EXCEEDED). A refused or used-up token, a bad field: never.
+pub fn register_retryable(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::ResourceExhausted
+            | Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
+    )
+}
+
+/// [`register`], repeated while the answer is retryable ([`register_retryable`]) for at most
+/// `retry_for`: after the collector's `retry-after-ms` hint when it sends one (plus a little
+/// jitter, so a fleet enrolling at once does not come back in lockstep), else after a
+/// full-jitter exponential backoff (0.5 s doubling to 30 s). A rate limiter on Register
+/// therefore slows a fleet enrolling in a burst instead of failing it.
+pub async fn register_retrying(
+    channel: Channel,
+    enrollment_token: &str,
+    device: &DeviceIdentity,
+    retry_for: Duration,
+) -> Result<RegisterResponse, tonic::Status> {
+    let started = std::time::Instant::now();
+    let mut backoff =
+        crate::shipper::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    // StdRng, not thread_rng: the future must stay Send across the awaits below.
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
+    loop {
+        let status = match register(channel.clone(), enrollment_token, device).await {
+            Ok(response) => return Ok(response),
+            Err(status) => status,
+        };
+        let elapsed = started.elapsed();
+        if !register_retryable(status.code()) || elapsed >= retry_for {
+            return Err(status);
+        }
+        let delay =
+            crate::shipper::retry_delay(&status, &mut backoff, &mut rng).min(retry_for - elapsed);
+        tracing::warn!(
+            device_id = %device.device_id,
+            code = crate::shipper::code_name(status.code()),
+            message = status.message(),
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "registration not accepted yet; will retry"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// Registers `device` with the collector at `collector` and writes the state file (owner-only)
 /// with the new credential. Batch sequence numbers continue after any spool in `spool_dir` that
 /// survived a previous registration, so a resend is never mistaken for new data.
@@ -163,17 +221,23 @@ pub async fn register_and_store(
     device: DeviceIdentity,
     spool_dir: &std::path::Path,
     state_file: &std::path::Path,
+    retry_for: Duration,
 ) -> anyhow::Result<crate::state::AgentState> {
     use anyhow::Context as _;
-    let response = register(channel(collector, tls)?, enrollment_token, &device)
-        .await
-        .map_err(|status| {
-            anyhow::anyhow!(
-                "the collector refused the registration: {}: {}",
-                crate::shipper::code_name(status.code()),
-                status.message()
-            )
-        })?;
+    let response = register_retrying(
+        channel(collector, tls)?,
+        enrollment_token,
+        &device,
+        retry_for,
+    )
+    .await
+    .map_err(|status| {
+        anyhow::anyhow!(
+            "the collector refused the registration: {}: {}",
+            crate::shipper::code_name(status.code()),
+            status.message()
+        )
+    })?;
     let reserved = crate::spool::Spool::peek_stats(spool_dir)
         .map(|s| s.next_batch_seq)
         .unwrap_or(1);

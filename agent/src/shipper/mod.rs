@@ -8,9 +8,11 @@
 //!    [`ShipperSettings::batch_max_age`]. Batch size respects both the configuration and the
 //!    collector's advertised [`Limits`] (asked with `GetLimits`).
 //! 3. Answers: OK → rejected items to the dead-letter file, batch acked. `UNAVAILABLE`,
-//!    `DEADLINE_EXCEEDED`, transport errors → retry with exponential backoff and full jitter.
-//!    `RESOURCE_EXHAUSTED` → the batch is split in two (new sequence numbers; nothing of it was
-//!    stored) and the item cap halved. `INVALID_ARGUMENT`, `FAILED_PRECONDITION`,
+//!    `DEADLINE_EXCEEDED`, transport errors → retry with exponential backoff and full jitter, or
+//!    after the collector's `retry-after-ms` hint when it sends one ([`retry_after`]).
+//!    `RESOURCE_EXHAUSTED` with a hint is a rate limit: retried after the hint, not split.
+//!    `RESOURCE_EXHAUSTED` without one → the batch is split in two (new sequence numbers;
+//!    nothing of it was stored) and the item cap halved. `INVALID_ARGUMENT`, `FAILED_PRECONDITION`,
 //!    `PERMISSION_DENIED` → the batch goes to the dead-letter file, shipping continues.
 //!    `UNAUTHENTICATED` → the credential was revoked: shipping stops with an error log, while
 //!    collection continues into the (bounded) spool.
@@ -226,6 +228,34 @@ impl Backoff {
     }
 }
 
+/// The collector's retry hint: metadata `retry-after-ms` (integer milliseconds), sent with
+/// UNAVAILABLE (overloaded, ClickHouse down) and RESOURCE_EXHAUSTED (a rate limit). Capped at
+/// ten minutes so a bogus hint cannot park an agent for good.
+pub fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    let ms: u64 = status
+        .metadata()
+        .get("retry-after-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms).min(Duration::from_secs(600)))
+}
+
+/// How long to wait before retrying after `status`: the collector's hint plus up to a fifth of
+/// it as jitter (so agents refused together do not return together), else the next backoff
+/// delay.
+pub fn retry_delay(status: &tonic::Status, backoff: &mut Backoff, rng: &mut impl Rng) -> Duration {
+    match retry_after(status) {
+        Some(hint) => {
+            let jitter_ms = u64::try_from(hint.as_millis() / 5).unwrap_or(u64::MAX);
+            hint + Duration::from_millis(rng.gen_range(0..=jitter_ms))
+        }
+        None => backoff.next_delay(rng),
+    }
+}
+
 /// How an answer of the collector is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -239,7 +269,16 @@ pub enum Disposition {
     Stop,
 }
 
-/// Classifies a gRPC error of `Push`.
+/// Classifies a gRPC error of `Push`. RESOURCE_EXHAUSTED *with* a `retry-after-ms` hint is a
+/// rate limit (the batch is fine, the sender too fast): retried after the hint, never split.
+pub fn push_disposition(status: &tonic::Status) -> Disposition {
+    if status.code() == Code::ResourceExhausted && retry_after(status).is_some() {
+        return Disposition::Retry;
+    }
+    disposition(status.code())
+}
+
+/// Classifies a gRPC error code of `Push` (without its metadata).
 pub fn disposition(code: Code) -> Disposition {
     match code {
         Code::ResourceExhausted => Disposition::Split,
@@ -462,7 +501,7 @@ impl Shipper {
         if stopping {
             return;
         }
-        let delay = self.backoff.next_delay(&mut self.rng);
+        let delay = retry_delay(status, &mut self.backoff, &mut self.rng);
         tracing::warn!(
             call,
             code = code_name(status.code()),
@@ -535,7 +574,7 @@ impl Shipper {
                 self.on_ack(&request, response.into_inner()).await?;
                 Ok(true)
             }
-            Err(status) => match disposition(status.code()) {
+            Err(status) => match push_disposition(&status) {
                 _ if self.compression_refused(&status) => Ok(false),
                 Disposition::Retry => {
                     self.handle_failure(&status, "Push", shutdown, stopping)

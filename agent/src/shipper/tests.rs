@@ -25,12 +25,15 @@ enum Step {
     Ok,
     Reject(Vec<u32>),
     Fail(Code),
+    /// A refusal carrying `retry-after-ms`.
+    Hint(Code, u64),
 }
 
 #[derive(Default)]
 struct FakeState {
     script: Mutex<VecDeque<Step>>,
     seen: Mutex<Vec<PushRequest>>,
+    arrivals: Mutex<Vec<std::time::Instant>>,
     auth: Mutex<Vec<String>>,
 }
 
@@ -56,6 +59,10 @@ impl IngestService for Fake {
         self.auth.lock().unwrap().push(auth);
         let request = request.into_inner();
         self.seen.lock().unwrap().push(request.clone());
+        self.arrivals
+            .lock()
+            .unwrap()
+            .push(std::time::Instant::now());
         let step = self.script.lock().unwrap().pop_front().unwrap_or(Step::Ok);
         match step {
             Step::Ok => Ok(tonic::Response::new(PushResponse {
@@ -80,6 +87,13 @@ impl IngestService for Fake {
                 ..Default::default()
             })),
             Step::Fail(code) => Err(tonic::Status::new(code, "scripted failure")),
+            Step::Hint(code, ms) => {
+                let mut status = tonic::Status::new(code, "scripted refusal with a hint");
+                status
+                    .metadata_mut()
+                    .insert("retry-after-ms", ms.to_string().parse().unwrap());
+                Err(status)
+            }
         }
     }
 
@@ -303,6 +317,86 @@ async fn resource_exhausted_splits_the_batch() {
         vec![(1, names(0..4)), (2, names(0..2)), (3, names(2..4))]
     );
     rig.stop().await;
+}
+
+/// A rate limit (RESOURCE_EXHAUSTED with `retry-after-ms`) and a shed (UNAVAILABLE with one):
+/// the same batch is resent, unsplit, no earlier than the hint (the rig's own backoff is at most
+/// 5 ms, so only the hint explains the wait).
+#[tokio::test]
+async fn retry_hints_are_honoured_and_a_rate_limit_never_splits() {
+    let rig = rig(
+        vec![
+            Step::Hint(Code::ResourceExhausted, 300),
+            Step::Hint(Code::Unavailable, 200),
+            Step::Ok,
+        ],
+        4,
+        10,
+        true,
+    )
+    .await;
+    wait_for("acked", || {
+        rig.stats.items_acked.load(Ordering::Relaxed) == 4
+    })
+    .await;
+    assert_eq!(
+        rig.seen(),
+        vec![(1, names(0..4)), (1, names(0..4)), (1, names(0..4))]
+    );
+    let at = rig.fake.arrivals.lock().unwrap().clone();
+    assert!(
+        at[1] - at[0] >= Duration::from_millis(300),
+        "{:?}",
+        at[1] - at[0]
+    );
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(200),
+        "{:?}",
+        at[2] - at[1]
+    );
+    rig.stop().await;
+}
+
+#[test]
+fn hints_are_read_from_metadata_and_capped() {
+    let mut status = tonic::Status::resource_exhausted("slow down");
+    assert_eq!(retry_after(&status), None);
+    assert_eq!(push_disposition(&status), Disposition::Split);
+    status
+        .metadata_mut()
+        .insert("retry-after-ms", "1500".parse().unwrap());
+    assert_eq!(retry_after(&status), Some(Duration::from_millis(1500)));
+    assert_eq!(push_disposition(&status), Disposition::Retry);
+    status
+        .metadata_mut()
+        .insert("retry-after-ms", "99999999".parse().unwrap());
+    assert_eq!(retry_after(&status), Some(Duration::from_secs(600)));
+    status
+        .metadata_mut()
+        .insert("retry-after-ms", "soon".parse().unwrap());
+    assert_eq!(retry_after(&status), None);
+    let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+    let mut rng = rand::thread_rng();
+    let mut hinted = tonic::Status::unavailable("busy");
+    hinted
+        .metadata_mut()
+        .insert("retry-after-ms", "1000".parse().unwrap());
+    for _ in 0..50 {
+        let d = retry_delay(&hinted, &mut backoff, &mut rng);
+        assert!((1000..=1200).contains(&d.as_millis()), "{d:?}");
+    }
+    assert!(crate::shipper::client::register_retryable(
+        Code::ResourceExhausted
+    ));
+    assert!(crate::shipper::client::register_retryable(
+        Code::Unavailable
+    ));
+    assert!(!crate::shipper::client::register_retryable(
+        Code::PermissionDenied
+    ));
+    assert!(!crate::shipper::client::register_retryable(
+        Code::Unauthenticated
+    ));
 }
 
 #[tokio::test]

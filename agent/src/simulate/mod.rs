@@ -225,7 +225,9 @@ async fn load_or_register(
         return Ok(state);
     }
     let channel = client::channel(collector, tls)?;
-    let response = client::register(channel, token, &identity)
+    // Retried while the collector rate-limits or sheds registrations: a whole simulated
+    // fleet enrolls at once, which is exactly what Register's rate limit slows down.
+    let response = client::register_retrying(channel, token, &identity, client::REGISTER_RETRY_FOR)
         .await
         .map_err(|s| {
             anyhow::anyhow!(

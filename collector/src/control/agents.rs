@@ -65,11 +65,17 @@ fn agent_from_row(r: &sqlx::any::AnyRow) -> Result<AgentRecord, sqlx::Error> {
 impl ControlDb {
     /// Registers a new agent under the token's tenant; returns its record and the credential
     /// (shown once; only its hash is kept).
+    ///
+    /// Takes one use of the token in the same transaction: a conditional `UPDATE` that only
+    /// matches while the token is unrevoked, unexpired and below its cap. Of two concurrent
+    /// registrations with one use left exactly one matches (PostgreSQL re-evaluates the
+    /// condition on the row the first one locked; SQLite runs one writer at a time); the other
+    /// is refused as used up.
     pub async fn register_agent(
         &self,
         token: &TokenRecord,
         agent: &NewAgent<'_>,
-    ) -> Result<(AgentRecord, String), ControlError> {
+    ) -> Result<(AgentRecord, String), AuthError> {
         let id = Uuid::new_v4();
         let secret = secrets::new_secret();
         let created_at_ms = now_ms();
@@ -85,6 +91,28 @@ impl ControlDb {
             revoked_at_ms: None,
             last_seen_at_ms: None,
         };
+        let mut tx = self.pool().begin().await?;
+        let taken = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1
+             WHERE id = $1 AND revoked_at IS NULL
+               AND (max_uses IS NULL OR uses < max_uses)
+               AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(&token.id)
+        .bind(created_at_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            tx.rollback().await?;
+            let current = self.token_by_id(&token.id).await?;
+            let refused = current
+                .and_then(|t| t.unusable_at(created_at_ms))
+                .unwrap_or_else(|| {
+                    AuthFailure::Unknown("unknown or invalid enrollment token".into())
+                });
+            return Err(refused.into());
+        }
         sqlx::query(
             "INSERT INTO agents (id, tenant, device_id, hostname, platform, agent_version,
                                  secret_hash, token_id, created_at, revoked_at, last_seen_at)
@@ -99,8 +127,9 @@ impl ControlDb {
         .bind(secrets::hash_secret(&secret))
         .bind(&record.token_id)
         .bind(created_at_ms)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok((record, secrets::format_agent_credential(&id, &secret)))
     }
 

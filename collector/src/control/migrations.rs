@@ -1,9 +1,11 @@
 //! Versioned control-plane migrations, applied at start and by `fleetpulse-collector migrate`.
 //!
 //! A tiny runner rather than `sqlx::migrate!`: the same portable DDL runs on SQLite and
-//! PostgreSQL, each version is recorded in `control_schema_migrations` and applied once, and
-//! every statement is `IF NOT EXISTS`, so a run interrupted between a statement and its record
-//! is safe to repeat. On PostgreSQL an advisory lock serialises collectors starting together.
+//! PostgreSQL, each version is recorded in `control_schema_migrations` and applied once. All
+//! pending migrations and their records run in one transaction (both databases have
+//! transactional DDL), so an interrupted run leaves nothing half applied; that is what makes
+//! `ALTER TABLE ... ADD COLUMN` (which SQLite cannot write as `IF NOT EXISTS`) safe. On
+//! PostgreSQL an advisory lock serialises collectors starting together.
 
 use sqlx::{Any, Transaction};
 
@@ -70,6 +72,17 @@ const MIGRATIONS: &[Migration] = &[
             name VARCHAR(64) PRIMARY KEY,
             value BIGINT NOT NULL
         )"],
+    },
+    Migration {
+        version: 3,
+        name: "enrollment_token_caps",
+        statements: &[
+            // Registrations allowed at most (NULL: unlimited), made so far, and the expiry in
+            // Unix milliseconds (NULL: never). Existing tokens stay unlimited.
+            "ALTER TABLE enrollment_tokens ADD COLUMN max_uses BIGINT",
+            "ALTER TABLE enrollment_tokens ADD COLUMN uses BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE enrollment_tokens ADD COLUMN expires_at BIGINT",
+        ],
     },
 ];
 
@@ -147,7 +160,55 @@ mod tests {
                 .fetch_all(db.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
+    }
+
+    /// A control database of the first release (tokens without caps) upgrades in place: its
+    /// tokens stay unlimited and keep enrolling.
+    async fn upgrade_from_version_1(db: &ControlDb) {
+        sqlx::query(CREATE_VERSIONS)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        for statement in MIGRATIONS[0].statements {
+            sqlx::query(statement).execute(db.pool()).await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO control_schema_migrations (version, name, applied_at) VALUES (1, 'x', 0)",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, tenant, secret_hash, description, created_at,
+                                            revoked_at)
+             VALUES ('00000000000000aa', 'contoso', 'h', 'old', 1, NULL)",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(run(db).await.unwrap(), vec![2, 3]);
+        let old = db.token_by_id("00000000000000aa").await.unwrap().unwrap();
+        assert_eq!((old.uses, old.max_uses, old.expires_at_ms), (0, None, None));
+        assert!(old.unusable_at(now_ms()).is_none());
+        assert_eq!(run(db).await.unwrap(), Vec::<i64>::new());
+    }
+
+    #[tokio::test]
+    async fn sqlite_upgrade_from_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("v1.db").display());
+        let db = ControlDb::connect(&url).await.unwrap();
+        upgrade_from_version_1(&db).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_upgrade_from_version_1() {
+        let Some(pg) = test_support::postgres() else {
+            return;
+        };
+        let db = test_support::connect_retrying(&pg.url).await;
+        upgrade_from_version_1(&db).await;
     }
 
     #[tokio::test]
@@ -161,7 +222,7 @@ mod tests {
         applied.sort();
         assert_eq!(
             applied,
-            [vec![], vec![1, 2]],
+            [vec![], vec![1, 2, 3]],
             "exactly one run applies the migrations"
         );
         assert_eq!(run(&db).await.unwrap(), Vec::<i64>::new());

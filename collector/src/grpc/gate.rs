@@ -8,13 +8,18 @@
 //! for `Push`:
 //!
 //! 1. the credential in `authorization` is checked (UNAUTHENTICATED otherwise, logged with the
-//!    source address, rate-limited);
+//!    source address, rate-limited); then admission control (`admission.rs`) may refuse the
+//!    push from its headers alone: pushes/s of the agent and tenant (RESOURCE_EXHAUSTED), or
+//!    shedding while ClickHouse is down or the writer's queue is full (UNAVAILABLE), both with
+//!    `retry-after-ms`;
 //! 2. the body is read within `body_timeout` (DEADLINE_EXCEEDED otherwise) and only up to the
 //!    announced message length, which must not exceed the decode limit (RESOURCE_EXHAUSTED,
-//!    checked from the 5-byte frame header before anything is buffered);
+//!    checked from the 5-byte frame header before anything is buffered); the announced length
+//!    must fit in what is left of `max_inflight_bytes` (UNAVAILABLE with a hint otherwise);
 //! 3. a gzip body is inflated into a buffer capped at `max_batch_bytes` (RESOURCE_EXHAUSTED
 //!    beyond: no gzip bomb can inflate further);
-//! 4. [`crate::wire::scan_push_request`] bounds items and attribute entries on the wire;
+//! 4. [`crate::wire::scan_push_request`] bounds items and attribute entries on the wire, and
+//!    its item count is charged to the agent's and tenant's events/s limits;
 //! 5. the request is decoded once and handed to the handler through the request extensions
 //!    ([`GatedPush`]); tonic itself decodes an empty message. Malformed encodings are
 //!    INVALID_ARGUMENT naming the item instead of tonic's INTERNAL.
@@ -36,6 +41,7 @@ use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use prost::Message;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::{
     Status,
     body::Body,
@@ -44,7 +50,7 @@ use tonic::{
 };
 use tower::Service;
 
-use super::service::Shared;
+use super::{admission::Admission, service::Shared};
 use crate::{
     control::agents::AgentIdentity,
     validate::{self, BatchError},
@@ -64,6 +70,8 @@ pub struct GatedPush {
     pub request: PushRequest,
     /// Size of the (inflated) encoded message, for the `max_batch_bytes` check.
     pub encoded_len: usize,
+    /// The body's share of `max_inflight_bytes`, held until the push is answered.
+    pub body: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 /// The identity the gate authenticated (GetLimits).
@@ -147,6 +155,13 @@ where
                 req.extensions_mut().insert(GatedIdentity(identity));
                 return inner.call(req).await;
             }
+            if let Err(status) = shared.admission.admit_push(&identity, &shared.writer) {
+                shared.metrics.batches_received.inc();
+                shared
+                    .metrics
+                    .batch_rejected(super::service::status_label(status.code()));
+                return Ok(status.into_http());
+            }
             let (mut parts, body) = req.into_parts();
             let gzip = match parts.headers.get("grpc-encoding").map(|v| v.as_bytes()) {
                 None | Some(b"identity") => false,
@@ -160,21 +175,29 @@ where
                 }
             };
             let rules = &shared.rules;
-            let read = read_push(body, gzip, limits, rules, peer);
-            let (request, encoded_len) = match read.await {
+            let admit = Admit {
+                admission: &shared.admission,
+                identity: &identity,
+            };
+            let read = read_push(body, gzip, limits, rules, peer, admit);
+            let (request, encoded_len, permit) = match read.await {
                 Ok(read) => read,
                 Err(status) => {
                     shared.metrics.batches_received.inc();
                     shared
                         .metrics
                         .batch_rejected(super::service::status_label(status.code()));
-                    tracing::info!(
-                        tenant = %identity.tenant,
-                        agent_id = %identity.agent_id,
-                        code = ?status.code(),
-                        message = status.message(),
-                        "push refused before decoding"
-                    );
+                    // Admission refusals (with a retry hint) are logged rate-limited by
+                    // admission control; logging each here would let a flood fill the log.
+                    if status.metadata().get("retry-after-ms").is_none() {
+                        tracing::info!(
+                            tenant = %identity.tenant,
+                            agent_id = %identity.agent_id,
+                            code = ?status.code(),
+                            message = status.message(),
+                            "push refused before decoding"
+                        );
+                    }
                     return Ok(status.into_http());
                 }
             };
@@ -183,6 +206,7 @@ where
                 identity,
                 request,
                 encoded_len,
+                body: Some(Arc::new(permit)),
             });
             // tonic decodes an empty message; the handler takes the real one from the
             // extensions.
@@ -202,6 +226,13 @@ fn peer_addr(ext: &http::Extensions) -> Option<SocketAddr> {
         })
 }
 
+/// Admission checks made while the body is read.
+#[derive(Clone, Copy)]
+struct Admit<'a> {
+    admission: &'a Admission,
+    identity: &'a AgentIdentity,
+}
+
 /// Reads, inflates, scans and decodes one Push body under the gate's bounds.
 async fn read_push(
     body: Body,
@@ -209,8 +240,10 @@ async fn read_push(
     limits: GateLimits,
     rules: &validate::Rules,
     peer: Option<SocketAddr>,
-) -> Result<(PushRequest, usize), Status> {
-    let frame = match tokio::time::timeout(limits.body_timeout, read_frame(body, limits)).await {
+    admit: Admit<'_>,
+) -> Result<(PushRequest, usize, OwnedSemaphorePermit), Status> {
+    let read = read_frame(body, limits, admit.admission);
+    let (frame, permit) = match tokio::time::timeout(limits.body_timeout, read).await {
         Ok(frame) => frame?,
         Err(_) => {
             tracing::info!(
@@ -226,15 +259,19 @@ async fn read_push(
     };
     let (compressed, message) = frame;
     let max = rules.max_batch_bytes as usize;
-    let message = if compressed {
+    let (message, permit) = if compressed {
         if !gzip {
             return Err(Status::invalid_argument(
                 "the message is flagged compressed but grpc-encoding names no compression",
             ));
         }
-        inflate(&message, max)?
+        let inflated = inflate(&message, max)?;
+        // The inflated copy counts against the in-flight budget too.
+        let mut permit = permit;
+        permit.merge(admit.admission.reserve_body(inflated.len())?);
+        (inflated, permit)
     } else {
-        message
+        (message, permit)
     };
     if message.len() > max {
         return Err(batch_status(BatchError::ResourceExhausted(format!(
@@ -242,10 +279,11 @@ async fn read_push(
             message.len()
         ))));
     }
-    wire::scan_push_request(&message, rules).map_err(batch_status)?;
+    let shape = wire::scan_push_request(&message, rules).map_err(batch_status)?;
+    admit.admission.admit_items(admit.identity, shape.items)?;
     let encoded_len = message.len();
     match PushRequest::decode(message.as_ref()) {
-        Ok(request) => Ok((request, encoded_len)),
+        Ok(request) => Ok((request, encoded_len, permit)),
         Err(e) => Err(Status::invalid_argument(locate_decode_error(&message, &e))),
     }
 }
@@ -258,11 +296,17 @@ fn batch_status(e: BatchError) -> Status {
     }
 }
 
-/// Reads exactly one gRPC message frame, refusing one announced over the decode limit before
-/// buffering it. Returns (compressed flag, message bytes).
-async fn read_frame(mut body: Body, limits: GateLimits) -> Result<(bool, Bytes), Status> {
+/// Reads exactly one gRPC message frame, refusing one announced over the decode limit, or
+/// beyond what is left of the in-flight body budget, before buffering it. Returns (compressed
+/// flag, message bytes) and the body's share of the budget.
+async fn read_frame(
+    mut body: Body,
+    limits: GateLimits,
+    admission: &Admission,
+) -> Result<((bool, Bytes), OwnedSemaphorePermit), Status> {
     let mut buf = BytesMut::new();
     let mut want: Option<(bool, usize)> = None;
+    let mut permit: Option<OwnedSemaphorePermit> = None;
     loop {
         if want.is_none() && buf.len() >= FRAME_HEADER {
             let flag = buf[0];
@@ -279,15 +323,17 @@ async fn read_frame(mut body: Body, limits: GateLimits) -> Result<(bool, Bytes),
                     limits.decode_limit
                 )));
             }
+            permit = Some(admission.reserve_body(FRAME_HEADER + len)?);
             buf.reserve((FRAME_HEADER + len).saturating_sub(buf.len()));
             want = Some((flag == 1, len));
         }
         if let Some((compressed, len)) = want
             && buf.len() >= FRAME_HEADER + len
+            && let Some(permit) = permit.take()
         {
             buf.advance(FRAME_HEADER);
             buf.truncate(len);
-            return Ok((compressed, buf.freeze()));
+            return Ok(((compressed, buf.freeze()), permit));
         }
         match body.frame().await {
             Some(Ok(frame)) => {

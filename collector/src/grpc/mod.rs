@@ -1,8 +1,10 @@
 //! The gRPC server: the ingest service, gRPC health (SERVING while ClickHouse answers) and
 //! server reflection, optionally over TLS with client certificates.
 
+pub mod admission;
 pub mod auth;
 pub mod gate;
+pub mod limiter;
 mod refusals;
 pub mod service;
 

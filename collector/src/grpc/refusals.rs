@@ -1,4 +1,5 @@
-//! Rate-limited logging of refused authentication, so an operator sees an attack in the log
+//! Rate-limited logging of refused authentication (and, through [`RefusalLog::try_line`], of
+//! admission refusals), so an operator sees an attack in the log
 //! without the log itself becoming the amplifier: at most [`LINES_PER_SECOND`] lines a second,
 //! and the next line says how many refusals were not logged in between. Secrets never appear:
 //! only the reason (`missing`, `malformed`, `unknown`, `revoked`), the message (which names
@@ -50,13 +51,21 @@ impl RefusalLog {
         }
     }
 
-    /// Records one refused authentication.
-    pub fn note(&self, peer: Option<SocketAddr>, failure: &AuthFailure) {
+    /// Whether a line may be written now: `Some(lines not written since the last one)`, or
+    /// `None` (the refusal is counted as not logged).
+    pub fn try_line(&self) -> Option<u64> {
         if !self.admit(Instant::now()) {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+
+    /// Records one refused authentication.
+    pub fn note(&self, peer: Option<SocketAddr>, failure: &AuthFailure) {
+        let Some(suppressed) = self.try_line() else {
+            return;
+        };
         let source = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
         tracing::warn!(
             source = %source,

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::{
+    admission::{self, Admission},
     auth,
     gate::{GatedIdentity, GatedPush},
     refusals::RefusalLog,
@@ -42,7 +43,7 @@ use crate::{
         Store,
         recovery::{find_existing, remove_existing},
         rows::{RowContext, Rows, event_row, heartbeat_row, platform_name, state_row},
-        writer::WriterHandle,
+        writer::{Refusal, WriterHandle},
     },
     validate::{self, BatchError, Checked, ItemRejection, Rules, Validation, limits},
 };
@@ -66,6 +67,8 @@ pub struct Shared {
     pub credentials: Arc<CredentialCache>,
     /// Ledger claims and finishes, committed in groups.
     pub ledger: LedgerGroup,
+    /// Rate limits and shedding (`admission.rs`).
+    pub admission: Admission,
     last_seen: Mutex<HashMap<Arc<str>, Instant>>,
     refusals: RefusalLog,
 }
@@ -86,6 +89,7 @@ impl Shared {
         let ledger = LedgerGroup::spawn(control.clone());
         Self {
             ledger,
+            admission: Admission::off(metrics.clone()),
             control,
             store,
             writer,
@@ -97,6 +101,12 @@ impl Shared {
             last_seen: Mutex::new(HashMap::new()),
             refusals: RefusalLog::default(),
         }
+    }
+
+    /// Replaces the admission control (which [`Shared::new`] starts switched off).
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 }
 
@@ -373,15 +383,24 @@ impl IngestSvc {
         let seq = i64::try_from(batch_seq)
             .map_err(|_| Status::invalid_argument("batch_seq: too large"))?;
 
-        // Refuse quickly, before touching the ledger, when the rows could not be written.
-        let permit = if accepted > 0 && !invalid_all {
-            Some(
-                s.writer
-                    .try_reserve(accepted)
-                    .map_err(|r| Status::unavailable(r.to_string()))?,
-            )
+        // Refuse quickly, before touching the ledger, when the rows could not be written: the
+        // queue is full, ClickHouse is down, or the tenant holds more than its share of a busy
+        // queue (admission.rs). The share is held until the push is answered.
+        let (permit, _share) = if accepted > 0 && !invalid_all {
+            let share = s
+                .admission
+                .take_share(&identity.tenant, accepted, &s.writer)?;
+            let permit = s.writer.try_reserve(accepted).map_err(|r| {
+                s.metrics.shed(match r {
+                    Refusal::ClickHouseDown(_) => "clickhouse_down",
+                    Refusal::Overloaded { .. } => "queue_full",
+                    Refusal::ShuttingDown => "shutting_down",
+                });
+                admission::shed_status(&r)
+            })?;
+            (Some(permit), Some(share))
         } else {
-            None
+            (None, None)
         };
 
         let lease_deadline = Instant::now() + s.lease;
@@ -418,10 +437,11 @@ impl IngestSvc {
                 )));
             }
             Claim::Busy { lease_remaining_ms } => {
-                return Err(Status::unavailable(format!(
-                    "batch {batch_seq} is being stored by another request; retry in {}s",
-                    (lease_remaining_ms + 999) / 1000
-                )));
+                return Err(admission::with_retry_hint(
+                    tonic::Code::Unavailable,
+                    &format!("batch {batch_seq} is being stored by another request"),
+                    Duration::from_millis(u64::try_from(lease_remaining_ms.max(1)).unwrap_or(1)),
+                ));
             }
             Claim::Fresh { owner } => (owner, None),
             Claim::TakenOver {
@@ -511,9 +531,10 @@ impl IngestSvc {
                 Err(e) => {
                     release(now_ms()).await;
                     s.writer.health().mark_down(&e.to_string());
-                    return Err(Status::unavailable(format!(
-                        "ClickHouse is unavailable ({e}); keep the batch and retry later"
-                    )));
+                    return Err(admission::unavailable(
+                        &format!("ClickHouse is unavailable ({e}); keep the batch and retry later"),
+                        Duration::from_secs(2),
+                    ));
                 }
             }
         }
@@ -532,9 +553,10 @@ impl IngestSvc {
                     0
                 };
                 release(now_ms() + settle).await;
-                return Err(Status::unavailable(format!(
-                    "storing the batch failed: {e}; keep the batch and retry later"
-                )));
+                return Err(admission::unavailable(
+                    &format!("storing the batch failed: {e}; keep the batch and retry later"),
+                    Duration::from_secs(1),
+                ));
             }
         }
 
@@ -578,19 +600,41 @@ impl IngestSvc {
         Ok(rejects_response(batch_seq, accepted, rejects, false))
     }
 
-    async fn register_inner(&self, req: RegisterRequest) -> Result<RegisterResponse, Status> {
+    /// The answer to a refused token: PERMISSION_DENIED for an authentic token that is expired
+    /// or used up, UNAUTHENTICATED for anything else; counted, never logged with the secret.
+    fn register_refused(&self, e: AuthError) -> Status {
+        match e {
+            AuthError::Failure(f) => {
+                self.shared.metrics.auth_failure(f.reason());
+                tracing::info!(reason = f.reason(), message = %f, "registration refused");
+                if f.is_exhausted() {
+                    Status::permission_denied(f.to_string())
+                } else {
+                    auth::unauthenticated(&f)
+                }
+            }
+            AuthError::Db(e) => control_unavailable(&ControlError::Query(e)),
+        }
+    }
+
+    async fn register_inner(
+        &self,
+        req: RegisterRequest,
+        peer: Option<SocketAddr>,
+    ) -> Result<RegisterResponse, Status> {
         let s = &self.shared;
+        // Rate limits first: a flood of registrations costs no database work.
+        let token_id = crate::control::secrets::parse_enrollment_token(&req.enrollment_token)
+            .ok()
+            .map(|(id, _)| id);
+        s.admission.admit_register(token_id, peer.map(|p| p.ip()))?;
         let token = match s
             .control
             .verify_enrollment_token(&req.enrollment_token)
             .await
         {
             Ok(t) => t,
-            Err(AuthError::Failure(f)) => {
-                s.metrics.auth_failure(f.reason());
-                return Err(auth::unauthenticated(&f));
-            }
-            Err(AuthError::Db(e)) => return Err(control_unavailable(&ControlError::Query(e))),
+            Err(e) => return Err(self.register_refused(e)),
         };
         let check = |field: &str, value: &str, min: usize, max: usize| -> Result<(), Status> {
             if value.len() < min {
@@ -632,7 +676,7 @@ impl IngestSvc {
                 },
             )
             .await
-            .map_err(|e| control_unavailable(&e))?;
+            .map_err(|e| self.register_refused(e))?;
         s.metrics.registrations.inc();
         tracing::info!(
             tenant = %record.tenant,
@@ -657,7 +701,8 @@ impl IngestService for IngestSvc {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let span = tracing::info_span!("register", collector = %self.shared.collector_id);
-        self.register_inner(request.into_inner())
+        let peer = request.remote_addr();
+        self.register_inner(request.into_inner(), peer)
             .instrument(span)
             .await
             .map(Response::new)
@@ -669,25 +714,27 @@ impl IngestService for IngestSvc {
     ) -> Result<Response<PushResponse>, Status> {
         let m = &self.shared.metrics;
         m.batches_received.inc();
-        let (identity, req, encoded_len) = match request.extensions_mut().remove::<GatedPush>() {
-            Some(gated) => (gated.identity, gated.request, gated.encoded_len),
-            // Called without the gate (in-process use of the service): authenticate here.
-            None => {
-                let peer = request.remote_addr();
-                let headers = request.metadata().clone().into_headers();
-                match self.shared.authenticate(&headers, peer).await {
-                    Ok(i) => {
-                        let req = request.into_inner();
-                        let len = req.encoded_len();
-                        (i, req, len)
-                    }
-                    Err(status) => {
-                        m.batch_rejected(status_label(status.code()));
-                        return Err(status);
+        // `_body` holds the push's share of `max_inflight_bytes` until it is answered.
+        let (identity, req, encoded_len, _body) =
+            match request.extensions_mut().remove::<GatedPush>() {
+                Some(gated) => (gated.identity, gated.request, gated.encoded_len, gated.body),
+                // Called without the gate (in-process use of the service): authenticate here.
+                None => {
+                    let peer = request.remote_addr();
+                    let headers = request.metadata().clone().into_headers();
+                    match self.shared.authenticate(&headers, peer).await {
+                        Ok(i) => {
+                            let req = request.into_inner();
+                            let len = req.encoded_len();
+                            (i, req, len, None)
+                        }
+                        Err(status) => {
+                            m.batch_rejected(status_label(status.code()));
+                            return Err(status);
+                        }
                     }
                 }
-            }
-        };
+            };
         let span = tracing::info_span!(
             "push",
             collector = %self.shared.collector_id,
@@ -704,9 +751,17 @@ impl IngestService for IngestSvc {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {
                 m.batch_rejected(status_label(status.code()));
-                span.in_scope(|| {
-                    tracing::info!(code = ?status.code(), message = status.message(), "push refused")
-                });
+                // Overload refusals carry a retry hint and are counted (rate_limited, shed);
+                // one line each would let a flood fill the log.
+                if status.metadata().get("retry-after-ms").is_none() {
+                    span.in_scope(|| {
+                        tracing::info!(code = ?status.code(), message = status.message(), "push refused")
+                    });
+                } else {
+                    span.in_scope(|| {
+                        tracing::debug!(code = ?status.code(), message = status.message(), "push refused")
+                    });
+                }
                 Err(status)
             }
         }

@@ -31,6 +31,22 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl StoreError {
+    /// Whether ClickHouse could not be reached at all (connection refused or reset, DNS, a
+    /// timeout), as opposed to answering with an error: start-up waits for the former and
+    /// fails on the latter.
+    pub fn is_unreachable(&self) -> bool {
+        use clickhouse::error::Error as E;
+        match self {
+            StoreError::Timeout(_) => true,
+            StoreError::ClickHouse(e) | StoreError::Migration { source: e, .. } => {
+                matches!(e, E::Network(_) | E::TimedOut)
+            }
+            StoreError::Invalid(_) => false,
+        }
+    }
+}
+
 /// Checks that `name` can be spliced into SQL as a database name: `[A-Za-z_][A-Za-z0-9_]*`,
 /// at most 64 characters. The only identifier ever formatted into SQL text.
 pub fn validate_identifier(name: &str) -> Result<(), String> {

@@ -238,6 +238,12 @@ impl WriterHandle {
     pub fn health(&self) -> &Arc<StoreHealth> {
         &self.health
     }
+
+    /// Rows reserved or waiting for ClickHouse now (admission control sheds on it).
+    pub fn pending_rows(&self) -> usize {
+        self.max_pending
+            .saturating_sub(self.permits.available_permits())
+    }
 }
 
 /// Starts the writer task. It ends once every handle is dropped and the last rows are flushed.
