@@ -559,3 +559,15 @@ fn unknown_lines_are_skipped_and_counted_and_foreign_input_is_rejected() {
     );
     assert_eq!(parse_status(&prompted).expect("parses").skipped.count, 1);
 }
+
+#[test]
+fn a_field_in_markdown_bold_is_read_as_the_field() {
+    let text = section(
+        "User State",
+        "                    **NgcSet : YES**\n           WorkplaceJoined : NO",
+    );
+    let status = parse_status(&text).expect("parses");
+    assert_eq!(status.user_state.ngc_set.as_deref(), Some("YES"));
+    assert_eq!(status.user_state.workplace_joined.as_deref(), Some("NO"));
+    assert!(status.unknown.is_empty());
+}

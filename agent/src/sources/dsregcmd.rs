@@ -379,6 +379,19 @@ fn split_key_value(line: &str) -> Option<(&str, &str)> {
     Some((line[..colon].trim(), line[colon + 1..].trim()))
 }
 
+/// A field highlighted in a Markdown paste (`**NgcSet : YES**`) is the field itself.
+fn strip_markdown_emphasis<'a>((key, value): (&'a str, &'a str)) -> (&'a str, &'a str) {
+    for mark in ["**", "__"] {
+        if let Some(inner) = key.strip_prefix(mark) {
+            return (
+                inner.trim(),
+                value.strip_suffix(mark).unwrap_or(value).trim(),
+            );
+        }
+    }
+    (key, value)
+}
+
 fn is_banner_rule(line: &str) -> bool {
     line.starts_with("+-") || (line.starts_with("+") && line.chars().skip(1).all(|c| c == '-'))
 }
@@ -488,7 +501,10 @@ pub fn parse_status(text: &str) -> Result<DsregStatus, ParseError> {
             });
             continue;
         }
-        let Some((key, value)) = split_key_value(line).filter(|(key, _)| !key.is_empty()) else {
+        let Some((key, value)) = split_key_value(line)
+            .map(strip_markdown_emphasis)
+            .filter(|(key, _)| !key.is_empty())
+        else {
             status.skipped.line(number, line);
             continue;
         };
