@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Measures alerting end to end with the simulator (issue 9, figures in BENCHMARKS.md):
+# Measures alerting with the simulator (issue 9, figures in BENCHMARKS.md). MODE=live (the
+# default) runs the analyzer live; MODE=backtest replays stored history (see the end).
+# MODE=live:
 #   1. quiet: a private ClickHouse, the collector, the analyzer (webhook + TCP syslog
 #      destinations pointing at local receivers started here) and `fleetpulse-agent simulate
 #      --backfill` with no spike; then the live phase runs quiet for QUIET_LIVE and every
 #      alert the analyzer raised is counted (expected: 0).
-#   2. spike: the same stack keeps running; a second simulate run (live only) injects
-#      `--spike SPIKE@0s` and writes its start to --spike-report. Detection delay = first
-#      arrival at the webhook / syslog receiver minus the spike's start, in evaluation
-#      intervals.
+#   2. spikes: the same stack keeps running; a second simulate run (live only) injects SPIKES
+#      one after the other (each category a new alert key) and writes their starts to
+#      --spike-report. Detection delay = first arrival of that category's `firing` at the
+#      webhook / syslog receiver minus the spike's start, in evaluation intervals, per spike
+#      and tenant.
 # Uses binaries in target/debug (build them first:
 #   cargo build -p fleetpulse-collector -p fleetpulse-analyzer -p fleetpulse-agent --bins).
 # Everything lives under a fresh directory in /tmp on free ports; all processes started here
 # are stopped on exit. Results: $DIR/result.txt.
 #
-# The analyzer evaluates the current window only (there is no backtest mode), so the backfill
-# serves as the baseline (rolling 24 h when fewer than 2 seasonal weeks exist); 26 h keep the
-# run to minutes (a 7d backfill at RATE=4 runs ~25 min on a loaded 2-core machine).
+# Live mode evaluates the current window only, so the backfill serves as the baseline
+# (rolling 24 h when fewer than 2 seasonal weeks exist); 26 h keep the run to minutes.
+# MODE=backtest: three simulated fleets of different sizes (2 x 4000, 2 x 400 and one 40-device
+#   tenant; 1, 0.1 and 0.01 sessions/s) generate BT_DAYS of history as fast as the collector
+#   takes it (`simulate --backfill --duration 0s`): a warm-up day (the rolling baseline), a quiet
+#   week, then BT_SPIKES spikes (x10, 30 min, every 4 h, categories in turn) in the two larger
+#   fleets, written to --spike-report. `fleetpulse-analyzer alerts backtest` (the live
+#   evaluator at the default 60 s cadence and 5 min window, all_tenants on, nothing sent) then
+#   replays the quiet week and the spike days. Results: false alerts per tenant in the quiet
+#   week; per spike and tenant the delay from its start to the tick that fired, in intervals.
+#   Environment: BT_DAYS [10], BT_SPIKES [12], BT_QUIET_DAYS [7].
 # Environment (all optional): DEVICES [2000], RATE sessions/s weekly average [4], BACKFILL [26h],
-#   EVAL evaluation interval [10s], WINDOW [1m], QUIET_LIVE seconds [180], SPIKE [license:x20],
-#   SPIKE_WAIT seconds to wait for the spike's alert [120], BIN [target/debug]
+#   EVAL evaluation interval [20s], WINDOW [1m], QUIET_LIVE seconds [180],
+#   SPIKES [license:x20 network:x20 certificate:x20 device_limit:x20] (one after the other, each
+#   SPIKE_GAP-20 s long), SPIKE_GAP seconds between spike starts [90], BIN [target/debug]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -26,11 +38,11 @@ BIN="${BIN:-${ROOT}/target/debug}"
 DEVICES="${DEVICES:-2000}"
 RATE="${RATE:-4}"
 BACKFILL="${BACKFILL:-26h}"
-EVAL="${EVAL:-10s}"
+EVAL="${EVAL:-20s}"
 WINDOW="${WINDOW:-1m}"
 QUIET_LIVE="${QUIET_LIVE:-180}"
-SPIKE="${SPIKE:-license:x20}"
-SPIKE_WAIT="${SPIKE_WAIT:-120}"
+SPIKES="${SPIKES:-license:x20 network:x20 certificate:x20 device_limit:x20}"
+SPIKE_GAP="${SPIKE_GAP:-90}"
 DIR=$(mktemp -d /tmp/fp-alert-demo.XXXXXX)
 LOGS="${DIR}/logs"
 mkdir -p "${LOGS}"
@@ -130,6 +142,127 @@ export FLEETPULSE_COLLECTOR_CLICKHOUSE_DATABASE=fleetpulse
 start collector "${BIN}/fleetpulse-collector" serve --grpc-listen "127.0.0.1:${GRPC}" \
     --http-listen "127.0.0.1:${CHTTP}" --ready-file "${DIR}/collector.ready"
 wait_for 60 test -s "${DIR}/collector.ready" || die "collector not ready (${LOGS}/collector.log)"
+token() {
+    local t
+    t=$("${BIN}/fleetpulse-collector" token create --tenant "$1" --description alert-demo 2>>"${LOGS}/cli.log" | head -n1)
+    [[ "${t}" == fpe_* ]] || die "no token for $1"
+    echo "${t}"
+}
+
+if [[ "${MODE:-live}" == backtest ]]; then
+    BT_DAYS="${BT_DAYS:-10}"
+    BT_SPIKES="${BT_SPIKES:-12}"
+    BT_QUIET_DAYS="${BT_QUIET_DAYS:-7}"
+    cats=(license network certificate device_limit tenant_config autopilot)
+    spikes=()
+    for ((k = 0; k < BT_SPIKES; k++)); do
+        # After the warm-up day and the quiet week; 4 h apart, at an odd minute and second.
+        off=$(((1 + BT_QUIET_DAYS) * 86400 + 3600 + k * 4 * 3600 + (k * 7 % 60) * 60 + k * 13 % 60))
+        spikes+=(--spike "${cats[$((k % ${#cats[@]}))]}:x10@${off}+30m")
+    done
+    big="$(token big1),$(token big2)"
+    mid="$(token mid1),$(token mid2)"
+    tiny="$(token tiny1)"
+    log "backtest: generating ${BT_DAYS}d of history (fleets 2x4000, 2x400, 1x40 devices; ${BT_SPIKES} spikes after day $((1 + BT_QUIET_DAYS)))"
+    sims=()
+    sim() {
+        local name=$1
+        shift
+        "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC}" --backfill "${BT_DAYS}d" \
+            --duration 0s --tenant-profiles typical,typical --spool-dir "${DIR}/fleet-${name}" "$@" \
+            >"${LOGS}/fleet-${name}.log" 2>&1 &
+        pids+=($!)
+        sims+=($!)
+    }
+    sim big --enrollment-token "${big}" --devices 8000 --rate 1 --seed 42 "${spikes[@]}" --spike-report "${DIR}/spikes-big.json"
+    sim mid --enrollment-token "${mid}" --devices 800 --rate 0.1 --seed 43 "${spikes[@]}" --spike-report "${DIR}/spikes-mid.json"
+    sim tiny --enrollment-token "${tiny}" --devices 40 --rate 0.01 --seed 44
+    started=$(date -u +%s)
+    for p in "${sims[@]}"; do wait "${p}" || die "simulate failed (${LOGS}/fleet-*.log)"; done
+    log "backtest: history generated in $(($(date -u +%s) - started)) s"
+    # The history's start: the first event of the big fleet (now - BT_DAYS at launch).
+    t0=$(python3 -c "import json,datetime; s=json.loads(open('${DIR}/spikes-big.json').readline()); print(int(datetime.datetime.fromisoformat(s['start'][:19]).replace(tzinfo=datetime.timezone.utc).timestamp()))")
+    first_spike_off=$(((1 + BT_QUIET_DAYS) * 86400 + 3600))
+    start0=$((t0 - first_spike_off))
+    iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
+    cat >"${DIR}/analyzer.toml" <<EOF2
+clickhouse_url = "${CH_URL}"
+clickhouse_database = "fleetpulse"
+database_url = "sqlite://${DIR}/analyzer.db"
+[alerts]
+all_tenants = true
+EOF2
+    bt() {
+        local name=$1 from=$2 to=$3
+        local s
+        s=$(date -u +%s)
+        "${BIN}/fleetpulse-analyzer" alerts backtest --config "${DIR}/analyzer.toml" --json \
+            --from "$(iso "${from}")" --to "$(iso "${to}")" >"${DIR}/backtest-${name}.json" 2>"${LOGS}/backtest-${name}.log" ||
+            die "backtest ${name} failed (${LOGS}/backtest-${name}.log)"
+        log "backtest ${name}: $(tail -n1 "${LOGS}/backtest-${name}.log") in $(($(date -u +%s) - s)) s"
+    }
+    # Migrations once (two backtests applying them at the same time would race), then the
+    # quiet week and the spike days in parallel (two cores).
+    "${BIN}/fleetpulse-analyzer" migrate --config "${DIR}/analyzer.toml" >"${LOGS}/migrate.log" 2>&1 ||
+        die "migrate failed (${LOGS}/migrate.log)"
+    bt quiet $((start0 + 86400)) $((start0 + (1 + BT_QUIET_DAYS) * 86400)) &
+    q=$!
+    bt spikes $((start0 + (1 + BT_QUIET_DAYS) * 86400)) $((start0 + BT_DAYS * 86400 - 60)) &
+    b=$!
+    wait "${q}" || die "quiet backtest failed"
+    wait "${b}" || die "spike backtest failed"
+    python3 - "${DIR}" "${BT_QUIET_DAYS}" <<'EOF2' | tee "${DIR}/result.txt"
+import collections, datetime, json, statistics, sys
+d, quiet_days = sys.argv[1], int(sys.argv[2])
+def ts(s):
+    base = datetime.datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+    frac = s[19:].rstrip("Z")
+    return base + (float(frac) if frac.startswith(".") else 0.0)
+quiet = json.load(open(f"{d}/backtest-quiet.json"))
+spk = json.load(open(f"{d}/backtest-spikes.json"))
+step = quiet["step"]
+print(f"cadence {step} s, window {quiet['window']} s")
+print(f"quiet: {quiet['evaluations']} evaluations over {quiet_days} days")
+fired = [e for e in quiet["episodes"] if e["firing_at"] is not None]
+per = collections.Counter(e["tenant"] for e in fired)
+for t in ["big1", "big2", "mid1", "mid2", "tiny1", "*"]:
+    print(f"  {t}: {per.get(t, 0)} fired ({per.get(t, 0) / quiet_days * 7:.2f} per simulated week)")
+for e in fired:
+    print(f"  quiet alert: {e['tenant']} {e['dimension']}={e['dimension_value']} at {e['firing_at']} observed {e['observed_count']} vs {e['expected_count']:.1f}")
+spikes = {f: [json.loads(l) for l in open(f"{d}/spikes-{f}.json")] for f in ("big", "mid")}
+tenants = {"big": ["big1", "big2"], "mid": ["mid1", "mid2"]}
+delays = collections.defaultdict(list)
+missed, matched = [], set()
+for fleet, ss in spikes.items():
+    for s in ss:
+        start, end = ts(s["start"]), ts(s["end"])
+        for t in tenants[fleet] + (["*"] if fleet == "big" else []):
+            hits = [e for e in spk["episodes"] if e["tenant"] == t and e["dimension"] == "category" and e["dimension_value"] == s["category"] and e["firing_at"] is not None and start <= e["firing_at"] <= end + spk["window"]]
+            if not hits:
+                missed.append((t, s["category"], s["start"])); continue
+            h = min(hits, key=lambda e: e["firing_at"])
+            matched.add(h["alert_id"])
+            delays[fleet if t != "*" else "*"].append((h["firing_at"] - start) / step)
+other = [e for e in spk["episodes"] if e["firing_at"] is not None and e["alert_id"] not in matched]
+def dist(v):
+    v = sorted(v)
+    q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
+    return f"n={len(v)} min {v[0]:.2f} median {statistics.median(v):.2f} p90 {q(0.9):.2f} max {v[-1]:.2f} intervals; <= 2 intervals: {sum(x <= 2 for x in v)}/{len(v)}"
+for k, v in delays.items():
+    print(f"spike delay, {k} tenants: {dist(v) if v else 'none detected'}")
+print(f"spikes missed: {len(missed)}")
+for m in missed:
+    print(f"  missed: {m}")
+print(f"other alerts during the spike days (not matching a spike): {len(other)}")
+for e in other:
+    print(f"  other: {e['tenant']} {e['dimension']}={e['dimension_value']} firing {e['firing_at']} concentration {[(c['dimension'], c['value'], round(c['share'], 2)) for c in e['concentration'][:3]]}")
+star = [e for e in spk["episodes"] if e["tenant"] == "*" and e["firing_at"] is not None][:1]
+for e in star:
+    print(f"  fleet-wide example: {e['dimension_value']} concentration {[(c['dimension'], c['value'], round(c['share'], 2), round(c['baseline_share'], 2)) for c in e['concentration']]}")
+EOF2
+    exit 0
+fi
+
 # Two tenants in the simulator's default time zones (UTC-5, UTC+1), so one of them is in its
 # working day at most hours of a weekday.
 TOKENS=""
@@ -184,48 +317,63 @@ quiet_syslog=$(wc -l <"${DIR}/syslog.log")
 evals=$(curl -s "http://127.0.0.1:${APORT}/metrics" | awk '/^fleetpulse_alert_evaluations_total/ {s+=$2} END {print s+0}')
 log "quiet run: $((quiet_end - quiet_start)) s, webhook arrivals ${quiet_hooks}, syslog arrivals ${quiet_syslog}, evaluations ${evals}"
 
-# ---- 2. spike, live ----
-log "spike run: ${SPIKE}@0s, live"
+# ---- 2. spikes, live: one category after the other, each a new key ----
+spike_args=()
+k=0
+for c in ${SPIKES}; do
+    spike_args+=(--spike "${c}@$((k * SPIKE_GAP))s+$((SPIKE_GAP - 20))s")
+    k=$((k + 1))
+done
+live_for=$((k * SPIKE_GAP + 30))
+log "spike run: ${SPIKES} every ${SPIKE_GAP}s, live for ${live_for}s"
 "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC}" --enrollment-token "${TOKENS}" \
-    --devices "${DEVICES}" --rate "${RATE}" --tenant-profiles typical,typical --duration "${SPIKE_WAIT}s" \
-    --seed 43 --spool-dir "${DIR}/fleet" --spike "${SPIKE}@0s" --spike-report "${DIR}/spikes.json" \
+    --devices "${DEVICES}" --rate "${RATE}" --tenant-profiles typical,typical --duration "${live_for}s" \
+    --seed 43 --spool-dir "${DIR}/fleet" "${spike_args[@]}" --spike-report "${DIR}/spikes.json" \
     >"${LOGS}/fleet-spike.log" 2>&1 &
 sim=$!
 pids+=("${sim}")
-wait_for 30 test -s "${DIR}/spikes.json" || die "no spike report"
-deadline=$((SECONDS + SPIKE_WAIT))
-until [[ $(wc -l <"${DIR}/webhook.log") -gt ${quiet_hooks} && $(wc -l <"${DIR}/syslog.log") -gt ${quiet_syslog} ]]; do
-    ((SECONDS < deadline)) || break
-    sleep 0.2
-done
-kill -TERM "${sim}" 2>/dev/null || true
-wait "${sim}" 2>/dev/null || true
+wait "${sim}" || log "spike simulate ended with an error (${LOGS}/fleet-spike.log)"
+sleep 2
 alerts_fired >"${DIR}/alerts-all.txt"
 
-python3 - "${DIR}" "${EVAL%s}" "${quiet_hooks}" "${quiet_syslog}" <<'EOF' | tee "${DIR}/result.txt"
-import datetime, json, sys
+python3 - "${DIR}" "${EVAL%s}" "${quiet_hooks}" "${quiet_syslog}" <<'EOF2' | tee "${DIR}/result.txt"
+import datetime, json, re, sys
 d, ev, qh, qs = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-spike = json.loads(open(f"{d}/spikes.json").readline())
-start = datetime.datetime.fromisoformat(spike["start"].replace("Z", "+00:00"))
-print(f"spike {spike['category']} x{spike['multiplier']} start {spike['start']}")
+def ts(s):
+    base = datetime.datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+    frac = s[19:].rstrip("Z").split("+")[0]
+    return base + (float(frac) if frac.startswith(".") else 0.0)
+def arrivals(kind, skip):
+    out = []
+    for line in open(f"{d}/{kind}.log").read().splitlines()[skip:]:
+        t, body = line.split("\t", 1)
+        out.append((ts(t), eval(body)))
+    return out
+print(f"evaluation interval {ev:.0f} s")
 print(f"quiet run: {qh} webhook and {qs} syslog arrivals")
-try:
-    for line in open(f"{d}/webhook.log").read().splitlines()[:qh]:
-        body = json.loads(eval(line.split("\t", 1)[1]))
-        print(f"  quiet webhook: status={body.get('status')} tenant={body.get('tenant')} category={body.get('category')}")
-except FileNotFoundError:
-    pass
-for kind, skip in (("webhook", qh), ("syslog", qs)):
-    try:
-        lines = open(f"{d}/{kind}.log").read().splitlines()[skip:]
-    except FileNotFoundError:
-        lines = []
-    if not lines:
-        print(f"{kind}: nothing arrived"); continue
-    t, body = lines[0].split("\t", 1)
-    delay = (datetime.datetime.fromisoformat(t) - start).total_seconds()
-    print(f"{kind}: first arrival {t}, delay {delay:.1f} s = {delay/ev:.2f} evaluation intervals")
-    keys = ("cause", "concentration", "remediation") if kind == "webhook" else ("msg=", "cs4Label=concentration cs4=", "reason=")
-    print("  fields present: " + ", ".join(f"{k}={k in body}" for k in keys))
-    print(f"  body: {body[:3000]}")
-EOF
+# The simulator's category names where the analyzer's catalog names them differently.
+CAT = {"device_limit": "device_cap", "tpm_attestation": "tpm", "platform_restricted": "platform_blocked"}
+hooks = arrivals("webhook", qh)
+syslog = arrivals("syslog", qs)
+delays = []
+for line in open(f"{d}/spikes.json"):
+    s = json.loads(line)
+    start = ts(s["start"])
+    s["category"] = CAT.get(s["category"], s["category"])
+    for tenant in ("contoso", "fabrikam"):
+        h = [(t, json.loads(b)) for t, b in hooks]
+        h = [(t, b) for t, b in h if b.get("tenant") == tenant and b.get("category") == s["category"] and b.get("kind") == "firing" and t >= start]
+        y = [t for t, b in syslog if f"cs1={tenant} " in b and f"cat={s['category']} " in b and "act=firing" in b and t >= start]
+        if not h:
+            print(f"{s['category']} x{s['multiplier']} {tenant}: no webhook arrival"); continue
+        t, b = h[0]
+        delay = t - start
+        delays.append(delay / ev)
+        ok = all(k in json.dumps(b) for k in ('"cause"', '"concentration"', '"remediation"'))
+        conc = ", ".join(f"{c['dimension']}={c['value']} {c['share']:.0%}" for c in b.get("concentration", [])[:2])
+        print(f"{s['category']} x{s['multiplier']} {tenant}: webhook {delay:.1f} s = {delay / ev:.2f} intervals, syslog "
+              + (f"{y[0] - start:.1f} s" if y else "none") + f"; cause/concentration/remediation present: {ok}; {conc}")
+if delays:
+    delays.sort()
+    print(f"delay: n={len(delays)} min {delays[0]:.2f} median {delays[len(delays) // 2]:.2f} max {delays[-1]:.2f} intervals; <= 2 intervals: {sum(x <= 2 for x in delays)}/{len(delays)}")
+EOF2

@@ -15,7 +15,16 @@
 #   FLEETPULSE_FLEET_DEVICES   simulated devices             [10000]
 #   FLEETPULSE_FLEET_RATE      enrollment sessions/s, weekly average [1] (business hours ~2-3x;
 #                              model and sources: docs/simulator.md)
-#   FLEETPULSE_FLEET_BACKFILL  history generated at start    [7d] (0s for none)
+#   FLEETPULSE_FLEET_BACKFILL  history generated at start    [7d; 26h with the alert demo]
+#                              (0s for none)
+#   FLEETPULSE_ALERT_DEMO      1: alerting demo (off by default): the analyzer evaluates every
+#                              15 s and sends to a local webhook and a syslog (CEF over TCP)
+#                              receiver started here, and the fleet's licence failures spike
+#                              (x20 for 15 min) FLEETPULSE_ALERT_DEMO_AFTER after launch;
+#                              each arrival is logged with its time in logs/alerts-*.log
+#   FLEETPULSE_ALERT_DEMO_AFTER  delay of that spike after launch [10m] (a spike reached
+#                              before the backfill is generated lands in history instead)
+#   FLEETPULSE_ALERT_HOOK_PORT / FLEETPULSE_ALERT_SYSLOG_PORT  the receivers' ports [7710/7714]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -28,7 +37,13 @@ HTTP_PORT="${FLEETPULSE_HTTP_PORT:-7601}"
 ANALYZER_PORT="${FLEETPULSE_ANALYZER_PORT:-7700}"
 FLEET_DEVICES="${FLEETPULSE_FLEET_DEVICES:-10000}"
 FLEET_RATE="${FLEETPULSE_FLEET_RATE:-1}"
-FLEET_BACKFILL="${FLEETPULSE_FLEET_BACKFILL:-7d}"
+ALERT_DEMO="${FLEETPULSE_ALERT_DEMO:-}"
+# The alert demo's default history is 26 h (the rolling baseline needs 24 h), generated in a
+# few minutes, so that the spike happens live rather than during the backfill's catch-up.
+FLEET_BACKFILL="${FLEETPULSE_FLEET_BACKFILL:-$([[ -n "${ALERT_DEMO}" ]] && echo 26h || echo 7d)}"
+ALERT_DEMO_AFTER="${FLEETPULSE_ALERT_DEMO_AFTER:-10m}"
+ALERT_HOOK_PORT="${FLEETPULSE_ALERT_HOOK_PORT:-7710}"
+ALERT_SYSLOG_PORT="${FLEETPULSE_ALERT_SYSLOG_PORT:-7714}"
 DATABASE=fleetpulse
 TENANTS="contoso fabrikam"
 BIN="${ROOT}/target/release"
@@ -159,6 +174,58 @@ for tenant in ${TENANTS}; do
 done
 printf '%s\n' "${TOKENS[@]}" >"${RUN_DIR}/demo.tokens"
 
+# ---- alert demo receivers (FLEETPULSE_ALERT_DEMO=1) ----
+# A webhook and a syslog (TCP, RFC 6587 octet counting) receiver that log every arrival with
+# its receive time, and an analyzer config sending alerts to both.
+ANALYZER_CONFIG=()
+ALERT_NOTE="alerts demo:     FLEETPULSE_ALERT_DEMO=1 scripts/run.sh (a spike reaching a local webhook and syslog receiver); measured: scripts/alert-demo.sh"
+if [[ -n "${ALERT_DEMO}" ]]; then
+    cat >"${RUN_DIR}/alert-receivers.py" <<'PY'
+import datetime, http.server, socketserver, sys, threading
+logs, hook_port, syslog_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lock = threading.Lock()
+def record(kind, data):
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    with lock, open(f"{logs}/alerts-{kind}.log", "a") as f:
+        f.write(f"{now}\t{data.decode('utf-8', 'replace')}\n")
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        record("webhook", self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a): pass
+class Syslog(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(65536)
+            if not data: return
+            record("syslog", data)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+threading.Thread(target=socketserver.ThreadingTCPServer(("127.0.0.1", syslog_port), Syslog).serve_forever, daemon=True).start()
+http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook).serve_forever()
+PY
+    log "starting the alert receivers (webhook ${ALERT_HOOK_PORT}, syslog ${ALERT_SYSLOG_PORT}; arrivals in ${LOGS}/alerts-*.log)"
+    start alert-receivers python3 "${RUN_DIR}/alert-receivers.py" "${LOGS}" "${ALERT_HOOK_PORT}" "${ALERT_SYSLOG_PORT}"
+    cat >"${RUN_DIR}/analyzer.toml" <<TOML
+[alerts]
+evaluation_interval = "15s"
+window = "2m"
+[[destinations]]
+name = "ops"
+kind = "webhook"
+url = "http://127.0.0.1:${ALERT_HOOK_PORT}/hook"
+secret = "run.sh demo"
+[[destinations]]
+name = "siem"
+kind = "syslog"
+address = "tcp://127.0.0.1:${ALERT_SYSLOG_PORT}"
+format = "cef"
+records = ["alerts"]
+TOML
+    ANALYZER_CONFIG=(--config "${RUN_DIR}/analyzer.toml")
+    ALERT_NOTE="alerts demo:     licence spike ${ALERT_DEMO_AFTER} after the backfill; arrivals: tail -f ${LOGS}/alerts-webhook.log ${LOGS}/alerts-syslog.log
+  alert list:      FLEETPULSE_ANALYZER_DATABASE_URL=sqlite://${RUN_DIR}/analyzer.db ${BIN}/fleetpulse-analyzer alerts list --status all"
+fi
+
 # ---- analyzer (when its serve command exists) ----
 ANALYZER_NOTE="analyzer: not available in this build"
 if "${BIN}/fleetpulse-analyzer" serve --help >/dev/null 2>&1; then
@@ -170,7 +237,7 @@ if "${BIN}/fleetpulse-analyzer" serve --help >/dev/null 2>&1; then
         FLEETPULSE_ANALYZER_DATABASE_URL="sqlite://${RUN_DIR}/analyzer.db" \
         FLEETPULSE_ANALYZER_LISTEN="127.0.0.1:${ANALYZER_PORT}" \
         FLEETPULSE_ANALYZER_READY_FILE="${RUN_DIR}/analyzer.ready" \
-        "${BIN}/fleetpulse-analyzer" serve
+        "${BIN}/fleetpulse-analyzer" serve "${ANALYZER_CONFIG[@]}"
     if wait_for "${pids[-1]}" 60 test -s "${RUN_DIR}/analyzer.ready"; then
         # A demo API key for all tenants, kept in the run dir (shown once by the CLI).
         if [[ ! -s "${RUN_DIR}/demo.apikey" ]]; then
@@ -197,10 +264,17 @@ if "${BIN}/fleetpulse-agent" simulate --help >/dev/null 2>&1; then
     # the previous run is still stored).
     backfill="${FLEET_BACKFILL}"
     [[ -d "${RUN_DIR}/fleet" ]] && backfill=0s
+    # The spike's offset counts from the start of the run, i.e. of the backfill.
+    spike=()
+    if [[ -n "${ALERT_DEMO}" ]]; then
+        offset="${ALERT_DEMO_AFTER}"
+        [[ "${backfill}" != 0s ]] && offset="${backfill}${ALERT_DEMO_AFTER}"
+        spike=(--spike "license:x20@${offset}+15m")
+    fi
     start fleet "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC_PORT}" \
         --enrollment-token "${sim_tokens}" --devices "${FLEET_DEVICES}" --rate "${FLEET_RATE}" \
         --agents-per-tenant 4 --backfill "${backfill}" --duration forever --seed 42 \
-        --spool-dir "${RUN_DIR}/fleet"
+        --spool-dir "${RUN_DIR}/fleet" "${spike[@]}"
 else
     log "starting the simulated fleet (fleetpulse-feed: 20 agents, ${FLEET_RATE} events/s)"
     start fleet "${BIN}/fleetpulse-feed" --collector "http://127.0.0.1:${GRPC_PORT}" \
@@ -213,6 +287,7 @@ Fleetpulse is running (state and logs in ${RUN_DIR}).
   collector gRPC:  127.0.0.1:${GRPC_PORT}   (enrollment tokens of tenants ${TENANTS// /, }: ${RUN_DIR}/demo.tokens)
   collector HTTP:  http://127.0.0.1:${HTTP_PORT}/healthz  /readyz  /metrics
   ${ANALYZER_NOTE}
+  ${ALERT_NOTE}
   ClickHouse:      ${CH_URL}  (database '${DATABASE}')
 Events arriving (run it twice, a few seconds apart):
   ${CH_CLIENT_HINT} -q "SELECT tenant, outcome, count() AS events, max(received_at) AS last FROM ${DATABASE}.enrollment_events GROUP BY tenant, outcome ORDER BY events DESC"

@@ -237,6 +237,39 @@ impl StorageArgs {
     pub fn resolve(&self) -> Result<Storage, ConfigError> {
         storage(self, &read_file(self.config.as_deref())?)
     }
+
+    /// Storage and the validated `[alerts]` section of the same file, the evaluation interval
+    /// overridden by `interval` when given (`alerts backtest` evaluates as `serve` would).
+    pub fn resolve_with_alerts(
+        &self,
+        interval: Option<&str>,
+    ) -> Result<(Storage, AlertSettings), ConfigError> {
+        let f = read_file(self.config.as_deref())?;
+        Ok((storage(self, &f)?, alert_settings(&f, interval)?))
+    }
+}
+
+fn catalog_categories() -> Vec<String> {
+    crate::catalog::Catalog::embedded()
+        .categories()
+        .iter()
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+/// The file's `[alerts]`, with `--alerts-evaluation-interval` applied, validated.
+fn alert_settings(f: &FileConfig, interval: Option<&str>) -> Result<AlertSettings, ConfigError> {
+    let mut alerts_cfg = f.alerts.clone();
+    if let Some(i) = interval {
+        alerts_cfg.evaluation_interval =
+            crate::alerts::config::parse_duration(i).map_err(|reason| ConfigError::Invalid {
+                field: "alerts_evaluation_interval",
+                reason,
+            })?;
+    }
+    alerts_cfg
+        .validate(&catalog_categories())
+        .map_err(|e| ConfigError::Alerts(Box::new(e)))
 }
 
 impl ServeArgs {
@@ -295,24 +328,8 @@ impl ServeArgs {
                 reason: format!("{u:?} must start with http:// or https://"),
             });
         }
-        let mut alerts_cfg = f.alerts.clone();
-        if let Some(i) = &self.alerts_evaluation_interval {
-            alerts_cfg.evaluation_interval =
-                crate::alerts::config::parse_duration(i).map_err(|reason| {
-                    ConfigError::Invalid {
-                        field: "alerts_evaluation_interval",
-                        reason,
-                    }
-                })?;
-        }
-        let categories: Vec<String> = crate::catalog::Catalog::embedded()
-            .categories()
-            .iter()
-            .map(|c| c.id.clone())
-            .collect();
-        let alerts = alerts_cfg
-            .validate(&categories)
-            .map_err(|e| ConfigError::Alerts(Box::new(e)))?;
+        let alerts = alert_settings(&f, self.alerts_evaluation_interval.as_deref())?;
+        let categories = catalog_categories();
         let max_connections = self.max_connections.or(f.max_connections).unwrap_or(1024);
         let header_timeout_secs = self
             .header_timeout_secs

@@ -223,6 +223,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let delivery_metrics = Arc::new(DeliveryMetrics::new(&mut metrics.registry));
     let owner = uuid::Uuid::new_v4().to_string();
     let mut workers = Vec::new();
+    let mut wakes = Vec::new();
     for d in &cfg.destinations {
         let sender =
             Sender::new(d.clone()).map_err(|e| anyhow::anyhow!("destination {}: {e}", d.name))?;
@@ -234,7 +235,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             owner: owner.clone(),
             settle_secs: cfg.feed_settle_secs,
             poll: std::time::Duration::from_secs(1),
+            wake: Arc::new(tokio::sync::Notify::new()),
         });
+        if d.alerts {
+            wakes.push(worker.wake.clone());
+        }
         tracing::info!(destination = %d.name, kind = d.kind_name(), alerts = d.alerts, events = d.events, "delivery started");
         workers.push(tokio::spawn(worker.run(stop_rx.clone())));
     }
@@ -250,14 +255,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .collect();
     let evaluator_task = if alert_settings.enabled {
-        let evaluator = Arc::new(Evaluator::new(
-            engine.clone(),
-            alerts.clone(),
-            alert_settings.clone(),
-            public_url.clone(),
-            routes,
-            alert_metrics,
-        ));
+        let evaluator = Arc::new(
+            Evaluator::new(
+                engine.clone(),
+                alerts.clone(),
+                alert_settings.clone(),
+                public_url.clone(),
+                routes,
+                alert_metrics,
+            )
+            .waking(wakes),
+        );
         tracing::info!(
             interval = ?alert_settings.evaluation_interval,
             rules = alert_settings.rules.len(),

@@ -24,6 +24,13 @@ pub struct AlertsConfig {
     /// Keys evaluated per tenant besides `category` (default none): any of `code`,
     /// `platform`, `os_version`, `enrollment_method`.
     pub dimensions: Vec<String>,
+    /// Also evaluate every key over all tenants together (tenant `*` in alerts), for whoever
+    /// runs many tenants: a spike spread thin over tenants shows there, and its concentration
+    /// names the tenants that explain it (default false). Only all-tenant API keys see
+    /// these alerts, and only destinations without a `tenants` filter receive them. Its
+    /// baseline is pooled over tenants, so a changing tenant mix over the day moves it
+    /// (see the caution in `deploy/analyzer.toml`).
+    pub all_tenants: bool,
     pub spike: SpikeConfig,
     pub lifecycle: LifecycleConfig,
     /// Plain threshold rules (`[[alerts.rules]]`).
@@ -37,6 +44,7 @@ impl Default for AlertsConfig {
             evaluation_interval: Duration::from_secs(60),
             window: Duration::from_secs(300),
             dimensions: Vec::new(),
+            all_tenants: false,
             spike: SpikeConfig::default(),
             lifecycle: LifecycleConfig::default(),
             rules: Vec::new(),
@@ -153,6 +161,7 @@ pub struct AlertSettings {
     pub evaluation_interval: Duration,
     pub window: Duration,
     pub dimensions: Vec<Dimension>,
+    pub all_tenants: bool,
     pub spike: SpikeConfig,
     pub lifecycle: LifecycleConfig,
     pub rules: Vec<Rule>,
@@ -288,6 +297,7 @@ impl AlertsConfig {
             evaluation_interval: self.evaluation_interval,
             window: self.window,
             dimensions,
+            all_tenants: self.all_tenants,
             spike: self.spike.clone(),
             lifecycle: self.lifecycle.clone(),
             rules,

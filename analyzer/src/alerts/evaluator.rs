@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use super::config::{AlertSettings, Rule};
@@ -93,6 +94,8 @@ pub struct Evaluator {
     routes: Vec<AlertRoute>,
     metrics: Arc<AlertMetrics>,
     baselines: Mutex<HashMap<BaselineKey, Option<Baseline>>>,
+    /// Delivery workers to wake when a notification is recorded.
+    wake: Vec<Arc<tokio::sync::Notify>>,
 }
 
 /// The dimensions whose breakdown rows carry their own attempts (a rate within the value);
@@ -130,12 +133,17 @@ const CONCENTRATION_DIMS: &[Dimension] = &[
     Dimension::Category,
 ];
 
+/// The tenant of fleet-wide keys (`[alerts] all_tenants`): every tenant together. Never a
+/// real tenant's name (the collector takes letters, digits, '-', '_' and '.' only).
+pub const ALL_TENANTS: &str = "*";
+
+/// The query scope of [`ALL_TENANTS`] is no tenant filter.
 fn filters(from: i64, to: i64, tenant: Option<&str>) -> Filters {
     let t = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
     Filters {
         from: t(from),
         to: t(to),
-        tenant: tenant.map(str::to_owned),
+        tenant: tenant.filter(|t| *t != ALL_TENANTS).map(str::to_owned),
         platform: None,
         method: None,
         os_version: None,
@@ -151,6 +159,15 @@ fn filters(from: i64, to: i64, tenant: Option<&str>) -> Filters {
 fn key_of(r: &BreakdownRow) -> Option<String> {
     r.key.clone().filter(|k| !k.is_empty())
 }
+
+/// Window queries of one evaluation in flight at once.
+const OBSERVE_CONCURRENCY: usize = 4;
+
+/// One (tenant, dimension) window query, boxed so that the evaluation future stays `Send`
+/// for every lifetime (a stream over a borrowing closure is not, as far as rustc can tell).
+type ObserveFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Observation>, EvalError>> + Send + 'a>,
+>;
 
 /// The measurement of one key in the current window.
 struct Observation {
@@ -180,7 +197,15 @@ impl Evaluator {
             routes,
             metrics,
             baselines: Mutex::new(HashMap::new()),
+            wake: Vec::new(),
         }
+    }
+
+    /// Wakes these delivery workers whenever a notification is recorded (each keeps one
+    /// permit, so a wake-up during a worker's drain is not lost).
+    pub fn waking(mut self, workers: Vec<Arc<tokio::sync::Notify>>) -> Self {
+        self.wake = workers;
+        self
     }
 
     /// Runs until `stop` turns true.
@@ -236,7 +261,7 @@ impl Evaluator {
             .engine
             .breakdown(&filters(from, to, None), Dimension::Tenant, 100_000)
             .await?;
-        let tenant_attempts: BTreeMap<String, Counts> = tenants
+        let mut tenant_attempts: BTreeMap<String, Counts> = tenants
             .iter()
             .filter_map(|r| {
                 key_of(r).map(|k| {
@@ -250,6 +275,13 @@ impl Evaluator {
                 })
             })
             .collect();
+        if self.settings.all_tenants && !tenant_attempts.is_empty() {
+            let mut all = Counts::default();
+            for c in tenant_attempts.values() {
+                all.add(*c);
+            }
+            tenant_attempts.insert(ALL_TENANTS.to_owned(), all);
+        }
         let mut assessed = 0;
         if self.settings.spike.enabled {
             let mut dims = vec![Dimension::Category];
@@ -268,68 +300,81 @@ impl Evaluator {
                     .or_default()
                     .push(a.dimension_value.clone());
             }
-            for tenant in &all_tenants {
+            // Each (tenant, dimension)'s window, OBSERVE_CONCURRENCY queries at a time (in
+            // order), so that an evaluation of many tenants is not one round trip per key.
+            let pairs: Vec<(&String, Dimension)> = all_tenants
+                .iter()
+                .flat_map(|t| dims.iter().map(move |&d| (t, d)))
+                .collect();
+            let mut queries: Vec<ObserveFuture<'_>> = Vec::with_capacity(pairs.len());
+            for &(tenant, dim) in &pairs {
                 let t_att = tenant_attempts.get(tenant).copied().unwrap_or_default();
-                for &dim in &dims {
-                    let known = open_values
-                        .get(&(tenant.clone(), dim_name(dim).to_owned()))
-                        .cloned()
-                        .unwrap_or_default();
-                    let obs = self.observe(tenant, dim, t_att, &known, from, to).await?;
-                    for o in obs {
-                        let key = format!("spike|{}|{}|{}", o.tenant, dim_name(o.dim), o.value);
-                        let Some(base) = self.baseline(tenant, dim, now).await? else {
-                            // No trustworthy history yet: not evaluated by the spike test,
-                            // unless an alert is open (then its data is still tracked).
-                            if let Some(a) = open_by_key.remove(&key) {
-                                let verdict = if o.counts.attempts == 0 {
-                                    Verdict::NoData
-                                } else {
-                                    Verdict::Hold
-                                };
-                                self.apply(
-                                    Some(a),
-                                    &key,
-                                    &o,
-                                    None,
-                                    verdict,
-                                    now,
-                                    (from, to),
-                                    &silences,
-                                )
-                                .await?;
-                            }
-                            continue;
-                        };
-                        let b = base.values.get(&o.value).copied().unwrap_or(Counts {
-                            failures: 0,
-                            attempts: if own_population(dim) {
-                                0
+                let known = open_values
+                    .get(&(tenant.clone(), dim_name(dim).to_owned()))
+                    .cloned()
+                    .unwrap_or_default();
+                queries.push(Box::pin(async move {
+                    self.observe(tenant, dim, t_att, &known, from, to).await
+                }));
+            }
+            let observed: Vec<Vec<Observation>> = futures::stream::iter(queries)
+                .buffered(OBSERVE_CONCURRENCY)
+                .try_collect()
+                .await?;
+            for (&(tenant, dim), obs) in pairs.iter().zip(observed) {
+                for o in obs {
+                    let key = format!("spike|{}|{}|{}", o.tenant, dim_name(o.dim), o.value);
+                    let Some(base) = self.baseline(tenant, dim, now).await? else {
+                        // No trustworthy history yet: not evaluated by the spike test,
+                        // unless an alert is open (then its data is still tracked).
+                        if let Some(a) = open_by_key.remove(&key) {
+                            let verdict = if o.counts.attempts == 0 {
+                                Verdict::NoData
                             } else {
-                                base.tenant_attempts
-                            },
-                        });
-                        let a = detect::assess(
-                            o.counts,
-                            o.devices,
-                            b,
-                            &self.settings.spike,
-                            self.settings.lifecycle.resolve_ratio,
-                        );
-                        assessed += 1;
-                        let cur = open_by_key.remove(&key);
-                        self.apply(
-                            cur,
-                            &key,
-                            &o,
-                            Some((a, base.kind)),
-                            a.verdict,
-                            now,
-                            (from, to),
-                            &silences,
-                        )
-                        .await?;
-                    }
+                                Verdict::Hold
+                            };
+                            self.apply(
+                                Some(a),
+                                &key,
+                                &o,
+                                None,
+                                verdict,
+                                now,
+                                (from, to),
+                                &silences,
+                            )
+                            .await?;
+                        }
+                        continue;
+                    };
+                    let b = base.values.get(&o.value).copied().unwrap_or(Counts {
+                        failures: 0,
+                        attempts: if own_population(dim) {
+                            0
+                        } else {
+                            base.tenant_attempts
+                        },
+                    });
+                    let a = detect::assess(
+                        o.counts,
+                        o.devices,
+                        b,
+                        &self.settings.spike,
+                        self.settings.lifecycle.resolve_ratio,
+                    );
+                    assessed += 1;
+                    let cur = open_by_key.remove(&key);
+                    self.apply(
+                        cur,
+                        &key,
+                        &o,
+                        Some((a, base.kind)),
+                        a.verdict,
+                        now,
+                        (from, to),
+                        &silences,
+                    )
+                    .await?;
                 }
             }
         }
@@ -446,9 +491,13 @@ impl Evaluator {
             ..Baseline::default()
         };
         let mut weeks = 0;
-        for k in 1..=i64::from(s.seasonal_weeks) {
+        // The same hour of the past weeks, queried at once.
+        let past = futures::future::try_join_all((1..=i64::from(s.seasonal_weeks)).map(|k| {
             let from = hour - k * 7 * 86_400;
-            let b = self.counts_over(tenant, dim, from, from + 3600).await?;
+            self.counts_over(tenant, dim, from, from + 3600)
+        }))
+        .await?;
+        for b in past {
             if b.tenant_attempts > 0 {
                 weeks += 1;
                 merge(&mut seasonal, b);
@@ -480,11 +529,12 @@ impl Evaluator {
         to: i64,
     ) -> Result<Baseline, EvalError> {
         let f = filters(from, to, Some(tenant));
+        // One row for a tenant; every tenant's for [`ALL_TENANTS`].
         let (t, rows) = tokio::try_join!(
-            self.engine.breakdown(&f, Dimension::Tenant, 1),
+            self.engine.breakdown(&f, Dimension::Tenant, 100_000),
             self.engine.breakdown(&f, dim, 10_000)
         )?;
-        let tenant_attempts = t.first().map_or(0, |r| r.metrics.attempts);
+        let tenant_attempts = t.iter().map(|r| r.metrics.attempts).sum();
         let values = rows
             .iter()
             .filter_map(|r| {
@@ -525,19 +575,44 @@ impl Evaluator {
         let span = self.settings.spike.rolling.as_secs() as i64;
         let population_scope = filters(hour - span, hour, Some(&o.tenant));
         let mut conc = Vec::new();
-        for &d in CONCENTRATION_DIMS {
-            // A category alert's codes are its top codes, and a code fixes its category.
-            let redundant = matches!(
-                (o.dim, d),
-                (Dimension::Category, Dimension::Code) | (Dimension::Code, Dimension::Category)
-            );
-            if d == o.dim || redundant || !filterable(o.dim) {
-                continue;
+        // A fleet-wide key is explained first by the tenants it happens in.
+        let dims: Vec<Dimension> = if o.tenant == ALL_TENANTS {
+            std::iter::once(Dimension::Tenant)
+                .chain(CONCENTRATION_DIMS.iter().copied())
+                .collect()
+        } else {
+            CONCENTRATION_DIMS.to_vec()
+        };
+        // Every dimension's two breakdowns at once: the alert waits for one round trip, not
+        // one per dimension (detection delay is evaluation time plus the cadence).
+        let searched: Vec<Dimension> = dims
+            .iter()
+            .copied()
+            .filter(|&d| {
+                // A category alert's codes are its top codes, and a code fixes its category.
+                let redundant = matches!(
+                    (o.dim, d),
+                    (Dimension::Category, Dimension::Code) | (Dimension::Code, Dimension::Category)
+                );
+                d != o.dim && !redundant && filterable(o.dim)
+            })
+            .collect();
+        let (scope_ref, population_ref) = (&scope, &population_scope);
+        let breakdowns = futures::future::try_join_all(searched.iter().map(|&d| async move {
+            tokio::try_join!(
+                self.engine.breakdown(scope_ref, d, 1000),
+                self.engine.breakdown(population_ref, d, 1000)
+            )
+        }));
+        let codes = async {
+            if filterable(o.dim) {
+                self.engine.top_codes(&scope, 5).await
+            } else {
+                Ok(Vec::new())
             }
-            let (cur, pop) = tokio::try_join!(
-                self.engine.breakdown(&scope, d, 1000),
-                self.engine.breakdown(&population_scope, d, 1000)
-            )?;
+        };
+        let (breakdowns, codes) = tokio::try_join!(breakdowns, codes)?;
+        for (&d, (cur, pop)) in searched.iter().zip(breakdowns) {
             let failures: Vec<(String, u64)> = cur
                 .iter()
                 .filter_map(|r| key_of(r).map(|k| (k, r.metrics.failures)))
@@ -549,7 +624,9 @@ impl Evaluator {
                 .iter()
                 .filter_map(|r| {
                     key_of(r).map(|k| {
-                        let n = if own_population(d) || d == Dimension::Stage {
+                        let n = if own_population(d)
+                            || matches!(d, Dimension::Stage | Dimension::Tenant)
+                        {
                             r.metrics.attempts
                         } else {
                             r.metrics.failures
@@ -567,19 +644,13 @@ impl Evaluator {
             ));
         }
         let rank = |c: &detect::Concentration| {
-            CONCENTRATION_DIMS
-                .iter()
+            dims.iter()
                 .position(|d| dim_name(*d) == c.dimension)
                 .unwrap_or(usize::MAX)
         };
         // Most over-represented first; equal lifts (to 1e-6) in the dimension order above.
         conc.sort_by_key(|c| (-((detect::lift(c) * 1e6).round() as i64), rank(c)));
         conc.truncate(10);
-        let codes = if filterable(o.dim) {
-            self.engine.top_codes(&scope, 5).await?
-        } else {
-            Vec::new()
-        };
         let top: Vec<TopCode> = codes
             .iter()
             .filter(|c| o.dim != Dimension::Code || c.code.as_deref() == Some(&o.value))
@@ -753,6 +824,9 @@ impl Evaluator {
                     self.metrics.silenced.inc();
                 } else {
                     self.metrics.notifications.inc();
+                    for w in &self.wake {
+                        w.notify_one();
+                    }
                 }
                 tracing::info!(alert_id = %a.alert_id, tenant = %a.tenant, key, kind = n.kind.as_str(),
                     silenced = n.silenced_by.is_some(), "alert notification recorded");

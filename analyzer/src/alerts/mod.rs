@@ -9,7 +9,9 @@
 //!   compare-and-set that makes each notification happen once across analyzers.
 //! - [`evaluator`]: the loop in `serve`, asking the query engine (never its own SQL).
 //! - [`model`]: the alert object served by `/api/v1/alerts` and carried in notifications.
+//! - [`backtest`]: the evaluator replayed over past windows with a private store (nothing sent).
 
+pub mod backtest;
 pub mod config;
 pub mod detect;
 pub mod evaluator;

@@ -165,12 +165,17 @@ impl Alert {
                 .unwrap_or(self.detail.window_end)
                 .max(self.detail.window_end),
         ));
-        let q = format!(
-            "tenant={}&from={}&to={}",
-            enc(&self.tenant),
-            enc(&from),
-            enc(&to)
-        );
+        // A fleet-wide alert (tenant `*`) links to the all-tenant view.
+        let q = if self.tenant == super::evaluator::ALL_TENANTS {
+            format!("from={}&to={}", enc(&from), enc(&to))
+        } else {
+            format!(
+                "tenant={}&from={}&to={}",
+                enc(&self.tenant),
+                enc(&from),
+                enc(&to)
+            )
+        };
         match self.dimension.as_str() {
             "category" => format!("{base}/#/category/{}?{q}", enc(&self.dimension_value)),
             "code" => format!("{base}/#/code/{}?{q}", enc(&self.dimension_value)),
@@ -228,10 +233,14 @@ impl Alert {
         } else {
             format!("failures with {} {}", self.dimension, self.dimension_value)
         };
+        let scope = if self.tenant == super::evaluator::ALL_TENANTS {
+            "across all tenants".to_owned()
+        } else {
+            format!("in tenant {}", self.tenant)
+        };
         let mut s = format!(
-            "{}: {what} in tenant {} at {:.1}% of attempts (expected {:.1}%): {} failures on {} devices",
+            "{}: {what} {scope} at {:.1}% of attempts (expected {:.1}%): {} failures on {} devices",
             self.status.as_str().to_uppercase(),
-            self.tenant,
             d.observed_rate * 100.0,
             d.expected_rate * 100.0,
             d.observed_count,

@@ -216,6 +216,28 @@ async fn record(
     Ok(())
 }
 
+/// Ends the transaction of an alert write: when the insert or compare-and-set touched no row
+/// (another analyzer won), rolls back and returns false; else records the notification and its
+/// outbox rows in the same transaction and commits. The one place that decides whether a
+/// transition notifies, for both [`AlertStore::insert`] and [`AlertStore::update`].
+async fn settle(
+    mut tx: Transaction<'_, Any>,
+    rows_affected: u64,
+    alert_id: &str,
+    outgoing: Option<&Outgoing>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    if rows_affected == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    if let Some(n) = outgoing {
+        record(&mut tx, alert_id, n, now).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Adds a record to a destination's outbox (idempotent on `(destination, id)`).
 pub async fn enqueue(
     tx: &mut Transaction<'_, Any>,
@@ -308,15 +330,7 @@ impl AlertStore {
         .bind(detail)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if let Some(n) = outgoing {
-            record(&mut tx, &a.alert_id, n, now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        settle(tx, done.rows_affected(), &a.alert_id, outgoing, now).await
     }
 
     /// Writes `a` if its stored version is still `a.version - 1`; returns false when another
@@ -346,15 +360,7 @@ impl AlertStore {
         .bind(a.version - 1)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if let Some(n) = outgoing {
-            record(&mut tx, &a.alert_id, n, now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        settle(tx, done.rows_affected(), &a.alert_id, outgoing, now).await
     }
 
     /// Alerts of `tenant` (every tenant when None), newest first. `open`: Some(true) for

@@ -89,6 +89,9 @@ pub struct Worker {
     /// How long a received event must settle before the feed reads it.
     pub settle_secs: u32,
     pub poll: Duration,
+    /// Woken by the evaluator right after it records a notification, so that an alert leaves
+    /// at once instead of at the next poll (up to `poll` later).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 fn now() -> i64 {
@@ -140,6 +143,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
+                _ = self.wake.notified() => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
