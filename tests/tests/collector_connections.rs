@@ -45,7 +45,16 @@ async fn ten_thousand_agent_connections_with_bounded_memory() -> anyhow::Result<
         fds >= want,
         "the open-file hard limit allows {fds} descriptors, {want} are needed: raise ulimit -Hn"
     );
-    let fx = Fixture::start("connections").await?;
+    // One agent's credential pushes over a thousand connections at once here, which its
+    // per-agent push limit (admission control, 20/s burst 100) would rightly refuse; this test
+    // measures connections, so the agent and tenant push limits are off.
+    let fx = Fixture::start_with("connections", |b| {
+        b.arg("--agent-pushes-rate")
+            .arg("0")
+            .arg("--tenant-pushes-rate")
+            .arg("0")
+    })
+    .await?;
     let agent = fx.enroll("contoso", "dev-connections").await?;
     let pid = fx.collector.pid().expect("collector running");
     let mut synth = Synth::new(16);

@@ -31,7 +31,7 @@ async fn healthz_and_readyz_follow_clickhouse() -> anyhow::Result<()> {
     assert_eq!(ready.status, 200);
     assert_eq!(
         json(&ready.body)?,
-        serde_json::json!({"status": "ready", "clickhouse": "ok", "control_db": "ok"})
+        serde_json::json!({"status": "ready", "clickhouse": "ok", "control_db": "ok", "startup": "done"})
     );
 
     ch.stop()?;
@@ -45,7 +45,8 @@ async fn healthz_and_readyz_follow_clickhouse() -> anyhow::Result<()> {
         clickhouse.starts_with("down: ") && clickhouse.len() > "down: ".len(),
         "the reason is named: {body}"
     );
-    assert_eq!(body.as_object().map(|o| o.len()), Some(3), "{body}");
+    assert_eq!(body["startup"], "done", "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(4), "{body}");
     assert_eq!(
         collector.http_get("/healthz").await?.status,
         200,
