@@ -89,31 +89,8 @@ CH_HTTP=$(free_port) CH_TCP=$(free_port) GRPC=$(free_port) CHTTP=$(free_port)
 APORT=$(free_port) HOOK=$(free_port) SYSLOG=$(free_port)
 
 # ---- receivers: every arrival with its receive time (RFC 3339, UTC) ----
-cat >"${DIR}/receivers.py" <<'EOF'
-import datetime, http.server, socketserver, sys, threading
-out, hook_port, syslog_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-lock = threading.Lock()
-def record(kind, data):
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    with lock, open(f"{out}/{kind}.log", "a") as f:
-        f.write(f"{now}\t{data.decode('utf-8', 'replace')!r}\n")
-class Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        record("webhook", self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        self.send_response(200); self.end_headers()
-    def log_message(self, *a): pass
-class Syslog(socketserver.StreamRequestHandler):
-    def handle(self):
-        while True:
-            data = self.request.recv(65536)
-            if not data: return
-            record("syslog", data)
-socketserver.ThreadingTCPServer.allow_reuse_address = True
-threading.Thread(target=socketserver.ThreadingTCPServer(("127.0.0.1", syslog_port), Syslog).serve_forever, daemon=True).start()
-http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook).serve_forever()
-EOF
 touch "${DIR}/webhook.log" "${DIR}/syslog.log"
-start receivers python3 "${DIR}/receivers.py" "${DIR}" "${HOOK}" "${SYSLOG}"
+start receivers python3 "${ROOT}/scripts/alert-receivers.py" "${DIR}" "" "${HOOK}" "${SYSLOG}"
 
 # ---- ClickHouse (as scripts/run.sh starts it) ----
 CH_DIR="${DIR}/clickhouse"

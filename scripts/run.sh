@@ -180,31 +180,8 @@ printf '%s\n' "${TOKENS[@]}" >"${RUN_DIR}/demo.tokens"
 ANALYZER_CONFIG=()
 ALERT_NOTE="alerts demo:     FLEETPULSE_ALERT_DEMO=1 scripts/run.sh (a spike reaching a local webhook and syslog receiver); measured: scripts/alert-demo.sh"
 if [[ -n "${ALERT_DEMO}" ]]; then
-    cat >"${RUN_DIR}/alert-receivers.py" <<'PY'
-import datetime, http.server, socketserver, sys, threading
-logs, hook_port, syslog_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-lock = threading.Lock()
-def record(kind, data):
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    with lock, open(f"{logs}/alerts-{kind}.log", "a") as f:
-        f.write(f"{now}\t{data.decode('utf-8', 'replace')}\n")
-class Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        record("webhook", self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        self.send_response(200); self.end_headers()
-    def log_message(self, *a): pass
-class Syslog(socketserver.StreamRequestHandler):
-    def handle(self):
-        while True:
-            data = self.request.recv(65536)
-            if not data: return
-            record("syslog", data)
-socketserver.ThreadingTCPServer.allow_reuse_address = True
-threading.Thread(target=socketserver.ThreadingTCPServer(("127.0.0.1", syslog_port), Syslog).serve_forever, daemon=True).start()
-http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook).serve_forever()
-PY
     log "starting the alert receivers (webhook ${ALERT_HOOK_PORT}, syslog ${ALERT_SYSLOG_PORT}; arrivals in ${LOGS}/alerts-*.log)"
-    start alert-receivers python3 "${RUN_DIR}/alert-receivers.py" "${LOGS}" "${ALERT_HOOK_PORT}" "${ALERT_SYSLOG_PORT}"
+    start alert-receivers python3 "${ROOT}/scripts/alert-receivers.py" "${LOGS}" alerts- "${ALERT_HOOK_PORT}" "${ALERT_SYSLOG_PORT}"
     cat >"${RUN_DIR}/analyzer.toml" <<TOML
 [alerts]
 evaluation_interval = "15s"

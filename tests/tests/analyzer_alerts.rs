@@ -10,111 +10,10 @@ mod analyzer_support;
 use std::time::Duration;
 
 use analyzer_support::*;
-use fleetpulse_tests::harness::rows::EnrollmentEventRow;
 use fleetpulse_tests::harness::{Postgres, poll_until, shared};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use uuid::Uuid;
-
-fn row(
-    tenant: &str,
-    device: u32,
-    at: u32,
-    platform: &str,
-    failed: Option<(u32, &str)>,
-    rng: &mut StdRng,
-) -> EnrollmentEventRow {
-    EnrollmentEventRow {
-        tenant: tenant.to_owned(),
-        event_id: Uuid::from_u128(rng.r#gen()),
-        agent_id: format!("agent-{device}"),
-        batch_seq: 1,
-        device_id: format!("{tenant}-dev-{device:04}"),
-        occurred_at: at,
-        occurred_ms: 0,
-        received_at: at,
-        platform: platform.to_owned(),
-        os_edition: String::new(),
-        os_version: if platform == "windows" {
-            "10.0.22631.4602"
-        } else {
-            "17.5.1"
-        }
-        .to_owned(),
-        enrollment_method: "entra_join".to_owned(),
-        stage: "authorization".to_owned(),
-        outcome: if failed.is_some() {
-            "failed"
-        } else {
-            "succeeded"
-        }
-        .to_owned(),
-        error_code: failed.map_or(0, |f| f.0),
-        error_has_code: u8::from(failed.is_some()),
-        error_symbol: String::new(),
-        error_message: failed.map_or("", |f| f.1).to_owned(),
-        source_kind: "simulator".to_owned(),
-        source_channel: String::new(),
-        source_event_id: 0,
-        source_record_id: 0,
-        user_principal_name: format!("user{}@{tenant}.com", device % 97),
-        attributes_key: vec![],
-        attributes_value: vec![],
-    }
-}
-
-/// Steady traffic over [from, to): `per_min` attempts a minute from `devices` devices, 3 %
-/// failing with the device-cap signal.
-fn steady(
-    tenant: &str,
-    devices: u32,
-    per_min: u32,
-    from: u32,
-    to: u32,
-    seed: u64,
-) -> Vec<EnrollmentEventRow> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    let mut t = from;
-    while t < to {
-        for _ in 0..per_min {
-            let d = rng.gen_range(0..devices);
-            let p = PLATFORMS4[rng.gen_range(0..4)];
-            let failed = rng.gen_bool(0.03).then_some(DEVICE_CAP);
-            let at = t + rng.gen_range(0..60).min(to - t - 1);
-            out.push(row(tenant, d, at, p, failed, &mut rng));
-        }
-        t += 60;
-    }
-    out
-}
-
-/// `n` licence failures over [from, to) from `devices` distinct devices on `platform`.
-fn spike(
-    tenant: &str,
-    platform: &str,
-    devices: u32,
-    n: u32,
-    from: u32,
-    to: u32,
-    seed: u64,
-) -> Vec<EnrollmentEventRow> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|i| {
-            let at = from + i * (to - from) / n;
-            row(
-                tenant,
-                5000 + i % devices,
-                at,
-                platform,
-                Some(LICENSE),
-                &mut rng,
-            )
-        })
-        .collect()
-}
 
 const CONFIG: &str = r#"
 [alerts]
@@ -489,26 +388,12 @@ async fn two_analyzers(db_url: &str, prefix: &str) {
     assert_eq!(rule_alert["observed_count"], 50, "{rule_alert}");
     assert_eq!(rule_alert["expr"], "count(category=license) >= 20 over 5m");
     // Let both analyzers evaluate several more times, then count notifications.
-    let evals = |an: &Analyzer| {
-        let addr = an.addr;
-        async move {
-            let m = fleetpulse_tests::harness::http::get(addr, "/metrics")
-                .await
-                .unwrap()
-                .body;
-            m.lines()
-                .find(|l| l.starts_with("fleetpulse_alert_evaluations_total"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        }
-    };
-    let (ea, eb) = (evals(&a).await, evals(&b).await);
+    let (ea, eb) = (a.evaluations().await, b.evaluations().await);
     poll_until(
         Duration::from_secs(60),
         "three more evaluations on each analyzer",
         || async {
-            let (na, nb) = (evals(&a).await, evals(&b).await);
+            let (na, nb) = (a.evaluations().await, b.evaluations().await);
             if na >= ea + 3 && nb >= eb + 3 {
                 Ok(())
             } else {
@@ -696,7 +581,7 @@ async fn live_spikes_reach_the_webhook_within_two_intervals() {
     );
     let a = Analyzer::start(ch, &db, &["--config", &cfg]).await;
     // Let the analyzer settle into its cadence (first evaluations, baselines cached).
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    a.await_evaluations(0, 2, Duration::from_secs(60)).await;
 
     // Arrivals are watched by a task of their own every 20 ms, so that a slow insert does not
     // delay what the test sees.
@@ -746,7 +631,16 @@ async fn live_spikes_reach_the_webhook_within_two_intervals() {
                 let n = if first_stored[k].is_none() { 12 } else { 6 };
                 for _ in 0..n {
                     device += 1;
-                    batch.push(row(t, 5000 + device, now(), "ios", Some(LICENSE), &mut rng));
+                    let at = now();
+                    batch.push(alert_row(
+                        t,
+                        5000 + device,
+                        at,
+                        at,
+                        "ios",
+                        Some(LICENSE),
+                        &mut rng,
+                    ));
                 }
             }
         }

@@ -16,89 +16,10 @@ use fleetpulse_tests::harness::rows::EnrollmentEventRow;
 use fleetpulse_tests::harness::tls::TestPki;
 use fleetpulse_tests::harness::{poll_until, shared};
 use hmac::{Hmac, Mac};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use uuid::Uuid;
-
-fn row(
-    tenant: &str,
-    device: u32,
-    at: u32,
-    received: u32,
-    platform: &str,
-    failed: Option<(u32, &str)>,
-    rng: &mut StdRng,
-) -> EnrollmentEventRow {
-    EnrollmentEventRow {
-        tenant: tenant.to_owned(),
-        event_id: Uuid::from_u128(rng.r#gen()),
-        agent_id: format!("agent-{device}"),
-        batch_seq: 1,
-        device_id: format!("{tenant}-dev-{device:04}"),
-        occurred_at: at,
-        occurred_ms: 7,
-        received_at: received,
-        platform: platform.to_owned(),
-        os_edition: String::new(),
-        os_version: "17.5.1".to_owned(),
-        enrollment_method: "entra_join".to_owned(),
-        stage: "authorization".to_owned(),
-        outcome: if failed.is_some() {
-            "failed"
-        } else {
-            "succeeded"
-        }
-        .to_owned(),
-        error_code: failed.map_or(0, |f| f.0),
-        error_has_code: u8::from(failed.is_some()),
-        error_symbol: String::new(),
-        error_message: failed.map_or("", |f| f.1).to_owned(),
-        source_kind: "simulator".to_owned(),
-        source_channel: String::new(),
-        source_event_id: 0,
-        source_record_id: 0,
-        user_principal_name: format!("user{}@{tenant}.com", device % 97),
-        attributes_key: vec![],
-        attributes_value: vec![],
-    }
-}
-
-fn steady(tenant: &str, from: u32, to: u32, seed: u64) -> Vec<EnrollmentEventRow> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    let mut t = from;
-    while t < to {
-        for _ in 0..10 {
-            let d = rng.gen_range(0..400);
-            let p = PLATFORMS4[rng.gen_range(0..4)];
-            let failed = rng.gen_bool(0.03).then_some(DEVICE_CAP);
-            let at = t + rng.gen_range(0..60).min(to - t - 1);
-            out.push(row(tenant, d, at, at, p, failed, &mut rng));
-        }
-        t += 60;
-    }
-    out
-}
-
-fn spike(tenant: &str, n: u32, from: u32, to: u32, seed: u64) -> Vec<EnrollmentEventRow> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|i| {
-            let at = from + i * (to - from) / n;
-            row(
-                tenant,
-                5000 + i % 40,
-                at,
-                at,
-                "ios",
-                Some(LICENSE),
-                &mut rng,
-            )
-        })
-        .collect()
-}
 
 fn config(dir: &tempfile::TempDir, body: &str) -> String {
     let p = dir.path().join("analyzer.toml");
@@ -120,7 +41,7 @@ async fn every_destination_gets_the_spike_in_its_format() {
     let ch = shared();
     let db = fresh_db(ch, "dest_all").await;
     let t0 = now();
-    let history = steady("contoso", t0 - 26 * 3600, t0 + 240, 1);
+    let history = steady("contoso", 400, 10, t0 - 26 * 3600, t0 + 240, 1);
     insert_events(ch, &db, &history).await;
     let http = HttpReceiver::start().await;
     http.respond(|r| match r.path.as_str() {
@@ -221,7 +142,7 @@ records = [\"alerts\"]
     let a = Analyzer::start(ch, &db, &["--config", &cfg]).await;
     let key = a.create_key(&["--all-tenants"]);
     let t1 = now();
-    let spike_rows = spike("contoso", 60, t1 - 30, t1, 2);
+    let spike_rows = spike("contoso", "ios", 40, 60, t1 - 30, t1, 2);
     insert_events(ch, &db, &spike_rows).await;
     let by_path = |p: &'static str| {
         let http = &http;
@@ -471,7 +392,12 @@ async fn a_destination_down_gets_everything_once_after_an_analyzer_restart() {
     let ch = shared();
     let db = fresh_db(ch, "dest_down").await;
     let t0 = now();
-    insert_events(ch, &db, &steady("contoso", t0 - 26 * 3600, t0 + 300, 3)).await;
+    insert_events(
+        ch,
+        &db,
+        &steady("contoso", 400, 10, t0 - 26 * 3600, t0 + 300, 3),
+    )
+    .await;
     let mut http = HttpReceiver::start().await;
     http.down().await;
     let dir = tempfile::tempdir().unwrap();
@@ -486,7 +412,7 @@ async fn a_destination_down_gets_everything_once_after_an_analyzer_restart() {
     let a = Analyzer::start_with_db(ch, &db, Some(&db_url), &["--config", &cfg]).await;
     let key = a.create_key(&["--all-tenants"]);
     let t1 = now();
-    insert_events(ch, &db, &spike("contoso", 60, t1 - 30, t1, 4)).await;
+    insert_events(ch, &db, &spike("contoso", "ios", 40, 60, t1 - 30, t1, 4)).await;
     let alert = poll_until(Duration::from_secs(90), "the alert", || async {
         let v = a.ok("/api/v1/alerts", &key).await;
         v["alerts"]
@@ -526,29 +452,8 @@ async fn a_destination_down_gets_everything_once_after_an_analyzer_restart() {
     )
     .await;
     // Let the new analyzer run a few more seconds: nothing more arrives.
-    let m0 = fleetpulse_tests::harness::http::get(b.addr, "/metrics")
-        .await
-        .unwrap()
-        .body;
-    poll_until(Duration::from_secs(30), "two more evaluations", || async {
-        let m = fleetpulse_tests::harness::http::get(b.addr, "/metrics")
-            .await
-            .unwrap()
-            .body;
-        let n = |s: &str| {
-            s.lines()
-                .find(|l| l.starts_with("fleetpulse_alert_evaluations_total"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        if n(&m) >= n(&m0) + 2 {
-            Ok(())
-        } else {
-            Err(n(&m))
-        }
-    })
-    .await;
+    let since = b.evaluations().await;
+    b.await_evaluations(since, 2, Duration::from_secs(30)).await;
     let all = http.received();
     assert_eq!(
         all.len(),
@@ -583,7 +488,7 @@ async fn export_cursor_pages_through_everything_once_while_ingest_continues() {
                     .map(|i| {
                         let tenant = if i % 2 == 0 { "contoso" } else { "fabrikam" };
                         let failed = (i % 3 == 0).then_some(LICENSE);
-                        row(tenant, b * 40 + i, t - 5, t, "windows", failed, &mut rng)
+                        alert_row(tenant, b * 40 + i, t - 5, t, "windows", failed, &mut rng)
                     })
                     .collect();
                 ids.extend(

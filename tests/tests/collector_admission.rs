@@ -4,30 +4,16 @@
 //! and collector start-up while ClickHouse is unreachable.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use fleetpulse_proto::v1::{Platform, RegisterRequest};
 use fleetpulse_tests::harness::collector::workspace_binary;
 use fleetpulse_tests::harness::process::{free_port, log_tail, signal, spawn_guarded};
 use fleetpulse_tests::harness::synthetic::Synth;
 use fleetpulse_tests::harness::{
-    Collector, Fixture, batch, bearer, poll_until, private, unique_database,
+    Collector, Fixture, batch, bearer, poll_until, private, recent, register_request,
+    unique_database,
 };
 use tonic::Code;
-
-fn recent() -> SystemTime {
-    SystemTime::now() - Duration::from_secs(600)
-}
-
-fn register_request(token: &str, device: &str) -> RegisterRequest {
-    RegisterRequest {
-        enrollment_token: token.into(),
-        device_id: device.into(),
-        hostname: "DESKTOP-TEST".into(),
-        platform: Platform::Windows as i32,
-        agent_version: "0.1.0".into(),
-    }
-}
 
 /// The `retry-after-ms` hint of a refusal, which must also be named in the message.
 fn hint_ms(status: &tonic::Status) -> u64 {

@@ -2,26 +2,12 @@
 //! credentials, and the rule that the tenant of every row comes from the credential.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use fleetpulse_proto::v1::{GetLimitsRequest, Platform, PushRequest, RegisterRequest};
+use fleetpulse_proto::v1::{GetLimitsRequest, PushRequest};
 use fleetpulse_tests::harness::synthetic::{Synth, event_item, state_item};
-use fleetpulse_tests::harness::{Collector, Fixture, batch, bearer};
+use fleetpulse_tests::harness::{Collector, Fixture, batch, bearer, recent, register_request};
 use tonic::Code;
-
-fn recent() -> SystemTime {
-    SystemTime::now() - Duration::from_secs(600)
-}
-
-fn register_request(token: &str, device: &str) -> RegisterRequest {
-    RegisterRequest {
-        enrollment_token: token.into(),
-        device_id: device.into(),
-        hostname: "DESKTOP-TEST".into(),
-        platform: Platform::Windows as i32,
-        agent_version: "0.1.0".into(),
-    }
-}
 
 /// The same secret with its last hex digit changed: well-formed, but wrong.
 fn flip_last_hex(secret: &str) -> String {

@@ -13,16 +13,12 @@ use fleetpulse_tests::harness::rows::{DeviceStateRow, EnrollmentEventRow, Heartb
 use fleetpulse_tests::harness::synthetic::{
     Synth, event_item, heartbeat_item, state_item, timestamp,
 };
-use fleetpulse_tests::harness::{Fixture, batch, bearer, now_secs};
+use fleetpulse_tests::harness::{Fixture, batch, bearer, now_secs, recent};
 use prost::Message;
 use tonic::Code;
 
 /// 2093-01-01T00:00:00Z, the example of a timestamp too far in the future.
 const YEAR_2093: i64 = 3_881_606_400;
-
-fn recent() -> SystemTime {
-    SystemTime::now() - Duration::from_secs(600)
-}
 
 /// A hand-written event with every field set, including an enum number the protocol does not
 /// know yet (must be stored as `unknown_<n>`, never refused).

@@ -3,21 +3,11 @@
 use std::time::{Duration, SystemTime};
 
 use fleetpulse_proto::v1::ingest_service_client::IngestServiceClient;
-use fleetpulse_proto::v1::{Platform, RegisterRequest};
 use fleetpulse_tests::harness::Fixture;
+use fleetpulse_tests::harness::register_request;
 use fleetpulse_tests::harness::synthetic::Synth;
 use fleetpulse_tests::harness::tls::TestPki;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-
-fn register_request(token: &str) -> RegisterRequest {
-    RegisterRequest {
-        enrollment_token: token.into(),
-        device_id: "dev-tls".into(),
-        hostname: "DESKTOP-TLS".into(),
-        platform: Platform::Windows as i32,
-        agent_version: "0.1.0".into(),
-    }
-}
 
 /// Registers through `endpoint`; `Err` carries whatever failed (connect or call).
 async fn try_register(endpoint: Endpoint, token: &str) -> Result<String, String> {
@@ -26,7 +16,7 @@ async fn try_register(endpoint: Endpoint, token: &str) -> Result<String, String>
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
     IngestServiceClient::new(channel)
-        .register(register_request(token))
+        .register(register_request(token, "dev-tls"))
         .await
         .map(|r| r.into_inner().agent_id)
         .map_err(|s| format!("call: {s:?}"))

@@ -285,6 +285,22 @@ impl Registered {
     }
 }
 
+/// A Register request for a Windows device `device_id` with enrollment token `token`.
+pub fn register_request(token: &str, device_id: &str) -> RegisterRequest {
+    RegisterRequest {
+        enrollment_token: token.to_owned(),
+        device_id: device_id.to_owned(),
+        hostname: format!("{device_id}.test.invalid"),
+        platform: Platform::Windows as i32,
+        agent_version: "0.1.0-test".to_owned(),
+    }
+}
+
+/// Ten minutes ago: an event time inside every default skew and retention window.
+pub fn recent() -> std::time::SystemTime {
+    std::time::SystemTime::now() - Duration::from_secs(600)
+}
+
 /// A partial-accept `PushRequest`.
 pub fn batch(batch_seq: u64, items: Vec<TelemetryItem>) -> PushRequest {
     PushRequest {
@@ -477,13 +493,7 @@ impl Collector {
     pub async fn register(&self, token: &str, device_id: &str) -> Result<Registered, HarnessError> {
         let mut client = self.client().await?;
         let response = client
-            .register(RegisterRequest {
-                enrollment_token: token.to_owned(),
-                device_id: device_id.to_owned(),
-                hostname: format!("{device_id}.test.invalid"),
-                platform: Platform::Windows as i32,
-                agent_version: "0.1.0-test".to_owned(),
-            })
+            .register(register_request(token, device_id))
             .await
             .map_err(|s| HarnessError::Grpc(format!("Register device {device_id}"), s))?
             .into_inner();

@@ -33,7 +33,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use self::clickhouse::{ClickHouseServer, private, shared, unique_database};
-pub use self::collector::{Collector, CollectorBuilder, Registered, batch, bearer};
+pub use self::collector::{
+    Collector, CollectorBuilder, Registered, batch, bearer, recent, register_request,
+};
 pub use self::fixture::{Fixture, now_secs};
 pub use self::postgres::Postgres;
 

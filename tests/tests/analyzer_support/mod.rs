@@ -170,6 +170,30 @@ impl Analyzer {
         request(self.addr, "GET", path, token, None).await
     }
 
+    /// Completed alert evaluations so far (`fleetpulse_alert_evaluations_total` on /metrics;
+    /// 0 before the first one).
+    pub async fn evaluations(&self) -> u64 {
+        let metrics = fleetpulse_tests::harness::http::get(self.addr, "/metrics")
+            .await
+            .expect("GET /metrics")
+            .body;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("fleetpulse_alert_evaluations_total"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to `within`) until `n` more alert evaluations than `since` have completed.
+    pub async fn await_evaluations(&self, since: u64, n: u64, within: Duration) {
+        poll_until(within, &format!("{n} more alert evaluations"), || async {
+            let done = self.evaluations().await;
+            if done >= since + n { Ok(()) } else { Err(done) }
+        })
+        .await;
+    }
+
     /// The server's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("log.txt")).unwrap_or_default()
@@ -524,4 +548,107 @@ pub fn brute(
 
 pub fn in_range(from: u32, to: u32) -> impl Fn(&EnrollmentEventRow) -> bool {
     move |r| r.occurred_at >= from && r.occurred_at < to
+}
+
+/// One generated enrollment attempt of `tenant`'s device `device`, occurring at `at` and received
+/// at `received`; failed with `failed` (code, message) when given.
+pub fn alert_row(
+    tenant: &str,
+    device: u32,
+    at: u32,
+    received: u32,
+    platform: &str,
+    failed: Option<(u32, &str)>,
+    rng: &mut StdRng,
+) -> EnrollmentEventRow {
+    EnrollmentEventRow {
+        tenant: tenant.to_owned(),
+        event_id: Uuid::from_u128(rng.r#gen()),
+        agent_id: format!("agent-{device}"),
+        batch_seq: 1,
+        device_id: format!("{tenant}-dev-{device:04}"),
+        occurred_at: at,
+        occurred_ms: 0,
+        received_at: received,
+        platform: platform.to_owned(),
+        os_edition: String::new(),
+        os_version: if platform == "windows" {
+            "10.0.22631.4602"
+        } else {
+            "17.5.1"
+        }
+        .to_owned(),
+        enrollment_method: "entra_join".to_owned(),
+        stage: "authorization".to_owned(),
+        outcome: if failed.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        }
+        .to_owned(),
+        error_code: failed.map_or(0, |f| f.0),
+        error_has_code: u8::from(failed.is_some()),
+        error_symbol: String::new(),
+        error_message: failed.map_or("", |f| f.1).to_owned(),
+        source_kind: "simulator".to_owned(),
+        source_channel: String::new(),
+        source_event_id: 0,
+        source_record_id: 0,
+        user_principal_name: format!("user{}@{tenant}.com", device % 97),
+        attributes_key: vec![],
+        attributes_value: vec![],
+    }
+}
+
+/// Steady traffic over [from, to): `per_min` attempts a minute from `devices` devices, 3 %
+/// failing with the device-cap signal.
+pub fn steady(
+    tenant: &str,
+    devices: u32,
+    per_min: u32,
+    from: u32,
+    to: u32,
+    seed: u64,
+) -> Vec<EnrollmentEventRow> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < to {
+        for _ in 0..per_min {
+            let d = rng.gen_range(0..devices);
+            let p = PLATFORMS4[rng.gen_range(0..4)];
+            let failed = rng.gen_bool(0.03).then_some(DEVICE_CAP);
+            let at = t + rng.gen_range(0..60).min(to - t - 1);
+            out.push(alert_row(tenant, d, at, at, p, failed, &mut rng));
+        }
+        t += 60;
+    }
+    out
+}
+
+/// `n` licence failures over [from, to) from `devices` distinct devices on `platform`.
+pub fn spike(
+    tenant: &str,
+    platform: &str,
+    devices: u32,
+    n: u32,
+    from: u32,
+    to: u32,
+    seed: u64,
+) -> Vec<EnrollmentEventRow> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let at = from + i * (to - from) / n;
+            alert_row(
+                tenant,
+                5000 + i % devices,
+                at,
+                at,
+                platform,
+                Some(LICENSE),
+                &mut rng,
+            )
+        })
+        .collect()
 }
