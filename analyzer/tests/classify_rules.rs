@@ -618,3 +618,86 @@ fn classification_serialises_with_the_documented_field_names() {
             .is_some_and(|s| s.starts_with("MicrosoftDocs/windows-itpro-docs:"))
     );
 }
+
+/// SDK result and status names, and WinHTTP/WinINet constant names, are read wherever they
+/// appear in a log line, not only when the whole message is the name.
+#[test]
+fn identifiers_inside_log_lines_are_symbols() {
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "android",
+            "Received MAM enrollment result for package com.example.app, user someone@example.com: NOT_LICENSED.",
+            "license",
+        ),
+        (
+            "android",
+            "MAMWEAccountRegistry updating account with status WRONG_USER; retry in 10000 ms",
+            "already_enrolled",
+        ),
+        (
+            "ios",
+            "enrollment failed: statusCode=IntuneMAMEnrollmentStatusTimeout (216)",
+            "network",
+        ),
+        (
+            "windows",
+            "SCEP: GetCACaps failed: ERROR_WINHTTP_SECURE_FAILURE while talking to the NDES URL",
+            "certificate",
+        ),
+        (
+            "windows",
+            "Discovery request failed (WinHttp: ERROR_WINHTTP_NAME_NOT_RESOLVED)",
+            "network",
+        ),
+    ];
+    for (platform, message, expected) in cases {
+        let got = Catalog::embedded().classify(&Signal {
+            message: Some(message),
+            platform: Some(platform),
+            ..Signal::default()
+        });
+        assert_eq!(got.category, expected, "{message}");
+        assert_eq!(got.matched_by.as_str(), "symbol", "{message}");
+    }
+    // Ordinary capitalised words are not identifiers: this message has no symbol, so its
+    // code decides (0x80180003, not authorized).
+    let got = Catalog::embedded().classify(&Signal {
+        message: Some("Enrollment Failed Because The User Is Not Authorized 0x80180003"),
+        ..Signal::default()
+    });
+    assert_eq!(got.matched_by.as_str(), "code");
+}
+
+/// WinINet/WinHTTP certificate errors are certificate problems in both the Win32 facility and
+/// FACILITY_HTTP, while the rest of those ranges stays network.
+#[test]
+fn winhttp_certificate_errors_are_certificate_problems() {
+    for value in [
+        0x8007_2F05u32,
+        0x8007_2F06,
+        0x8007_2F0D,
+        0x8007_2F19,
+        0x8019_2F05,
+        0x8019_2F0D,
+        0x8019_2F8F,
+    ] {
+        assert_eq!(
+            category(Signal {
+                code: code(value),
+                ..Signal::default()
+            }),
+            "certificate",
+            "{value:#x}"
+        );
+    }
+    for value in [0x8007_2EE2u32, 0x8007_2EFD, 0x8019_2EE2, 0x8007_2F78] {
+        assert_eq!(
+            category(Signal {
+                code: code(value),
+                ..Signal::default()
+            }),
+            "network",
+            "{value:#x}"
+        );
+    }
+}

@@ -67,6 +67,8 @@ fn real_world_error_report_accuracy() {
     let (mut holdout_total, mut holdout_ok) = (0usize, 0usize);
     // category -> (held-out real total, held-out real correct)
     let mut holdout_rows: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    // held-out file (one per collection pass) -> category -> (real total, real correct)
+    let mut holdout_batches: BTreeMap<String, BTreeMap<String, (usize, usize)>> = BTreeMap::new();
     for path in &files {
         let text = std::fs::read_to_string(path).expect("readable");
         let file: File = match toml::from_str(&text) {
@@ -121,6 +123,17 @@ fn real_world_error_report_accuracy() {
                 let row = holdout_rows.entry(sample.expect.clone()).or_insert((0, 0));
                 row.0 += 1;
                 row.1 += usize::from(ok);
+                let batch = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let row = holdout_batches
+                    .entry(batch)
+                    .or_default()
+                    .entry(sample.expect.clone())
+                    .or_insert((0, 0));
+                row.0 += 1;
+                row.1 += usize::from(ok);
             }
             let row = table.entry(sample.expect.clone()).or_default();
             if real {
@@ -132,7 +145,8 @@ fn real_world_error_report_accuracy() {
             }
             if !ok {
                 misread.push(format!(
-                    "MISCLASSIFIED {} (expected {}, got {} by {} {}{}): {}",
+                    "MISCLASSIFIED {} {} (expected {}, got {} by {} {}{}): {}",
+                    if sample.holdout { "held-out" } else { "tuning" },
                     sample.id,
                     sample.expect,
                     answer.category,
@@ -184,6 +198,15 @@ fn real_world_error_report_accuracy() {
     );
     for (category, (n, ok)) in &holdout_rows {
         println!("  held-out {category:<18} {ok}/{n}");
+    }
+    for (batch, rows) in &holdout_batches {
+        let (n, ok) = rows
+            .values()
+            .fold((0, 0), |(n, ok), (rn, rok)| (n + rn, ok + rok));
+        println!("held-out set {batch}: {ok}/{n} ({:.1}%)", percent(ok, n));
+        for (category, (n, ok)) in rows {
+            println!("  {batch} {category:<18} {ok}/{n}");
+        }
     }
     for line in &misread {
         println!("{line}");

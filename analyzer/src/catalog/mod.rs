@@ -110,6 +110,10 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
         include_str!("../../catalog/17_real_world.toml"),
     ),
     ("18_graph.toml", include_str!("../../catalog/18_graph.toml")),
+    (
+        "19_sdk_and_network.toml",
+        include_str!("../../catalog/19_sdk_and_network.toml"),
+    ),
     ("20_rules.toml", include_str!("../../catalog/20_rules.toml")),
     (
         "30_facilities.toml",

@@ -270,6 +270,9 @@ fn prepare(signal: &Signal<'_>) -> Prepared {
         for constant in scan::scan(raw).symbols {
             push(&mut symbols, normalize_symbol(&constant));
         }
+        for identifier in identifier_tokens(raw) {
+            push(&mut symbols, normalize_symbol(identifier));
+        }
         if raw.len() <= MAX_SYMBOL_MESSAGE {
             push(&mut symbols, normalize_symbol(raw));
         }
@@ -295,6 +298,30 @@ fn prepare(signal: &Signal<'_>) -> Prepared {
         platform,
         stage,
     }
+}
+
+/// Identifier-shaped words of a message: SDK result and status names as apps and logs print
+/// them (`NOT_LICENSED`, `ERROR_WINHTTP_TIMEOUT`, `IntuneMAMEnrollmentStatusNilAccount`,
+/// `DeviceCapReached` quoted in prose). A word counts when it is at least six characters long
+/// and either upper snake case with an underscore, or camel case with three or more capitals
+/// (so ordinary words such as `Enrollment` or `Subcode` never do). They are only looked up as
+/// catalog symbols, so an identifier the catalog does not know costs nothing.
+fn identifier_tokens(message: &str) -> Vec<&str> {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map(|word| word.trim_matches('_'))
+        .filter(|word| word.len() >= 6)
+        .filter(|word| {
+            let upper = word.chars().filter(char::is_ascii_uppercase).count();
+            let lower = word.chars().filter(char::is_ascii_lowercase).count();
+            let snake = word.contains('_') && lower == 0 && upper >= 2;
+            let camel = !word.contains('_')
+                && lower > 0
+                && upper >= 3
+                && word.starts_with(|c: char| c.is_ascii_alphabetic());
+            snake || camel
+        })
+        .collect()
 }
 
 /// Symbol values a client writes into a message: the event-52 form
