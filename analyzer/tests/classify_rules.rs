@@ -701,3 +701,45 @@ fn winhttp_certificate_errors_are_certificate_problems() {
         );
     }
 }
+
+/// Autopilot device-import errors are Autopilot problems wherever the import result is pasted;
+/// an Authorization fault that names UserValidation is the Graph reason userValidation.
+#[test]
+fn autopilot_import_errors_and_user_validation_faults() {
+    for message in [
+        "Error code: 806 - ZtdDeviceAlreadyAssigned CSV line numbers affected: 1",
+        "state : @{deviceImportStatus=error; deviceErrorCode=808; deviceErrorName=ZtdDeviceAssignedToOtherTenant}",
+        "Error Code: 802 - InvalidZtdHardwareHash",
+        "ZtdDeviceDuplicated",
+    ] {
+        assert_eq!(
+            category(Signal {
+                message: Some(message),
+                platform: Some("windows"),
+                ..Signal::default()
+            }),
+            "autopilot",
+            "{message}"
+        );
+    }
+    let (cat, by, _, rule) = classify(Signal {
+        message: Some(
+            "<s:Subcode><s:Value>s:Authorization</s:Value></s:Subcode><s:Reason><s:Text>Failed to issue token: UserValidation</s:Text></s:Reason>",
+        ),
+        ..Signal::default()
+    });
+    assert_eq!(cat, "license");
+    assert_eq!(by, MatchedBy::Rule);
+    assert_eq!(
+        rule.as_deref(),
+        Some("authorization_fault_user_validation_is_license")
+    );
+    // The Authorization subcode alone stays "not authorized".
+    assert_eq!(
+        category(Signal {
+            message: Some("<s:Subcode><s:Value>s:Authorization</s:Value></s:Subcode>"),
+            ..Signal::default()
+        }),
+        "not_authorized"
+    );
+}
