@@ -743,3 +743,32 @@ fn autopilot_import_errors_and_user_validation_faults() {
         "not_authorized"
     );
 }
+
+/// Entra `AADSTS<number>` names are read as whole identifiers: a longer number that merely
+/// starts with a catalogued one is not that error.
+#[test]
+fn aadsts_errors_match_whole_numbers_only() {
+    let (cat, by, entry, _) = classify(Signal {
+        message: Some(
+            "MsalUiRequiredException: AADSTS65001: The user or administrator has not consented to use the application with ID 'x' named 'Intune MAM'.",
+        ),
+        ..Signal::default()
+    });
+    assert_eq!(cat, "tenant_config");
+    assert_eq!(by, MatchedBy::Symbol);
+    assert_eq!(entry.as_deref(), Some("aadsts_consent_or_app_missing"));
+    let (_, _, entry, _) = classify(Signal {
+        message: Some("AADSTS500208: The domain is not a valid login domain for the account type."),
+        ..Signal::default()
+    });
+    assert_ne!(entry.as_deref(), Some("aadsts_user_not_in_tenant"));
+    assert_eq!(
+        category(Signal {
+            message: Some(
+                "Sign-in failed: AADSTS50076 Due to a configuration change made by your administrator"
+            ),
+            ..Signal::default()
+        }),
+        "authentication"
+    );
+}

@@ -302,7 +302,8 @@ fn prepare(signal: &Signal<'_>) -> Prepared {
 
 /// Identifier-shaped words of a message: SDK result and status names as apps and logs print
 /// them (`NOT_LICENSED`, `ERROR_WINHTTP_TIMEOUT`, `IntuneMAMEnrollmentStatusNilAccount`,
-/// `DeviceCapReached` quoted in prose). A word counts when it is at least six characters long
+/// `DeviceCapReached` quoted in prose) and Entra's `AADSTS<number>` error names, which a
+/// substring pattern cannot match safely (`AADSTS50020` is a prefix of `AADSTS500208`). A word counts when it is at least six characters long
 /// and either upper snake case with an underscore, or camel case with three or more capitals
 /// (so ordinary words such as `Enrollment` or `Subcode` never do). They are only looked up as
 /// catalog symbols, so an identifier the catalog does not know costs nothing.
@@ -319,7 +320,11 @@ fn identifier_tokens(message: &str) -> Vec<&str> {
                 && lower > 0
                 && upper >= 3
                 && word.starts_with(|c: char| c.is_ascii_alphabetic());
-            snake || camel
+            // Entra sign-in errors: AADSTS followed by the error number (AADSTS65001).
+            let aadsts = word.len() > 6
+                && word[..6].eq_ignore_ascii_case("AADSTS")
+                && word[6..].chars().all(|c| c.is_ascii_digit());
+            snake || camel || aadsts
         })
         .collect()
 }
