@@ -131,6 +131,20 @@ async fn migrate(storage: &Storage) -> anyhow::Result<()> {
     if !report.applied.is_empty() {
         tracing::info!(applied = ?report.applied, rebuilt = ?report.rebuilt, "ClickHouse migrations applied");
     }
+    // Every closed time-series bucket of all history, so that series read numbers from the
+    // first request on (serve then keeps the recent ones finalized).
+    let started = std::time::Instant::now();
+    fleetpulse_analyzer::query::series::finalize(
+        &storage.clickhouse(),
+        &storage.clickhouse_database,
+        0,
+    )
+    .await
+    .context("finalizing closed time-series buckets")?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "closed time-series buckets finalized"
+    );
     Ok(())
 }
 
@@ -220,6 +234,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut metrics = api::metrics::Metrics::new();
     let alert_metrics = Arc::new(AlertMetrics::new(&mut metrics.registry));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let finalizer = tokio::spawn(fleetpulse_analyzer::query::series::run_finalizer(
+        cfg.storage.clickhouse(),
+        cfg.storage.clickhouse_database.clone(),
+        stop_rx.clone(),
+    ));
     let delivery_metrics = Arc::new(DeliveryMetrics::new(&mut metrics.registry));
     let owner = uuid::Uuid::new_v4().to_string();
     let mut workers = Vec::new();
@@ -315,6 +334,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for w in workers {
         let _ = w.await;
     }
+    let _ = finalizer.await;
     tracing::info!("analyzer stopped");
     Ok(())
 }

@@ -272,6 +272,15 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
 }
 
 const NEW_ROLLUPS: &[&str] = &[
+    "rollup_fleet_narrow_hourly",
+    "rollup_fleet_narrow_daily",
+    "rollup_fleet_narrow_weekly",
+    "rollup_narrow_hourly",
+    "rollup_narrow_daily",
+    "rollup_narrow_weekly",
+    "rollup_fleet_cores_hourly",
+    "rollup_fleet_cores_daily",
+    "rollup_fleet_cores_weekly",
     "rollup_signals_hourly",
     "rollup_signals_daily",
     "rollup_signals_weekly",
@@ -297,6 +306,27 @@ async fn assert_rollups_hold_every_row_once(
             .await
             .unwrap();
         assert_eq!(rolled, rows, "{table}");
+    }
+    // A facet table holds every row once per facet.
+    for grain in ["hourly", "daily", "weekly"] {
+        for facet in [
+            "platform",
+            "enrollment_method",
+            "stage",
+            "os_version",
+            "source_kind",
+        ] {
+            let rolled = ch
+                .count(
+                    &format!(
+                        "SELECT countMerge(events) FROM {db}.rollup_fleet_facets_{grain} WHERE facet = ?"
+                    ),
+                    &[facet],
+                )
+                .await
+                .unwrap();
+            assert_eq!(rolled, rows, "rollup_fleet_facets_{grain} {facet}");
+        }
     }
 }
 
@@ -465,6 +495,151 @@ async fn large_unique_counts_are_marked_estimates_within_the_bound() {
                 "{extra} {k}: rollups {g}, exact {w}"
             );
         }
+    }
+    ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+/// Time series read finalized numbers for closed buckets whose stored event count still equals
+/// the rollup's; a late event sends its bucket back to the states until the next finalize
+/// pass. Also checks which rollups the default dashboard questions read (facets, cores,
+/// narrow families, finalized buckets), from the analyzer's SQL log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_read_finalized_buckets_until_late_events_arrive() {
+    let ch = shared();
+    let db = unique_database("analyzer_series");
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    let before = events_over(5, 2000, now().saturating_sub(60), 3);
+    insert_events(ch, &db, &before).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sql.log");
+    let analyzer = Analyzer::start_with_env(
+        ch,
+        &db,
+        &[],
+        &[(
+            fleetpulse_analyzer::query::engine::sql_log::ENV,
+            log.as_path(),
+        )],
+    )
+    .await;
+    let token = analyzer.create_key(&["--all-tenants"]);
+    let c = classifier();
+    // Every closed bucket was finalized at start: 3 days of hours, fleet and per tenant.
+    assert_eq!(
+        ch.count(
+            &format!(
+                "SELECT count() FROM {db}.rollup_closed_series WHERE width = 3600 AND all_tenants = 1"
+            ),
+            &[]
+        )
+        .await
+        .unwrap(),
+        72
+    );
+    let check = |all: Vec<fleetpulse_tests::harness::rows::EnrollmentEventRow>| {
+        let analyzer = &analyzer;
+        let token = token.clone();
+        async move {
+            let cases = [
+                ("1h", 3600u32, T0, T0 + 3 * DAY, ""),
+                ("1h", 3600, T0 + 1234, T0 + 2 * DAY + 777, "&tenant=contoso"),
+                ("1d", DAY, T0, T0 + 3 * DAY, ""),
+                ("15m", 900, T0 + 3 * 3600 + 5, T0 + 20 * 3600, ""),
+                ("5m", 300, T0, T0 + 10 * 3600, "&tenant=fabrikam"),
+            ];
+            for (bucket, step, from, to, extra) in cases {
+                let path = format!(
+                    "/api/v1/timeseries?from={}&to={}&bucket={bucket}{extra}",
+                    iso(from),
+                    iso(to)
+                );
+                let body = analyzer.ok(&path, &token).await;
+                let points = body["points"].as_array().unwrap();
+                let first = from / step * step;
+                assert_eq!(points.len() as u32, (to - first).div_ceil(step), "{path}");
+                let tenant = extra.strip_prefix("&tenant=");
+                let keep = in_range(from, to);
+                let want = brute(
+                    &all,
+                    |r| keep(r) && tenant.is_none_or(|t| r.tenant == t),
+                    |r| Some(Some(iso(r.occurred_at / step * step))),
+                );
+                for p in points {
+                    let t = p["t"].as_str().unwrap().to_owned();
+                    let w = want.get(&Some(t.clone())).cloned().unwrap_or_default();
+                    assert_eq!(Counts::from_json(p), w, "{path} at {t}");
+                    assert_eq!(p["estimated"], false, "{path} at {t}");
+                }
+            }
+        }
+    };
+    check(before.clone()).await;
+    let sql = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        sql.contains(".rollup_closed_series"),
+        "series never read finalized buckets"
+    );
+
+    // Late events in buckets already finalized: their counts no longer match, the series
+    // answers them from states (still exact), and a finalize pass stores them anew.
+    let late = events_over(6, 300, now(), 3);
+    insert_events(ch, &db, &late).await;
+    let all: Vec<_> = before.iter().chain(late.iter()).cloned().collect();
+    check(all.clone()).await;
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    fleetpulse_analyzer::query::series::finalize(&client, &db, 0)
+        .await
+        .unwrap();
+    check(all.clone()).await;
+    // The newest version of a refinalized bucket holds every event.
+    assert_eq!(
+        ch.count(
+            &format!(
+                "SELECT sum(e) FROM (SELECT argMax(events, version) AS e FROM {db}.rollup_closed_series \
+                 WHERE width = 86400 AND all_tenants = 1 GROUP BY bucket)"
+            ),
+            &[]
+        )
+        .await
+        .unwrap(),
+        all.len() as u64
+    );
+
+    // The default dashboard questions read the narrow families.
+    std::fs::write(&log, "").unwrap();
+    let range = format!("from={}&to={}", iso(T0 + 1234), iso(T0 + 3 * DAY - 99));
+    for dim in ["platform", "stage", "category", "code", "tenant", "outcome"] {
+        let path = format!("/api/v1/breakdown/{dim}?{range}&limit=1000");
+        let body = analyzer.ok(&path, &token).await;
+        let want = brute(
+            &all,
+            |r| {
+                in_range(T0 + 1234, T0 + 3 * DAY - 99)(r)
+                    && (dim != "category" || r.outcome == "failed")
+            },
+            |r| Some(key_of(&c, dim, r)),
+        );
+        assert_eq!(rows_to_map(&body), want, "{path}");
+    }
+    analyzer
+        .ok(&format!("/api/v1/summary?{range}"), &token)
+        .await;
+    let sql = std::fs::read_to_string(&log).unwrap();
+    for table in [
+        "rollup_fleet_facets_daily",
+        "rollup_fleet_cores_daily",
+        "rollup_narrow_daily",
+        "rollup_fleet_narrow_daily",
+    ] {
+        assert!(
+            sql.contains(&format!(".{table} ")),
+            "{table} never read:\n{sql}"
+        );
     }
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! Builds and runs the aggregate queries (summary, breakdowns, time series, top codes).
 //! Every value is bound with `?`; only validated identifiers and fixed fragments are formatted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use clickhouse::Client;
@@ -10,6 +11,7 @@ use super::QueryError;
 use super::classes::{ClassCache, RawSignal, SignalInfo, format_code};
 use super::filters::{Filters, SERVER_SOURCE_KIND, SourceChoice};
 use super::plan::{Family, Resolution, Segment, Source, plan};
+use super::series;
 use super::sql::MESSAGE_KEY_SQL;
 
 /// A value bound to a `?` placeholder.
@@ -216,6 +218,8 @@ pub(super) enum Col {
     Named(&'static str),
     MessageKey,
     Sig,
+    /// The signal core: `sig` without platform and stage (migration 0004).
+    Core,
     Ts(Bucket),
 }
 
@@ -223,6 +227,13 @@ impl Col {
     pub(super) fn select(self, source: Source) -> String {
         let raw = source == Source::Raw;
         match self {
+            // A facet row counts one dimension's value, stored as `value`.
+            Col::Named(n)
+                if source_family(source) == Some(Family::FleetFacets)
+                    && Family::FACETS.contains(&n) =>
+            {
+                format!("value AS {n}")
+            }
             Col::Named(n) => n.to_owned(),
             Col::MessageKey if raw => format!("{MESSAGE_KEY_SQL} AS message_key"),
             Col::MessageKey => "message_key".to_owned(),
@@ -231,6 +242,11 @@ impl Col {
                 "cityHash64(error_code, error_has_code, error_symbol, {MESSAGE_KEY_SQL}, platform, stage, source_kind) AS sig"
             ),
             Col::Sig => "sig".to_owned(),
+            // Byte-identical to the `core` of migration 0004's views.
+            Col::Core if raw => format!(
+                "cityHash64(error_code, error_has_code, error_symbol, {MESSAGE_KEY_SQL}, source_kind) AS core"
+            ),
+            Col::Core => "core".to_owned(),
             Col::Ts(b) if raw => format!("{}(occurred_at) AS ts", b.function()),
             Col::Ts(b) => format!("{}(bucket) AS ts", b.function()),
         }
@@ -240,14 +256,16 @@ impl Col {
             Col::Named(n) => n,
             Col::MessageKey => "message_key",
             Col::Sig => "sig",
+            Col::Core => "core",
             Col::Ts(_) => "ts",
         }
     }
 }
 
 /// Output aliases differ from the state columns' names (`events`, `devices`, `users`): an alias
-/// equal to a column name would shadow it inside the other aggregates.
-const METRICS: &str = "countMerge(events) AS n_events, \
+/// equal to a column name would shadow it inside the other aggregates. Also the column order
+/// of `rollup_closed_series` (`series::finalize` stores these per closed bucket).
+pub(super) const METRICS: &str = "countMerge(events) AS n_events, \
 countMergeIf(events, outcome IN ('succeeded', 'failed')) AS attempts, \
 countMergeIf(events, outcome = 'failed') AS failures, \
 uniqCombinedMergeIf(14)(devices, outcome = 'failed') AS affected_devices, \
@@ -427,6 +445,20 @@ struct SignalRow {
     source_kind: String,
 }
 
+/// A [`SignalRow`] with its core (`Engine::core_map`).
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct CoreSignalRow {
+    sig: u64,
+    core: u64,
+    error_code: u32,
+    error_has_code: u8,
+    error_symbol: String,
+    message_key: String,
+    platform: String,
+    stage: String,
+    source_kind: String,
+}
+
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct TsRow {
     ts: u32,
@@ -453,8 +485,32 @@ struct TopCodeRow {
 
 /// Category assignment for the signals in scope, bound into `transform`.
 pub(super) struct CategoryMap {
+    /// The column the ids are values of: `sig`, or `core` (see [`Engine::core_map`]).
+    key: Col,
     sigs: Vec<u64>,
     cats: Vec<String>,
+    /// For `core` maps: what each core (every signal of it) classifies as.
+    infos: HashMap<u64, Arc<SignalInfo>>,
+}
+
+impl CategoryMap {
+    /// No signal classified: every failed row is `unknown`.
+    fn empty() -> Self {
+        Self {
+            key: Col::Sig,
+            sigs: Vec::new(),
+            cats: Vec::new(),
+            infos: HashMap::new(),
+        }
+    }
+}
+
+/// The rollup family a source reads, if any.
+fn source_family(source: Source) -> Option<Family> {
+    match source {
+        Source::Raw => None,
+        Source::Rollup(family, _) => Some(family),
+    }
 }
 
 /// The aggregate query engine.
@@ -531,6 +587,12 @@ impl Engine {
                 }
             }
             sql.push(&format!(" FROM {}.{} WHERE (", self.db, source.table()));
+            // A facet table holds every event once per dimension: read one facet's rows (the
+            // question's facet column, else any: each holds every event once).
+            let facet = (source_family(*source) == Some(Family::FleetFacets)).then(|| {
+                Family::facet_of(aliases.iter().copied().chain(filter_columns(f)))
+                    .unwrap_or(Family::FACETS[0])
+            });
             let tcol = if raw { "occurred_at" } else { "bucket" };
             for (j, (from, to)) in ranges.iter().enumerate() {
                 if j > 0 {
@@ -543,7 +605,10 @@ impl Engine {
                     .push(", 'UTC'))");
             }
             sql.push(")");
-            push_filters(&mut sql, f);
+            if let Some(facet) = facet {
+                sql.push(&format!(" AND facet = '{facet}'"));
+            }
+            push_filters_as(&mut sql, f, facet);
             if failed_only {
                 sql.push(" AND outcome = 'failed'");
             }
@@ -623,10 +688,7 @@ impl Engine {
             }
         };
         let rows: Vec<SignalRow> = sql.query(&self.client).fetch_all().await?;
-        let mut map = CategoryMap {
-            sigs: Vec::new(),
-            cats: Vec::new(),
-        };
+        let mut map = CategoryMap::empty();
         for r in rows {
             let info = self.cache.classify(r.sig, &signal_of(&r));
             if info.category != "unknown" {
@@ -662,15 +724,122 @@ impl Engine {
         sql
     }
 
+    /// Classifies every signal core (migration 0004) known to `signal_dictionary`, or None
+    /// when some core's signals classify differently by platform or stage (then only the
+    /// signal families can tell them apart). Reads the whole dictionary: it holds distinct
+    /// failed signals (hundreds to a few thousand), not events, and classifications are
+    /// cached, so this costs a small read per question.
+    pub(super) async fn core_map(&self) -> Result<Option<CategoryMap>, QueryError> {
+        let rows: Vec<CoreSignalRow> = self
+            .client
+            .query(&format!(
+                "SELECT sig, cityHash64(error_code, error_has_code, error_symbol, message_key, source_kind) AS core, \
+                 error_code, error_has_code, error_symbol, message_key, platform, stage, source_kind \
+                 FROM {}.signal_dictionary",
+                self.db
+            ))
+            .fetch_all()
+            .await?;
+        let mut infos: HashMap<u64, Arc<SignalInfo>> = HashMap::new();
+        for r in rows {
+            let signal = RawSignal {
+                code: (r.error_has_code == 1).then_some(r.error_code),
+                symbol: r.error_symbol,
+                message: r.message_key,
+                platform: r.platform,
+                source: r.source_kind,
+                stage: r.stage,
+            };
+            let info = self.cache.classify(r.sig, &signal);
+            match infos.get(&r.core) {
+                Some(seen) if **seen != *info => return Ok(None),
+                Some(_) => {}
+                None => {
+                    infos.insert(r.core, info);
+                }
+            }
+        }
+        let mut cores: Vec<(&u64, &Arc<SignalInfo>)> = infos
+            .iter()
+            .filter(|(_, i)| i.category != "unknown")
+            .collect();
+        cores.sort_by_key(|(c, _)| **c);
+        let (sigs, cats) = cores
+            .into_iter()
+            .map(|(c, i)| (*c, i.category.clone()))
+            .unzip();
+        Ok(Some(CategoryMap {
+            key: Col::Core,
+            sigs,
+            cats,
+            infos,
+        }))
+    }
+
+    /// The family, segments and category map answering `f` at `resolution`, given the columns
+    /// the question needs besides the category. Category questions read the signal cores when
+    /// a cores family holds the question and every core classifies uniformly; otherwise the
+    /// signal ids (`sig`), classified for the signals in scope.
+    async fn plan_with_categories(
+        &self,
+        f: &Filters,
+        mut needed: Vec<&'static str>,
+        needs_cat: bool,
+        resolution: Resolution,
+    ) -> Result<(Vec<Segment>, Option<CategoryMap>), QueryError> {
+        if needs_cat && f.source == SourceChoice::Auto {
+            let mut with_core = needed.clone();
+            with_core.push("core");
+            let family = Family::for_columns_at(with_core, resolution);
+            let segs = self.segments(f, resolution, family);
+            if family.columns().contains(&"core")
+                && Self::only_raw(&segs).is_none()
+                && let Some(map) = self.core_map().await?
+            {
+                return Ok((segs, Some(map)));
+            }
+        }
+        if needs_cat {
+            needed.push("sig");
+        }
+        let family = Family::for_columns_at(needed, resolution);
+        let segs = self.segments(f, resolution, family);
+        let map = if needs_cat {
+            Some(self.category_map(f, &segs).await?)
+        } else {
+            None
+        };
+        Ok((segs, map))
+    }
+
     pub(super) fn category_expr(sql: &mut Sql, map: &CategoryMap) {
         if map.sigs.is_empty() {
             sql.push("if(outcome = 'failed', 'unknown', '')");
         } else {
-            sql.push("if(outcome = 'failed', transform(sig, ")
+            sql.push("if(outcome = 'failed', transform(")
+                .push(map.key.alias())
+                .push(", ")
                 .bind(Bind::U64s(map.sigs.clone()))
                 .push(", ")
                 .bind(Bind::Strs(map.cats.clone()))
                 .push(", 'unknown'), '')");
+        }
+    }
+
+    /// ` FROM (SELECT * [, <category> AS category] FROM (rows)) [WHERE category = ?]`: the rows
+    /// of a question, with their category when the question needs it.
+    fn push_categorized(sql: &mut Sql, map: Option<&CategoryMap>, rows: Sql, f: &Filters) {
+        sql.push(" FROM (SELECT *");
+        if let Some(map) = map {
+            sql.push(", ");
+            Self::category_expr(sql, map);
+            sql.push(" AS category");
+        }
+        sql.push(" FROM (");
+        sql.append(rows);
+        sql.push("))");
+        if let Some(c) = &f.category {
+            sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
         }
     }
 
@@ -682,23 +851,16 @@ impl Engine {
         limit: u64,
     ) -> Result<(Vec<MetricRow>, bool), QueryError> {
         let needs_cat = f.category.is_some() || dim == Some(Dimension::Category);
-        let mut needed: Vec<&str> = filter_columns(f).collect();
+        let mut needed: Vec<&'static str> = filter_columns(f).collect();
         needed.push("outcome");
-        if needs_cat {
-            needed.push("sig");
-        }
         match dim {
             Some(Dimension::Code) => needed.extend(["error_code", "error_has_code"]),
+            Some(Dimension::Category) | None => {}
             Some(d) => needed.push(d.column()),
-            None => {}
         }
-        let family = Family::for_columns(needed);
-        let segs = self.segments(f, Resolution::Whole, family);
-        let map = if needs_cat {
-            Some(self.category_map(f, &segs).await?)
-        } else {
-            None
-        };
+        let (segs, map) = self
+            .plan_with_categories(f, needed, needs_cat, Resolution::Whole)
+            .await?;
         let mut cols = vec![Col::Named("outcome")];
         let side_expr = side_key();
         let key_expr: &str = match dim {
@@ -734,8 +896,8 @@ impl Engine {
             }
             Some(Dimension::Outcome) => "outcome",
         };
-        if needs_cat {
-            cols.push(Col::Sig);
+        if let Some(map) = &map {
+            cols.push(map.key);
         }
         let failed_only = dim == Some(Dimension::Category);
         let metrics = match (Self::only_raw(&segs).is_some(), failed_only) {
@@ -748,19 +910,13 @@ impl Engine {
         sql.push("SELECT ")
             .push(key_expr)
             .push(" AS key, ")
-            .push(metrics)
-            .push(" FROM (SELECT *");
-        if let Some(map) = &map {
-            sql.push(", ");
-            Self::category_expr(&mut sql, map);
-            sql.push(" AS category");
-        }
-        sql.push(" FROM (");
-        sql.append(self.rows(&segs, &cols, f, failed_only));
-        sql.push("))");
-        if let Some(c) = &f.category {
-            sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
-        }
+            .push(metrics);
+        Self::push_categorized(
+            &mut sql,
+            map.as_ref(),
+            self.rows(&segs, &cols, f, failed_only),
+            f,
+        );
         if dim.is_some() {
             sql.push(" GROUP BY key ORDER BY failures DESC, n_events DESC, key ASC LIMIT ")
                 .bind(Bind::U64(limit));
@@ -822,45 +978,33 @@ impl Engine {
 
     /// Metrics per time bucket over `[from, to)`, empty buckets included as zeros.
     pub async fn timeseries(&self, f: &Filters, bucket: Bucket) -> Result<Vec<Point>, QueryError> {
-        let mut needed: Vec<&str> = filter_columns(f).collect();
-        needed.push("outcome");
-        if f.category.is_some() {
-            needed.push("sig");
-        }
-        let family = Family::for_columns(needed);
-        let segs = self.segments(f, bucket.resolution(), family);
-        let exact = Self::only_raw(&segs).is_some();
-        let map = if f.category.is_some() {
-            Some(self.category_map(f, &segs).await?)
-        } else {
-            None
-        };
-        let mut cols = vec![Col::Named("outcome"), Col::Ts(bucket)];
-        if map.is_some() {
-            cols.push(Col::Sig);
-        }
-        let mut sql = Sql::default();
-        sql.push("SELECT toUInt32(ts) AS ts, ")
-            .push(if Self::only_raw(&segs).is_some() {
-                RAW_METRICS
-            } else {
-                METRICS
-            })
-            .push(" FROM (SELECT *");
-        if let Some(map) = &map {
-            sql.push(", ");
-            Self::category_expr(&mut sql, map);
-            sql.push(" AS category");
-        }
-        sql.push(" FROM (");
-        sql.append(self.rows(&segs, &cols, f, false));
-        sql.push("))");
-        if let Some(c) = &f.category {
-            sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
-        }
-        sql.push(" GROUP BY ts ORDER BY ts");
-        let rows: Vec<TsRow> = sql.query(&self.client).fetch_all().await?;
         let step = bucket.seconds();
+        // (row, exact) per bucket with events; finalized buckets first, when they apply.
+        let mut rows: Vec<(TsRow, bool)> = Vec::new();
+        let mut ranges = vec![(f.from, f.to)];
+        if series::applies(f) {
+            let closed = series::closed_points(&self.client, &self.db, f, bucket).await?;
+            let covered: Vec<u32> = closed.iter().map(|r| r.ts).collect();
+            ranges = series::gaps(f.from, f.to, step, &covered);
+            rows.extend(closed.into_iter().map(|r| {
+                let row = TsRow {
+                    ts: r.ts,
+                    events: r.events,
+                    attempts: r.attempts,
+                    failures: r.failures,
+                    affected_devices: r.affected_devices,
+                    affected_users: r.affected_users,
+                    devices: r.devices,
+                    users: r.users,
+                };
+                (row, false)
+            }));
+        }
+        if !ranges.is_empty() {
+            let (live, exact) = self.live_points(f, bucket, &ranges).await?;
+            rows.extend(live.into_iter().map(|r| (r, exact)));
+        }
+        rows.sort_by_key(|(r, _)| r.ts);
         // Day buckets start at UTC midnight, sub-day buckets at multiples of their width.
         let first = f.from / step * step;
         let mut out = Vec::new();
@@ -868,18 +1012,21 @@ impl Engine {
         let mut t = first;
         while t < f.to {
             let m = match it.peek() {
-                Some(r) if r.ts == t => {
-                    let r = it.next().map(|r| MetricRow {
-                        key: String::new(),
-                        events: r.events,
-                        attempts: r.attempts,
-                        failures: r.failures,
-                        affected_devices: r.affected_devices,
-                        affected_users: r.affected_users,
-                        devices: r.devices,
-                        users: r.users,
+                Some((r, _)) if r.ts == t => {
+                    let r = it.next().map(|(r, exact)| {
+                        let row = MetricRow {
+                            key: String::new(),
+                            events: r.events,
+                            attempts: r.attempts,
+                            failures: r.failures,
+                            affected_devices: r.affected_devices,
+                            affected_users: r.affected_users,
+                            devices: r.devices,
+                            users: r.users,
+                        };
+                        row.metrics(exact)
                     });
-                    r.unwrap_or_else(MetricRow::zero).metrics(exact)
+                    r.unwrap_or_else(|| MetricRow::zero().metrics(true))
                 }
                 _ => MetricRow::zero().metrics(true),
             };
@@ -896,28 +1043,70 @@ impl Engine {
         Ok(out)
     }
 
+    /// Time-series rows for the buckets in `ranges` (disjoint, inside `[f.from, f.to)`) from
+    /// rollup states and raw edges, and whether they are exact (a single raw segment).
+    async fn live_points(
+        &self,
+        f: &Filters,
+        bucket: Bucket,
+        ranges: &[(u32, u32)],
+    ) -> Result<(Vec<TsRow>, bool), QueryError> {
+        let mut needed: Vec<&'static str> = filter_columns(f).collect();
+        needed.push("outcome");
+        let mut segs = Vec::new();
+        let mut map = None;
+        for &(from, to) in ranges {
+            let part = Filters {
+                from,
+                to,
+                ..f.clone()
+            };
+            let (s, m) = self
+                .plan_with_categories(
+                    &part,
+                    needed.clone(),
+                    f.category.is_some(),
+                    bucket.resolution(),
+                )
+                .await?;
+            segs.extend(s);
+            map = m;
+        }
+        let exact = Self::only_raw(&segs).is_some();
+        let mut cols = vec![Col::Named("outcome"), Col::Ts(bucket)];
+        if let Some(map) = &map {
+            cols.push(map.key);
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT toUInt32(ts) AS ts, ")
+            .push(if exact { RAW_METRICS } else { METRICS });
+        Self::push_categorized(&mut sql, map.as_ref(), self.rows(&segs, &cols, f, false), f);
+        sql.push(" GROUP BY ts ORDER BY ts");
+        Ok((sql.query(&self.client).fetch_all().await?, exact))
+    }
+
     /// The codes (with symbol and category) behind most failures, with cause and remediation.
     pub async fn top_codes(&self, f: &Filters, limit: u64) -> Result<Vec<TopCode>, QueryError> {
-        let mut needed: Vec<&str> = filter_columns(f).collect();
-        needed.extend([
-            "outcome",
-            "sig",
-            "error_code",
-            "error_has_code",
-            "error_symbol",
-        ]);
-        let segs = self.segments(f, Resolution::Whole, Family::for_columns(needed));
+        let mut needed: Vec<&'static str> = filter_columns(f).collect();
+        needed.extend(["outcome", "error_code", "error_has_code", "error_symbol"]);
+        let (segs, map) = self
+            .plan_with_categories(f, needed, true, Resolution::Whole)
+            .await?;
+        // Always Some: categories were asked for.
+        let map = map.unwrap_or_else(CategoryMap::empty);
         let exact = Self::only_raw(&segs).is_some();
-        let map = self.category_map(f, &segs).await?;
         let cols = [
             Col::Named("outcome"),
             Col::Named("error_code"),
             Col::Named("error_has_code"),
             Col::Named("error_symbol"),
-            Col::Sig,
+            map.key,
         ];
         let mut sql = Sql::default();
-        sql.push("SELECT error_code, error_has_code, error_symbol, category, min(sig) AS sample, ");
+        sql.push(&format!(
+            "SELECT error_code, error_has_code, error_symbol, category, min({}) AS sample, ",
+            map.key.alias()
+        ));
         sql.push(if Self::only_raw(&segs).is_some() {
             "count() AS failures, uniqExact(u_tenant, u_device) AS affected_devices, \
              uniqExactIf(u_tenant, u_upn, u_upn != '') AS affected_users FROM (SELECT *, "
@@ -941,10 +1130,11 @@ impl Engine {
         Ok(rows
             .into_iter()
             .map(|r| {
-                let info = self
-                    .cache
-                    .get(r.sample)
-                    .unwrap_or_else(|| Arc::new(unknown_info()));
+                let info = match map.key {
+                    Col::Core => map.infos.get(&r.sample).cloned(),
+                    _ => self.cache.get(r.sample),
+                }
+                .unwrap_or_else(|| Arc::new(unknown_info()));
                 TopCode {
                     code: format_code(r.error_code, r.error_has_code == 1),
                     symbol: r.error_symbol,
@@ -1029,9 +1219,15 @@ fn side_key() -> String {
 
 /// Appends the column filters shared by raw and rollup tables (all bound).
 pub fn push_filters(sql: &mut Sql, f: &Filters) {
+    push_filters_as(sql, f, None);
+}
+
+/// [`push_filters`] on a facet table: a filter on the `facet` column reads `value`.
+fn push_filters_as(sql: &mut Sql, f: &Filters, facet: Option<&str>) {
+    let name = |col: &'static str| if facet == Some(col) { "value" } else { col };
     for (col, v) in filter_pairs(f) {
         if let Some(v) = v {
-            sql.push(&format!(" AND {col} = "))
+            sql.push(&format!(" AND {} = ", name(col)))
                 .bind(Bind::Str(v.clone()));
         }
     }
@@ -1041,7 +1237,7 @@ pub fn push_filters(sql: &mut Sql, f: &Filters) {
     }
     if let Some(side) = &f.side {
         let op = if side == "server" { "=" } else { "!=" };
-        sql.push(&format!(" AND source_kind {op} "))
+        sql.push(&format!(" AND {} {op} ", name("source_kind")))
             .bind(Bind::Str(SERVER_SOURCE_KIND.to_owned()));
     }
 }

@@ -11,6 +11,7 @@ pub mod export;
 pub mod filters;
 pub mod funnel;
 pub mod plan;
+pub mod series;
 pub mod sql;
 
 use thiserror::Error;

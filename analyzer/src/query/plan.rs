@@ -10,7 +10,8 @@
 //! cells that answer it, the narrowest key (no tenant for all-tenant views) and the longest
 //! bucket, are what make a dashboard query cheap.
 
-/// A set of rollup tables sharing one key (see migration 0003), at hour, day and week grain.
+/// A set of rollup tables sharing one key (see migrations 0003 and 0004), at hour, day and week
+/// grain (some also at five minutes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// Every stored dimension, per tenant (`rollup_signals_*`): answers every aggregate
@@ -24,6 +25,20 @@ pub enum Family {
     /// outcome x platform x enrollment method x source kind, all tenants
     /// (`rollup_fleet_outcomes_*`): fleet totals and time series.
     FleetTotals,
+    /// outcome, all tenants (`rollup_fleet_narrow_*`, migration 0004): fleet totals, the
+    /// outcome breakdown, fleet time series.
+    FleetNarrow,
+    /// tenant x outcome (`rollup_narrow_*`): one tenant's totals, the tenant breakdown.
+    Narrow,
+    /// facet x value x outcome, all tenants (`rollup_fleet_facets_*`): each row counts one
+    /// dimension's value (platform, method, stage, OS version or source kind), so it answers a
+    /// question involving at most ONE of those columns (see [`Family::holds`]); the engine
+    /// reads `value` as that column and selects its `facet`.
+    FleetFacets,
+    /// outcome x source kind x signal core x code, all tenants (`rollup_fleet_cores_*`): the
+    /// signal `core` is `sig` without platform and stage; category questions use it when every
+    /// core classifies the same in all its contexts (`Engine::core_map`).
+    FleetCores,
 }
 
 impl Family {
@@ -64,10 +79,45 @@ impl Family {
     pub const FLEET_TOTALS_COLUMNS: &'static [&'static str] =
         &["outcome", "platform", "enrollment_method", "source_kind"];
 
+    /// Columns a `FleetNarrow` rollup holds besides `bucket` and the states.
+    pub const FLEET_NARROW_COLUMNS: &'static [&'static str] = &["outcome"];
+    /// Columns a `Narrow` rollup holds besides `bucket` and the states.
+    pub const NARROW_COLUMNS: &'static [&'static str] = &["tenant", "outcome"];
+    /// The dimensions a `FleetFacets` rollup holds, one per row (its `facet` column), plus
+    /// `outcome`.
+    pub const FACETS: &'static [&'static str] = &[
+        "platform",
+        "enrollment_method",
+        "stage",
+        "os_version",
+        "source_kind",
+    ];
+    pub const FLEET_FACETS_COLUMNS: &'static [&'static str] = &[
+        "outcome",
+        "platform",
+        "enrollment_method",
+        "stage",
+        "os_version",
+        "source_kind",
+    ];
+    /// Columns a `FleetCores` rollup holds besides `bucket` and the states.
+    pub const FLEET_CORES_COLUMNS: &'static [&'static str] = &[
+        "outcome",
+        "source_kind",
+        "core",
+        "error_code",
+        "error_has_code",
+        "error_symbol",
+    ];
+
     /// Smallest first: the order in which [`Family::for_columns`] tries them.
-    const BY_SIZE: [Family; 4] = [
+    const BY_SIZE: [Family; 8] = [
+        Family::FleetNarrow,
+        Family::Narrow,
+        Family::FleetFacets,
         Family::FleetTotals,
         Family::Totals,
+        Family::FleetCores,
         Family::Fleet,
         Family::Fine,
     ];
@@ -84,16 +134,54 @@ impl Family {
             Family::Totals => Self::TOTALS_COLUMNS,
             Family::Fleet => Self::FLEET_COLUMNS,
             Family::FleetTotals => Self::FLEET_TOTALS_COLUMNS,
+            Family::FleetNarrow => Self::FLEET_NARROW_COLUMNS,
+            Family::Narrow => Self::NARROW_COLUMNS,
+            Family::FleetFacets => Self::FLEET_FACETS_COLUMNS,
+            Family::FleetCores => Self::FLEET_CORES_COLUMNS,
         }
+    }
+
+    /// Whether the family can answer a question needing `needed`: every column stored, and for
+    /// [`Family::FleetFacets`] at most one facet column (a row counts one dimension's value).
+    pub fn holds(self, needed: &[&str]) -> bool {
+        if !needed.iter().all(|c| self.columns().contains(c)) {
+            return false;
+        }
+        if self == Family::FleetFacets {
+            let mut facets: Vec<&str> = needed
+                .iter()
+                .copied()
+                .filter(|c| Self::FACETS.contains(c))
+                .collect();
+            facets.dedup();
+            return facets.len() <= 1;
+        }
+        true
+    }
+
+    /// The facet column a `FleetFacets` question reads, if any (see [`Family::holds`]).
+    pub fn facet_of<'a>(needed: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+        let needed: Vec<&str> = needed.into_iter().collect();
+        Self::FACETS.iter().copied().find(|f| needed.contains(f))
     }
 
     /// The family with the fewest cells holding every column in `needed` (`tenant` when the
     /// question filters or groups by tenant).
     pub fn for_columns<'a>(needed: impl IntoIterator<Item = &'a str>) -> Family {
+        Self::for_columns_at(needed, Resolution::Whole)
+    }
+
+    /// [`Family::for_columns`] among the families that have the tables `resolution` reads
+    /// (sub-hour questions need a five-minute table).
+    pub fn for_columns_at<'a>(
+        needed: impl IntoIterator<Item = &'a str>,
+        resolution: Resolution,
+    ) -> Family {
         let needed: Vec<&str> = needed.into_iter().collect();
         Self::BY_SIZE
             .into_iter()
-            .find(|f| needed.iter().all(|c| f.columns().contains(c)))
+            .filter(|f| resolution != Resolution::SubHour || f.has_five_minutes())
+            .find(|f| f.holds(&needed))
             .unwrap_or(Family::Fine)
     }
 }
@@ -141,6 +229,22 @@ impl Source {
             Source::Rollup(FleetTotals, Hour) => "rollup_fleet_outcomes_hourly",
             Source::Rollup(FleetTotals, Day) => "rollup_fleet_outcomes_daily",
             Source::Rollup(FleetTotals, Week) => "rollup_fleet_outcomes_weekly",
+            Source::Rollup(FleetNarrow, FiveMinutes) => "rollup_fleet_narrow_5m",
+            Source::Rollup(FleetNarrow, Hour) => "rollup_fleet_narrow_hourly",
+            Source::Rollup(FleetNarrow, Day) => "rollup_fleet_narrow_daily",
+            Source::Rollup(FleetNarrow, Week) => "rollup_fleet_narrow_weekly",
+            Source::Rollup(Narrow, FiveMinutes) => "rollup_narrow_5m",
+            Source::Rollup(Narrow, Hour) => "rollup_narrow_hourly",
+            Source::Rollup(Narrow, Day) => "rollup_narrow_daily",
+            Source::Rollup(Narrow, Week) => "rollup_narrow_weekly",
+            Source::Rollup(FleetFacets, FiveMinutes) => "rollup_fleet_facets_5m",
+            Source::Rollup(FleetFacets, Hour) => "rollup_fleet_facets_hourly",
+            Source::Rollup(FleetFacets, Day) => "rollup_fleet_facets_daily",
+            Source::Rollup(FleetFacets, Week) => "rollup_fleet_facets_weekly",
+            Source::Rollup(FleetCores, FiveMinutes) => "rollup_fleet_cores_5m",
+            Source::Rollup(FleetCores, Hour) => "rollup_fleet_cores_hourly",
+            Source::Rollup(FleetCores, Day) => "rollup_fleet_cores_daily",
+            Source::Rollup(FleetCores, Week) => "rollup_fleet_cores_weekly",
         }
     }
 }
@@ -438,11 +542,38 @@ mod tests {
 
     #[test]
     fn family_is_the_coarsest_holding_the_columns() {
-        assert_eq!(Family::for_columns([]), Family::FleetTotals);
+        assert_eq!(Family::for_columns([]), Family::FleetNarrow);
+        assert_eq!(Family::for_columns(["outcome"]), Family::FleetNarrow);
+        assert_eq!(Family::for_columns(["tenant", "outcome"]), Family::Narrow);
+        // One facet column: the facet family; two: a family storing both.
+        assert_eq!(
+            Family::for_columns(["outcome", "platform"]),
+            Family::FleetFacets
+        );
+        assert_eq!(Family::for_columns(["stage", "stage"]), Family::FleetFacets);
+        assert_eq!(Family::for_columns(["os_version"]), Family::FleetFacets);
+        assert_eq!(
+            Family::facet_of(["outcome", "os_version"]),
+            Some("os_version")
+        );
         assert_eq!(
             Family::for_columns(["outcome", "platform", "enrollment_method", "source_kind"]),
             Family::FleetTotals
         );
+        // Sub-hour questions only read families with a five-minute table.
+        assert_eq!(
+            Family::for_columns_at(["outcome"], Resolution::SubHour),
+            Family::FleetTotals
+        );
+        assert_eq!(
+            Family::for_columns_at(["tenant", "outcome"], Resolution::SubHour),
+            Family::Totals
+        );
+        assert_eq!(
+            Family::for_columns(["outcome", "error_code", "error_has_code"]),
+            Family::FleetCores
+        );
+        assert_eq!(Family::for_columns(["outcome", "core"]), Family::FleetCores);
         assert_eq!(
             Family::for_columns(["tenant", "platform", "outcome", "enrollment_method"]),
             Family::Totals
@@ -450,20 +581,32 @@ mod tests {
         assert_eq!(Family::for_columns(["outcome", "sig"]), Family::Fleet);
         assert_eq!(Family::for_columns(["stage", "error_code"]), Family::Fleet);
         assert_eq!(Family::for_columns(["tenant", "stage"]), Family::Fine);
-        assert_eq!(Family::for_columns(["os_version"]), Family::Fine);
+        assert_eq!(
+            Family::for_columns(["os_version", "platform"]),
+            Family::Fine
+        );
         assert_eq!(
             Family::for_columns(["sig", "enrollment_method"]),
             Family::Fine
         );
-        // Every family's columns are stored by the fine one.
+        // Every family's columns are stored by the fine one (but the core, which is `sig`
+        // without platform and stage).
         for f in Family::BY_SIZE {
-            assert!(f.columns().iter().all(|c| Family::FINE_COLUMNS.contains(c)));
+            assert!(
+                f.columns()
+                    .iter()
+                    .all(|c| *c == "core" || Family::FINE_COLUMNS.contains(c))
+            );
         }
     }
 
     #[test]
     fn tables_match_the_migration() {
-        let sql = include_str!("../../migrations/clickhouse/0003_signal_rollups.sql");
+        let sql = [
+            include_str!("../../migrations/clickhouse/0003_signal_rollups.sql"),
+            include_str!("../../migrations/clickhouse/0004_narrow_rollups.sql"),
+        ]
+        .concat();
         for f in Family::BY_SIZE {
             let five = f.has_five_minutes().then_some(Grain::FiveMinutes);
             for g in five
@@ -476,7 +619,12 @@ mod tests {
                     .unwrap_or_else(|| panic!("{t} not created"));
                 let body = &sql[start..];
                 let body = &body[..body.find("ENGINE").unwrap_or(body.len())];
-                for c in f.columns() {
+                let stored: &[&str] = if f == Family::FleetFacets {
+                    &["outcome", "facet", "value"]
+                } else {
+                    f.columns()
+                };
+                for c in stored {
                     assert!(body.contains(&format!("    {c} ")), "{t} lacks {c}");
                 }
                 assert_eq!(

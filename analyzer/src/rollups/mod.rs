@@ -144,6 +144,44 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: OLD_ROLLUPS,
     },
+    Migration {
+        version: 4,
+        name: "narrow_rollups",
+        up: include_str!("../../migrations/clickhouse/0004_narrow_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0004_narrow_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_fleet_narrow_hourly_mv",
+            "VIEW rollup_fleet_narrow_daily_mv",
+            "VIEW rollup_fleet_narrow_weekly_mv",
+            "VIEW rollup_narrow_hourly_mv",
+            "VIEW rollup_narrow_daily_mv",
+            "VIEW rollup_narrow_weekly_mv",
+            "VIEW rollup_fleet_facets_hourly_mv",
+            "VIEW rollup_fleet_facets_daily_mv",
+            "VIEW rollup_fleet_facets_weekly_mv",
+            "VIEW rollup_fleet_cores_hourly_mv",
+            "VIEW rollup_fleet_cores_daily_mv",
+            "VIEW rollup_fleet_cores_weekly_mv",
+            "TABLE rollup_fleet_narrow_hourly",
+            "TABLE rollup_fleet_narrow_daily",
+            "TABLE rollup_fleet_narrow_weekly",
+            "TABLE rollup_narrow_hourly",
+            "TABLE rollup_narrow_daily",
+            "TABLE rollup_narrow_weekly",
+            "TABLE rollup_fleet_facets_hourly",
+            "TABLE rollup_fleet_facets_daily",
+            "TABLE rollup_fleet_facets_weekly",
+            "TABLE rollup_fleet_cores_hourly",
+            "TABLE rollup_fleet_cores_daily",
+            "TABLE rollup_fleet_cores_weekly",
+            "TABLE rollup_closed_series",
+            "TABLE rollup_backfill_narrow",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -465,6 +503,13 @@ mod tests {
         assert_eq!(
             statements(MIGRATIONS[2].backfill.unwrap_or_default()).len(),
             21
+        );
+        // 0004: 4 families x 3 grains, the closed-series table, their views; the backfill's
+        // staging table, its fill, 12 derivations and its drop.
+        assert_eq!(statements(MIGRATIONS[3].up).len(), 25);
+        assert_eq!(
+            statements(MIGRATIONS[3].backfill.unwrap_or_default()).len(),
+            15
         );
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {
