@@ -772,3 +772,36 @@ fn aadsts_errors_match_whole_numbers_only() {
         "authentication"
     );
 }
+
+/// Windows' "Access work or school" messages are read whatever apostrophes the paste carries.
+#[test]
+fn windows_access_work_or_school_messages() {
+    for (message, expected) in [
+        (
+            "I was getting the error \u{201c}Your device is already being managed by an organization\u{201d} when trying to register",
+            "already_enrolled",
+        ),
+        (
+            "We couldn\u{2019}t find your identity in your organization\u{2019}s cloud.",
+            "authentication",
+        ),
+        (
+            "You don\u{2019}t have the right privileges to perform this operation. Please talk to your admin.",
+            "not_authorized",
+        ),
+        (
+            "We couldn't autodiscover a management endpoint matching the username entered. Check your username and try again.",
+            "tenant_config",
+        ),
+    ] {
+        assert_eq!(
+            category(Signal {
+                message: Some(message),
+                platform: Some("windows"),
+                ..Signal::default()
+            }),
+            expected,
+            "{message}"
+        );
+    }
+}
