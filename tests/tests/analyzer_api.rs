@@ -317,6 +317,32 @@ fn ev(
     }
 }
 
+/// The insight list's entries by id.
+fn insights_by_id(body: &Value) -> BTreeMap<String, Value> {
+    body["insights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap().to_owned(), i.clone()))
+        .collect()
+}
+
+/// An insight's sample as `(tenant, subject, detail)`.
+fn sample_of(insight: &Value) -> Vec<(String, String, String)> {
+    insight["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["tenant"].as_str().unwrap().into(),
+                a["subject"].as_str().unwrap().into(),
+                a["detail"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_funnel_and_insights_are_exact() {
     let ch = shared();
@@ -480,27 +506,8 @@ async fn devices_funnel_and_insights_are_exact() {
     let a = Analyzer::start(ch, &db, &["--config", cfg.to_str().unwrap()]).await;
     let key = a.create_key(&["--all-tenants"]);
 
-    let body = a.ok("/api/v1/insights", &key).await;
-    let by_id: BTreeMap<String, &Value> = body["insights"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (i["id"].as_str().unwrap().to_owned(), i))
-        .collect();
-    let subjects = |id: &str| -> Vec<(String, String, String)> {
-        by_id[id]["sample"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["tenant"].as_str().unwrap().into(),
-                    a["subject"].as_str().unwrap().into(),
-                    a["detail"].as_str().unwrap().into(),
-                )
-            })
-            .collect()
-    };
+    let by_id = insights_by_id(&a.ok("/api/v1/insights", &key).await);
+    let subjects = |id: &str| sample_of(&by_id[id]);
     let t = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
     assert_eq!(
         subjects("device_cap_near"),
@@ -570,6 +577,83 @@ async fn devices_funnel_and_insights_are_exact() {
         a.get("/api/v1/insights/nope/devices", Some(&key)).await.0,
         404
     );
+
+    // Rows received after the analyzer started reach the per-device rollups through their
+    // views (the rows above came by the backfill): a@c un-enrolls one device, s1 enrolls
+    // again (no longer stale), n1 logs event 75 (auto-enrollment ran), t4 (TPM 1.2) tries a
+    // self-deploying Autopilot enrollment. A view writes during the insert: no waiting.
+    let arrived = now();
+    let mut unenrolled = state_row("contoso", "a@c-0", recent + 10);
+    unenrolled.primary_user_upn = "a@c".into();
+    unenrolled.mdm_enrolled = 0;
+    unenrolled.received_at = arrived;
+    let mut s1_ok = ev(
+        "fabrikam",
+        "s1",
+        n - DAY,
+        "apple_ade",
+        "complete",
+        "succeeded",
+    );
+    let mut e75 = ev(
+        "contoso",
+        "n1",
+        recent,
+        "gpo_auto_enroll",
+        "complete",
+        "succeeded",
+    );
+    e75.source_channel =
+        "Microsoft-Windows-DeviceManagement-Enterprise-Diagnostics-Provider/Admin".into();
+    e75.source_event_id = 75;
+    let mut t4_sd = ev(
+        "contoso",
+        "t4",
+        recent,
+        "autopilot_self_deploying",
+        "authentication",
+        "failed",
+    );
+    for e in [&mut s1_ok, &mut e75, &mut t4_sd] {
+        e.received_at = arrived;
+    }
+    insert_events(ch, &db, &[s1_ok, e75, t4_sd]).await;
+    insert_states(ch, &db, &[unenrolled]).await;
+    let by_id = insights_by_id(&a.ok("/api/v1/insights", &key).await);
+    let sample = |id: &str| -> Vec<(String, String)> {
+        sample_of(&by_id[id])
+            .into_iter()
+            .map(|(_, subject, detail)| (subject, detail))
+            .collect()
+    };
+    let p = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        sample("device_cap_near"),
+        vec![p("a@c", "4/5"), p("b@c", "4/5"), p("e@f", "2/3")]
+    );
+    assert_eq!(
+        sample("autopilot_tpm_unsupported"),
+        vec![
+            p("t1", "tpm missing"),
+            p("t2", "tpm 1.2"),
+            p("t4", "tpm 1.2")
+        ]
+    );
+    assert_eq!(sample("auto_enrollment_not_triggered"), vec![]);
+    let stale: Vec<String> = sample("stale_enrollments")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(stale, vec!["s3", "f1", "f2", "f3"]);
+    for (id, count) in [
+        ("device_cap_near", 3),
+        ("autopilot_tpm_unsupported", 3),
+        ("unlicensed_users_enrolling", 1),
+        ("auto_enrollment_not_triggered", 0),
+        ("stale_enrollments", 4),
+    ] {
+        assert_eq!(by_id[id]["count"], count, "{id} after rows arrived");
+    }
 
     // Funnel.
     let body = a
@@ -752,4 +836,144 @@ async fn api_keys_on_postgres() {
             tenant: None
         })
     );
+}
+
+/// The rows of one insight computed by brute force from the raw tables (the queries the
+/// analyzer ran before the per-device rollups of migration 0005), `(tenant, subject, detail)`.
+fn brute_force_insight(db: &str, id: &str, now: u32) -> String {
+    let latest = format!(
+        "SELECT tenant, device_id, argMax(platform, captured_at) AS platform, \
+         argMax(join_state, captured_at) AS join_state, argMax(mdm_enrolled, captured_at) AS mdm_enrolled, \
+         argMax(tpm_present, captured_at) AS tpm_present, argMax(tpm_spec_version, captured_at) AS tpm_spec_version, \
+         argMax(primary_user_upn, captured_at) AS upn, argMax(license_state, captured_at) AS license_state, \
+         argMax(last_attempt_at, captured_at) AS last_attempt_at, \
+         argMax(enrollment_method, captured_at) AS state_method FROM {db}.device_states GROUP BY tenant, device_id"
+    );
+    match id {
+        "device_cap_near" => format!(
+            "SELECT tenant, upn AS subject, concat(toString(n), '/5') AS detail FROM (SELECT tenant, upn, count() AS n \
+             FROM ({latest}) WHERE mdm_enrolled = 1 AND upn != '' GROUP BY tenant, upn) WHERE n + 1 >= 5"
+        ),
+        "autopilot_tpm_unsupported" => format!(
+            "SELECT tenant, device_id AS subject, if(tpm_present = 0, 'tpm missing', concat('tpm ', tpm_spec_version)) AS detail \
+             FROM ({latest}) WHERE platform = 'windows' AND (tpm_present = 0 OR startsWith(tpm_spec_version, '1.')) \
+             AND (state_method IN ('autopilot_self_deploying', 'autopilot_pre_provisioned') \
+             OR (tenant, device_id) IN (SELECT tenant, device_id FROM {db}.enrollment_events \
+             WHERE enrollment_method IN ('autopilot_self_deploying', 'autopilot_pre_provisioned')))"
+        ),
+        "unlicensed_users_enrolling" => format!(
+            "SELECT tenant, upn AS subject, concat(toString(count()), ' device(s)') AS detail FROM ({latest}) \
+             WHERE license_state = 'unlicensed' AND upn != '' AND toUInt32(last_attempt_at) != 0 GROUP BY tenant, upn"
+        ),
+        "auto_enrollment_not_triggered" => format!(
+            "SELECT tenant, device_id AS subject, join_state AS detail FROM ({latest}) \
+             WHERE platform = 'windows' AND mdm_enrolled = 0 AND join_state IN ('entra_joined', 'hybrid_joined', 'domain_joined') \
+             AND (tenant, device_id) NOT IN (SELECT tenant, device_id FROM {db}.enrollment_events \
+             WHERE source_event_id IN (75, 76) AND position(source_channel, 'DeviceManagement-Enterprise-Diagnostics-Provider') > 0)"
+        ),
+        "stale_enrollments" => format!(
+            "SELECT tenant, device_id AS subject, concat('last seen ', toString(max(t))) AS detail FROM (\
+             SELECT tenant, device_id, captured_at AS t FROM {db}.device_states UNION ALL \
+             SELECT tenant, device_id, occurred_at AS t FROM {db}.enrollment_events WHERE outcome = 'succeeded') \
+             GROUP BY tenant, device_id HAVING max(t) < toDateTime({}, 'UTC')",
+            now - 30 * DAY
+        ),
+        other => panic!("no brute force for {other}"),
+    }
+}
+
+/// Generated states and events, half of each received before the analyzer started (backfill)
+/// and half after (views): every per-device insight, count and every page, equals the brute
+/// force over the raw tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_equal_brute_force_on_generated_devices() {
+    let ch = shared();
+    let db = fresh_db(ch, "analyzer_insights_bf").await;
+    let n = now();
+    // 600 devices x 4 snapshots (users own 5 devices each: device caps are hit), 24,000
+    // events over 800 devices (200 without any snapshot) in the last 60 days; only devices
+    // below 400 log auto-enrollment events 75/76.
+    let states = |part: u32| {
+        format!(
+            "INSERT INTO {db}.device_states (tenant, agent_id, device_id, captured_at, received_at, platform, \
+             join_state, mdm_enrolled, tpm_present, tpm_spec_version, primary_user_upn, last_attempt_at, \
+             license_state, enrollment_method) \
+             SELECT ['contoso', 'fabrikam'][d % 2 + 1], concat('agent-', toString(d)), concat('dev-', toString(d)), \
+             toDateTime({n} - (d % 60) * 86400 - (intHash32(k) % 4) * 3600 - h % 1000, 'UTC'), now(), \
+             ['windows', 'windows', 'ios', 'android'][h % 4 + 1], \
+             ['entra_joined', 'hybrid_joined', 'not_joined', 'domain_joined'][intHash32(k * 3) % 4 + 1], \
+             toUInt8(intHash32(k * 5) % 3 != 0), toUInt8(intHash32(k * 7) % 5 != 0), \
+             if(intHash32(k * 11) % 4 = 0, '1.2', '2.0'), if(d % 13 = 0, '', concat('user', toString(d % 120), '@x')), \
+             toDateTime(if(intHash32(k * 17) % 3 = 0, 0, {n} - 86400), 'UTC'), \
+             if(intHash32(k * 19) % 6 = 0, 'unlicensed', 'licensed'), \
+             ['autopilot_self_deploying', 'entra_join', 'autopilot_pre_provisioned', 'autopilot_user_driven'][intHash32(k * 23) % 4 + 1] \
+             FROM (SELECT number AS k, number % 600 AS d, intHash32(number) AS h FROM numbers(2400)) \
+             WHERE k % 2 = {part}"
+        )
+    };
+    let events = |part: u32| {
+        format!(
+            "INSERT INTO {db}.enrollment_events (tenant, event_id, agent_id, batch_seq, device_id, occurred_at, \
+             received_at, platform, enrollment_method, stage, outcome, source_kind, source_channel, source_event_id) \
+             SELECT ['contoso', 'fabrikam'][d % 2 + 1], generateUUIDv4(), concat('agent-', toString(d)), 1, \
+             concat('dev-', toString(d)), toDateTime({n} - intHash32(k) % (60 * 86400), 'UTC'), now(), 'windows', \
+             ['entra_join', 'autopilot_self_deploying', 'gpo_auto_enroll', 'autopilot_pre_provisioned', 'apple_ade'][intHash32(k * 3) % 5 + 1], \
+             'complete', ['succeeded', 'failed', 'failed', 'in_progress'][intHash32(k * 5) % 4 + 1], 'agent', \
+             if(intHash32(k * 7) % 2 = 0, 'Microsoft-Windows-DeviceManagement-Enterprise-Diagnostics-Provider/Admin', 'Application'), \
+             if(d < 400, [75, 76, 0, 201, 0, 0, 0, 0, 0, 0][intHash32(k * 11) % 10 + 1], 201) \
+             FROM (SELECT number AS k, intHash32(number * 13) % 800 AS d FROM numbers(24000)) WHERE k % 2 = {part}"
+        )
+    };
+    ch.execute(&states(0)).await.unwrap();
+    ch.execute(&events(0)).await.unwrap();
+    let a = Analyzer::start(ch, &db, &[]).await;
+    let key = a.create_key(&["--all-tenants"]);
+    ch.execute(&states(1)).await.unwrap();
+    ch.execute(&events(1)).await.unwrap();
+
+    for id in [
+        "device_cap_near",
+        "autopilot_tpm_unsupported",
+        "unlicensed_users_enrolling",
+        "auto_enrollment_not_triggered",
+        "stale_enrollments",
+    ] {
+        let want: Vec<(String, String, String)> = ch
+            .query_rows(
+                &format!(
+                    "SELECT tenant, subject, detail FROM ({}) ORDER BY tenant, subject",
+                    brute_force_insight(&db, id, now())
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(
+            want.len() >= 3,
+            "{id}: generated data too thin ({})",
+            want.len()
+        );
+        let mut got = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/insights/{id}/devices?limit=97&cursor={c}"),
+                None => format!("/api/v1/insights/{id}/devices?limit=97"),
+            };
+            let page = a.ok(&path, &key).await;
+            assert_eq!(page["count"], want.len(), "{id} count");
+            for i in page["items"].as_array().unwrap() {
+                got.push((
+                    i["tenant"].as_str().unwrap().to_owned(),
+                    i["subject"].as_str().unwrap().to_owned(),
+                    i["detail"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "{id}");
+    }
 }

@@ -1,6 +1,8 @@
 //! Proactive insights: problems visible in state snapshots and events before (or without) a
-//! failure being reported. Each insight is one SQL producing `(tenant, subject, detail)` rows
-//! over raw tables, counted and listed with keyset pagination.
+//! failure being reported. Each insight is one SQL producing `(tenant, subject, detail)` rows,
+//! counted and listed with keyset pagination. The per-device questions read the per-device
+//! rollups of migration 0005 (`device_latest`, `device_facts`: one row per device); the
+//! server-side ones read the last 30 days of raw Graph events (partition-pruned by day).
 
 use std::collections::BTreeMap;
 
@@ -211,21 +213,30 @@ impl AffectedCursor {
     }
 }
 
-/// Latest snapshot per device: argMax over captured_at.
+/// Latest snapshot per device (argMax over captured_at), from the per-device rollup
+/// `device_latest` (migration 0005): one row per device instead of every snapshot.
 fn latest_states(db: &str, sql: &mut Sql, tenant: Option<&str>) {
     sql.push(&format!(
-        "SELECT tenant, device_id, argMax(platform, captured_at) AS platform, \
-         argMax(join_state, captured_at) AS join_state, argMax(mdm_enrolled, captured_at) AS mdm_enrolled, \
-         argMax(tpm_present, captured_at) AS tpm_present, argMax(tpm_spec_version, captured_at) AS tpm_spec_version, \
-         argMax(primary_user_upn, captured_at) AS upn, argMax(license_state, captured_at) AS license_state, \
-         argMax(last_attempt_at, captured_at) AS last_attempt_at, \
-         argMax(enrollment_method, captured_at) AS state_method, max(captured_at) AS captured \
-         FROM {db}.device_states"
+        "SELECT tenant, device_id, argMaxMerge(platform) AS platform, \
+         argMaxMerge(join_state) AS join_state, argMaxMerge(mdm_enrolled) AS mdm_enrolled, \
+         argMaxMerge(tpm_present) AS tpm_present, argMaxMerge(tpm_spec_version) AS tpm_spec_version, \
+         argMaxMerge(upn) AS upn, argMaxMerge(license_state) AS license_state, \
+         argMaxMerge(last_attempt_at) AS last_attempt_at, \
+         argMaxMerge(state_method) AS state_method, maxMerge(captured) AS captured \
+         FROM {db}.device_latest"
     ));
-    if let Some(t) = tenant {
-        sql.push(" WHERE tenant = ").bind(Bind::Str(t.to_owned()));
-    }
+    tenant_clause(sql, tenant, true);
     sql.push(" GROUP BY tenant, device_id");
+}
+
+/// `(tenant, device_id)` of the devices whose per-device fact `flag` (a `max` state of
+/// `device_facts`, migration 0005) is set.
+fn devices_with(db: &str, sql: &mut Sql, flag: &str, tenant: Option<&str>) {
+    sql.push(&format!("SELECT tenant, device_id FROM {db}.device_facts"));
+    tenant_clause(sql, tenant, true);
+    sql.push(&format!(
+        " GROUP BY tenant, device_id HAVING maxMerge({flag}) = 1"
+    ));
 }
 
 fn tenant_clause(sql: &mut Sql, tenant: Option<&str>, first: bool) {
@@ -282,13 +293,12 @@ fn insight_sql(
                  if(tpm_present = 0, 'tpm missing', concat('tpm ', tpm_spec_version)) AS detail FROM (",
             );
             latest_states(db, &mut sql, tenant);
-            sql.push(&format!(
+            sql.push(
                 ") WHERE platform = 'windows' AND (tpm_present = 0 OR startsWith(tpm_spec_version, '1.')) \
                  AND (state_method IN ('autopilot_self_deploying', 'autopilot_pre_provisioned') \
-                 OR (tenant, device_id) IN (SELECT tenant, device_id FROM {db}.enrollment_events \
-                 WHERE enrollment_method IN ('autopilot_self_deploying', 'autopilot_pre_provisioned')"
-            ));
-            tenant_clause(&mut sql, tenant, false);
+                 OR (tenant, device_id) IN (",
+            );
+            devices_with(db, &mut sql, "autopilot_attestation", tenant);
             sql.push("))");
         }
         InsightId::Unlicensed => {
@@ -304,13 +314,12 @@ fn insight_sql(
         InsightId::NoAutoEnrollEvent => {
             sql.push("SELECT tenant, device_id AS subject, join_state AS detail FROM (");
             latest_states(db, &mut sql, tenant);
-            sql.push(&format!(
+            sql.push(
                 ") WHERE platform = 'windows' AND mdm_enrolled = 0 \
                  AND join_state IN ('entra_joined', 'hybrid_joined', 'domain_joined') \
-                 AND (tenant, device_id) NOT IN (SELECT tenant, device_id FROM {db}.enrollment_events \
-                 WHERE source_event_id IN (75, 76) AND position(source_channel, 'DeviceManagement-Enterprise-Diagnostics-Provider') > 0"
-            ));
-            tenant_clause(&mut sql, tenant, false);
+                 AND (tenant, device_id) NOT IN (",
+            );
+            devices_with(db, &mut sql, "auto_enroll_event", tenant);
             sql.push(")");
         }
         InsightId::ServerDeviceCapPhones | InsightId::ServerUnlicensed => {
@@ -343,15 +352,18 @@ fn insight_sql(
         }
         InsightId::Stale => {
             let cutoff = now.saturating_sub(s.stale_days.saturating_mul(86_400));
+            // Last snapshot and last successful event per device, from the per-device rollups.
             sql.push("SELECT tenant, device_id AS subject, concat('last seen ', toString(max(t))) AS detail FROM (");
             sql.push(&format!(
-                "SELECT tenant, device_id, captured_at AS t FROM {db}.device_states"
+                "SELECT tenant, device_id, maxMerge(captured) AS t FROM {db}.device_latest"
             ));
             tenant_clause(&mut sql, tenant, true);
             sql.push(&format!(
-                " UNION ALL SELECT tenant, device_id, occurred_at AS t FROM {db}.enrollment_events WHERE outcome = 'succeeded'"
+                " GROUP BY tenant, device_id UNION ALL SELECT tenant, device_id, maxIfMerge(last_success) AS t \
+                 FROM {db}.device_facts"
             ));
-            tenant_clause(&mut sql, tenant, false);
+            tenant_clause(&mut sql, tenant, true);
+            sql.push(" GROUP BY tenant, device_id HAVING countIfMerge(successes) > 0");
             sql.push(") GROUP BY tenant, device_id HAVING max(t) < toDateTime(")
                 .bind(Bind::U32(cutoff))
                 .push(", 'UTC')");
@@ -392,18 +404,21 @@ async fn page(
     Ok(sql.query(engine.client()).fetch_all().await?)
 }
 
-/// All insights with their counts and first ten affected subjects.
+/// All insights with their counts and first ten affected subjects. The insights are
+/// independent questions: they run concurrently (count and sample of each too).
 pub async fn list(
     engine: &Engine,
     s: &InsightSettings,
     tenant: Option<&str>,
     now: u32,
 ) -> Result<Vec<InsightSummary>, QueryError> {
-    let mut out = Vec::new();
-    for id in InsightId::ALL {
-        let n = count(engine, insight_sql(engine, id, s, tenant, now)).await?;
-        let sample = page(engine, insight_sql(engine, id, s, tenant, now), None, 10).await?;
-        out.push(InsightSummary {
+    futures::future::try_join_all(InsightId::ALL.map(|id| async move {
+        let (n, sample) = futures::future::try_join(
+            count(engine, insight_sql(engine, id, s, tenant, now)),
+            page(engine, insight_sql(engine, id, s, tenant, now), None, 10),
+        )
+        .await?;
+        Ok::<_, QueryError>(InsightSummary {
             id: id.as_str(),
             title: id.title(),
             subject: id.subject_kind(),
@@ -411,9 +426,9 @@ pub async fn list(
             cause: id.cause(),
             remediation: id.remediation(),
             sample,
-        });
-    }
-    Ok(out)
+        })
+    }))
+    .await
 }
 
 /// One page of an insight's affected subjects, ordered by (tenant, subject).
@@ -426,12 +441,14 @@ pub async fn affected(
     cursor: Option<&AffectedCursor>,
     limit: u64,
 ) -> Result<AffectedPage, QueryError> {
-    let n = count(engine, insight_sql(engine, id, s, tenant, now)).await?;
-    let mut items = page(
-        engine,
-        insight_sql(engine, id, s, tenant, now),
-        cursor,
-        limit + 1,
+    let (n, mut items) = futures::future::try_join(
+        count(engine, insight_sql(engine, id, s, tenant, now)),
+        page(
+            engine,
+            insight_sql(engine, id, s, tenant, now),
+            cursor,
+            limit + 1,
+        ),
     )
     .await?;
     let more = items.len() as u64 > limit;

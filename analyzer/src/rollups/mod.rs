@@ -182,6 +182,22 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: &[],
     },
+    Migration {
+        version: 5,
+        name: "device_rollups",
+        up: include_str!("../../migrations/clickhouse/0005_device_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0005_device_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW device_latest_mv",
+            "VIEW device_facts_mv",
+            "TABLE device_latest",
+            "TABLE device_facts",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -510,6 +526,12 @@ mod tests {
         assert_eq!(
             statements(MIGRATIONS[3].backfill.unwrap_or_default()).len(),
             15
+        );
+        // 0005: two per-device tables and their views; two backfill inserts.
+        assert_eq!(statements(MIGRATIONS[4].up).len(), 4);
+        assert_eq!(
+            statements(MIGRATIONS[4].backfill.unwrap_or_default()).len(),
+            2
         );
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {

@@ -252,7 +252,10 @@ async fn main() -> anyhow::Result<()> {
         .bind(db.as_str())
         .fetch_all()
         .await?;
-    let is_rollup = |t: &str| t.starts_with("rollup_") || t == "signal_dictionary";
+    let is_rollup = |t: &str| {
+        t.starts_with("rollup_")
+            || ["signal_dictionary", "device_latest", "device_facts"].contains(&t)
+    };
     let rollup_bytes: u64 = sizes
         .iter()
         .filter(|s| is_rollup(&s.table))
@@ -348,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
         args.iterations
     );
     println!(
-        "# storage: raw events {:.1} MiB, rollups + signal dictionary {:.1} MiB",
+        "# storage: raw events {:.1} MiB, rollups + signal dictionary + device rollups {:.1} MiB",
         raw_bytes as f64 / 1048576.0,
         rollup_bytes as f64 / 1048576.0
     );
