@@ -977,3 +977,103 @@ async fn insights_equal_brute_force_on_generated_devices() {
         assert_eq!(got, want, "{id}");
     }
 }
+
+/// The funnel on generated events (several methods and platforms, every stage, a stage outside
+/// the funnel's list, devices that enroll and devices that stop) equals a brute force over the
+/// raw rows (per-device stage sets as string arrays, the analyzer's SQL before it moved to
+/// one pass over bit masks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn funnel_equals_brute_force_on_generated_events() {
+    let ch = shared();
+    let db = fresh_db(ch, "analyzer_funnel_bf").await;
+    let stages = fleetpulse_analyzer::query::filters::STAGES;
+    let quoted: Vec<String> = stages
+        .iter()
+        .chain(["custom_stage"].iter())
+        .map(|s| format!("'{s}'"))
+        .collect();
+    ch.execute(&format!(
+        "INSERT INTO {db}.enrollment_events (tenant, event_id, agent_id, batch_seq, device_id, occurred_at, \
+         received_at, platform, enrollment_method, stage, outcome, source_kind) \
+         SELECT ['contoso', 'fabrikam'][d % 2 + 1], generateUUIDv4(), 'a', 1, concat('dev-', toString(d)), \
+         toDateTime({T0} + intHash32(k) % 86400, 'UTC'), now(), ['windows', 'ios'][d % 2 + 1], \
+         ['entra_join', 'apple_ade', 'autopilot_user_driven'][d % 3 + 1], \
+         [{}][intHash32(k * 3) % {} + 1], ['succeeded', 'failed', 'in_progress'][intHash32(k * 5) % 3 + 1], 'agent' \
+         FROM (SELECT number AS k, intHash32(number * 7) % 900 AS d FROM numbers(6000))",
+        quoted.join(", "),
+        quoted.len()
+    ))
+    .await
+    .unwrap();
+    let a = Analyzer::start(ch, &db, &[]).await;
+    let key = a.create_key(&["--all-tenants"]);
+    let got = a
+        .ok(
+            &format!("/api/v1/funnel?from={}&to={}", iso(T0), iso(T0 + DAY)),
+            &key,
+        )
+        .await;
+
+    let list: Vec<String> = stages.iter().map(|s| format!("'{s}'")).collect();
+    let list = list.join(", ");
+    let idx: Vec<String> = (1..=stages.len()).map(|i| i.to_string()).collect();
+    let idx = idx.join(", ");
+    let per_device = format!(
+        "SELECT enrollment_method, platform, tenant, device_id, groupUniqArray(stage) AS stages, \
+         groupUniqArrayIf(stage, outcome = 'succeeded') AS ok_stages, \
+         groupUniqArrayIf(stage, outcome = 'failed') AS failed_stages, \
+         max(transform(stage, [{list}], [{idx}], 0)) AS furthest, \
+         countIf(outcome = 'succeeded' AND stage IN ('complete', 'first_sync')) > 0 AS is_enrolled, \
+         toUInt32(minIf(occurred_at, outcome = 'succeeded' AND stage IN ('complete', 'first_sync'))) - toUInt32(min(occurred_at)) AS ttl \
+         FROM {db}.enrollment_events GROUP BY enrollment_method, platform, tenant, device_id"
+    );
+    let groups: Vec<(String, String, u64, u64, f64, f64, f64)> = ch
+        .query_rows(
+            &format!(
+                "SELECT enrollment_method, platform, count(), countIf(is_enrolled), \
+                 toFloat64(quantileExactIf(0.5)(toFloat64(ttl), is_enrolled)), \
+                 toFloat64(quantileExactIf(0.9)(toFloat64(ttl), is_enrolled)), \
+                 toFloat64(quantileExactIf(0.95)(toFloat64(ttl), is_enrolled)) \
+                 FROM ({per_device}) GROUP BY enrollment_method, platform \
+                 ORDER BY count() DESC, enrollment_method, platform"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let stage_rows: Vec<(String, String, String, u64, u64, u64, u64)> = ch
+        .query_rows(
+            &format!(
+                "SELECT enrollment_method, platform, st, count(), countIf(has(ok_stages, st)), \
+                 countIf(has(failed_stages, st)), \
+                 countIf(NOT is_enrolled AND furthest = transform(st, [{list}], [{idx}], 0)) \
+                 FROM ({per_device}) ARRAY JOIN stages AS st GROUP BY enrollment_method, platform, st"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let want: Vec<Value> = groups
+        .iter()
+        .map(|(m, p, devices, enrolled, p50, p90, p95)| {
+            let stages: Vec<Value> = stages
+                .iter()
+                .filter_map(|st| {
+                    stage_rows
+                        .iter()
+                        .find(|r| &r.0 == m && &r.1 == p && r.2 == *st)
+                        .map(|r| {
+                            json!({"stage": r.2, "reached": r.3, "succeeded": r.4, "failed": r.5, "dropped": r.6})
+                        })
+                })
+                .collect();
+            json!({
+                "enrollment_method": m, "platform": p, "devices": devices, "enrolled": enrolled,
+                "time_to_enroll_seconds": {"p50": p50, "p90": p90, "p95": p95},
+                "stages": stages,
+            })
+        })
+        .collect();
+    assert!(want.len() >= 4, "{want:?}");
+    assert_eq!(got["groups"], Value::Array(want));
+}
