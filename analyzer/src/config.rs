@@ -62,6 +62,16 @@ pub struct StorageArgs {
     /// in flight and collector clock skew [default: 5].
     #[arg(long, env = "FLEETPULSE_ANALYZER_BACKFILL_GRACE_SECS")]
     pub backfill_grace_secs: Option<u64>,
+    /// ClickHouse cluster mode: NAME of a cluster in the servers' `remote_servers` (the same
+    /// NAME as the collectors'). The rollups are then replicated `*_local` tables filled per
+    /// shard by views on the local raw tables, read through Distributed tables under the usual
+    /// names; migrations run `ON CLUSTER`. [default: none, a single server]
+    #[arg(
+        long,
+        env = "FLEETPULSE_ANALYZER_CLICKHOUSE_CLUSTER",
+        value_name = "NAME"
+    )]
+    pub clickhouse_cluster: Option<String>,
 }
 
 /// Flags of `serve`.
@@ -111,6 +121,7 @@ struct FileConfig {
     clickhouse_database: Option<String>,
     clickhouse_user: Option<String>,
     clickhouse_password: Option<String>,
+    clickhouse_cluster: Option<String>,
     database_url: Option<String>,
     backfill_grace_secs: Option<u64>,
     listen: Option<SocketAddr>,
@@ -142,6 +153,8 @@ pub struct Storage {
     pub clickhouse_database: String,
     pub clickhouse_user: Option<String>,
     pub clickhouse_password: Option<String>,
+    /// ClickHouse cluster mode: the cluster's name (validated); `None` for a single server.
+    pub clickhouse_cluster: Option<String>,
     pub database_url: String,
     pub backfill_grace: Duration,
 }
@@ -157,6 +170,11 @@ impl Storage {
         }
         if let Some(p) = &self.clickhouse_password {
             c = c.with_password(p);
+        }
+        if self.clickhouse_cluster.is_some() {
+            for (name, value) in fleetpulse_chcluster::SESSION_SETTINGS {
+                c = c.with_setting(*name, *value);
+            }
         }
         c
     }
@@ -207,7 +225,20 @@ fn storage(a: &StorageArgs, f: &FileConfig) -> Result<Storage, ConfigError> {
             reason: format!("{db:?} is not a plain identifier (letters, digits, '_')"),
         });
     }
+    let cluster = a
+        .clickhouse_cluster
+        .clone()
+        .or_else(|| f.clickhouse_cluster.clone());
+    if let Some(name) = &cluster
+        && let Err(reason) = fleetpulse_chcluster::validate_cluster_name(name)
+    {
+        return Err(ConfigError::Invalid {
+            field: "clickhouse_cluster",
+            reason,
+        });
+    }
     Ok(Storage {
+        clickhouse_cluster: cluster,
         clickhouse_url: a
             .clickhouse_url
             .clone()

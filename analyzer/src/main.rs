@@ -99,10 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => {
             let storage = args.resolve()?;
-            migrate(&storage).await?;
-            keys::open(&storage.database_url)
-                .await
-                .context("opening the control database")?;
+            migrate(&storage, false).await?;
             println!(
                 "migrations applied (schema version {})",
                 rollups::latest_version()
@@ -120,14 +117,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn migrate(storage: &Storage) -> anyhow::Result<()> {
-    let report = rollups::migrate(
-        &storage.clickhouse(),
-        &storage.clickhouse_database,
-        storage.backfill_grace,
-    )
-    .await
-    .context("applying ClickHouse migrations")?;
+/// Opens the control database and applies the ClickHouse migrations (and, for `serve`, the
+/// alert tables) under the control database's migration lease, so that analyzers starting at
+/// once (sharing the control database) migrate one after the other.
+async fn migrate(storage: &Storage, alert_tables: bool) -> anyhow::Result<sqlx::AnyPool> {
+    let pool = keys::open(&storage.database_url)
+        .await
+        .context("opening the control database")?;
+    let lease = rollups::lease::acquire(&pool, &storage.clickhouse_database)
+        .await
+        .context("taking the migration lease in the control database")?;
+    let result = async {
+        let report = rollups::migrate(
+            &storage.clickhouse(),
+            &storage.clickhouse_database,
+            storage.backfill_grace,
+            storage.clickhouse_cluster.as_deref(),
+        )
+        .await
+        .context("applying ClickHouse migrations")?;
+        if alert_tables {
+            alert_store::migrate(&pool, alert_store::is_postgres(&storage.database_url))
+                .await
+                .context("creating the alert tables")?;
+        }
+        anyhow::Ok(report)
+    }
+    .await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "releasing the migration lease failed; it expires by itself");
+    }
+    let report = result?;
     if !report.applied.is_empty() {
         tracing::info!(applied = ?report.applied, rebuilt = ?report.rebuilt, "ClickHouse migrations applied");
     }
@@ -145,7 +165,7 @@ async fn migrate(storage: &Storage) -> anyhow::Result<()> {
         seconds = started.elapsed().as_secs_f64(),
         "closed time-series buckets finalized"
     );
-    Ok(())
+    Ok(pool)
 }
 
 async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
@@ -196,13 +216,7 @@ async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
-    migrate(&cfg.storage).await?;
-    let pool = keys::open(&cfg.storage.database_url)
-        .await
-        .context("opening the control database")?;
-    alert_store::migrate(&pool, alert_store::is_postgres(&cfg.storage.database_url))
-        .await
-        .context("creating the alert tables")?;
+    let pool = migrate(&cfg.storage, true).await?;
     let alerts = AlertStore::new(pool.clone());
     let alert_settings = Arc::new(cfg.alerts.clone());
     let classifier = Arc::new(CatalogClassifier::new(Catalog::embedded()));

@@ -50,6 +50,11 @@ pub struct Config {
     /// Insert compression: `lz4`, `none`, or `auto` (none when ClickHouse is on a loopback
     /// address, where compressing only costs CPU on both sides; lz4 otherwise). Default auto.
     pub clickhouse_compression: Compression,
+    /// ClickHouse cluster mode: the name of a cluster in the servers' `remote_servers`. The raw
+    /// tables are then replicated local tables (`*_local`, ReplicatedMergeTree with
+    /// `{shard}`/`{replica}` macros) behind Distributed tables of the usual names, created
+    /// `ON CLUSTER`, and inserts are synchronous. Single server when absent (the default).
+    pub clickhouse_cluster: Option<String>,
     /// Control-plane database (tokens, agents, batch ledger): `sqlite://FILE` or `postgres://...`.
     pub database_url: String,
     /// PEM certificate chain for gRPC TLS; plaintext gRPC when absent.
@@ -138,6 +143,7 @@ impl Default for Config {
             clickhouse_user: None,
             clickhouse_password: None,
             clickhouse_compression: Compression::Auto,
+            clickhouse_cluster: None,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             tls_cert: None,
             tls_key: None,
@@ -270,6 +276,11 @@ impl Config {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if let Err(e) = crate::store::validate_identifier(&self.clickhouse_database) {
             return invalid(format!("clickhouse_database: {e}"));
+        }
+        if let Some(cluster) = &self.clickhouse_cluster
+            && let Err(e) = fleetpulse_chcluster::validate_cluster_name(cluster)
+        {
+            return invalid(format!("clickhouse_cluster: {e}"));
         }
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")
@@ -524,6 +535,19 @@ pub struct ConfigArgs {
         value_name = "MODE"
     )]
     pub clickhouse_compression: Option<Compression>,
+
+    /// ClickHouse cluster mode: NAME of a cluster in the servers' `remote_servers` (2 shards x 2
+    /// replicas, say, with ZooKeeper or ClickHouse Keeper and `{shard}`/`{replica}` macros).
+    /// Migrations then create replicated `*_local` tables and Distributed tables under the
+    /// usual names, `ON CLUSTER`; inserts go through the Distributed tables synchronously.
+    /// Every collector and analyzer of a deployment must use the same NAME. [default: none,
+    /// a single server]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_CLUSTER",
+        value_name = "NAME"
+    )]
+    pub clickhouse_cluster: Option<String>,
 
     /// Control-plane database holding enrollment tokens, agent credentials (hashed) and the batch
     /// ledger: `sqlite://FILE` (created if missing) or `postgres://USER:PASS@HOST/DB`. Several
@@ -813,6 +837,7 @@ impl ConfigArgs {
         set_opt(&mut c.clickhouse_user, &self.clickhouse_user);
         set_opt(&mut c.clickhouse_password, &self.clickhouse_password);
         set(&mut c.clickhouse_compression, &self.clickhouse_compression);
+        set_opt(&mut c.clickhouse_cluster, &self.clickhouse_cluster);
         set(&mut c.database_url, &self.database_url);
         set_opt(&mut c.tls_cert, &self.tls_cert);
         set_opt(&mut c.tls_key, &self.tls_key);

@@ -57,14 +57,35 @@ pub async fn open(url: &str) -> Result<AnyPool, KeyError> {
         .max_connections(5)
         .connect(&url)
         .await?;
-    sqlx::query(
+    create_schema(
+        &pool,
         "CREATE TABLE IF NOT EXISTS analyzer_api_keys (\
          id TEXT PRIMARY KEY, tenant TEXT, secret_sha256 TEXT NOT NULL, description TEXT NOT NULL, \
          created_at TEXT NOT NULL, revoked_at TEXT)",
     )
-    .execute(&pool)
     .await?;
     Ok(pool)
+}
+
+/// Runs an idempotent `CREATE .. IF NOT EXISTS`. PostgreSQL's `IF NOT EXISTS` is not safe
+/// against a concurrent creator (two analyzers starting at once: one of them fails with a
+/// unique violation on the catalog); the statement is then simply run again, and finds the
+/// object the other process created.
+pub async fn create_schema(pool: &AnyPool, sql: &str) -> Result<(), sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        match sqlx::query(sql).execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(e))
+                if attempt < 5 && matches!(e.code().as_deref(), Some("23505" | "42P07")) =>
+            {
+                attempt += 1;
+                // The concurrent creator's transaction is about to commit.
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn now() -> String {

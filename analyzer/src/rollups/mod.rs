@@ -10,14 +10,34 @@
 //! within the grace of being received, every raw row lands in exactly one of the two paths.
 //! The state `backfilling` is recorded before the copy: a run that finds it (a crash
 //! mid-copy) drops the rollup objects and rebuilds them with a new cutover, since a partial
-//! `INSERT .. SELECT` cannot be told apart from a complete one. Run migrations from one
-//! process at a time (`fleetpulse-analyzer migrate` before starting several servers).
+//! `INSERT .. SELECT` cannot be told apart from a complete one. Analyzers take a lease in the
+//! control database first, so two starting at once migrate one after the other ([`lease`]).
 //!
 //! # Replacing rollups
 //! Migration 0003 replaces the rollups of 0001 and 0002 (see its SQL for why). A database that
 //! has them builds the new ones from raw rows with 0003's own cutover and backfill, then drops
 //! the old objects; a fresh database never creates them (they are `retired`). Queries only
 //! read 0003's tables, so the rollups are rebuilt from raw exactly once.
+//!
+//! # Cluster mode
+//! With a cluster name, every statement is rendered by `fleetpulse_chcluster`: rollups are
+//! replicated `*_local` tables on every shard, fed by views on the shard's local raw table
+//! (each shard aggregates the rows it stores; a row lives on exactly one shard), and read
+//! through Distributed tables of the usual names, so queries merge the states of all shards.
+//! The backfill runs through the Distributed tables. A replicated table drops a block it
+//! already has (same checksum), and a view's block of a dropped insert is dropped with it, so
+//! an insert retried inside the cluster never reaches a rollup twice.
+//!
+//! The cutover is per shard in effect: a shard's view must exist before the first row with
+//! `received_at >= C` reaches that shard. `ON CLUSTER` DDL reaches the servers one statement
+//! at a time, so in cluster mode tables are created first, then `C` is chosen with a lead of
+//! [`CLUSTER_LEAD_PER_VIEW`] per view, the views are created, and the runner checks that the
+//! last one returned (on every server) before `C`; otherwise it drops the migration's objects
+//! and rebuilds it with a longer lead (a crash in between leaves state `backfilling`, which the
+//! next run rebuilds too).
+//!
+//! Migrations are serialised across analyzers by a lease in the control database
+//! ([`lease`]): the second analyzer waits, then finds the migration applied.
 
 use std::time::Duration;
 
@@ -25,7 +45,19 @@ use clickhouse::Client;
 use serde::Deserialize;
 use thiserror::Error;
 
+use fleetpulse_chcluster::{ClusterSchema, RenderError};
+
 use crate::query::sql::{MESSAGE_KEY_SQL, valid_identifier};
+
+pub mod lease;
+
+/// Cluster mode: how far ahead of the server clock the cutover is placed per view to create,
+/// so that every view exists on every server before `C` (see the module docs).
+/// (`ON CLUSTER` DDL took ~0.2 s per statement for 2 x 2 servers here.) A run whose views came
+/// too late is rebuilt at once with four times the lead, up to [`CLUSTER_ATTEMPTS`] times.
+pub const CLUSTER_LEAD_PER_VIEW: Duration = Duration::from_millis(500);
+/// Attempts at creating a migration's views before its cutover in cluster mode.
+pub const CLUSTER_ATTEMPTS: u32 = 3;
 
 /// The collector's raw tables, created here too (idempotently) so that the analyzer can run
 /// against a database the collector has not initialised yet; the views need them.
@@ -218,6 +250,68 @@ pub enum MigrateError {
     },
     #[error("ClickHouse bootstrap failed: {0}")]
     Bootstrap(#[source] clickhouse::error::Error),
+    #[error("ClickHouse cluster mode: {0}")]
+    Cluster(#[from] RenderError),
+    #[error(
+        "ClickHouse migration {version}: the views reached every server only at {done}, after \
+         the cutover {cutover}; rows in between could be missing from the rollups, so the \
+         migration stays unfinished and is rebuilt by the next run"
+    )]
+    LateViews {
+        version: u32,
+        cutover: u32,
+        done: u32,
+    },
+}
+
+/// Renders migration statements for one server or, in cluster mode, for the cluster.
+struct Ddl {
+    db: String,
+    cluster: Option<ClusterSchema>,
+}
+
+impl Ddl {
+    fn new(db: &str, cluster: Option<&str>) -> Self {
+        Self {
+            db: db.to_owned(),
+            cluster: cluster.map(|c| ClusterSchema::new(c, db)),
+        }
+    }
+
+    /// The statements to run for one rendered single-server statement.
+    fn render(&mut self, statement: String) -> Result<Vec<String>, MigrateError> {
+        match &mut self.cluster {
+            None => Ok(vec![statement]),
+            Some(schema) => Ok(schema.render(&statement)?),
+        }
+    }
+
+    fn create_database(&self) -> String {
+        match &self.cluster {
+            None => format!("CREATE DATABASE IF NOT EXISTS {}", self.db),
+            Some(schema) => schema.create_database(),
+        }
+    }
+
+    /// A bookkeeping table: on every server of a cluster.
+    fn bookkeeping(&self, statement: String) -> Result<String, MigrateError> {
+        match &self.cluster {
+            None => Ok(statement),
+            Some(schema) => Ok(schema.render_everywhere(&statement)?),
+        }
+    }
+
+    /// Drops an object listed as "VIEW name" / "TABLE name".
+    fn drop(&self, obj: &str) -> Vec<String> {
+        match &self.cluster {
+            None => vec![drop_statement(&self.db, obj)],
+            Some(schema) => match obj.split_once(' ') {
+                Some(("VIEW", name)) => vec![schema.drop_view(name)],
+                Some((_, name)) => schema.drop_table(name),
+                None => schema.drop_table(obj),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -235,32 +329,38 @@ pub struct MigrateReport {
 
 /// Applies every pending migration. `client` must not have a default database bound to
 /// `db` being absent; statements use fully qualified names.
+///
+/// `cluster`: the ClickHouse cluster's name in cluster mode (validated), see the module docs.
 pub async fn migrate(
     client: &Client,
     db: &str,
     grace: Duration,
+    cluster: Option<&str>,
 ) -> Result<MigrateReport, MigrateError> {
     if !valid_identifier(db) {
         return Err(MigrateError::InvalidDatabase(db.to_owned()));
     }
+    let mut ddl = Ddl::new(db, cluster);
     client
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .query(&ddl.create_database())
         .execute()
         .await
         .map_err(MigrateError::Bootstrap)?;
     for stmt in statements(RAW_TABLES_SQL) {
-        client
-            .query(&stmt.replace("{db}", db))
-            .execute()
-            .await
-            .map_err(MigrateError::Bootstrap)?;
+        for sql in ddl.render(stmt.replace("{db}", db))? {
+            client
+                .query(&sql)
+                .execute()
+                .await
+                .map_err(MigrateError::Bootstrap)?;
+        }
     }
     client
-        .query(&format!(
+        .query(&ddl.bookkeeping(format!(
             "CREATE TABLE IF NOT EXISTS {db}.analyzer_schema_migrations \
              (version UInt32, name String, state String, cutover UInt32, seq UInt64, \
               recorded_at DateTime('UTC')) ENGINE = MergeTree ORDER BY (version, seq)"
-        ))
+        ))?)
         .execute()
         .await
         .map_err(MigrateError::Bootstrap)?;
@@ -287,12 +387,24 @@ pub async fn migrate(
                     version = m.version,
                     "interrupted rollup backfill found; rebuilding the rollups"
                 );
-                drop_objects(client, db, m, m.objects).await?;
+                drop_objects(client, &ddl, m, m.objects).await?;
                 report.rebuilt.push(m.version);
             }
             _ => {}
         }
-        apply(client, db, m, grace, &extra_settings).await?;
+        let mut per_view = CLUSTER_LEAD_PER_VIEW;
+        let mut attempt = 1;
+        loop {
+            match apply(client, &mut ddl, m, grace, &extra_settings, per_view).await {
+                Err(e @ MigrateError::LateViews { .. }) if attempt < CLUSTER_ATTEMPTS => {
+                    tracing::warn!(error = %e, "rebuilding the migration with a longer lead");
+                    drop_objects(client, &ddl, m, m.objects).await?;
+                    per_view *= 4;
+                    attempt += 1;
+                }
+                result => break result?,
+            }
+        }
         report.applied.push(m.version);
     }
     Ok(report)
@@ -301,12 +413,14 @@ pub async fn migrate(
 /// Drops `objects` ("VIEW name" / "TABLE name"; views are dropped as tables in 18.16).
 async fn drop_objects(
     client: &Client,
-    db: &str,
+    ddl: &Ddl,
     m: &Migration,
     objects: &[&str],
 ) -> Result<(), MigrateError> {
     for obj in objects {
-        run(client, m, &drop_statement(db, obj)).await?;
+        for sql in ddl.drop(obj) {
+            run(client, m, &sql).await?;
+        }
     }
     Ok(())
 }
@@ -351,14 +465,65 @@ fn settings_for_version(version: &str) -> &'static str {
     }
 }
 
+/// Applies one migration: its tables, then (with the cutover chosen) its views, then, once the
+/// server clock passed the cutover plus `grace`, the backfill and the drops of what it replaces.
 async fn apply(
     client: &Client,
-    db: &str,
+    ddl: &mut Ddl,
     m: &Migration,
     grace: Duration,
     extra_settings: &str,
+    lead_per_view: Duration,
 ) -> Result<(), MigrateError> {
-    let now: u32 = client
+    let db = ddl.db.clone();
+    let (views, tables): (Vec<String>, Vec<String>) = statements(m.up)
+        .into_iter()
+        .partition(|s| s.trim_start().starts_with("CREATE MATERIALIZED VIEW"));
+    // Tables hold no cutover: created before it is chosen (a crash here leaves empty tables
+    // that the next run finds with `IF NOT EXISTS`).
+    for stmt in &tables {
+        for sql in ddl.render(render(stmt, &db, 0, extra_settings))? {
+            run(client, m, &sql).await?;
+        }
+    }
+    let lead = if ddl.cluster.is_some() {
+        1 + (lead_per_view.as_millis() as u64 * views.len() as u64).div_ceil(1000) as u32
+    } else {
+        1
+    };
+    let cutover = server_now(client, m).await? + lead;
+    if m.backfill.is_some() {
+        record(client, &db, m, "backfilling", cutover).await?;
+    }
+    for stmt in &views {
+        for sql in ddl.render(render(stmt, &db, cutover, extra_settings))? {
+            run(client, m, &sql).await?;
+        }
+    }
+    if ddl.cluster.is_some() {
+        let done = server_now(client, m).await?;
+        if done >= cutover {
+            return Err(MigrateError::LateViews {
+                version: m.version,
+                cutover,
+                done,
+            });
+        }
+    }
+    if let Some(backfill) = m.backfill {
+        wait_for_server_time(client, m, u64::from(cutover) + grace.as_secs()).await?;
+        for stmt in statements(backfill) {
+            for sql in ddl.render(render(&stmt, &db, cutover, extra_settings))? {
+                run(client, m, &sql).await?;
+            }
+        }
+        drop_objects(client, ddl, m, m.drops).await?;
+    }
+    record(client, &db, m, "applied", cutover).await
+}
+
+async fn server_now(client: &Client, m: &Migration) -> Result<u32, MigrateError> {
+    client
         .query("SELECT toUInt32(now())")
         .fetch_one()
         .await
@@ -366,25 +531,7 @@ async fn apply(
             version: m.version,
             name: m.name,
             source,
-        })?;
-    let cutover = now + 1;
-    let render = |sql: &str| render(sql, db, cutover, extra_settings);
-    if let Some(backfill) = m.backfill {
-        record(client, db, m, "backfilling", cutover).await?;
-        for stmt in statements(m.up) {
-            run(client, m, &render(&stmt)).await?;
-        }
-        wait_for_server_time(client, m, u64::from(cutover) + grace.as_secs()).await?;
-        for stmt in statements(backfill) {
-            run(client, m, &render(&stmt)).await?;
-        }
-        drop_objects(client, db, m, m.drops).await?;
-    } else {
-        for stmt in statements(m.up) {
-            run(client, m, &render(&stmt)).await?;
-        }
-    }
-    record(client, db, m, "applied", cutover).await
+        })
 }
 
 /// Fills a migration statement's placeholders (`db` must be a validated identifier).
@@ -413,6 +560,30 @@ pub fn fresh_database_statements(db: &str, server_version: &str, cutover: u32) -
         out.extend(m.drops.iter().map(|obj| drop_statement(db, obj)));
     }
     out
+}
+
+/// Every statement a fresh cluster-mode migration runs (raw tables, then every migration,
+/// retired ones included, each with its up, backfill and drops), rendered for `cluster`. Fails
+/// on the first statement the cluster renderer cannot handle.
+pub fn cluster_statements(db: &str, cluster: &str) -> Result<Vec<String>, MigrateError> {
+    let mut out = Vec::new();
+    for m in MIGRATIONS {
+        let mut ddl = Ddl::new(db, Some(cluster));
+        out.push(ddl.create_database());
+        for stmt in statements(RAW_TABLES_SQL) {
+            out.extend(ddl.render(stmt.replace("{db}", db))?);
+        }
+        for stmt in statements(m.up)
+            .iter()
+            .chain(statements(m.backfill.unwrap_or_default()).iter())
+        {
+            out.extend(ddl.render(render(stmt, db, 1, ""))?);
+        }
+        for obj in m.drops.iter().chain(m.objects) {
+            out.extend(ddl.drop(obj));
+        }
+    }
+    Ok(out)
 }
 
 async fn wait_for_server_time(
@@ -562,6 +733,37 @@ mod tests {
             assert!(!m.backfill.unwrap_or_default().contains('?'));
         }
         assert!(!MESSAGE_KEY_SQL.contains('?'));
+    }
+
+    /// Every migration renders for a cluster; a form the renderer does not know fails here.
+    #[test]
+    fn every_migration_renders_for_a_cluster() {
+        let out = cluster_statements("fp", "fleet").unwrap();
+        // Every DDL statement runs on every server; backfill INSERTs go through Distributed
+        // tables.
+        for s in &out {
+            assert!(
+                s.contains(" ON CLUSTER fleet") || s.starts_with("INSERT INTO fp."),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            out.iter().filter(|s| s.starts_with("INSERT INTO")).count(),
+            MIGRATIONS
+                .iter()
+                .flat_map(|m| statements(m.backfill.unwrap_or_default()))
+                .filter(|s| s.starts_with("INSERT INTO"))
+                .count()
+        );
+        // Views read and write local tables only.
+        for view in out.iter().filter(|s| s.contains("MATERIALIZED VIEW")) {
+            assert!(view.contains("FROM fp.enrollment_events_local"), "{view}");
+            assert!(view.contains("_local AS"), "{view}");
+        }
+        // Staging tables of the backfill are replicated with their own Keeper path.
+        assert!(out.iter().any(|s| s.contains(
+            "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/fp/rollup_backfill_signals_local', '{replica}')"
+        )));
     }
 
     #[test]

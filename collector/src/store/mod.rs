@@ -29,6 +29,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("ClickHouse cluster mode: {0}")]
+    Cluster(#[from] fleetpulse_chcluster::RenderError),
 }
 
 impl StoreError {
@@ -74,6 +76,8 @@ pub struct Store {
     client: clickhouse::Client,
     db: String,
     timeout: Duration,
+    /// ClickHouse cluster mode: the cluster's name (validated), see `fleetpulse_chcluster`.
+    cluster: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -105,10 +109,17 @@ impl Store {
         if let Some(password) = &config.clickhouse_password {
             client = client.with_password(password);
         }
+        if let Some(cluster) = &config.clickhouse_cluster {
+            fleetpulse_chcluster::validate_cluster_name(cluster).map_err(StoreError::Invalid)?;
+            for (name, value) in fleetpulse_chcluster::SESSION_SETTINGS {
+                client = client.with_setting(*name, *value);
+            }
+        }
         Ok(Self {
             client,
             db: config.clickhouse_database.clone(),
             timeout: config.clickhouse_timeout(),
+            cluster: config.clickhouse_cluster.clone(),
         })
     }
 
@@ -123,6 +134,11 @@ impl Store {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The ClickHouse cluster's name in cluster mode; `None` for a single server.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
 
     /// Runs `fut` under the ClickHouse timeout.

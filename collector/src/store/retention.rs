@@ -38,6 +38,10 @@ pub fn cutoff_day(now_secs: i64, retention_days: u32) -> u32 {
 }
 
 /// Drops (or, with `dry_run`, only lists) partitions older than the cutoff day.
+///
+/// In cluster mode the partitions live in the replicated `*_local` tables: they are listed on
+/// one replica of every shard (`cluster(..)` over `system.parts`) and dropped `ON CLUSTER`
+/// (each shard drops its own; replicas follow through the replication log).
 pub async fn drop_old_partitions(
     store: &Store,
     cutoff: u32,
@@ -46,16 +50,29 @@ pub async fn drop_old_partitions(
     let db = store.db();
     let mut dropped = Vec::new();
     for table in TABLES {
+        // Validated identifiers only (the cluster name is checked when the store is built).
+        let (parts_source, local, on_cluster) = match store.cluster() {
+            Some(c) => (
+                format!("cluster('{c}', system, parts)"),
+                format!("{table}{}", fleetpulse_chcluster::LOCAL_SUFFIX),
+                format!(" ON CLUSTER {c}"),
+            ),
+            None => (
+                "system.parts".to_owned(),
+                (*table).to_owned(),
+                String::new(),
+            ),
+        };
         let parts: Vec<PartitionRow> = store
             .timed(
                 store
                     .client()
-                    .query(
-                        "SELECT DISTINCT partition FROM system.parts \
-                         WHERE database = ? AND table = ? AND active",
-                    )
+                    .query(&format!(
+                        "SELECT DISTINCT partition FROM {parts_source} \
+                         WHERE database = ? AND table = ? AND active"
+                    ))
                     .bind(db)
-                    .bind(*table)
+                    .bind(local.as_str())
                     .fetch_all::<PartitionRow>(),
             )
             .await?;
@@ -72,7 +89,9 @@ pub async fn drop_old_partitions(
                     .timed(
                         store
                             .client()
-                            .query(&format!("ALTER TABLE {db}.{table} DROP PARTITION {day}"))
+                            .query(&format!(
+                                "ALTER TABLE {db}.{local}{on_cluster} DROP PARTITION {day}"
+                            ))
                             .execute(),
                     )
                     .await?;

@@ -142,7 +142,7 @@ impl ClickHouseServer {
             if http_port == tcp_port {
                 continue;
             }
-            let config = write_config(dir.path(), http_port, tcp_port)?;
+            let config = write_config(dir.path(), http_port, tcp_port, &|c| c)?;
             let mut managed = Managed {
                 dir: None,
                 config,
@@ -169,6 +169,44 @@ impl ClickHouseServer {
                 "no distinct free ports found".into(),
             )
         }))
+    }
+
+    /// A managed server whose configuration is the test template changed by `edit` (the
+    /// cluster harness adds `remote_servers`, ZooKeeper and macros). Ports are the caller's.
+    pub(crate) fn start_configured(
+        http_port: u16,
+        tcp_port: u16,
+        edit: &dyn Fn(String) -> String,
+    ) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetpulse-clickhouse-")
+            .tempdir()
+            .map_err(|e| HarnessError::io("create ClickHouse temp dir", e))?;
+        let config = write_config(dir.path(), http_port, tcp_port, edit)?;
+        let mut managed = Managed {
+            dir: None,
+            config,
+            http_port,
+            tcp_port,
+            child: None,
+        };
+        managed.spawn_and_wait(dir.path())?;
+        managed.dir = Some(dir);
+        Ok(Self {
+            url: format!("http://127.0.0.1:{http_port}"),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], http_port))),
+            managed: Some(Mutex::new(managed)),
+        })
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would. Data stays for [`Self::start`].
+    pub fn kill(&self) -> Result<(), HarnessError> {
+        let mut m = self.lock_managed()?;
+        if let Some(mut child) = m.child.take() {
+            terminate(&mut child, Duration::ZERO)
+                .map_err(|e| HarnessError::io("kill clickhouse-server", e))?;
+        }
+        Ok(())
     }
 
     /// The HTTP URL, e.g. `http://127.0.0.1:38123`, as the collector's `--clickhouse-url`.
@@ -399,8 +437,14 @@ fn select_one(addr: SocketAddr) -> bool {
     matches!(http::get_blocking(addr, "/?query=SELECT%201"), Ok(r) if r.status == 200 && r.body.trim() == "1")
 }
 
-/// Writes `config.xml` and `users.xml` into `dir`, derived from the system template.
-fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> Result<PathBuf, HarnessError> {
+/// Writes `config.xml` and `users.xml` into `dir`, derived from the system template and then
+/// changed by `edit`.
+fn write_config(
+    dir: &Path,
+    http_port: u16,
+    tcp_port: u16,
+    edit: &dyn Fn(String) -> String,
+) -> Result<PathBuf, HarnessError> {
     let template_dir = Path::new(SYSTEM_CONFIG_DIR);
     let read = |name: &str| {
         std::fs::read_to_string(template_dir.join(name)).map_err(|e| {
@@ -452,6 +496,7 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> Result<PathBuf, Ha
         "<listen_host>127.0.0.1</listen_host>\n    <http_port>",
         1,
     );
+    let config = edit(config);
     let config_path = dir.join("config.xml");
     std::fs::write(&config_path, config).map_err(|e| HarnessError::io("write config.xml", e))?;
     std::fs::write(dir.join("users.xml"), users)
@@ -484,6 +529,34 @@ fn replace_first_element(xml: &str, tag: &str, value: &str) -> Option<String> {
     let start = xml.find(&open)?;
     let end = start + xml[start..].find(&close)?;
     Some(format!("{}{open}{value}{}", &xml[..start], &xml[end..]))
+}
+
+/// Removes every `<tag ...>...</tag>` or `<tag .../>` element, with or without attributes.
+pub(crate) fn remove_elements_with_attributes(xml: &str, tag: &str) -> String {
+    let mut out = xml.to_owned();
+    let open = format!("<{tag}");
+    let close = format!("</{tag}>");
+    let mut from = 0;
+    while let Some(rel) = out[from..].find(&open) {
+        let start = from + rel;
+        let after = &out[start + open.len()..];
+        if !after.starts_with([' ', '>', '/', '\n', '\t']) {
+            from = start + open.len();
+            continue;
+        }
+        let Some(gt) = after.find('>') else { break };
+        let end = if after[..gt].ends_with('/') {
+            start + open.len() + gt + 1
+        } else {
+            match out[start..].find(&close) {
+                Some(c) => start + c + close.len(),
+                None => break,
+            }
+        };
+        out.replace_range(start..end, "");
+        from = start;
+    }
+    out
 }
 
 /// Removes every `<tag>...</tag>` element.
@@ -519,6 +592,14 @@ mod tests {
             "<y><path>/tmp/x/</path><http_port>8123</http_port><d><path>/zk</path></d></y>"
         );
         assert_eq!(replace_first_element(&xml, "nope", "1"), None);
+    }
+
+    #[test]
+    fn removes_elements_with_attributes_and_self_closing_ones() {
+        let xml = "<y><macros incl=\"macros\" optional=\"true\" /><macrosx>1</macrosx><remote_servers incl=\"r\"><a/></remote_servers><remote_servers>2</remote_servers></y>";
+        let xml = remove_elements_with_attributes(xml, "macros");
+        let xml = remove_elements_with_attributes(&xml, "remote_servers");
+        assert_eq!(xml, "<y><macrosx>1</macrosx></y>");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! port and directory is private, so tests run in parallel without clashing.
 
 pub mod clickhouse;
+pub mod cluster;
 pub mod collector;
 pub mod fixture;
 pub mod graph;
