@@ -285,6 +285,15 @@ impl Cluster {
             .map_err(|_| HarnessError::Start("ZooKeeper".into(), "state lock poisoned".into()))
     }
 
+    /// Starts whatever an earlier (failed) test left stopped: ZooKeeper, then every server.
+    pub fn ensure_running(&self) -> Result<(), HarnessError> {
+        self.start_zookeeper()?;
+        for node in &self.nodes {
+            node.start()?;
+        }
+        Ok(())
+    }
+
     /// Stops every server (in parallel), then ZooKeeper.
     pub fn shutdown(&self) {
         std::thread::scope(|scope| {
