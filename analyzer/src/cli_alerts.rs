@@ -154,10 +154,17 @@ async fn backtest(
         None => now,
     };
     // The planner reads the rollups; creating them (idempotent) lets a backtest run on a
-    // database that no analyzer has served yet.
-    rollups::migrate(&st.clickhouse(), &st.clickhouse_database, st.backfill_grace)
-        .await
-        .context("applying ClickHouse migrations")?;
+    // database that no analyzer has served yet. Without the migration lease: a backtest never
+    // writes to the control database (run it where an analyzer has migrated already when
+    // analyzers may be starting at the same time).
+    rollups::migrate(
+        &st.clickhouse(),
+        &st.clickhouse_database,
+        st.backfill_grace,
+        st.clickhouse_cluster.as_deref(),
+    )
+    .await
+    .context("applying ClickHouse migrations")?;
     let classifier = Arc::new(CatalogClassifier::new(Catalog::embedded()));
     let engine = Arc::new(Engine::new(
         st.clickhouse(),

@@ -44,7 +44,7 @@ impl StoreError {
             StoreError::ClickHouse(e) | StoreError::Migration { source: e, .. } => {
                 matches!(e, E::Network(_) | E::TimedOut)
             }
-            StoreError::Invalid(_) => false,
+            StoreError::Invalid(_) | StoreError::Cluster(_) => false,
         }
     }
 }
