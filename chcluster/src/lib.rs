@@ -75,19 +75,24 @@ fn error(statement: &str, reason: impl Into<String>) -> RenderError {
     }
 }
 
-/// Checks a cluster name before it is formatted into SQL: `[A-Za-z_][A-Za-z0-9_]*`, at most 64
-/// characters (names in `remote_servers` are XML element names; we accept the identifier subset).
-pub fn validate_cluster_name(name: &str) -> Result<(), String> {
+/// Whether `name` can be formatted into SQL as an identifier: `[A-Za-z_][A-Za-z0-9_]*`, at most
+/// 64 characters (database and cluster names; shared with the collector's checks).
+pub fn is_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
-    let ok = match bytes.next() {
+    match bytes.next() {
         Some(first) => {
             (first.is_ascii_alphabetic() || first == b'_')
                 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && name.len() <= 64
         }
         None => false,
-    };
-    if ok {
+    }
+}
+
+/// Checks a cluster name before it is formatted into SQL (names in `remote_servers` are XML
+/// element names; we accept the identifier subset, [`is_identifier`]).
+pub fn validate_cluster_name(name: &str) -> Result<(), String> {
+    if is_identifier(name) {
         Ok(())
     } else {
         Err(format!(

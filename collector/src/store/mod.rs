@@ -52,16 +52,7 @@ impl StoreError {
 /// Checks that `name` can be spliced into SQL as a database name: `[A-Za-z_][A-Za-z0-9_]*`,
 /// at most 64 characters. The only identifier ever formatted into SQL text.
 pub fn validate_identifier(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    let ok = match bytes.next() {
-        Some(first) => {
-            (first.is_ascii_alphabetic() || first == b'_')
-                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && name.len() <= 64
-        }
-        None => false,
-    };
-    if ok {
+    if fleetpulse_chcluster::is_identifier(name) {
         Ok(())
     } else {
         Err(format!(
