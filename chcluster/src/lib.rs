@@ -115,20 +115,50 @@ struct TableDef {
 }
 
 impl TableDef {
-    /// The Distributed table's sharding key: a device's rows together on one shard (so a
-    /// tenant's device-level questions are answered shard-locally and a device's events stay
-    /// in order on one replica set); rows without a device spread at random.
-    fn sharding_key(&self) -> &'static str {
+    /// The Distributed table's sharding key.
+    ///
+    /// - A table whose engine replaces or collapses rows (`Replacing`, `Collapsing`,
+    ///   `VersionedCollapsing`): its sorting key, hashed. Such an engine only merges rows of
+    ///   one part set, i.e. of one shard; every version of a key must land on the same shard
+    ///   for the newest to replace the others (`rollup_closed_series`, written at run time by
+    ///   the analyzer's finalizer through the Distributed table).
+    /// - Otherwise a device's rows together on one shard (so a tenant's device-level questions
+    ///   are answered shard-locally and a device's events stay in order on one replica set).
+    /// - Rows without a device (rollups, filled per shard by views; the few rows a backfill
+    ///   inserts through the Distributed table merge at read time) spread at random.
+    fn sharding_key(&self) -> String {
         let has = |col: &str| {
-            self.columns
-                .lines()
-                .any(|l| l.trim_start().starts_with(&format!("{col} ")))
+            self.columns.lines().flat_map(|l| l.split(',')).any(|c| {
+                c.trim_start()
+                    .trim_start_matches('(')
+                    .starts_with(&format!("{col} "))
+            })
         };
-        if has("tenant") && has("device_id") {
-            "cityHash64(tenant, device_id)"
+        if ["Replacing", "Collapsing", "VersionedCollapsing"]
+            .iter()
+            .any(|f| self.family == format!("{f}MergeTree"))
+            && let Some(key) = self.sorting_key()
+        {
+            format!("cityHash64({key})")
+        } else if has("tenant") && has("device_id") {
+            "cityHash64(tenant, device_id)".to_owned()
         } else {
-            "rand()"
+            "rand()".to_owned()
         }
+    }
+
+    /// The `ORDER BY` expression list, without its parentheses (`None` when absent or empty).
+    fn sorting_key(&self) -> Option<String> {
+        let at = self.clauses.to_ascii_uppercase().find("ORDER BY")?;
+        let rest = self.clauses[at + "ORDER BY".len()..].trim_start();
+        let key = if rest.starts_with('(') {
+            let close = matching_paren(rest)?;
+            &rest[1..close]
+        } else {
+            rest.split_whitespace().next()?
+        };
+        let key = key.trim();
+        (!key.is_empty() && key != "tuple()").then(|| key.to_owned())
     }
 }
 
@@ -509,7 +539,7 @@ mod tests {
             "{}",
             out[0]
         );
-        assert!(out[1].ends_with("Distributed(c, fp, dict_local, rand())"));
+        assert!(out[1].ends_with("Distributed(c, fp, dict_local, cityHash64(sig))"));
         let copy = r
             .render("CREATE TABLE IF NOT EXISTS fp.staging AS fp.dict")
             .unwrap();
@@ -518,7 +548,40 @@ mod tests {
             "{}",
             copy[0]
         );
-        assert!(copy[1].contains("Distributed(c, fp, staging_local, rand())"));
+        assert!(copy[1].contains("Distributed(c, fp, staging_local, cityHash64(sig))"));
+    }
+
+    #[test]
+    fn replacing_tables_shard_by_their_sorting_key() {
+        // Every version of one bucket must reach the same shard for the newest to replace the
+        // others (the analyzer's finalizer writes these rows through the Distributed table).
+        let mut r = ClusterSchema::new("c", "fp");
+        let out = r
+            .render(
+                "CREATE TABLE IF NOT EXISTS fp.closed\n(\n    width UInt32,\n    tenant String,\n    \
+                 bucket DateTime('UTC'),\n    version UInt32\n)\nENGINE = ReplacingMergeTree(version)\n\
+                 PARTITION BY toYYYYMM(bucket)\nORDER BY (width, tenant, bucket)",
+            )
+            .unwrap();
+        assert!(
+            out[1].ends_with("Distributed(c, fp, closed_local, cityHash64(width, tenant, bucket))"),
+            "{}",
+            out[1]
+        );
+        // A replacing table with device rows still shards by its sorting key.
+        let out = r
+            .render("CREATE TABLE IF NOT EXISTS fp.latest (tenant String, device_id String, v UInt32) ENGINE = ReplacingMergeTree(v) ORDER BY (tenant, device_id)")
+            .unwrap();
+        assert!(
+            out[1].ends_with("cityHash64(tenant, device_id))"),
+            "{}",
+            out[1]
+        );
+        // Aggregating rollups spread at random (filled per shard by views).
+        let out = r
+            .render("CREATE TABLE IF NOT EXISTS fp.roll (tenant String, n AggregateFunction(count)) ENGINE = AggregatingMergeTree ORDER BY tenant")
+            .unwrap();
+        assert!(out[1].ends_with("rand())"), "{}", out[1]);
     }
 
     #[test]

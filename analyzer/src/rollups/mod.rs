@@ -764,6 +764,18 @@ mod tests {
         assert!(out.iter().any(|s| s.contains(
             "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/fp/rollup_backfill_signals_local', '{replica}')"
         )));
+        // 0004's finalized series are written at run time through the Distributed table: every
+        // version of a bucket goes to one shard, where ReplacingMergeTree keeps the newest.
+        assert!(
+            out.iter().any(|s| s.ends_with(
+                "ENGINE = Distributed(fleet, fp, rollup_closed_series_local, \
+                 cityHash64(width, all_tenants, tenant, bucket))"
+            )),
+            "{:?}",
+            out.iter()
+                .filter(|s| s.contains("rollup_closed_series"))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
