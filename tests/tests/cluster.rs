@@ -3,7 +3,7 @@
 //! `--clickhouse-cluster`, the control plane on a shared PostgreSQL. Every case counts exactly
 //! and compares the analyzers' answers with the same telemetry ingested on a single server.
 //!
-//! The cases share one cluster and run one at a time (a case may stop a replica or ZooKeeper).
+//! The cases share one cluster and run one at a time (two stop a replica or ZooKeeper).
 
 mod analyzer_support;
 
@@ -11,14 +11,19 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use analyzer_support::{Analyzer, iso};
+use fleetpulse_proto::v1::ingest_service_client::IngestServiceClient;
 use fleetpulse_proto::v1::telemetry_item::Kind;
 use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
 use fleetpulse_tests::harness::cluster::{Cluster, shared_cluster};
+use fleetpulse_tests::harness::receivers::HttpReceiver;
 use fleetpulse_tests::harness::synthetic::{Synth, event_item, state_item};
 use fleetpulse_tests::harness::{
-    ClickHouseServer, Collector, Postgres, batch, poll_eq, poll_until, shared, unique_database,
+    ClickHouseServer, Collector, Postgres, Registered, batch, poll_eq, poll_until, shared,
+    unique_database,
 };
 use serde_json::Value;
+use tonic::Code;
+use tonic::transport::Channel;
 
 /// The cases stop servers of the shared cluster: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -81,6 +86,43 @@ async fn count(ch: &ClickHouseServer, sql: &str) -> u64 {
     ch.count(sql, &[])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Pushes `request` until the collector takes it, as an agent's shipper does: UNAVAILABLE
+/// (ClickHouse, a replica or ZooKeeper away) and RESOURCE_EXHAUSTED keep the batch and retry
+/// after the collector's `retry-after-ms` hint (200 ms without one). Returns the answer and how
+/// many attempts were refused.
+async fn push_until_ok(
+    agent: &Registered,
+    client: &mut IngestServiceClient<Channel>,
+    request: &PushRequest,
+    deadline: Duration,
+) -> (fleetpulse_proto::v1::PushResponse, u32) {
+    let start = std::time::Instant::now();
+    let mut refused = 0;
+    loop {
+        match agent.push_request(client, request.clone()).await {
+            Ok(r) => return (r, refused),
+            Err(s)
+                if matches!(s.code(), Code::Unavailable | Code::ResourceExhausted)
+                    && start.elapsed() < deadline =>
+            {
+                refused += 1;
+                let hint = s
+                    .metadata()
+                    .get("retry-after-ms")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(200);
+                tokio::time::sleep(Duration::from_millis(hint.clamp(50, 2_000))).await;
+            }
+            Err(s) => panic!(
+                "batch {} refused after {:?}: {s:?}",
+                request.batch_seq,
+                start.elapsed()
+            ),
+        }
+    }
 }
 
 /// Collectors of the cluster: two, connected to different servers, sharing PostgreSQL.
@@ -361,4 +403,345 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
     assert_same_answers("analyzer 1 vs single server", &one, &reference_answers);
     assert_same_answers("analyzer 2 vs analyzer 1", &two, &one);
     drop((an1, an2, a, b, single));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_during_ingest_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cluster = shared_cluster();
+    cluster.ensure_running().unwrap();
+    let pg = Postgres::start().unwrap();
+    let pg_url = pg.create_database("cluster").unwrap();
+    let db = unique_database("cluster_replica");
+    let now = now_secs();
+    const PER_TENANT: usize = 10;
+
+    let (a, b) = cluster_collectors(cluster, &db, &pg_url).await;
+    let analyzer = Analyzer::start_with_db(
+        cluster.node(2, 2),
+        &db,
+        Some(&pg_url),
+        &["--clickhouse-cluster", cluster.name()],
+    )
+    .await;
+    let mut ca = a.client().await.unwrap();
+    let mut cb = b.client().await.unwrap();
+    let mut expected_events = 0;
+    let mut refused = 0;
+    // The first replica of shard 2: every insert into shard 2 goes there while it is up (no
+    // process uses it as its entry point: a collector whose own server is down cannot work).
+    let stopped = cluster.node(2, 1);
+    for (t, tenant) in TENANTS.iter().enumerate() {
+        let token = a.token_create(tenant).await.unwrap();
+        let agent = a.register(&token, "agent-host").await.unwrap();
+        let all = batches(7, t, &agent.agent_id, PER_TENANT, now);
+        expected_events += events_in(&all);
+        for (i, request) in all.iter().enumerate() {
+            if t == 0 && i == PER_TENANT / 2 {
+                // It goes away mid-ingest.
+                stopped.stop().unwrap();
+            }
+            let client = if i % 2 == 0 { &mut ca } else { &mut cb };
+            let (r, unavailable) =
+                push_until_ok(&agent, client, request, Duration::from_secs(60)).await;
+            assert_eq!(r.accepted as usize, ITEMS_PER_BATCH);
+            refused += unavailable;
+        }
+        if t == 0 {
+            // Half the data went in while the replica was down; it comes back.
+            stopped.start().unwrap();
+        }
+    }
+    eprintln!("pushes answered UNAVAILABLE during the replica outage: {refused}");
+    let shards = replicas_converge(cluster, &db, "enrollment_events").await;
+    assert_eq!(shards[0] + shards[1], expected_events);
+    replicas_converge(cluster, &db, "rollup_outcomes_hourly").await;
+    for node in cluster.nodes() {
+        everywhere(node, &db, "enrollment_events", expected_events).await;
+    }
+    let rollup_events = count(
+        cluster.node(1, 1),
+        &format!("SELECT toUInt64(countMerge(events)) FROM {db}.rollup_outcomes_hourly"),
+    )
+    .await;
+    assert_eq!(rollup_events, expected_events);
+
+    // The answers equal the single server's for the same telemetry.
+    let single = reference(7, PER_TENANT, now).await;
+    let paths = answer_paths(now);
+    let token = analyzer.create_key(&["--all-tenants"]);
+    let got = answers(&analyzer, &token, &paths).await;
+    let reference_answers = answers(&single.analyzer, &single.token, &paths).await;
+    assert_same_answers(
+        "cluster after a replica outage vs single server",
+        &got,
+        &reference_answers,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_away_means_unavailable_and_everything_arrives_after() {
+    let _serial = SERIAL.lock().await;
+    let cluster = shared_cluster();
+    cluster.ensure_running().unwrap();
+    let pg = Postgres::start().unwrap();
+    let pg_url = pg.create_database("cluster").unwrap();
+    let db = unique_database("cluster_zookeeper");
+    let now = now_secs();
+    const PER_TENANT: usize = 8;
+
+    let (a, _b) = cluster_collectors(cluster, &db, &pg_url).await;
+    // An analyzer, so that the rollups' views run through the outage too.
+    let _analyzer = Analyzer::start_with_db(
+        cluster.node(2, 2),
+        &db,
+        Some(&pg_url),
+        &["--clickhouse-cluster", cluster.name()],
+    )
+    .await;
+    let mut client = a.client().await.unwrap();
+    let token = a.token_create(TENANTS[0]).await.unwrap();
+    let agent = a.register(&token, "agent-host").await.unwrap();
+    let all = batches(9, 0, &agent.agent_id, PER_TENANT, now);
+    let expected_events = events_in(&all);
+    let (before, during) = all.split_at(PER_TENANT / 2);
+    for request in before {
+        let r = agent
+            .push_request(&mut client, request.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.accepted as usize, ITEMS_PER_BATCH);
+    }
+    let stored_before = count(
+        cluster.node(1, 1),
+        &format!("SELECT count() FROM {db}.enrollment_events"),
+    )
+    .await;
+    assert_eq!(stored_before, events_in(before));
+
+    cluster.stop_zookeeper().unwrap();
+    // The collector refuses with UNAVAILABLE once ClickHouse noticed (a push just before that
+    // may still be stored): the agent keeps the refused batch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut taken = 0;
+    let status = loop {
+        match agent.push_request(&mut client, during[taken].clone()).await {
+            Err(s) if s.code() == Code::Unavailable => break s,
+            Ok(r) => {
+                assert_eq!(r.accepted as usize, ITEMS_PER_BATCH);
+                taken += 1;
+                assert!(
+                    taken < during.len(),
+                    "every push taken while ZooKeeper was away"
+                );
+            }
+            Err(s) => panic!("unexpected answer while ZooKeeper is away: {s:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no UNAVAILABLE within 60 s of stopping ZooKeeper"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.message().is_empty());
+    let (taken, during) = during.split_at(taken);
+    // Nothing of the refused batch is stored meanwhile.
+    assert_eq!(
+        count(
+            cluster.node(2, 1),
+            &format!("SELECT count() FROM {db}.enrollment_events")
+        )
+        .await,
+        stored_before + events_in(taken)
+    );
+
+    cluster.start_zookeeper().unwrap();
+    let mut refused = 0;
+    for request in during {
+        let (r, unavailable) =
+            push_until_ok(&agent, &mut client, request, Duration::from_secs(120)).await;
+        assert_eq!(r.accepted as usize, ITEMS_PER_BATCH);
+        refused += unavailable;
+    }
+    eprintln!("pushes answered UNAVAILABLE while ZooKeeper came back: {refused}");
+    poll_eq(
+        Duration::from_secs(60),
+        "every event stored once",
+        expected_events,
+        || async {
+            cluster
+                .node(1, 2)
+                .count(&format!("SELECT count() FROM {db}.enrollment_events"), &[])
+                .await
+        },
+    )
+    .await;
+    let shards = replicas_converge(cluster, &db, "enrollment_events").await;
+    assert_eq!(shards[0] + shards[1], expected_events);
+    for node in cluster.nodes() {
+        everywhere(node, &db, "enrollment_events", expected_events).await;
+    }
+    // The views counted every stored row once: refused inserts left nothing in the rollups.
+    replicas_converge(cluster, &db, "rollup_outcomes_hourly").await;
+    let rollup_events = count(
+        cluster.node(1, 1),
+        &format!("SELECT toUInt64(countMerge(events)) FROM {db}.rollup_outcomes_hourly"),
+    )
+    .await;
+    assert_eq!(rollup_events, expected_events);
+}
+
+/// Inserts generated events through `node`'s Distributed table, synchronously (every shard has
+/// its rows when this returns).
+async fn insert_cluster_events(
+    node: &ClickHouseServer,
+    db: &str,
+    rows: &[fleetpulse_tests::harness::rows::EnrollmentEventRow],
+) {
+    let client = node.client(db).with_setting("insert_distributed_sync", "1");
+    let mut insert = client
+        .insert::<fleetpulse_tests::harness::rows::EnrollmentEventRow>("enrollment_events")
+        .await
+        .expect("insert");
+    for r in rows {
+        insert.write(r).await.expect("write row");
+    }
+    insert.end().await.expect("end insert");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_analyzers_on_the_cluster_send_each_notification_once() {
+    use analyzer_support::{spike, steady};
+    let _serial = SERIAL.lock().await;
+    let cluster = shared_cluster();
+    cluster.ensure_running().unwrap();
+    let pg = Postgres::start().unwrap();
+    let pg_url = pg.create_database("cluster").unwrap();
+    let db = unique_database("cluster_alerts");
+
+    // A collector creates the raw tables; the history goes in before the analyzers start (their
+    // backfill takes it).
+    let _collector = Collector::builder(cluster.node(1, 1).url(), &db)
+        .database_url(&pg_url)
+        .args(["--clickhouse-cluster", cluster.name()])
+        .start()
+        .await
+        .expect("collector");
+    let t0 = analyzer_support::now();
+    let mut rows = steady("contoso", 400, 10, t0 - 26 * 3600, t0, 11);
+    rows.extend(spike("contoso", "android", 30, 50, t0 - 20, t0, 12));
+    insert_cluster_events(cluster.node(1, 1), &db, &rows).await;
+    everywhere(
+        cluster.node(2, 2),
+        &db,
+        "enrollment_events",
+        rows.len() as u64,
+    )
+    .await;
+
+    let hook = HttpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("analyzer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[alerts]\nevaluation_interval = \"5s\"\nwindow = \"5m\"\n\
+             [[alerts.rules]]\nname = \"licence-count\"\nexpr = \"count(category=license) >= 20 over 5m\"\n\
+             [[destinations]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url("/hook")
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let extra = ["--config", &cfg, "--clickhouse-cluster", cluster.name()];
+    let (a, b) = tokio::join!(
+        Analyzer::start_with_db(cluster.node(1, 2), &db, Some(&pg_url), &extra),
+        Analyzer::start_with_db(cluster.node(2, 1), &db, Some(&pg_url), &extra),
+    );
+    let key = a.create_key(&["--all-tenants"]);
+
+    // Both alerts fire, seen through either analyzer (one alert store in PostgreSQL).
+    let firing = poll_until(
+        Duration::from_secs(120),
+        "the spike and rule alerts",
+        || async {
+            let all = b.ok("/api/v1/alerts?status=all", &key).await["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let rules: Vec<&str> = all
+                .iter()
+                .filter(|x| x["status"] == "firing")
+                .filter_map(|x| x["rule"].as_str())
+                .collect();
+            if rules.contains(&"spike") && rules.contains(&"licence-count") {
+                Ok(all)
+            } else {
+                Err(all)
+            }
+        },
+    )
+    .await;
+    let rule = firing
+        .iter()
+        .find(|x| x["rule"] == "licence-count")
+        .unwrap();
+    assert_eq!(rule["observed_count"], 50, "{rule}");
+
+    // Let both analyzers evaluate three more times each, then compare what the store recorded
+    // with what the receiver got.
+    let (ea, eb) = (a.evaluations().await, b.evaluations().await);
+    a.await_evaluations(ea, 3, Duration::from_secs(60)).await;
+    b.await_evaluations(eb, 3, Duration::from_secs(60)).await;
+    let all = a.ok("/api/v1/alerts?status=all", &key).await["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let mut recorded = Vec::new();
+    for x in &all {
+        let id = x["alert_id"].as_str().unwrap();
+        let d = a.ok(&format!("/api/v1/alerts/{id}"), &key).await;
+        let kinds: Vec<&str> = d["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, vec!["firing"], "{d}");
+        recorded.push(id.to_owned());
+    }
+    let delivered = poll_until(
+        Duration::from_secs(60),
+        "both notifications at the receiver",
+        || async {
+            let got = hook.received();
+            if got.len() >= recorded.len() {
+                Ok(got)
+            } else {
+                Err(got.len())
+            }
+        },
+    )
+    .await;
+    // Two more evaluations each after the deliveries: nothing else arrives.
+    let (ea, eb) = (a.evaluations().await, b.evaluations().await);
+    a.await_evaluations(ea, 2, Duration::from_secs(60)).await;
+    b.await_evaluations(eb, 2, Duration::from_secs(60)).await;
+    let delivered_after = hook.received();
+    assert_eq!(delivered_after.len(), delivered.len());
+    let mut ids: Vec<String> = delivered_after
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(body["kind"], "firing", "{body}");
+            body["alert_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    recorded.sort();
+    assert_eq!(
+        ids, recorded,
+        "each notification exactly once at the receiver"
+    );
 }
