@@ -757,7 +757,13 @@ mod tests {
         );
         // Views read and write local tables only.
         for view in out.iter().filter(|s| s.contains("MATERIALIZED VIEW")) {
-            assert!(view.contains("FROM fp.enrollment_events_local"), "{view}");
+            assert!(
+                view.contains("FROM fp.enrollment_events_local")
+                    || view.contains("FROM fp.device_states_local"),
+                "{view}"
+            );
+            assert!(!view.contains("FROM fp.enrollment_events\n"), "{view}");
+            assert!(!view.contains("FROM fp.device_states\n"), "{view}");
             assert!(view.contains("_local AS"), "{view}");
         }
         // Staging tables of the backfill are replicated with their own Keeper path.
