@@ -171,3 +171,31 @@ fn empty_input_writes_nothing() {
     assert!(out.is_empty());
     assert_eq!(stats, ClassifyStats::default());
 }
+
+#[test]
+fn prose_answers_carry_their_evidence() {
+    let (out, _) = run_lines(
+        b"{\"message\":\"Users cannot enroll: the number of enrolled devices already equals their device limit restriction\"}\n{\"message\":\"Enrollment failed on one device\"}\n",
+    );
+    assert_eq!(out[0]["category"], "device_cap");
+    assert_eq!(out[0]["matched_by"], "prose");
+    assert_eq!(
+        out[0]["evidence"][0]["origin"],
+        json!("phrases general-device-cap")
+    );
+    assert_eq!(
+        out[0]["evidence"][0]["matched"],
+        json!([
+            "already",
+            "devic",
+            "enroll",
+            "equal",
+            "limit",
+            "number",
+            "restriction"
+        ])
+    );
+    // Other answers have no evidence key at all.
+    assert_eq!(out[1]["category"], "unknown");
+    assert!(out[1].get("evidence").is_none());
+}

@@ -805,3 +805,65 @@ fn windows_access_work_or_school_messages() {
         );
     }
 }
+
+/// The prose stage reads a report in words that no code, name or documented message matches,
+/// answers only when confident, and says why (the documented phrases it found).
+#[test]
+fn prose_reports_get_a_category_with_their_evidence() {
+    let catalog = Catalog::embedded();
+    let got = catalog.classify(&Signal {
+        message: Some(
+            "Users cannot enroll: the number of enrolled devices already equals their device limit restriction",
+        ),
+        platform: Some("android"),
+        ..Signal::default()
+    });
+    assert_eq!(got.category, "device_cap");
+    assert_eq!(got.matched_by, MatchedBy::Prose);
+    assert_eq!(got.entry_id, None);
+    assert_eq!(
+        got.evidence[0].phrase,
+        "number of enrolled devices already equals their device limit restriction"
+    );
+    assert_eq!(got.evidence[0].origin, "phrases general-device-cap");
+    assert_eq!(got.failure_reason, "enrollmentRestrictionsEnforced");
+}
+
+#[test]
+fn code_and_name_rules_keep_priority_over_prose() {
+    let catalog = Catalog::embedded();
+    // The wording is a device cap, the code is a client software failure (0x80180022 outside Autopilot): the code decides.
+    let got = catalog.classify(&Signal {
+        code: code(0x8018_0022),
+        message: Some(
+            "the number of enrolled devices already equals their device limit restriction",
+        ),
+        ..Signal::default()
+    });
+    assert_eq!(
+        (got.category.as_str(), got.matched_by),
+        ("client_software", MatchedBy::Code)
+    );
+    assert!(got.evidence.is_empty());
+}
+
+#[test]
+fn vague_prose_stays_unknown() {
+    let catalog = Catalog::embedded();
+    for message in [
+        "Something went wrong. Try again, or tap Cancel to set up your device later",
+        "Enrollment failed on one device",
+        "The device shows an error in Company Portal",
+    ] {
+        let got = catalog.classify(&Signal {
+            message: Some(message),
+            ..Signal::default()
+        });
+        assert_eq!(
+            (got.category.as_str(), got.matched_by),
+            ("unknown", MatchedBy::None),
+            "{message}"
+        );
+        assert!(got.evidence.is_empty());
+    }
+}

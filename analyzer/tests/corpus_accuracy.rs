@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use fleetpulse_analyzer::catalog::{CATEGORY_IDS, Catalog, Code};
-use fleetpulse_analyzer::classify::Signal;
+use fleetpulse_analyzer::classify::{MatchedBy, Signal, prose};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -52,13 +52,7 @@ fn corpus_dir() -> PathBuf {
 #[test]
 fn real_world_error_report_accuracy() {
     let catalog = Catalog::embedded();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .expect("tests/corpus/errors exists")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = corpus_files();
     let mut problems = Vec::new();
     // category -> (real total, real correct, reconstructed total, reconstructed correct)
     let mut table: BTreeMap<String, (usize, usize, usize, usize)> = BTreeMap::new();
@@ -69,6 +63,9 @@ fn real_world_error_report_accuracy() {
     let mut holdout_rows: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     // held-out file (one per collection pass) -> category -> (real total, real correct)
     let mut holdout_batches: BTreeMap<String, BTreeMap<String, (usize, usize)>> = BTreeMap::new();
+    // set ("tuning" or a held-out file) -> [unknown reports, of them forced into a category,
+    // prose answers, of them right]
+    let mut prose_sides: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     for path in &files {
         let text = std::fs::read_to_string(path).expect("readable");
         let file: File = match toml::from_str(&text) {
@@ -117,6 +114,24 @@ fn real_world_error_report_accuracy() {
             };
             let answer = catalog.classify(&signal);
             let ok = answer.category == sample.expect;
+            if real {
+                let set = if sample.holdout {
+                    path.file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                } else {
+                    "tuning".to_string()
+                };
+                let side = prose_sides.entry(set).or_default();
+                if sample.expect == "unknown" {
+                    side[0] += 1;
+                    side[1] += usize::from(!ok);
+                }
+                if answer.matched_by == MatchedBy::Prose {
+                    side[2] += 1;
+                    side[3] += usize::from(ok);
+                }
+            }
             if sample.holdout && real {
                 holdout_total += 1;
                 holdout_ok += usize::from(ok);
@@ -208,6 +223,14 @@ fn real_world_error_report_accuracy() {
             println!("  {batch} {category:<18} {ok}/{n}");
         }
     }
+    println!(
+        "prose stage and false positives per set (unknown reports an administrator could not place, and how many the classifier forced into a category; answers of the prose stage, and how many are right)"
+    );
+    for (set, [unknown, forced, prose, prose_ok]) in &prose_sides {
+        println!(
+            "  {set:<22} unknown reports forced: {forced}/{unknown}  prose answers right: {prose_ok}/{prose}"
+        );
+    }
     for line in &misread {
         println!("{line}");
     }
@@ -223,6 +246,144 @@ fn real_world_error_report_accuracy() {
     assert!(
         percent(tuning_ok, tuning_total) >= 90.0,
         "only {tuning_ok} of {tuning_total} real tuning error reports classified as expected (floor: 90%)"
+    );
+}
+
+/// The corpus files, in name order (tuning files first, then one held-out file per pass).
+fn corpus_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .expect("tests/corpus/errors exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Real reports of the corpus, split by kind: `(tuning, held-out)`.
+fn real_reports() -> (Vec<Sample>, Vec<Sample>) {
+    let (mut tuning, mut holdout) = (Vec::new(), Vec::new());
+    for path in corpus_files() {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let file: File =
+            toml::from_str(&text).expect("checked by real_world_error_report_accuracy");
+        for sample in file.sample {
+            if sample.fidelity == "reconstructed" {
+                continue;
+            }
+            if sample.holdout {
+                holdout.push(sample);
+            } else {
+                tuning.push(sample);
+            }
+        }
+    }
+    (tuning, holdout)
+}
+
+/// Threshold grid searched for the prose stage (score, margin ratio).
+const PROSE_SCORES: [f64; 7] = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+const PROSE_MARGINS: [f64; 4] = [1.0, 1.3, 1.6, 2.0];
+/// A wrong category costs this many missed ones: issue 8 asks to say "unknown" rather than
+/// guess, and a wrong cause sends an administrator the wrong way.
+const WRONG_COST: f64 = 3.0;
+
+/// The prose stage's thresholds are chosen on the TUNING reports only, by a rule written down
+/// before looking at any result: the stage is run alone (ignoring every code and name rule)
+/// on every real tuning report with a message; each grid pair is scored `correct −
+/// WRONG_COST × wrong` (a report an administrator calls `unknown` and the stage places is
+/// wrong); the best pair wins, ties going to the higher (more cautious) score, then margin.
+/// The test fails when `prose::MIN_SCORE`/`prose::MIN_MARGIN` are not that pair (so a catalog
+/// change that moves the optimum is noticed) or when the stage's precision on tuning falls
+/// below 85%. Held-out reports are never read here.
+#[test]
+fn prose_thresholds_are_chosen_on_tuning_reports() {
+    let catalog = Catalog::embedded();
+    let (tuning, _) = real_reports();
+    // (score, margin ratio, expected, predicted)
+    let mut rows: Vec<(f64, f64, String, String)> = Vec::new();
+    for sample in &tuning {
+        let Some(message) = sample.message.as_deref() else {
+            continue;
+        };
+        match catalog.prose_verdict(message, sample.platform.as_deref()) {
+            Some(v) => {
+                let ratio = if v.runner_up > 0.0 {
+                    v.score / v.runner_up
+                } else {
+                    f64::INFINITY
+                };
+                if v.category != sample.expect {
+                    println!(
+                        "PROSE-ALONE tuning {} expected {} got {} (score {:.2}, ratio {:.2}) evidence {:?}",
+                        sample.id,
+                        sample.expect,
+                        v.category,
+                        v.score,
+                        ratio,
+                        v.evidence
+                            .iter()
+                            .map(|e| format!("{} [{}]", e.phrase, e.origin))
+                            .collect::<Vec<_>>()
+                    );
+                }
+                rows.push((v.score, ratio, sample.expect.clone(), v.category));
+            }
+            None => rows.push((0.0, 0.0, sample.expect.clone(), "unknown".to_string())),
+        }
+    }
+    let unknowns = rows.iter().filter(|r| r.2 == "unknown").count();
+    let evaluate = |min_score: f64, margin: f64| {
+        let answered: Vec<_> = rows
+            .iter()
+            .filter(|r| r.0 >= min_score && r.1 >= margin)
+            .collect();
+        let correct = answered.iter().filter(|r| r.2 == r.3).count();
+        let forced = answered.iter().filter(|r| r.2 == "unknown").count();
+        (answered.len(), correct, forced)
+    };
+    println!(
+        "\nProse stage alone on {} real tuning reports with a message ({unknowns} of them unknown to an administrator)",
+        rows.len()
+    );
+    println!(
+        "{:>9} {:>7} {:>9} {:>8} {:>10} {:>8} {:>8}",
+        "min_score", "margin", "answered", "correct", "precision", "forced", "utility"
+    );
+    let mut best: Option<(f64, f64, f64)> = None;
+    for min_score in PROSE_SCORES {
+        for margin in PROSE_MARGINS {
+            let (answered, correct, forced) = evaluate(min_score, margin);
+            let utility = correct as f64 - WRONG_COST * (answered - correct) as f64;
+            println!(
+                "{min_score:>9.1} {margin:>7.1} {answered:>9} {correct:>8} {:>9.1}% {forced:>5}/{unknowns} {utility:>8.1}",
+                percent(correct, answered)
+            );
+            // Strictly better utility wins; equal utility keeps the earlier, lower pair
+            // unless the later one is more cautious, which it always is in this grid order.
+            if best.is_none_or(|(u, _, _)| utility >= u) {
+                best = Some((utility, min_score, margin));
+            }
+        }
+    }
+    let (utility, best_score, best_margin) = best.expect("grid is not empty");
+    let (answered, correct, forced) = evaluate(prose::MIN_SCORE, prose::MIN_MARGIN);
+    println!(
+        "chosen: min_score {} margin {}: {correct}/{answered} answered correctly ({:.1}%), {forced}/{unknowns} unknown reports forced; rule's best: {best_score} / {best_margin} (utility {utility})",
+        prose::MIN_SCORE,
+        prose::MIN_MARGIN,
+        percent(correct, answered)
+    );
+    assert_eq!(
+        (prose::MIN_SCORE, prose::MIN_MARGIN),
+        (best_score, best_margin),
+        "the prose thresholds are not the tuning set's optimum under the documented rule"
+    );
+    assert!(answered > 0, "the prose stage answers no tuning report");
+    assert!(
+        percent(correct, answered) >= 85.0,
+        "prose stage precision on tuning {correct}/{answered} is below 85%"
     );
 }
 

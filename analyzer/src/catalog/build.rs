@@ -10,17 +10,20 @@
 //!   one entry only — the matcher scope where a duplicate would make the answer depend on order;
 //! - every rule is anchored on catalogued codes/symbols, has at least one condition and no other
 //!   rule has the same anchor and conditions;
-//! - facility ranges are ordered, and none is entirely hidden behind an earlier one.
+//! - facility ranges are ordered, and none is entirely hidden behind an earlier one;
+//! - every phrase list names a real category other than `unknown`, cites known sources and has
+//!   phrases of at least two content words (one word is not evidence of a cause).
 
 use std::collections::{HashMap, HashSet};
 
 use super::code::parse_code_detailed;
-use super::model::{RawFile, RawRule};
+use super::model::{RawFile, RawPhraseList, RawRule};
 use super::text::{normalize_symbol, normalize_text};
 use super::{
     CATEGORY_IDS, Catalog, CatalogError, Category, Code, Entry, Facility, GRAPH_FAILURE_REASONS,
-    MessagePattern, PLATFORMS, Rule, Source, SymbolStrength,
+    MessagePattern, PLATFORMS, PhraseList, Rule, Source, SymbolStrength, UNKNOWN_CATEGORY,
 };
+use crate::classify::prose::{self, PhraseSource, ProseIndex};
 
 /// Stage names a rule may test (the proto `EnrollmentStage` values in lower snake case).
 pub const STAGES: &[&str] = &[
@@ -44,12 +47,14 @@ pub(super) fn compile(files: Vec<RawFile>) -> Result<Catalog, CatalogError> {
     let mut raw_entries = Vec::new();
     let mut raw_rules = Vec::new();
     let mut raw_facilities = Vec::new();
+    let mut raw_phrases = Vec::new();
     for file in files {
         raw_sources.extend(file.source);
         raw_categories.extend(file.category);
         raw_entries.extend(file.entry);
         raw_rules.extend(file.rule);
         raw_facilities.extend(file.facility);
+        raw_phrases.extend(file.phrases);
     }
 
     // Sources.
@@ -380,9 +385,23 @@ pub(super) fn compile(files: Vec<RawFile>) -> Result<Catalog, CatalogError> {
         });
     }
 
+    // Phrase lists.
+    let mut phrase_lists: Vec<PhraseList> = Vec::with_capacity(raw_phrases.len());
+    let mut phrase_ids = HashSet::new();
+    for raw in raw_phrases {
+        let what = format!("phrases {:?}", raw.id);
+        if !phrase_ids.insert(raw.id.clone()) {
+            problems.push(format!("{what}: duplicate id"));
+        }
+        phrase_lists.push(compile_phrases(&mut problems, &what, raw, &category_index));
+        let last = phrase_lists.len() - 1;
+        resolve_sources(&mut problems, &what, &phrase_lists[last].sources);
+    }
+
     if !problems.is_empty() {
         return Err(CatalogError::Invalid { problems });
     }
+    let prose = prose_index(&categories, &entries, &phrase_lists);
     Ok(Catalog {
         sources,
         categories,
@@ -394,7 +413,109 @@ pub(super) fn compile(files: Vec<RawFile>) -> Result<Catalog, CatalogError> {
         messages,
         category_index,
         source_index,
+        phrase_lists,
+        prose,
     })
+}
+
+fn compile_phrases(
+    problems: &mut Vec<String>,
+    what: &str,
+    raw: RawPhraseList,
+    category_index: &HashMap<String, usize>,
+) -> PhraseList {
+    if !category_index.contains_key(&raw.category) {
+        problems.push(format!("{what}: unknown category {:?}", raw.category));
+    }
+    if raw.category == UNKNOWN_CATEGORY {
+        problems.push(format!(
+            "{what}: `unknown` is the absence of evidence, not a phrase category"
+        ));
+    }
+    if raw.phrases.is_empty() {
+        problems.push(format!("{what}: has no phrases"));
+    }
+    if raw.sources.is_empty() {
+        problems.push(format!("{what}: needs at least one source"));
+    }
+    for phrase in &raw.phrases {
+        if prose::tokens(phrase).len() < 2 {
+            problems.push(format!(
+                "{what}: phrase {phrase:?} has fewer than two content words"
+            ));
+        }
+    }
+    if !raw.platforms.is_empty() {
+        check_platforms(problems, what, &raw.platforms, false);
+    }
+    PhraseList {
+        id: raw.id,
+        category: raw.category,
+        phrases: raw.phrases,
+        sources: raw.sources,
+        platforms: raw.platforms,
+    }
+}
+
+/// The prose stage's evidence: every documented text of the catalog, by category (see
+/// `classify::prose`). `unknown` contributes nothing: it is the absence of evidence.
+fn prose_index(categories: &[Category], entries: &[Entry], lists: &[PhraseList]) -> ProseIndex {
+    const ANY: &[String] = &[];
+    let mut items: Vec<PhraseSource<'_>> = Vec::new();
+    for category in categories.iter().filter(|c| c.id != UNKNOWN_CATEGORY) {
+        items.push(PhraseSource {
+            category: &category.id,
+            text: &category.title,
+            origin: format!("category {} title", category.id),
+            platforms: ANY,
+        });
+    }
+    let mut words: Vec<(usize, String)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.category == UNKNOWN_CATEGORY {
+            continue;
+        }
+        let texts = std::iter::once((&entry.title, "title")).chain(
+            entry
+                .messages
+                .iter()
+                .chain(&entry.exact_messages)
+                .map(|m| (m, "message")),
+        );
+        for (text, kind) in texts {
+            items.push(PhraseSource {
+                category: &entry.category,
+                text,
+                origin: format!("entry {} {kind}", entry.id),
+                platforms: &entry.platforms,
+            });
+        }
+        for symbol in &entry.symbols {
+            if let Some(text) = prose::symbol_words(symbol) {
+                words.push((i, text));
+            }
+        }
+    }
+    for (i, text) in &words {
+        let entry = &entries[*i];
+        items.push(PhraseSource {
+            category: &entry.category,
+            text,
+            origin: format!("entry {} symbol", entry.id),
+            platforms: &entry.platforms,
+        });
+    }
+    for list in lists {
+        for phrase in &list.phrases {
+            items.push(PhraseSource {
+                category: &list.category,
+                text: phrase,
+                origin: format!("phrases {}", list.id),
+                platforms: &list.platforms,
+            });
+        }
+    }
+    ProseIndex::build(items)
 }
 
 fn compile_rule(

@@ -116,6 +116,10 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
     ),
     ("20_rules.toml", include_str!("../../catalog/20_rules.toml")),
     (
+        "21_phrases.toml",
+        include_str!("../../catalog/21_phrases.toml"),
+    ),
+    (
         "30_facilities.toml",
         include_str!("../../catalog/30_facilities.toml"),
     ),
@@ -219,6 +223,16 @@ pub struct Facility {
     pub source_doc: String,
 }
 
+/// Short documented wordings of one category, evidence for the prose stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhraseList {
+    pub id: String,
+    pub category: String,
+    pub phrases: Vec<String>,
+    pub sources: Vec<String>,
+    pub platforms: Vec<String>,
+}
+
 /// How strongly a symbol identifies its entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SymbolStrength {
@@ -266,6 +280,9 @@ pub struct Catalog {
     pub(crate) messages: Vec<MessagePattern>,
     pub(crate) category_index: HashMap<String, usize>,
     pub(crate) source_index: HashMap<String, usize>,
+    pub(crate) phrase_lists: Vec<PhraseList>,
+    /// Evidence of the prose stage, compiled from the documented texts above.
+    pub(crate) prose: crate::classify::prose::ProseIndex,
 }
 
 impl Catalog {
@@ -352,6 +369,10 @@ impl Catalog {
 
     pub fn facilities(&self) -> &[Facility] {
         &self.facilities
+    }
+
+    pub fn phrase_lists(&self) -> &[PhraseList] {
+        &self.phrase_lists
     }
 
     pub fn sources(&self) -> &[Source] {

@@ -20,6 +20,8 @@ pub struct RawFile {
     pub rule: Vec<RawRule>,
     #[serde(default)]
     pub facility: Vec<RawFacility>,
+    #[serde(default)]
+    pub phrases: Vec<RawPhraseList>,
 }
 
 /// A public document that entries cite.
@@ -134,4 +136,24 @@ pub struct RawFacility {
     pub cause: String,
     pub remediation: String,
     pub sources: Vec<String>,
+}
+
+/// A list of short wordings of one category as documentation writes them ("device limit
+/// reached", "TPM attestation failed"): evidence for the prose stage
+/// (`classify::prose`), which reads reports that no code, name or exact message matches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhraseList {
+    pub id: String,
+    pub category: String,
+    /// Each phrase as the source writes it (a few words; order and inflection do not matter
+    /// to the matcher, every content word does).
+    pub phrases: Vec<String>,
+    /// Ids of `[[source]]` documents the phrases are taken from.
+    pub sources: Vec<String>,
+    /// Platforms the source documents the phrases for (windows, ios, ipados, macos, android,
+    /// or all); empty means all. A phrase of an Android article is no evidence about a Windows
+    /// report.
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }

@@ -7,7 +7,9 @@
 //! Each non-blank input line produces exactly one output line, in input order:
 //! `{"line":N,"category":…,"code":"0x%08X"|null,"failure_reason":…,"cause":…,"remediation":…,
 //! "source_doc":…,"matched_by":…,"entry_id":…,"rule_id":…,"facility_id":…}` plus
-//! `"code_corrected_from"` when a documented typo was repaired; a malformed line produces
+//! `"code_corrected_from"` when a documented typo was repaired, and `"evidence"` (the documented
+//! phrases found, with their origin, matched words and points) when the prose stage answered
+//! (`"matched_by":"prose"`); a malformed line produces
 //! `{"line":N,"error":"…"}` and processing continues. Blank (whitespace-only) lines produce no
 //! output but still count for line numbers, so `line` always points at the input line.
 

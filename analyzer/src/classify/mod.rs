@@ -14,9 +14,13 @@
 //! 4. **Message text**: documented messages (longest pattern first; platform-aware).
 //! 5. **Class symbols**: generic names (error classes, UI string ids, Graph reasons).
 //! 6. **Facility** ranges for codes no entry lists.
-//! 7. Otherwise `unknown`, keeping the code.
+//! 7. **Prose** (`prose`): a report in words that none of the above reached is scored
+//!    against every documented text of the catalog; a confident best category is answered
+//!    with the matched evidence, anything else stays `unknown`.
+//! 8. Otherwise `unknown`, keeping the code.
 
 pub mod cli;
+pub mod prose;
 
 use std::collections::HashMap;
 
@@ -57,6 +61,8 @@ pub enum MatchedBy {
     Code,
     Message,
     Facility,
+    /// The prose stage: documented wordings of the category found in the message.
+    Prose,
     /// Nothing matched: category `unknown`.
     None,
 }
@@ -69,6 +75,7 @@ impl MatchedBy {
             MatchedBy::Code => "code",
             MatchedBy::Message => "message",
             MatchedBy::Facility => "facility",
+            MatchedBy::Prose => "prose",
             MatchedBy::None => "none",
         }
     }
@@ -94,6 +101,10 @@ pub struct Classification {
     pub rule_id: Option<String>,
     /// The facility range used, when the answer came from a facility fallback.
     pub facility_id: Option<String>,
+    /// For a prose answer: the documented phrases found in the message, strongest first, so
+    /// a dashboard or SIEM can show why (empty, and not serialised, for other answers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<prose::Evidence>,
 }
 
 /// Everything derived once from a signal before matching.
@@ -170,9 +181,45 @@ impl Catalog {
                 entry_id: None,
                 rule_id: None,
                 facility_id: Some(facility.id.clone()),
+                evidence: Vec::new(),
             };
         }
+        if let Some(answer) = self.prose_answer(signal.message, &prepared) {
+            return answer;
+        }
         self.unknown(prepared.code)
+    }
+
+    /// The prose stage alone, on any text: the best category with its scores and evidence,
+    /// confident or not. Used by the classifier (which answers only confident verdicts) and
+    /// by the corpus suite to choose and check the thresholds on the tuning reports.
+    pub fn prose_verdict(&self, text: &str, platform: Option<&str>) -> Option<prose::ProseVerdict> {
+        self.prose
+            .score(text, platform.map(str::to_ascii_lowercase).as_deref())
+    }
+
+    fn prose_answer(&self, message: Option<&str>, prepared: &Prepared) -> Option<Classification> {
+        let code = prepared.code;
+        let verdict = self
+            .prose
+            .score(non_empty(message)?, prepared.platform.as_deref())?;
+        if !verdict.is_confident() {
+            return None;
+        }
+        let category = self.category(&verdict.category)?;
+        Some(Classification {
+            category: category.id.clone(),
+            code: code.map(|c| Code(c).to_string()),
+            failure_reason: category.failure_reason.clone(),
+            cause: category.cause.clone(),
+            remediation: category.remediation.clone(),
+            source_doc: String::new(),
+            matched_by: MatchedBy::Prose,
+            entry_id: None,
+            rule_id: None,
+            facility_id: None,
+            evidence: verdict.evidence,
+        })
     }
 
     /// Classifies many signals, in order. Identical signals are classified once, so feeding
@@ -214,6 +261,7 @@ impl Catalog {
             entry_id: Some(entry.id.clone()),
             rule_id,
             facility_id: None,
+            evidence: Vec::new(),
         }
     }
 
@@ -238,6 +286,7 @@ impl Catalog {
             entry_id: None,
             rule_id: None,
             facility_id: None,
+            evidence: Vec::new(),
         }
     }
 }
