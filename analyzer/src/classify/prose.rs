@@ -20,7 +20,9 @@
 //!
 //! **Matching.** A phrase matches a report when the report holds enough of its weight
 //! (`MIN_COVERAGE` of it, and at least two of its tokens when it has two or more); the phrase
-//! then contributes `matched weight × coverage`. A category scores its best contribution plus
+//! then contributes `matched weight × coverage`, half as much again when the report quotes the
+//! phrase (its content words contiguous and in the documented order). A category scores its
+//! best contribution plus
 //! half its second and a quarter of its third (several independent phrases are more evidence
 //! than one, with diminishing returns).
 //!
@@ -37,9 +39,12 @@ use serde::Serialize;
 /// Share of a phrase's weight a report must hold for the phrase to count.
 pub const MIN_COVERAGE: f64 = 0.75;
 /// Lowest category score that is answered (below it the answer stays `unknown`).
-pub const MIN_SCORE: f64 = 6.0;
+pub const MIN_SCORE: f64 = 7.0;
 /// The best category's score must be at least this multiple of the runner-up's.
-pub const MIN_MARGIN: f64 = 1.6;
+pub const MIN_MARGIN: f64 = 1.3;
+/// Extra weight of a phrase whose content words appear in the report contiguously and in the
+/// documented order (the report quotes the documented wording rather than reusing its words).
+pub const VERBATIM_BONUS: f64 = 0.5;
 /// Evidence phrases returned with an answer.
 const MAX_EVIDENCE: usize = 3;
 
@@ -189,6 +194,8 @@ struct Phrase {
     origin: String,
     /// Distinct content tokens.
     tokens: Vec<String>,
+    /// The content tokens in the documented order (repeats kept), for the verbatim bonus.
+    sequence: Vec<String>,
     /// Platforms the phrase is documented for (empty: any). A phrase of an iOS message is not
     /// evidence about a Windows report.
     platforms: Vec<String>,
@@ -268,8 +275,10 @@ impl ProseIndex {
             platforms,
         } in items
         {
-            let tokens: Vec<String> = tokens(text)
-                .into_iter()
+            let sequence = tokens(text);
+            let tokens: Vec<String> = sequence
+                .iter()
+                .cloned()
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
@@ -294,6 +303,7 @@ impl ProseIndex {
                 text: text.to_string(),
                 origin,
                 tokens,
+                sequence,
                 platforms,
             });
         }
@@ -330,7 +340,8 @@ impl ProseIndex {
     /// `platform` (lower case, as signals carry it) leaves out phrases documented for other
     /// platforms; an unknown or missing platform leaves out none.
     pub fn score(&self, text: &str, platform: Option<&str>) -> Option<ProseVerdict> {
-        let report: BTreeSet<String> = tokens(text).into_iter().collect();
+        let sequence = tokens(text);
+        let report: BTreeSet<String> = sequence.iter().cloned().collect();
         if report.is_empty() {
             return None;
         }
@@ -361,8 +372,13 @@ impl ProseIndex {
             if coverage < MIN_COVERAGE {
                 continue;
             }
+            let verbatim = phrase.sequence.len() >= 2
+                && sequence
+                    .windows(phrase.sequence.len())
+                    .any(|w| w == phrase.sequence.as_slice());
+            let bonus = if verbatim { 1.0 + VERBATIM_BONUS } else { 1.0 };
             hits.entry(phrase.category).or_default().push(Hit {
-                points: got * coverage,
+                points: got * coverage * bonus,
                 phrase: i,
                 matched,
             });
@@ -588,6 +604,21 @@ mod tests {
         assert_eq!(verdict.evidence[0].origin, "a");
         assert_eq!(verdict.evidence[0].matched, vec!["devic", "limit", "reach"]);
         assert_eq!(verdict.runner_up, 0.0);
+    }
+
+    #[test]
+    fn quoting_the_documented_wording_weighs_more_than_reusing_its_words() {
+        let index = index();
+        let quoted = index
+            .score("Error: Device limit reached", None)
+            .expect("matches");
+        let reworded = index
+            .score("the limit of each device was reached", None)
+            .expect("matches");
+        assert_eq!(quoted.category, "device_cap");
+        assert_eq!(reworded.category, "device_cap");
+        let ratio = quoted.score / reworded.score;
+        assert!((ratio - (1.0 + VERBATIM_BONUS)).abs() < 1e-9, "{ratio}");
     }
 
     #[test]
