@@ -412,3 +412,40 @@ fn missing_categories_and_unknown_fields_are_refused() {
         other => panic!("expected Parse, got {other:?}"),
     }
 }
+
+#[test]
+fn phrase_lists_are_validated_field_by_field() {
+    let problems = problems_with(
+        r#"
+[[phrases]]
+id = "p"
+category = "nope"
+sources = ["no-such-doc"]
+platforms = ["symbian"]
+phrases = ["attestation", "the TPM attestation failed"]
+
+[[phrases]]
+id = "p"
+category = "unknown"
+sources = []
+phrases = []
+"#,
+    );
+    let expected = [
+        "phrases \"p\": unknown category \"nope\"",
+        "phrases \"p\": phrase \"attestation\" has fewer than two content words",
+        "phrases \"p\": unknown platform \"symbian\" (expected one of all, windows, ios, ipados, macos, android)",
+        "phrases \"p\": unknown source \"no-such-doc\"",
+        "phrases \"p\": duplicate id",
+        "phrases \"p\": `unknown` is the absence of evidence, not a phrase category",
+        "phrases \"p\": has no phrases",
+        "phrases \"p\": sources is empty",
+    ];
+    for want in expected {
+        assert!(
+            problems.iter().any(|p| p == want),
+            "missing problem {want:?} in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+}

@@ -435,9 +435,6 @@ fn compile_phrases(
     if raw.phrases.is_empty() {
         problems.push(format!("{what}: has no phrases"));
     }
-    if raw.sources.is_empty() {
-        problems.push(format!("{what}: needs at least one source"));
-    }
     for phrase in &raw.phrases {
         if prose::tokens(phrase).len() < 2 {
             problems.push(format!(
