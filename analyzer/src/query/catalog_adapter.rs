@@ -20,13 +20,15 @@ impl CatalogClassifier {
         self.catalog
     }
 
-    /// The catalog as served by `GET /api/v1/catalog`.
+    /// The catalog as served by `GET /api/v1/catalog`, including the prose stage's phrase
+    /// lists (so an administrator can see which documented wordings a `prose` answer rests on).
     pub fn catalog_json(&self) -> Value {
         json!({
             "categories": self.catalog.categories(),
             "entries": self.catalog.entries(),
             "rules": self.catalog.rules(),
             "facilities": self.catalog.facilities(),
+            "phrases": self.catalog.phrase_lists(),
             "sources": self.catalog.sources(),
         })
     }
@@ -87,5 +89,27 @@ impl SignalClassifier for CatalogClassifier {
             .iter()
             .map(|c| c.id.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_json_lists_the_phrase_lists_with_their_sources() {
+        let json = CatalogClassifier::new(Catalog::embedded()).catalog_json();
+        let lists = json["phrases"].as_array().expect("phrases array");
+        assert_eq!(lists.len(), Catalog::embedded().phrase_lists().len());
+        let device_cap = lists
+            .iter()
+            .find(|l| l["id"] == "general-device-cap")
+            .expect("general-device-cap list");
+        assert_eq!(device_cap["category"], "device_cap");
+        assert_eq!(
+            device_cap["sources"],
+            json!(["troubleshoot-device-enrollment"])
+        );
+        assert_eq!(device_cap["phrases"][0], "Device cap reached");
     }
 }
