@@ -26,7 +26,11 @@
 #   evaluator at the default 60 s cadence and 5 min window, all_tenants on, nothing sent) then
 #   replays the quiet week and the spike days. Results: false alerts per tenant in the quiet
 #   week; per spike and tenant the delay from its start to the tick that fired, in intervals.
-#   Environment: BT_DAYS [10], BT_SPIKES [12], BT_QUIET_DAYS [7].
+#   Environment: BT_DAYS [10], BT_SPIKES [12], BT_QUIET_DAYS [7], BT_SEED [42] (the three
+#   fleets use BT_SEED, +1, +2), BT_CONFIG (extra TOML lines for [alerts], e.g. knobs to
+#   compare), BT_GENERATE_ONLY=1 (stop after generating; the history stays in $DIR),
+#   BT_REUSE=DIR (skip generation: replay the history a previous run left in DIR, so that
+#   detector changes are compared on the same events).
 # Environment (all optional): DEVICES [2000], RATE sessions/s weekly average [4], BACKFILL [26h],
 #   EVAL evaluation interval [20s], WINDOW [1m], QUIET_LIVE seconds [180],
 #   SPIKES [license:x20 network:x20 certificate:x20 device_limit:x20] (one after the other, each
@@ -43,7 +47,12 @@ WINDOW="${WINDOW:-1m}"
 QUIET_LIVE="${QUIET_LIVE:-180}"
 SPIKES="${SPIKES:-license:x20 network:x20 certificate:x20 device_limit:x20}"
 SPIKE_GAP="${SPIKE_GAP:-90}"
-DIR=$(mktemp -d /tmp/fp-alert-demo.XXXXXX)
+if [[ -n "${BT_REUSE:-}" ]]; then
+    DIR="${BT_REUSE}"
+    [[ -s "${DIR}/history.env" ]] || { echo "alert-demo: ${DIR}/history.env missing: not a generated history" >&2; exit 1; }
+else
+    DIR=$(mktemp -d /tmp/fp-alert-demo.XXXXXX)
+fi
 LOGS="${DIR}/logs"
 mkdir -p "${LOGS}"
 export NO_COLOR=1
@@ -112,131 +121,100 @@ start clickhouse clickhouse-server --config-file="${CH_DIR}/config.xml"
 wait_for 60 clickhouse-client --host 127.0.0.1 --port "${CH_TCP}" -q 'SELECT 1' || die "ClickHouse did not start"
 CH_URL="http://127.0.0.1:${CH_HTTP}"
 
-# ---- collector ----
-export FLEETPULSE_COLLECTOR_DATABASE_URL="sqlite://${DIR}/collector.db"
-export FLEETPULSE_COLLECTOR_CLICKHOUSE_URL="${CH_URL}"
-export FLEETPULSE_COLLECTOR_CLICKHOUSE_DATABASE=fleetpulse
-start collector "${BIN}/fleetpulse-collector" serve --grpc-listen "127.0.0.1:${GRPC}" \
-    --http-listen "127.0.0.1:${CHTTP}" --ready-file "${DIR}/collector.ready"
-wait_for 60 test -s "${DIR}/collector.ready" || die "collector not ready (${LOGS}/collector.log)"
-token() {
-    local t
-    t=$("${BIN}/fleetpulse-collector" token create --tenant "$1" --description alert-demo 2>>"${LOGS}/cli.log" | head -n1)
-    [[ "${t}" == fpe_* ]] || die "no token for $1"
-    echo "${t}"
-}
+# ---- collector (not needed to replay a kept history) ----
+if [[ -z "${BT_REUSE:-}" ]]; then
+    export FLEETPULSE_COLLECTOR_DATABASE_URL="sqlite://${DIR}/collector.db"
+    export FLEETPULSE_COLLECTOR_CLICKHOUSE_URL="${CH_URL}"
+    export FLEETPULSE_COLLECTOR_CLICKHOUSE_DATABASE=fleetpulse
+    start collector "${BIN}/fleetpulse-collector" serve --grpc-listen "127.0.0.1:${GRPC}" \
+        --http-listen "127.0.0.1:${CHTTP}" --ready-file "${DIR}/collector.ready"
+    wait_for 60 test -s "${DIR}/collector.ready" || die "collector not ready (${LOGS}/collector.log)"
+    token() {
+        local t
+        t=$("${BIN}/fleetpulse-collector" token create --tenant "$1" --description alert-demo 2>>"${LOGS}/cli.log" | head -n1)
+        [[ "${t}" == fpe_* ]] || die "no token for $1"
+        echo "${t}"
+    }
+fi
 
 if [[ "${MODE:-live}" == backtest ]]; then
     BT_DAYS="${BT_DAYS:-10}"
     BT_SPIKES="${BT_SPIKES:-12}"
     BT_QUIET_DAYS="${BT_QUIET_DAYS:-7}"
-    cats=(license network certificate device_limit tenant_config autopilot)
-    spikes=()
-    for ((k = 0; k < BT_SPIKES; k++)); do
-        # After the warm-up day and the quiet week; 4 h apart, at an odd minute and second.
-        off=$(((1 + BT_QUIET_DAYS) * 86400 + 3600 + k * 4 * 3600 + (k * 7 % 60) * 60 + k * 13 % 60))
-        spikes+=(--spike "${cats[$((k % ${#cats[@]}))]}:x10@${off}+30m")
-    done
-    big="$(token big1),$(token big2)"
-    mid="$(token mid1),$(token mid2)"
-    tiny="$(token tiny1)"
-    log "backtest: generating ${BT_DAYS}d of history (fleets 2x4000, 2x400, 1x40 devices; ${BT_SPIKES} spikes after day $((1 + BT_QUIET_DAYS)))"
-    sims=()
-    sim() {
-        local name=$1
-        shift
-        "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC}" --backfill "${BT_DAYS}d" \
-            --duration 0s --tenant-profiles typical,typical --spool-dir "${DIR}/fleet-${name}" "$@" \
-            >"${LOGS}/fleet-${name}.log" 2>&1 &
-        pids+=($!)
-        sims+=($!)
-    }
-    sim big --enrollment-token "${big}" --devices 8000 --rate 1 --seed 42 "${spikes[@]}" --spike-report "${DIR}/spikes-big.json"
-    sim mid --enrollment-token "${mid}" --devices 800 --rate 0.1 --seed 43 "${spikes[@]}" --spike-report "${DIR}/spikes-mid.json"
-    sim tiny --enrollment-token "${tiny}" --devices 40 --rate 0.01 --seed 44
-    started=$(date -u +%s)
-    for p in "${sims[@]}"; do wait "${p}" || die "simulate failed (${LOGS}/fleet-*.log)"; done
-    log "backtest: history generated in $(($(date -u +%s) - started)) s"
-    # The history's start: the first event of the big fleet (now - BT_DAYS at launch).
-    t0=$(python3 -c "import json,datetime; s=json.loads(open('${DIR}/spikes-big.json').readline()); print(int(datetime.datetime.fromisoformat(s['start'][:19]).replace(tzinfo=datetime.timezone.utc).timestamp()))")
-    first_spike_off=$(((1 + BT_QUIET_DAYS) * 86400 + 3600))
-    start0=$((t0 - first_spike_off))
+    BT_SEED="${BT_SEED:-42}"
+    if [[ -z "${BT_REUSE:-}" ]]; then
+        cats=(license network certificate device_limit tenant_config autopilot)
+        spikes=()
+        for ((k = 0; k < BT_SPIKES; k++)); do
+            # After the warm-up day and the quiet week; 4 h apart, at an odd minute and second.
+            off=$(((1 + BT_QUIET_DAYS) * 86400 + 3600 + k * 4 * 3600 + (k * 7 % 60) * 60 + k * 13 % 60))
+            spikes+=(--spike "${cats[$((k % ${#cats[@]}))]}:x10@${off}+30m")
+        done
+        big="$(token big1),$(token big2)"
+        mid="$(token mid1),$(token mid2)"
+        tiny="$(token tiny1)"
+        # A fixed, hour-aligned start: the same seeds give the same events, and the replay
+        # windows are exact.
+        start0=$((($(date -u +%s) / 3600 - 1) * 3600 - BT_DAYS * 86400))
+        start_at=$(date -u -d "@${start0}" +%Y-%m-%dT%H:%M:%SZ)
+        log "backtest: generating ${BT_DAYS}d of history from ${start_at}, seeds ${BT_SEED}+ (fleets 2x4000, 2x400, 1x40 devices; ${BT_SPIKES} spikes after day $((1 + BT_QUIET_DAYS)))"
+        sims=()
+        sim() {
+            local name=$1
+            shift
+            "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC}" --backfill "${BT_DAYS}d" \
+                --start-at "${start_at}" --duration 0s --tenant-profiles typical,typical \
+                --spool-dir "${DIR}/fleet-${name}" "$@" >"${LOGS}/fleet-${name}.log" 2>&1 &
+            pids+=($!)
+            sims+=($!)
+        }
+        sim big --enrollment-token "${big}" --devices 8000 --rate 1 --seed "${BT_SEED}" "${spikes[@]}" --spike-report "${DIR}/spikes-big.json"
+        sim mid --enrollment-token "${mid}" --devices 800 --rate 0.1 --seed $((BT_SEED + 1)) "${spikes[@]}" --spike-report "${DIR}/spikes-mid.json"
+        sim tiny --enrollment-token "${tiny}" --devices 40 --rate 0.01 --seed $((BT_SEED + 2))
+        started=$(date -u +%s)
+        for p in "${sims[@]}"; do wait "${p}" || die "simulate failed (${LOGS}/fleet-*.log)"; done
+        touch "${DIR}/spikes-big.json" "${DIR}/spikes-mid.json"
+        log "backtest: history generated in $(($(date -u +%s) - started)) s"
+        printf 'start0=%s\nBT_DAYS=%s\nBT_QUIET_DAYS=%s\nBT_SEED=%s\n' "${start0}" "${BT_DAYS}" "${BT_QUIET_DAYS}" "${BT_SEED}" >"${DIR}/history.env"
+        [[ "${BT_GENERATE_ONLY:-0}" == 1 ]] && { log "history kept in ${DIR} (replay with BT_REUSE=${DIR})"; exit 0; }
+    fi
+    # shellcheck disable=SC1091
+    . "${DIR}/history.env"
     iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
-    cat >"${DIR}/analyzer.toml" <<EOF2
+    RUN="${DIR}/run-$(date -u +%H%M%S)"
+    mkdir -p "${RUN}"
+    cat >"${RUN}/analyzer.toml" <<EOF2
 clickhouse_url = "${CH_URL}"
 clickhouse_database = "fleetpulse"
-database_url = "sqlite://${DIR}/analyzer.db"
+database_url = "sqlite://${RUN}/analyzer.db"
 [alerts]
 all_tenants = true
+${BT_CONFIG:-}
 EOF2
     bt() {
         local name=$1 from=$2 to=$3
         local s
         s=$(date -u +%s)
-        "${BIN}/fleetpulse-analyzer" alerts backtest --config "${DIR}/analyzer.toml" --json \
-            --from "$(iso "${from}")" --to "$(iso "${to}")" >"${DIR}/backtest-${name}.json" 2>"${LOGS}/backtest-${name}.log" ||
-            die "backtest ${name} failed (${LOGS}/backtest-${name}.log)"
-        log "backtest ${name}: $(tail -n1 "${LOGS}/backtest-${name}.log") in $(($(date -u +%s) - s)) s"
+        RUST_LOG=warn,fleetpulse_analyzer::alerts::evaluator=info "${BIN}/fleetpulse-analyzer" alerts backtest --config "${RUN}/analyzer.toml" --json \
+            --from "$(iso "${from}")" --to "$(iso "${to}")" >"${RUN}/backtest-${name}.json" 2>"${RUN}/backtest-${name}.log" ||
+            die "backtest ${name} failed (${RUN}/backtest-${name}.log)"
+        log "backtest ${name}: $(tail -n1 "${RUN}/backtest-${name}.log") in $(($(date -u +%s) - s)) s"
     }
     # Migrations once (two backtests applying them at the same time would race), then the
     # quiet week and the spike days in parallel (two cores).
-    "${BIN}/fleetpulse-analyzer" migrate --config "${DIR}/analyzer.toml" >"${LOGS}/migrate.log" 2>&1 ||
-        die "migrate failed (${LOGS}/migrate.log)"
+    "${BIN}/fleetpulse-analyzer" migrate --config "${RUN}/analyzer.toml" >"${RUN}/migrate.log" 2>&1 ||
+        die "migrate failed (${RUN}/migrate.log)"
     bt quiet $((start0 + 86400)) $((start0 + (1 + BT_QUIET_DAYS) * 86400)) &
     q=$!
-    bt spikes $((start0 + (1 + BT_QUIET_DAYS) * 86400)) $((start0 + BT_DAYS * 86400 - 60)) &
-    b=$!
+    if ((BT_DAYS > 1 + BT_QUIET_DAYS)); then
+        # The generated sessions are cut off at the history's end (no retry or success
+        # follows the last failures), so the replay stops an hour before it.
+        bt spikes $((start0 + (1 + BT_QUIET_DAYS) * 86400)) $((start0 + BT_DAYS * 86400 - 3600)) &
+        b=$!
+        wait "${b}" || die "spike backtest failed"
+    fi
     wait "${q}" || die "quiet backtest failed"
-    wait "${b}" || die "spike backtest failed"
-    python3 - "${DIR}" "${BT_QUIET_DAYS}" <<'EOF2' | tee "${DIR}/result.txt"
-import collections, datetime, json, statistics, sys
-d, quiet_days = sys.argv[1], int(sys.argv[2])
-def ts(s):
-    base = datetime.datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
-    frac = s[19:].rstrip("Z")
-    return base + (float(frac) if frac.startswith(".") else 0.0)
-quiet = json.load(open(f"{d}/backtest-quiet.json"))
-spk = json.load(open(f"{d}/backtest-spikes.json"))
-step = quiet["step"]
-print(f"cadence {step} s, window {quiet['window']} s")
-print(f"quiet: {quiet['evaluations']} evaluations over {quiet_days} days")
-fired = [e for e in quiet["episodes"] if e["firing_at"] is not None]
-per = collections.Counter(e["tenant"] for e in fired)
-for t in ["big1", "big2", "mid1", "mid2", "tiny1", "*"]:
-    print(f"  {t}: {per.get(t, 0)} fired ({per.get(t, 0) / quiet_days * 7:.2f} per simulated week)")
-for e in fired:
-    print(f"  quiet alert: {e['tenant']} {e['dimension']}={e['dimension_value']} at {e['firing_at']} observed {e['observed_count']} vs {e['expected_count']:.1f}")
-spikes = {f: [json.loads(l) for l in open(f"{d}/spikes-{f}.json")] for f in ("big", "mid")}
-tenants = {"big": ["big1", "big2"], "mid": ["mid1", "mid2"]}
-delays = collections.defaultdict(list)
-missed, matched = [], set()
-for fleet, ss in spikes.items():
-    for s in ss:
-        start, end = ts(s["start"]), ts(s["end"])
-        for t in tenants[fleet] + (["*"] if fleet == "big" else []):
-            hits = [e for e in spk["episodes"] if e["tenant"] == t and e["dimension"] == "category" and e["dimension_value"] == s["category"] and e["firing_at"] is not None and start <= e["firing_at"] <= end + spk["window"]]
-            if not hits:
-                missed.append((t, s["category"], s["start"])); continue
-            h = min(hits, key=lambda e: e["firing_at"])
-            matched.add(h["alert_id"])
-            delays[fleet if t != "*" else "*"].append((h["firing_at"] - start) / step)
-other = [e for e in spk["episodes"] if e["firing_at"] is not None and e["alert_id"] not in matched]
-def dist(v):
-    v = sorted(v)
-    q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
-    return f"n={len(v)} min {v[0]:.2f} median {statistics.median(v):.2f} p90 {q(0.9):.2f} max {v[-1]:.2f} intervals; <= 2 intervals: {sum(x <= 2 for x in v)}/{len(v)}"
-for k, v in delays.items():
-    print(f"spike delay, {k} tenants: {dist(v) if v else 'none detected'}")
-print(f"spikes missed: {len(missed)}")
-for m in missed:
-    print(f"  missed: {m}")
-print(f"other alerts during the spike days (not matching a spike): {len(other)}")
-for e in other:
-    print(f"  other: {e['tenant']} {e['dimension']}={e['dimension_value']} firing {e['firing_at']} concentration {[(c['dimension'], c['value'], round(c['share'], 2)) for c in e['concentration'][:3]]}")
-star = [e for e in spk["episodes"] if e["tenant"] == "*" and e["firing_at"] is not None][:1]
-for e in star:
-    print(f"  fleet-wide example: {e['dimension_value']} concentration {[(c['dimension'], c['value'], round(c['share'], 2), round(c['baseline_share'], 2)) for c in e['concentration']]}")
-EOF2
+    python3 "${ROOT}/scripts/alert-backtest-report.py" "${DIR}" "${RUN}" "${BT_QUIET_DAYS}" | tee "${RUN}/result.txt"
     exit 0
 fi
 

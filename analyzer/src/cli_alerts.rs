@@ -176,9 +176,10 @@ async fn backtest(
     let report = backtest::run(engine, Arc::new(settings), from, to, |done, total| {
         if done == total || shown.elapsed() >= std::time::Duration::from_secs(10) {
             shown = std::time::Instant::now();
+            let secs = started.elapsed().as_secs_f64();
             eprintln!(
-                "backtest: {done}/{total} evaluations ({:.0} s)",
-                started.elapsed().as_secs_f64()
+                "backtest: {done}/{total} evaluations ({secs:.0} s, {:.1} evaluations/s)",
+                done as f64 / secs.max(1e-9)
             );
         }
     })
@@ -190,14 +191,17 @@ async fn backtest(
             println!("{}", e.line());
         }
     }
+    let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "backtest: {} evaluations every {} s from {} to {}: {} episodes, {} fired",
+        "backtest: {} evaluations every {} s from {} to {}: {} episodes, {} fired; {:.0} s, {:.1} evaluations/s",
         report.evaluations,
         report.step,
         rfc3339(u32::try_from(from.max(0)).unwrap_or(0)),
         rfc3339(u32::try_from(to.max(0)).unwrap_or(0)),
         report.episodes.len(),
-        report.fired().count()
+        report.fired().count(),
+        secs,
+        report.evaluations as f64 / secs.max(1e-9)
     );
     Ok(())
 }

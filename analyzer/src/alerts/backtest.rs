@@ -66,6 +66,8 @@ pub struct Episode {
     pub observed_count: u64,
     pub expected_count: f64,
     pub affected_devices: u64,
+    /// The overdispersion the spike test used at the last evaluation (1 = Poisson).
+    pub dispersion: f64,
     pub concentration: Vec<Concentration>,
     pub top_codes: Vec<TopCode>,
 }
@@ -89,6 +91,7 @@ impl Episode {
             observed_count: d.observed_count,
             expected_count: d.expected_count,
             affected_devices: d.affected_devices,
+            dispersion: d.dispersion,
             concentration: d.concentration.clone(),
             top_codes: d.top_codes.clone(),
         }

@@ -89,6 +89,21 @@ pub struct SpikeConfig {
     /// Dimension values reported in `concentration` must explain at least this share of the
     /// excess failures (default 0.2).
     pub min_concentration_share: f64,
+    /// Widen the significance test by the key's overdispersion (default true): enrollment
+    /// failures come in clusters (retries, provisioning waves) and their rate moves over the
+    /// day, so a window's count varies more than a Poisson count. The dispersion is the
+    /// variance over the mean of the key's history over the `rolling` span, cut into bins of
+    /// the window's length (5-minute bins for windows shorter than 5 minutes), against the
+    /// key's rate over that span; at least 1. It is estimated only for keys that would breach without it,
+    /// and cached for the hour. `false` is the plain Poisson test.
+    pub overdispersion: bool,
+    /// Fleet-wide keys (`[alerts] all_tenants`) of category and code expect, for each tenant,
+    /// that tenant's own baseline rate times its attempts in the window, summed (default
+    /// true): the pooled rate of tenants in different time zones moves with whose working
+    /// day it is, which is no spike. `false` compares with the pooled baseline rate.
+    /// (Platform, OS version and method keys have their own population and keep the pooled
+    /// baseline.)
+    pub mix_adjusted: bool,
 }
 
 impl Default for SpikeConfig {
@@ -106,6 +121,8 @@ impl Default for SpikeConfig {
             rolling: Duration::from_secs(86_400),
             min_baseline_attempts: 50,
             min_concentration_share: 0.2,
+            overdispersion: true,
+            mix_adjusted: true,
         }
     }
 }

@@ -5,10 +5,19 @@
 //! - minimum volume: `attempts >= min_attempts`, `failures >= min_failures` and
 //!   `affected_devices >= min_affected_devices` (a 3-device tenant never pages);
 //! - a large increase: `rate >= rate_ratio x baseline_rate`;
-//! - a real one: a one-sided Poisson test of the window's failures against
+//! - a real one: a one-sided test of the window's failures against the expected count
 //!   `attempts x upper(baseline)` (the Wilson upper bound of the baseline rate at
 //!   `baseline_z`) rejects "no increase" at `alpha`, so a 100k-device tenant is not paged for
-//!   noise and a thin baseline cannot make a small bump look real.
+//!   noise and a thin baseline cannot make a small bump look real. The test is quasi-Poisson:
+//!   enrollment failures are clustered (a failing device retries 1-3 times within minutes, a
+//!   provisioning wave brings many devices at once, the failure mix moves over the day), so
+//!   a window's count varies more than a Poisson count with the same mean. The variance is
+//!   taken as `dispersion x mean`, with the dispersion estimated from the key's own recent
+//!   history ([`dispersion`]: a moment estimator over window-length bins, at least 1), and
+//!   the count is tested as `failures / dispersion ~ Poisson(expected / dispersion)` (the
+//!   scaled-Poisson approximation used by outbreak-detection systems such as Farrington et
+//!   al. 1996, whose surveillance counts are overdispersed in the same way). With dispersion
+//!   1 it is the plain Poisson test.
 //!
 //! It *recovers* when its rate falls below `resolve_ratio x baseline_rate` (hysteresis: the
 //! band between the two ratios keeps the current state), and it has *no data* when the window
@@ -96,6 +105,85 @@ pub fn baseline_rate(b: Counts) -> f64 {
     (b.failures as f64 + 0.5) / (b.attempts as f64 + 1.0)
 }
 
+/// What a key's failures are expected to be in the current window, from its baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expectation {
+    /// Expected failure rate (failures / attempts of the window's population).
+    pub rate: f64,
+    /// The rate the significance test assumes: an upper confidence bound of `rate`, so that
+    /// a thin baseline cannot make a small bump look real.
+    pub upper_rate: f64,
+}
+
+impl Expectation {
+    /// From a baseline's counts: [`baseline_rate`] and its Wilson upper bound at `z`.
+    pub fn from_baseline(b: Counts, z: f64) -> Self {
+        Self {
+            rate: baseline_rate(b),
+            upper_rate: wilson(b.failures, b.attempts, z).1,
+        }
+    }
+
+    /// A population that is a mix of parts (tenants), each with its own baseline: the
+    /// expected failures are the sum over parts of each part's rate times its current
+    /// attempts, so a change in the mix alone (one tenant's working day starts while
+    /// another's ends) moves the expectation, not the alarm. `parts` holds (current attempts,
+    /// the part's expectation); the rates returned are per attempt of the whole window.
+    pub fn mix(parts: &[(u64, Expectation)]) -> Self {
+        let n: u64 = parts.iter().map(|(a, _)| a).sum();
+        if n == 0 {
+            return Self {
+                rate: 0.0,
+                upper_rate: 0.0,
+            };
+        }
+        let sum = |f: fn(&Expectation) -> f64| {
+            parts.iter().map(|(a, e)| *a as f64 * f(e)).sum::<f64>() / n as f64
+        };
+        Self {
+            rate: sum(|e| e.rate),
+            upper_rate: sum(|e| e.upper_rate),
+        }
+    }
+}
+
+/// The dispersion of a key's history, binned at the window's length: the moment estimator
+/// `sum((x_i - e_i)^2) / sum(e_i) x m / (m - 1)` over the `m` bins whose expected count
+/// `e_i` is positive, where `bins` holds `(x_i, e_i)`. Under the model `Var(x_i) =
+/// dispersion x e_i` its expectation is the dispersion. It weighs bins by their expectation,
+/// unlike Pearson's `sum((x_i - e_i)^2 / e_i) / (m - 1)`, which one retrying device at night
+/// (six failures where 0.05 were expected) inflates a hundredfold. The expectation of each bin
+/// must come from the same model the test uses (the key's rate over the span times the bin's
+/// attempts), so that what the statistic measures is the variation the model does not
+/// explain: retries and waves (clustering) and the rate's own movement over the day. At
+/// least 1 (the test is never narrower than Poisson); 1 when fewer than two bins have an
+/// expectation or the history has fewer than `min_failures` failures (too little to
+/// estimate from).
+pub fn dispersion(bins: &[(u64, f64)], min_failures: u64) -> f64 {
+    let used: Vec<&(u64, f64)> = bins.iter().filter(|(_, e)| *e > 0.0).collect();
+    let failures: u64 = used.iter().map(|(x, _)| x).sum();
+    let m = used.len();
+    if m < 2 || failures < min_failures.max(1) {
+        return 1.0;
+    }
+    let squares: f64 = used
+        .iter()
+        .map(|(x, e)| {
+            let d = *x as f64 - e;
+            d * d
+        })
+        .sum();
+    let mean: f64 = used.iter().map(|(_, e)| e).sum();
+    (squares / mean * m as f64 / (m - 1) as f64).max(1.0)
+}
+
+/// The p-value of `x` failures against `expected` under the quasi-Poisson model with
+/// `dispersion` (see the module doc): `P(X >= floor(x / d))` for `X ~ Poisson(expected / d)`.
+pub fn quasi_poisson_sf(x: u64, expected: f64, dispersion: f64) -> f64 {
+    let d = dispersion.max(1.0);
+    poisson_sf((x as f64 / d).floor() as u64, expected / d)
+}
+
 /// The outcome of one evaluation of one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -120,17 +208,22 @@ pub struct Assessment {
     pub expected_rate: f64,
     pub expected_count: f64,
     pub affected_devices: u64,
+    /// The dispersion the significance test used (1 = Poisson).
+    pub dispersion: f64,
 }
 
-/// Assesses a window against its baseline.
+/// Assesses a window against its expectation. `dispersion` is the key's overdispersion
+/// (1 for a plain Poisson test); it only ever makes a breach harder, so a caller may assess
+/// with 1 first and estimate the dispersion only for keys that would breach.
 pub fn assess(
     window: Counts,
     affected_devices: u64,
-    baseline: Counts,
+    expected: Expectation,
+    dispersion: f64,
     cfg: &SpikeConfig,
     resolve_ratio: f64,
 ) -> Assessment {
-    let expected_rate = baseline_rate(baseline);
+    let expected_rate = expected.rate;
     let rate = window.rate();
     let verdict = if window.attempts == 0 {
         Verdict::NoData
@@ -141,8 +234,11 @@ pub fn assess(
             && window.failures >= cfg.min_failures
             && affected_devices >= cfg.min_affected_devices;
         let large = rate >= cfg.rate_ratio * expected_rate;
-        let (_, upper) = wilson(baseline.failures, baseline.attempts, cfg.baseline_z);
-        let real = poisson_sf(window.failures, window.attempts as f64 * upper) < cfg.alpha;
+        let real = quasi_poisson_sf(
+            window.failures,
+            window.attempts as f64 * expected.upper_rate,
+            dispersion,
+        ) < cfg.alpha;
         if volume && large && real {
             Verdict::Breach
         } else {
@@ -156,6 +252,7 @@ pub fn assess(
         expected_rate,
         expected_count: expected_rate * window.attempts as f64,
         affected_devices,
+        dispersion: dispersion.max(1.0),
     }
 }
 
@@ -243,6 +340,24 @@ mod tests {
 
     fn c(failures: u64, attempts: u64) -> Counts {
         Counts { failures, attempts }
+    }
+
+    /// The Poisson test (dispersion 1) against a baseline's counts.
+    fn assess(
+        window: Counts,
+        devices: u64,
+        base: Counts,
+        cfg: &SpikeConfig,
+        resolve_ratio: f64,
+    ) -> Assessment {
+        super::assess(
+            window,
+            devices,
+            Expectation::from_baseline(base, cfg.baseline_z),
+            1.0,
+            cfg,
+            resolve_ratio,
+        )
     }
 
     #[test]
@@ -345,6 +460,159 @@ mod tests {
         assert!(
             matches!(first_breach, Some(0 | 1)),
             "spike detected at window {first_breach:?}"
+        );
+    }
+
+    /// A window of `sessions` first attempts failing with `p`, where each failing device
+    /// retries (and fails again) 0 to `max_retries` times within the window, as auto-enrollment
+    /// tasks do: failures come in clusters, and the retries are attempts too.
+    fn clustered(rng: &mut StdRng, sessions: u64, p: f64, max_retries: u64) -> Counts {
+        let mut w = c(0, sessions);
+        for _ in 0..draw(rng, sessions, p) {
+            let k = 1 + rng.gen_range(0..=max_retries);
+            w.failures += k;
+            w.attempts += k - 1;
+        }
+        w
+    }
+
+    /// Rolling baseline of the last `n` windows, and the dispersion of those windows against
+    /// their own rate (what the evaluator estimates from the key's history).
+    fn rolling(history: &[Counts], n: usize, cfg: &SpikeConfig) -> (Counts, f64) {
+        let h = &history[history.len().saturating_sub(n)..];
+        let mut base = Counts::default();
+        for w in h {
+            base.add(*w);
+        }
+        let r = base.rate();
+        let bins: Vec<(u64, f64)> = h
+            .iter()
+            .map(|w| (w.failures, w.attempts as f64 * r))
+            .collect();
+        (base, dispersion(&bins, cfg.min_failures))
+    }
+
+    #[test]
+    fn dispersion_is_one_for_poisson_counts_and_grows_with_clusters() {
+        let cfg = SpikeConfig::default();
+        let mut rng = StdRng::seed_from_u64(1);
+        let plain: Vec<Counts> = (0..288)
+            .map(|_| c(draw(&mut rng, 400, 0.03), 400))
+            .collect();
+        let (_, d) = rolling(&plain, 288, &cfg);
+        assert!((1.0..1.3).contains(&d), "{d}");
+        // 0-3 retries each: variance/mean = E[K^2]/E[K] = 7.5/2.5 = 3 for the failures.
+        let clus: Vec<Counts> = (0..288)
+            .map(|_| clustered(&mut rng, 400, 0.03, 3))
+            .collect();
+        let (_, d) = rolling(&clus, 288, &cfg);
+        assert!((2.3..3.7).contains(&d), "{d}");
+        // Too little history to estimate from: Poisson.
+        assert_eq!(dispersion(&[(1, 0.1), (0, 0.1), (0, 0.1)], 10), 1.0);
+        assert_eq!(dispersion(&[(30, 10.0)], 10), 1.0);
+        // Scaled test: 40 against 15 is far out for Poisson, less so with dispersion 3.
+        assert!(quasi_poisson_sf(40, 15.0, 1.0) < 1e-6);
+        assert!(quasi_poisson_sf(40, 15.0, 3.0) > 1e-4);
+        assert_eq!(
+            quasi_poisson_sf(40, 15.0, 0.5),
+            quasi_poisson_sf(40, 15.0, 1.0)
+        );
+    }
+
+    /// Quiet weeks where every failing device retries up to 5 times (a busy tenant: 600
+    /// sessions per 5 minutes in business hours, 150 at night, 2 % failing), then a x5 spike.
+    /// The plain Poisson test takes the clusters for spikes; with the dispersion estimated
+    /// from the rolling day no quiet window breaches, and the spike still breaches in its
+    /// first two windows.
+    #[test]
+    fn clustered_quiet_weeks_need_the_dispersion() {
+        let cfg = SpikeConfig::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        let per_day = 288;
+        let sessions = |i: usize| -> u64 {
+            if (8..18).contains(&((i / 12) % 24)) {
+                600
+            } else {
+                150
+            }
+        };
+        let mut history: Vec<Counts> = Vec::new();
+        let (mut poisson_false, mut quasi_false) = (0, 0);
+        let spike_start = 5 * 7 * per_day - 3 * per_day + 10 * 12;
+        let mut first_breach = None;
+        for i in 0..5 * 7 * per_day {
+            let spike = (spike_start..spike_start + 6).contains(&i);
+            let w = clustered(&mut rng, sessions(i), if spike { 0.1 } else { 0.02 }, 5);
+            if history.len() >= per_day {
+                let (base, d) = rolling(&history, per_day, &cfg);
+                let e = Expectation::from_baseline(base, cfg.baseline_z);
+                let devices = w.failures / 2;
+                let plain = super::assess(w, devices, e, 1.0, &cfg, 1.5).verdict;
+                let quasi = super::assess(w, devices, e, d, &cfg, 1.5).verdict;
+                if !spike {
+                    poisson_false += usize::from(plain == Verdict::Breach);
+                    quasi_false += usize::from(quasi == Verdict::Breach);
+                } else if quasi == Verdict::Breach && first_breach.is_none() {
+                    first_breach = Some(i - spike_start);
+                }
+            }
+            history.push(w);
+        }
+        assert_eq!(quasi_false, 0, "false alerts with the dispersion");
+        assert!(
+            poisson_false > 0,
+            "the plain Poisson test should be fooled here"
+        );
+        assert!(
+            matches!(first_breach, Some(0 | 1)),
+            "spike detected at window {first_breach:?}"
+        );
+    }
+
+    /// Two tenants in different time zones with different failure rates (1 % and 6 %): the
+    /// pooled rate of the two moves with whose working day it is. Against a pooled daily
+    /// baseline that alone looks like a spike; against the mix-adjusted expectation (each
+    /// tenant's own rate times its current attempts) it does not.
+    #[test]
+    fn a_moving_tenant_mix_is_not_a_spike() {
+        let cfg = SpikeConfig::default();
+        let mut rng = StdRng::seed_from_u64(3);
+        let busy = |hour: usize| (8..18).contains(&(hour % 24));
+        let mut hist: Vec<(Counts, Counts)> = Vec::new();
+        let (mut pooled_false, mut mixed_false) = (0, 0);
+        for i in 0..7 * 288 {
+            let hour = i / 12;
+            let na = if busy(hour) { 500 } else { 20 };
+            let nb = if busy(hour + 18) { 500 } else { 20 };
+            let a = c(draw(&mut rng, na, 0.01), na);
+            let b = c(draw(&mut rng, nb, 0.06), nb);
+            if hist.len() >= 288 {
+                let day = &hist[hist.len() - 288..];
+                let (mut ba, mut bb) = (Counts::default(), Counts::default());
+                for (x, y) in day {
+                    ba.add(*x);
+                    bb.add(*y);
+                }
+                let mut pooled = ba;
+                pooled.add(bb);
+                let mut w = a;
+                w.add(b);
+                let z = cfg.baseline_z;
+                let e_pooled = Expectation::from_baseline(pooled, z);
+                let e_mix = Expectation::mix(&[
+                    (a.attempts, Expectation::from_baseline(ba, z)),
+                    (b.attempts, Expectation::from_baseline(bb, z)),
+                ]);
+                let v = |e| super::assess(w, w.failures, e, 1.0, &cfg, 1.5).verdict;
+                pooled_false += usize::from(v(e_pooled) == Verdict::Breach);
+                mixed_false += usize::from(v(e_mix) == Verdict::Breach);
+            }
+            hist.push((a, b));
+        }
+        assert_eq!(mixed_false, 0);
+        assert!(
+            pooled_false > 0,
+            "the pooled baseline should be fooled here"
         );
     }
 

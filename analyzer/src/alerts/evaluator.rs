@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use super::config::{AlertSettings, Rule};
-use super::detect::{self, Assessment, Counts, Verdict};
+use super::detect::{self, Assessment, Counts, Expectation, Verdict};
 use super::lifecycle::{self, Kind, Phase};
 use super::metrics::AlertMetrics;
 use super::model::{Alert, Detail, Silence, TopCode, notification_json};
@@ -18,7 +18,7 @@ use super::rules::{Metric, parse_rule};
 use super::store::{AlertStore, Outgoing, StoreError, alert_id, notification_id};
 use crate::catalog::Catalog;
 use crate::query::QueryError;
-use crate::query::engine::{BreakdownRow, Dimension, Engine};
+use crate::query::engine::{BreakdownRow, Bucket, Dimension, Engine};
 use crate::query::filters::{Filters, SourceChoice};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +84,12 @@ struct Baseline {
 
 type BaselineKey = (String, &'static str, i64);
 
+/// A history series: (tenant, filter dimension and value, hour it ends at).
+type SeriesKey = (String, Option<(&'static str, String)>, i64);
+
+/// Per bucket of a history series: (failures, attempts).
+type Series = Vec<(u64, u64)>;
+
 /// The alert evaluator.
 pub struct Evaluator {
     engine: Arc<Engine>,
@@ -94,6 +100,8 @@ pub struct Evaluator {
     routes: Vec<AlertRoute>,
     metrics: Arc<AlertMetrics>,
     baselines: Mutex<HashMap<BaselineKey, Option<Baseline>>>,
+    /// History series for the dispersion estimate, cached for the hour.
+    series: Mutex<HashMap<SeriesKey, Series>>,
     /// Delivery workers to wake when a notification is recorded.
     wake: Vec<Arc<tokio::sync::Notify>>,
 }
@@ -197,6 +205,7 @@ impl Evaluator {
             routes,
             metrics,
             baselines: Mutex::new(HashMap::new()),
+            series: Mutex::new(HashMap::new()),
             wake: Vec::new(),
         }
     }
@@ -313,6 +322,17 @@ impl Evaluator {
                     .get(&(tenant.clone(), dim_name(dim).to_owned()))
                     .cloned()
                     .unwrap_or_default();
+                // No value of a tenant with fewer failures (or attempts) than the volume
+                // guards can breach, and a key without an open alert has nothing else to
+                // step: skip the query (the answer would change nothing).
+                let spike = &self.settings.spike;
+                if known.is_empty()
+                    && (t_att.failures < spike.min_failures.max(1)
+                        || t_att.attempts < spike.min_attempts)
+                {
+                    queries.push(Box::pin(async { Ok(Vec::new()) }));
+                    continue;
+                }
                 queries.push(Box::pin(async move {
                     self.observe(tenant, dim, t_att, &known, from, to).await
                 }));
@@ -347,21 +367,37 @@ impl Evaluator {
                         }
                         continue;
                     };
-                    let b = base.values.get(&o.value).copied().unwrap_or(Counts {
-                        failures: 0,
-                        attempts: if own_population(dim) {
-                            0
+                    let spike = &self.settings.spike;
+                    let resolve_ratio = self.settings.lifecycle.resolve_ratio;
+                    let mix = tenant.as_str() == ALL_TENANTS
+                        && !own_population(dim)
+                        && spike.mix_adjusted;
+                    let parts = if mix {
+                        self.mix_parts(&tenant_attempts, dim, &o.value, &base, now)
+                            .await?
+                    } else {
+                        Vec::new()
+                    };
+                    let expected = if mix {
+                        Expectation::mix(&parts.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>())
+                    } else {
+                        Expectation::from_baseline(
+                            value_counts(&base, dim, &o.value),
+                            spike.baseline_z,
+                        )
+                    };
+                    let mut a =
+                        detect::assess(o.counts, o.devices, expected, 1.0, spike, resolve_ratio);
+                    // The dispersion only makes a breach harder: estimated for would-be
+                    // breaches only.
+                    if a.verdict == Verdict::Breach && spike.overdispersion {
+                        let d = if mix {
+                            self.mix_dispersion(&parts, dim, &o.value, now).await?
                         } else {
-                            base.tenant_attempts
-                        },
-                    });
-                    let a = detect::assess(
-                        o.counts,
-                        o.devices,
-                        b,
-                        &self.settings.spike,
-                        self.settings.lifecycle.resolve_ratio,
-                    );
+                            self.dispersion(tenant, dim, &o.value, now).await?
+                        };
+                        a = detect::assess(o.counts, o.devices, expected, d, spike, resolve_ratio);
+                    }
                     assessed += 1;
                     let cur = open_by_key.remove(&key);
                     self.apply(
@@ -519,6 +555,138 @@ impl Evaluator {
             cache.insert(ck, chosen.clone());
         }
         Ok(chosen)
+    }
+
+    /// The parts of a fleet-wide key's mix-adjusted expectation: per tenant with attempts in
+    /// the window, (tenant, its attempts now, its expectation for `value` from its own
+    /// baseline). A tenant without a trustworthy baseline of its own is expected at the
+    /// pooled rate (`pooled`, the fleet-wide baseline).
+    async fn mix_parts(
+        &self,
+        window: &BTreeMap<String, Counts>,
+        dim: Dimension,
+        value: &str,
+        pooled: &Baseline,
+        now: i64,
+    ) -> Result<Vec<(String, u64, Expectation)>, EvalError> {
+        let z = self.settings.spike.baseline_z;
+        let mut parts = Vec::new();
+        for (tenant, counts) in window {
+            if tenant == ALL_TENANTS || counts.attempts == 0 {
+                continue;
+            }
+            let own = self.baseline(tenant, dim, now).await?;
+            let base = own.as_ref().unwrap_or(pooled);
+            parts.push((
+                tenant.clone(),
+                counts.attempts,
+                Expectation::from_baseline(value_counts(base, dim, value), z),
+            ));
+        }
+        Ok(parts)
+    }
+
+    /// The dispersion of a fleet-wide key under the mix-adjusted model: the tenants' counts
+    /// are independent, so the variance of their sum is the sum of each tenant's dispersion
+    /// times its expected count, and the dispersion is that over the total expectation.
+    async fn mix_dispersion(
+        &self,
+        parts: &[(String, u64, Expectation)],
+        dim: Dimension,
+        value: &str,
+        now: i64,
+    ) -> Result<f64, EvalError> {
+        let (mut var, mut mean) = (0.0, 0.0);
+        for (tenant, attempts, e) in parts {
+            let m = *attempts as f64 * e.rate;
+            if m > 0.0 {
+                var += m * self.dispersion(tenant, dim, value, now).await?;
+                mean += m;
+            }
+        }
+        Ok(if mean > 0.0 { var / mean } else { 1.0 })
+    }
+
+    /// The overdispersion of `tenant` x `dim`=`value` over the rolling span ending at the
+    /// start of this hour ([`detect::dispersion`] of window-length bins against the key's rate
+    /// over the span). Keys the engine cannot filter on (codes) use the tenant's failures of
+    /// every kind, the nearest series it can give.
+    async fn dispersion(
+        &self,
+        tenant: &str,
+        dim: Dimension,
+        value: &str,
+        now: i64,
+    ) -> Result<f64, EvalError> {
+        let hour = now - now.rem_euclid(3600);
+        let span = self.settings.spike.rolling.as_secs() as i64;
+        let window = self.settings.window.as_secs() as i64;
+        let (bucket, per_bin) = dispersion_bins(window);
+        let own = (own_population(dim) || dim == Dimension::Category) && filterable(dim);
+        let key_filter = own.then(|| (dim_name(dim), value.to_owned()));
+        let failures = self
+            .history(tenant, key_filter.clone(), dim, hour - span, hour, bucket)
+            .await?;
+        // The population: the value's own attempts, or the tenant's for failure-only keys.
+        let population = if own_population(dim) {
+            failures.clone()
+        } else {
+            self.history(tenant, None, dim, hour - span, hour, bucket)
+                .await?
+        };
+        let bins: Vec<(u64, u64)> = failures
+            .chunks(per_bin)
+            .zip(population.chunks(per_bin))
+            .filter(|(f, _)| f.len() == per_bin)
+            .map(|(f, p)| {
+                (
+                    f.iter().map(|b| b.0).sum::<u64>(),
+                    p.iter().map(|b| b.1).sum::<u64>(),
+                )
+            })
+            .collect();
+        let (x, n) = bins
+            .iter()
+            .fold((0u64, 0u64), |(x, n), b| (x + b.0, n + b.1));
+        let rate = if n == 0 { 0.0 } else { x as f64 / n as f64 };
+        let expected: Vec<(u64, f64)> = bins.iter().map(|(x, n)| (*x, *n as f64 * rate)).collect();
+        Ok(detect::dispersion(
+            &expected,
+            self.settings.spike.min_failures,
+        ))
+    }
+
+    /// (failures, attempts) per bucket of `[from, to)` for `tenant` (every tenant for
+    /// [`ALL_TENANTS`]), filtered on `filter` when given; cached for the hour.
+    async fn history(
+        &self,
+        tenant: &str,
+        filter: Option<(&'static str, String)>,
+        dim: Dimension,
+        from: i64,
+        to: i64,
+        bucket: Bucket,
+    ) -> Result<Series, EvalError> {
+        let ck = (tenant.to_owned(), filter.clone(), to);
+        if let Ok(cache) = self.series.lock()
+            && let Some(s) = cache.get(&ck)
+        {
+            return Ok(s.clone());
+        }
+        let mut f = filters(from, to, Some(tenant));
+        if let Some((_, v)) = &filter {
+            set_dim(&mut f, dim, v);
+        }
+        let points = self.engine.timeseries(&f, bucket).await?;
+        let series: Series = points
+            .iter()
+            .map(|p| (p.metrics.failures, p.metrics.attempts))
+            .collect();
+        if let Ok(mut cache) = self.series.lock() {
+            cache.retain(|(_, _, h), _| *h == to);
+            cache.insert(ck, series.clone());
+        }
+        Ok(series)
     }
 
     async fn counts_over(
@@ -708,6 +876,7 @@ impl Evaluator {
             detail.expected_rate = a.expected_rate;
             detail.expected_count = a.expected_count;
             detail.baseline = kind.to_owned();
+            detail.dispersion = a.dispersion;
         }
         let wants_enrichment = matches!(step.notify, Some(Kind::Firing | Kind::Renotify))
             || (cur.is_none() && step.phase.status.is_open());
@@ -828,8 +997,12 @@ impl Evaluator {
                         w.notify_one();
                     }
                 }
+                let d = &a.detail;
                 tracing::info!(alert_id = %a.alert_id, tenant = %a.tenant, key, kind = n.kind.as_str(),
-                    silenced = n.silenced_by.is_some(), "alert notification recorded");
+                    silenced = n.silenced_by.is_some(), at = now, observed = d.observed_count,
+                    attempts = d.attempts, expected = d.expected_count, dispersion = d.dispersion,
+                    devices = d.affected_devices, baseline = %d.baseline,
+                    "alert notification recorded");
             }
         } else {
             tracing::debug!(alert_id = %a.alert_id, "another analyzer wrote this alert first");
@@ -965,6 +1138,35 @@ fn set_dim(f: &mut Filters, dim: Dimension, value: &str) {
         Dimension::Method => f.method = Some(value.to_owned()),
         _ => {}
     }
+}
+
+/// The baseline counts of one value: its own, or none of the population's attempts failing
+/// on it.
+fn value_counts(base: &Baseline, dim: Dimension, value: &str) -> Counts {
+    base.values.get(value).copied().unwrap_or(Counts {
+        failures: 0,
+        attempts: if own_population(dim) {
+            0
+        } else {
+            base.tenant_attempts
+        },
+    })
+}
+
+/// The time series bucket and the buckets per bin used to estimate a key's dispersion at the
+/// window's length: whole hours or quarter hours when the window is made of them, else
+/// 5-minute buckets (windows shorter than 5 minutes use 5-minute bins, whose dispersion is
+/// at least that of shorter bins for clustered counts: the estimate errs towards caution).
+fn dispersion_bins(window: i64) -> (Bucket, usize) {
+    let bucket = if window >= 3600 && window % 3600 == 0 {
+        Bucket::Hour
+    } else if window >= 900 && window % 900 == 0 {
+        Bucket::FifteenMinutes
+    } else {
+        Bucket::FiveMinutes
+    };
+    let per_bin = (window / i64::from(bucket.seconds())).max(1);
+    (bucket, usize::try_from(per_bin).unwrap_or(1))
 }
 
 fn merge(into: &mut Baseline, b: Baseline) {

@@ -37,6 +37,10 @@ pub struct Detail {
     pub remediation: String,
     /// The threshold rule's expression, for rule alerts.
     pub expr: Option<String>,
+    /// The overdispersion the spike test used (1 = plain Poisson; 0 in alerts stored before
+    /// it was recorded).
+    #[serde(default)]
+    pub dispersion: f64,
 }
 
 /// An alert as the API serves it and notifications carry it: one alert episode of one key
