@@ -5,9 +5,10 @@
 # dashboard's browser tests drive Debian's build through playwright-core; no browser is
 # downloaded), Node.js + npm when absent (the dashboard's build needs Node.js 20.19+), chDB
 # (a current ClickHouse in-process, for the compatibility lane), ZooKeeper (the ClickHouse
-# cluster suite) and the offline validators of deploy/ (Go + Sprig to build the chart
+# cluster suite), the offline validators of deploy/ (Go + Sprig to build the chart
 # renderer; kubernetes-validate, hadolint and Docker's compose from PyPI; see
-# deploy/validate/run.sh).
+# deploy/validate/run.sh) and schemathesis (the API's property-based suite,
+# tests/tests/analyzer_schemathesis.rs).
 # Idempotent; runs `apt-get update` at most once. Uses sudo when not root.
 # Used by scripts/test.sh and scripts/run.sh; does not need protoc (protox compiles the protos).
 set -euo pipefail
@@ -55,6 +56,16 @@ if ! "${deploy_venv}/bin/python3" -c 'import yaml, kubernetes_validate' >/dev/nu
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 
+# schemathesis (PyPI) for the API's property-based suite (tests/tests/analyzer_schemathesis.rs),
+# in a private virtualenv like chDB.
+schemathesis_venv="${XDG_CACHE_HOME:-${HOME}/.cache}/fleetpulse/schemathesis-venv"
+need_schemathesis=0
+if ! "${schemathesis_venv}/bin/schemathesis" --version >/dev/null 2>&1; then
+    need_schemathesis=1
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
+
 if ((${#missing[@]} > 0)); then
     sudo=()
     if [[ $(id -u) -ne 0 ]]; then
@@ -81,6 +92,13 @@ if ((need_deploy_venv)); then
     echo "install-deps: installing the deploy/ validators into ${deploy_venv}" >&2
     python3 -m venv "${deploy_venv}"
     "${deploy_venv}/bin/python3" -m pip install --quiet --disable-pip-version-check "${deploy_tools[@]}"
+fi
+
+if ((need_schemathesis)); then
+    echo "install-deps: installing schemathesis into ${schemathesis_venv}" >&2
+    python3 -m venv "${schemathesis_venv}"
+    "${schemathesis_venv}/bin/python3" -m pip install --quiet --disable-pip-version-check \
+        'schemathesis>=4.3,<5'
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

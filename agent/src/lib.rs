@@ -10,6 +10,7 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod collect;
 pub mod config;
 pub mod durable;
+pub mod fuzz;
 pub mod graph;
 pub mod inspect;
 pub mod runner;

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod classify;
 pub mod config;
 pub mod destinations;
+pub mod fuzz;
 pub mod insights;
 pub mod keys;
 pub mod query;

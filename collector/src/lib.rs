@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod digest;
+pub mod fuzz;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

@@ -194,7 +194,7 @@ fn skip(buf: &[u8], pos: &mut usize, field: u32, wire: u8, depth: u32) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use fleetpulse_proto::v1::{EnrollmentEvent, PushRequest, TelemetryItem, telemetry_item::Kind};
     use prost::Message;
@@ -302,8 +302,9 @@ mod tests {
         );
     }
 
-    /// A length-delimited field `number` holding `bytes`.
-    fn field(number: u32, bytes: &[u8]) -> Vec<u8> {
+    /// A length-delimited field `number` holding `bytes` (the gate's tests build messages with
+    /// it too).
+    pub(crate) fn field(number: u32, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
         prost::encoding::encode_varint(bytes.len() as u64, &mut out);

@@ -219,7 +219,7 @@ async fn amplification_requests_are_refused_before_decoding_and_rss_stays_bounde
         base_rss / MIB
     );
 
-    // Garbage and invalid UTF-8 are INVALID_ARGUMENT naming the item, not INTERNAL.
+    // Garbage and invalid UTF-8 are INVALID_ARGUMENT naming the item and field, not INTERNAL.
     let status = raw_push(
         &fx.collector,
         vec![0xff; 64],
@@ -239,14 +239,101 @@ async fn amplification_requests_are_refused_before_decoding_and_rss_stays_bounde
     .to_vec();
     let status = raw_push(&fx.collector, bad_utf8, false, Some(&agent.credential)).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status
-            .message()
-            .starts_with("items[1]: not a valid TelemetryItem: failed to decode Protobuf message:"),
-        "{}",
-        status.message()
+    assert_eq!(
+        status.message(),
+        "items[1].event.event_id: invalid string value: data is not UTF-8 encoded"
     );
     // The collector is still healthy and serving.
+    assert_eq!(fx.collector.http_get("/healthz").await?.status, 200);
+    Ok(())
+}
+
+/// The known gaps of issue 13 answer with our statuses, naming the limit or the field: a batch
+/// over max_batch_bytes (under and over the wire limit of twice that), non-UTF-8 strings in
+/// three places. (The gzip bomb's answer is asserted above with the RSS bound, and its
+/// allocation bound in `collector/tests/decompression_bomb.rs`.)
+#[tokio::test]
+async fn known_gaps_answer_with_the_documented_status_and_message() -> anyhow::Result<()> {
+    let fx = Fixture::start("limits_gaps").await?;
+    let agent = fx.enroll("contoso", "dev-gaps").await?;
+    let cred = Some(agent.credential.as_str());
+    // `batch_seq = 1` and an unknown field (9) padding the message to `len` bytes.
+    let padded = |len: usize| {
+        let mut m = b"\x08\x01\x4a".to_vec();
+        let mut pad = len - 3 - 4;
+        let mut varint = Vec::new();
+        prost::encoding::encode_varint(pad as u64, &mut varint);
+        pad = len - 3 - varint.len();
+        varint.clear();
+        prost::encoding::encode_varint(pad as u64, &mut varint);
+        m.extend_from_slice(&varint);
+        m.resize(len, 0);
+        m
+    };
+    let max = 4 * MIB as usize;
+
+    // Over max_batch_bytes, within the wire limit: the batch size and the limit.
+    let status = raw_push(&fx.collector, padded(max + 1), false, cred).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the batch is 4194305 bytes, over max_batch_bytes = 4194304; split the batch"
+    );
+    // Over twice max_batch_bytes (tonic's decode limit used to answer OUT_OF_RANGE): refused
+    // from the frame header, before the body is buffered.
+    let status = raw_push(&fx.collector, padded(2 * max + 1), false, cred).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the message is 8388609 bytes on the wire, over the limit of 8388608 bytes (twice \
+         max_batch_bytes); split the batch"
+    );
+
+    // Non-UTF-8 strings (used to be INTERNAL): INVALID_ARGUMENT naming item and field.
+    let field = |number: u32, bytes: &[u8]| {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    };
+    let push = |items: &[Vec<u8>]| {
+        let mut m = b"\x08\x01".to_vec();
+        for item in items {
+            m.extend(field(2, item));
+        }
+        m
+    };
+    let not_utf8: &[u8] = &[0xff, 0xfe];
+    let ok_event = field(1, &field(1, b"e1"));
+    let cases = [
+        (
+            push(&[ok_event.clone(), field(1, &field(1, not_utf8))]),
+            "items[1].event.event_id: invalid string value: data is not UTF-8 encoded",
+        ),
+        (
+            push(&[field(1, &field(11, &field(3, not_utf8)))]),
+            "items[0].event.error.symbol: invalid string value: data is not UTF-8 encoded",
+        ),
+        (
+            push(&[
+                ok_event.clone(),
+                ok_event,
+                field(
+                    2,
+                    &field(19, &[field(1, not_utf8), field(2, b"v")].concat()),
+                ),
+            ]),
+            "items[2].state.attributes: invalid string value: data is not UTF-8 encoded",
+        ),
+    ];
+    for (body, message) in cases {
+        for gzip in [false, true] {
+            let status = raw_push(&fx.collector, body.clone(), gzip, cred).await;
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert_eq!(status.message(), message, "gzip {gzip}");
+        }
+    }
     assert_eq!(fx.collector.http_get("/healthz").await?.status, 200);
     Ok(())
 }

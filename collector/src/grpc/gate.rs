@@ -258,20 +258,52 @@ async fn read_push(
         }
     };
     let (compressed, message) = frame;
+    let mut permit = permit;
+    let (request, encoded_len) =
+        decode_message(compressed, gzip, message, rules, |step| match step {
+            // The inflated copy counts against the in-flight budget too.
+            BodyStep::Inflated(len) => {
+                permit.merge(admit.admission.reserve_body(len)?);
+                Ok(())
+            }
+            BodyStep::Scanned(items) => admit.admission.admit_items(admit.identity, items),
+        })?;
+    Ok((request, encoded_len, permit))
+}
+
+/// What the body path has learnt at the points where admission control may refuse it.
+#[derive(Clone, Copy, Debug)]
+pub enum BodyStep {
+    /// A gzip message inflated to this many bytes (within max_batch_bytes).
+    Inflated(usize),
+    /// The wire scan counted this many items (within max_batch_items).
+    Scanned(usize),
+}
+
+/// The pure part of the gate's body handling: inflates (when `compressed`), bounds, scans and
+/// decodes one Push message read off the wire. Everything a hostile body can reach after the
+/// frame header goes through here (and the fuzz targets call it; see `crate::fuzz`). `admit`
+/// is asked at each [`BodyStep`] and refuses by returning its status; the gate passes its
+/// admission control, the fuzz targets admit everything.
+pub fn decode_message(
+    compressed: bool,
+    gzip: bool,
+    message: Bytes,
+    rules: &validate::Rules,
+    mut admit: impl FnMut(BodyStep) -> Result<(), Status>,
+) -> Result<(PushRequest, usize), Status> {
     let max = rules.max_batch_bytes as usize;
-    let (message, permit) = if compressed {
+    let message = if compressed {
         if !gzip {
             return Err(Status::invalid_argument(
                 "the message is flagged compressed but grpc-encoding names no compression",
             ));
         }
         let inflated = inflate(&message, max)?;
-        // The inflated copy counts against the in-flight budget too.
-        let mut permit = permit;
-        permit.merge(admit.admission.reserve_body(inflated.len())?);
-        (inflated, permit)
+        admit(BodyStep::Inflated(inflated.len()))?;
+        inflated
     } else {
-        (message, permit)
+        message
     };
     if message.len() > max {
         return Err(batch_status(BatchError::ResourceExhausted(format!(
@@ -280,10 +312,10 @@ async fn read_push(
         ))));
     }
     let shape = wire::scan_push_request(&message, rules).map_err(batch_status)?;
-    admit.admission.admit_items(admit.identity, shape.items)?;
+    admit(BodyStep::Scanned(shape.items))?;
     let encoded_len = message.len();
     match PushRequest::decode(message.as_ref()) {
-        Ok(request) => Ok((request, encoded_len, permit)),
+        Ok(request) => Ok((request, encoded_len)),
         Err(e) => Err(Status::invalid_argument(locate_decode_error(&message, &e))),
     }
 }
@@ -396,7 +428,7 @@ fn locate_decode_error(message: &[u8], whole: &prost::DecodeError) -> String {
                 break;
             };
             if let Err(e) = TelemetryItem::decode(item) {
-                return format!("items[{index}]: not a valid TelemetryItem: {e}");
+                return item_decode_error(index, &e);
             }
             cursor = &cursor[item.len()..];
             index += 1;
@@ -405,4 +437,128 @@ fn locate_decode_error(message: &[u8], whole: &prost::DecodeError) -> String {
         }
     }
     format!("PushRequest: not a valid message: {whole}")
+}
+
+/// `items[1].event.error.symbol: invalid string value: data is not UTF-8 encoded` from
+/// prost's `failed to decode Protobuf message: ReportedError.symbol: EnrollmentEvent.error:
+/// TelemetryItem.kind: invalid string value: ...` (innermost field first): the sender learns
+/// which field of which item to fix.
+fn item_decode_error(index: usize, e: &prost::DecodeError) -> String {
+    let text = e.to_string();
+    let mut rest = text
+        .strip_prefix("failed to decode Protobuf message: ")
+        .unwrap_or(&text);
+    let mut fields = Vec::new();
+    while let Some((head, tail)) = rest.split_once(": ") {
+        let Some((message, field)) = head.split_once('.') else {
+            break;
+        };
+        let is_ident =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !message.starts_with(|c: char| c.is_ascii_uppercase())
+            || !is_ident(message)
+            || !is_ident(field)
+        {
+            break;
+        }
+        fields.push((message, field));
+        rest = tail;
+    }
+    let mut path = format!("items[{index}]");
+    for (message, field) in fields.iter().rev() {
+        // The oneof of a TelemetryItem is named by its member (`event`, `state`,
+        // `heartbeat`), as the proto's JSON mapping and our other messages name it.
+        let field = match (*message, *field) {
+            ("TelemetryItem", "kind") => match fields.iter().rev().nth(1).map(|(m, _)| *m) {
+                Some("EnrollmentEvent") => "event",
+                Some("DeviceState") => "state",
+                Some("Heartbeat") => "heartbeat",
+                _ => "kind",
+            },
+            (_, f) => f,
+        };
+        path.push('.');
+        path.push_str(field);
+    }
+    if fields.is_empty() {
+        return format!("{path}: not a valid TelemetryItem: {text}");
+    }
+    format!("{path}: {rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tests::field;
+
+    fn rules() -> validate::Rules {
+        validate::Rules {
+            max_batch_items: 5000,
+            max_batch_bytes: 4 * 1024 * 1024,
+            max_future_skew_secs: 86_400,
+            retention_days: 90,
+        }
+    }
+
+    fn push(items: &[Vec<u8>]) -> Bytes {
+        let mut m = b"\x08\x01".to_vec();
+        for item in items {
+            m.extend(field(2, item));
+        }
+        Bytes::from(m)
+    }
+
+    fn refused(message: Bytes) -> Status {
+        match decode_message(false, false, message, &rules(), |_| Ok(())) {
+            Ok(_) => panic!("accepted"),
+            Err(status) => status,
+        }
+    }
+
+    const NOT_UTF8: &[u8] = &[0xff, 0xfe];
+
+    #[test]
+    fn non_utf8_strings_are_invalid_argument_naming_the_field() {
+        // items[1].event.event_id
+        let ok_event = field(1, &field(1, b"e1"));
+        let status = refused(push(&[ok_event.clone(), field(1, &field(1, NOT_UTF8))]));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "items[1].event.event_id: invalid string value: data is not UTF-8 encoded"
+        );
+        // items[0].event.error.symbol (ReportedError.symbol = 3 inside EnrollmentEvent.error = 11)
+        let status = refused(push(&[field(1, &field(11, &field(3, NOT_UTF8)))]));
+        assert_eq!(
+            status.message(),
+            "items[0].event.error.symbol: invalid string value: data is not UTF-8 encoded"
+        );
+        // items[2].state.attributes (a map key; DeviceState.attributes = 19)
+        let entry = [field(1, NOT_UTF8), field(2, b"v")].concat();
+        let status = refused(push(&[
+            ok_event.clone(),
+            ok_event,
+            field(2, &field(19, &entry)),
+        ]));
+        assert_eq!(
+            status.message(),
+            "items[2].state.attributes: invalid string value: data is not UTF-8 encoded"
+        );
+    }
+
+    #[test]
+    fn batches_over_max_batch_bytes_are_resource_exhausted_with_the_limit() {
+        let mut m = b"\x08\x01".to_vec();
+        let pad = 4 * 1024 * 1024;
+        m.extend(field(9, &vec![0; pad]));
+        let status = refused(Bytes::from(m.clone()));
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            format!(
+                "the batch is {} bytes, over max_batch_bytes = 4194304; split the batch",
+                m.len()
+            )
+        );
+    }
 }
