@@ -402,7 +402,93 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
     );
     assert_same_answers("analyzer 1 vs single server", &one, &reference_answers);
     assert_same_answers("analyzer 2 vs analyzer 1", &two, &one);
-    drop((an1, an2, a, b, single));
+    drop(single);
+
+    // 0004's finalized series in the cluster: the finalizer writes rollup_closed_series through
+    // its Distributed table; late events change some closed buckets and the next pass writes
+    // new versions of them; after a merge every (width, scope, tenant, bucket) is stored once
+    // across the cluster, i.e. every version of a bucket went to one shard.
+    let mut product = cluster.node(1, 2).admin_client();
+    for (name, value) in fleetpulse_chcluster::SESSION_SETTINGS {
+        product = product.with_setting(*name, *value);
+    }
+    let closed = |sql: String| {
+        let product = product.clone();
+        async move { product.query(&sql).fetch_one::<u64>().await.unwrap() }
+    };
+    let rows_sql = format!("SELECT count() FROM {db}.rollup_closed_series");
+    let keys_sql = format!(
+        "SELECT uniqExact(width, all_tenants, tenant, bucket) FROM {db}.rollup_closed_series"
+    );
+    fleetpulse_analyzer::query::series::finalize(&product, &db, 0)
+        .await
+        .unwrap();
+    let first = closed(rows_sql.clone()).await;
+    assert!(first > 0, "nothing finalized");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let late: Vec<_> = (0..30u32)
+        .map(|i| {
+            let at = (now - 20 * HOUR) as u32 + i * 7;
+            analyzer_support::alert_row("contoso", i, at, now as u32, "ios", None, &mut rng)
+        })
+        .collect();
+    insert_cluster_events(cluster.node(1, 1), &db, &late).await;
+    fleetpulse_analyzer::query::series::finalize(&product, &db, 0)
+        .await
+        .unwrap();
+    // No bucket on both shards (whatever merges did meanwhile).
+    let on_both = count(
+        cluster.node(1, 1),
+        &format!(
+            "SELECT count() FROM (SELECT DISTINCT width, all_tenants, tenant, bucket \
+             FROM {db}.rollup_closed_series_local) WHERE (width, all_tenants, tenant, bucket) IN \
+             (SELECT width, all_tenants, tenant, bucket \
+             FROM remote('127.0.0.1:{}', {db}.rollup_closed_series_local))",
+            cluster.node(2, 1).tcp_port().unwrap_or_default()
+        ),
+    )
+    .await;
+    assert_eq!(on_both, 0, "finalized buckets on both shards");
+    for shard in 1..=2 {
+        cluster
+            .node(shard, 1)
+            .execute(&format!(
+                "OPTIMIZE TABLE {db}.rollup_closed_series_local FINAL"
+            ))
+            .await
+            .unwrap();
+    }
+    poll_until(
+        Duration::from_secs(60),
+        "one stored version per finalized bucket across the cluster",
+        || async {
+            let (rows, keys) = (
+                closed(rows_sql.clone()).await,
+                closed(keys_sql.clone()).await,
+            );
+            if rows == keys {
+                Ok(())
+            } else {
+                Err((rows, keys))
+            }
+        },
+    )
+    .await;
+    // The version kept is the newest: the late events' hour, fleet-wide, holds the rollup's
+    // current count.
+    let hour = (now - 20 * HOUR) / HOUR * HOUR;
+    let stored = closed(format!(
+        "SELECT any(events) FROM {db}.rollup_closed_series \
+         WHERE width = 3600 AND all_tenants = 1 AND bucket = toDateTime({hour}, 'UTC')"
+    ))
+    .await;
+    let current = closed(format!(
+        "SELECT toUInt64(countMerge(events)) FROM {db}.rollup_fleet_narrow_hourly \
+         WHERE bucket = toDateTime({hour}, 'UTC')"
+    ))
+    .await;
+    assert_eq!(stored, current, "hour {hour}: a stale version survived");
+    drop((an1, an2, a, b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
