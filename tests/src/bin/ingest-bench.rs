@@ -6,6 +6,8 @@
 //! cargo run --release -p fleetpulse-tests --bin ingest-bench -- --events 2000000
 //! # fleet mode: many agents, small batches, each agent on its own kept-open connection
 //! cargo run --release -p fleetpulse-tests --bin ingest-bench -- --events 200000 --agents 1000 --batch 10
+//! # cluster mode: the collector on a private 2 shards x 2 replicas cluster with ZooKeeper
+//! cargo run --release -p fleetpulse-tests --bin ingest-bench -- --events 500000 --cluster
 //! ```
 //!
 //! Progress goes to stderr; the last stdout line is exactly one JSON object:
@@ -19,6 +21,12 @@
 //! in ClickHouse; raw time covers only the inserts. Data generation happens before either clock
 //! starts. The collector is the release binary next to this one (rebuilt first when run through
 //! cargo), on a fresh database; ClickHouse is a private server unless `CLICKHOUSE_URL` is set.
+//!
+//! `--cluster`: ClickHouse is a private cluster (`harness::cluster`: ZooKeeper and four servers
+//! on this machine, 2 shards x 2 replicas); the collector runs with `--clickhouse-cluster` against
+//! the first server, the count reads the Distributed table, and the ClickHouse CPU is the sum
+//! of the four servers plus ZooKeeper. The raw baseline stays a plain single-server insert (a
+//! MergeTree table on the first server), so the ratios of both modes share one yardstick.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +36,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use fleetpulse_proto::v1::telemetry_item::Kind;
 use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
+use fleetpulse_tests::harness::cluster::{CLUSTER_NAME, Cluster};
 use fleetpulse_tests::harness::process::{cpu_time, memory, raise_fd_limit};
 use fleetpulse_tests::harness::rows::{EnrollmentEventRow, raw_table_statements};
 use fleetpulse_tests::harness::synthetic::Synth;
@@ -67,9 +76,20 @@ struct Args {
     /// Keep the benchmark databases instead of dropping them.
     #[arg(long)]
     keep: bool,
+    /// Run against a private 2 shards x 2 replicas ClickHouse cluster with ZooKeeper (the
+    /// collector in cluster mode) instead of one server.
+    #[arg(long)]
+    cluster: bool,
 }
 
 const TENANT: &str = "bench";
+/// CPU accounting names of the cluster's servers, in `Cluster::node` order.
+const CLUSTER_SERVERS: [&str; 4] = [
+    "clickhouse s1r1",
+    "clickhouse s1r2",
+    "clickhouse s2r1",
+    "clickhouse s2r2",
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -93,12 +113,24 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let managed;
-    let ch: &ClickHouseServer = match std::env::var("CLICKHOUSE_URL") {
-        Ok(url) if !url.trim().is_empty() => {
+    let cluster = if args.cluster {
+        let c = Cluster::start().context("start a private ClickHouse cluster")?;
+        eprintln!(
+            "bench: private cluster {} (2 shards x 2 replicas, ZooKeeper), collector on {}",
+            c.name(),
+            c.node(1, 1).url()
+        );
+        Some(c)
+    } else {
+        None
+    };
+    let ch: &ClickHouseServer = match (&cluster, std::env::var("CLICKHOUSE_URL")) {
+        (Some(c), _) => c.node(1, 1),
+        (None, Ok(url)) if !url.trim().is_empty() => {
             eprintln!("bench: using ClickHouse at {url}");
             harness::shared()
         }
-        _ => {
+        (None, _) => {
             managed = harness::private().context("start a private ClickHouse")?;
             eprintln!("bench: private ClickHouse at {}", managed.url());
             &managed
@@ -126,6 +158,9 @@ async fn main() -> anyhow::Result<()> {
     }
     for a in &args.collector_arg {
         builder = builder.arg(a);
+    }
+    if args.cluster {
+        builder = builder.arg("--clickhouse-cluster").arg(CLUSTER_NAME);
     }
     let mut collector = builder.start().await.context("start the collector")?;
     eprintln!(
@@ -178,11 +213,20 @@ async fn main() -> anyhow::Result<()> {
         .collect();
 
     // ---- pipeline ----
-    let cpu = CpuMeter::new(&[
+    let mut processes = vec![
         ("bench client", Some(std::process::id())),
         ("collector", collector.pid()),
-        ("clickhouse-server", ch.pid()),
-    ]);
+    ];
+    if let Some(cluster) = &cluster {
+        for (name, (shard, replica)) in CLUSTER_SERVERS.iter().zip([(1, 1), (1, 2), (2, 1), (2, 2)])
+        {
+            processes.push((*name, cluster.node(shard, replica).pid()));
+        }
+        processes.push(("zookeeper", cluster.zookeeper_pid()));
+    } else {
+        processes.push(("clickhouse-server", ch.pid()));
+    }
+    let cpu = CpuMeter::new(&processes);
     let acked = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -238,6 +282,12 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find(|(name, _)| *name == "collector")
         .map(|(_, d)| d.as_secs_f64());
+    // Every ClickHouse process (and ZooKeeper in cluster mode): the database's share.
+    let clickhouse_cpu: f64 = used
+        .iter()
+        .filter(|(name, _)| *name != "collector" && *name != "bench client")
+        .map(|(_, d)| d.as_secs_f64())
+        .sum();
     let (rss, peak_rss) = collector.pid().and_then(memory).unwrap_or_default();
     report_writer(&collector, pipeline).await;
     let pipeline_eps = args.events as f64 / pipeline.as_secs_f64();
@@ -307,7 +357,9 @@ async fn main() -> anyhow::Result<()> {
         raw_eps
     );
 
-    if !args.keep {
+    if args.cluster {
+        // The private cluster and its data are removed when it drops.
+    } else if !args.keep {
         ch.execute(&format!("DROP DATABASE {pipeline_db}")).await?;
         ch.execute(&format!("DROP DATABASE {raw_db}")).await?;
     }
@@ -328,6 +380,8 @@ async fn main() -> anyhow::Result<()> {
             "collector_cpu_s": collector_cpu.map(round3),
             "collector_cpu_ms_per_push": collector_cpu.map(|c| round3(1000.0 * c / pushes as f64)),
             "collector_cpu_s_per_million_events": collector_cpu.map(|c| round3(c * 1e6 / args.events as f64)),
+            "clickhouse": if args.cluster { "cluster 2x2" } else { "single" },
+            "clickhouse_cpu_s_per_million_events": round3(clickhouse_cpu * 1e6 / args.events as f64),
             "collector_rss_mib": mib(rss),
             "collector_peak_rss_mib": mib(peak_rss),
         })

@@ -308,6 +308,14 @@ impl Cluster {
         }
     }
 
+    /// ZooKeeper's process id while it runs (for CPU accounting in benchmarks).
+    pub fn zookeeper_pid(&self) -> Option<u32> {
+        self.zookeeper
+            .try_lock()
+            .ok()
+            .and_then(|z| z.child.as_ref().map(Child::id))
+    }
+
     /// The data directory of ZooKeeper (for failure messages).
     pub fn zookeeper_dir(&self) -> Option<PathBuf> {
         self.zookeeper
