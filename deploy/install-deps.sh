@@ -24,6 +24,7 @@ fi
 # ZooKeeper for the ClickHouse cluster suite (tests/tests/cluster.rs): the harness runs its jars
 # as a private process on a free port; the package's system service is not used.
 [[ -f /usr/share/java/zookeeper.jar ]] || missing+=(zookeeperd)
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # deploy/validate: helm-render is built from Debian's Go, Sprig and sigs.k8s.io/yaml.
