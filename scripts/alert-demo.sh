@@ -30,7 +30,8 @@
 #   fleets use BT_SEED, +1, +2), BT_CONFIG (extra TOML lines for [alerts], e.g. knobs to
 #   compare), BT_GENERATE_ONLY=1 (stop after generating; the history stays in $DIR),
 #   BT_REUSE=DIR (skip generation: replay the history a previous run left in DIR, so that
-#   detector changes are compared on the same events).
+#   detector changes are compared on the same events), BT_PARALLEL [8] (chunks replayed at
+#   once, `alerts backtest --parallel`).
 # Environment (all optional): DEVICES [2000], RATE sessions/s weekly average [4], BACKFILL [26h],
 #   EVAL evaluation interval [20s], WINDOW [1m], QUIET_LIVE seconds [180],
 #   SPIKES [license:x20 network:x20 certificate:x20 device_limit:x20] (one after the other, each
@@ -163,7 +164,7 @@ if [[ "${MODE:-live}" == backtest ]]; then
             local name=$1
             shift
             "${BIN}/fleetpulse-agent" simulate --collector "http://127.0.0.1:${GRPC}" --backfill "${BT_DAYS}d" \
-                --start-at "${start_at}" --duration 0s --tenant-profiles typical,typical \
+                --start-at "${start_at}" --duration 0s --drain-timeout 1800s --tenant-profiles typical,typical \
                 --spool-dir "${DIR}/fleet-${name}" "$@" >"${LOGS}/fleet-${name}.log" 2>&1 &
             pids+=($!)
             sims+=($!)
@@ -195,7 +196,7 @@ EOF2
         local name=$1 from=$2 to=$3
         local s
         s=$(date -u +%s)
-        RUST_LOG=warn,fleetpulse_analyzer::alerts::evaluator=info "${BIN}/fleetpulse-analyzer" alerts backtest --config "${RUN}/analyzer.toml" --json \
+        RUST_LOG=warn,fleetpulse_analyzer::alerts::evaluator=info "${BIN}/fleetpulse-analyzer" alerts backtest --config "${RUN}/analyzer.toml" --json --parallel "${BT_PARALLEL:-8}" \
             --from "$(iso "${from}")" --to "$(iso "${to}")" >"${RUN}/backtest-${name}.json" 2>"${RUN}/backtest-${name}.log" ||
             die "backtest ${name} failed (${RUN}/backtest-${name}.log)"
         log "backtest ${name}: $(tail -n1 "${RUN}/backtest-${name}.log") in $(($(date -u +%s) - s)) s"

@@ -79,6 +79,16 @@ pub enum AlertsCommand {
         /// Cadence, overriding `[alerts] evaluation_interval` (e.g. 15s).
         #[arg(long, env = "FLEETPULSE_ANALYZER_ALERTS_EVALUATION_INTERVAL")]
         alerts_evaluation_interval: Option<String>,
+        /// Replay this many consecutive chunks of the range at once (each starts an hour
+        /// early so that episodes running into it are known; see the module doc of
+        /// `alerts/backtest.rs`). A replay waits on one small query after another, so chunks
+        /// in parallel shorten long runs; 1 replays the range in one sequence.
+        #[arg(
+            long,
+            default_value_t = 1,
+            env = "FLEETPULSE_ANALYZER_BACKTEST_PARALLEL"
+        )]
+        parallel: usize,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
@@ -144,6 +154,7 @@ async fn backtest(
     from: String,
     to: Option<String>,
     interval: Option<String>,
+    parallel: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     let (st, settings) = storage.resolve_with_alerts(interval.as_deref())?;
@@ -173,16 +184,23 @@ async fn backtest(
     ));
     let started = std::time::Instant::now();
     let mut shown = std::time::Instant::now();
-    let report = backtest::run(engine, Arc::new(settings), from, to, |done, total| {
-        if done == total || shown.elapsed() >= std::time::Duration::from_secs(10) {
-            shown = std::time::Instant::now();
-            let secs = started.elapsed().as_secs_f64();
-            eprintln!(
-                "backtest: {done}/{total} evaluations ({secs:.0} s, {:.1} evaluations/s)",
-                done as f64 / secs.max(1e-9)
-            );
-        }
-    })
+    let report = backtest::run(
+        engine,
+        Arc::new(settings),
+        from,
+        to,
+        parallel,
+        |done, total| {
+            if done == total || shown.elapsed() >= std::time::Duration::from_secs(10) {
+                shown = std::time::Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "backtest: {done}/{total} evaluations ({secs:.0} s, {:.1} evaluations/s)",
+                    done as f64 / secs.max(1e-9)
+                );
+            }
+        },
+    )
     .await?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -349,8 +367,19 @@ pub async fn run(cmd: AlertsCommand) -> anyhow::Result<()> {
             from,
             to,
             alerts_evaluation_interval,
+            parallel,
             json,
-        } => backtest(storage, from, to, alerts_evaluation_interval, json).await?,
+        } => {
+            backtest(
+                storage,
+                from,
+                to,
+                alerts_evaluation_interval,
+                parallel,
+                json,
+            )
+            .await?
+        }
         AlertsCommand::Silence(SilenceCommand::Expire { storage, id }) => {
             let s = open(&storage).await?;
             if !s.expire_silence(&id, None, now()).await? {

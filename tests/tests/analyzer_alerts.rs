@@ -448,10 +448,13 @@ async fn backtest_replays_history_with_exact_episodes() {
     let mut rows = steady("contoso", 400, 10, T0, end, 11);
     rows.extend(steady("fabrikam", 400, 10, T0, end, 12));
     rows.extend(steady("tiny", 3, 1, T0, end, 13));
-    // 60 licence failures over [s, s+60) from 40 iOS devices; an hour earlier the 3-device
+    // 60 licence failures over [s, s+60) from 40 iOS devices; 15 minutes later the 3-device
     // tenant fails 30 times in a minute (too few devices to page, in its tenant and fleet-wide).
+    // (Not in the hour before: inside the fleet-wide key's baseline day, that one burst makes
+    // its estimated dispersion ~28, and the fleet-wide key then misses contoso's spike; see
+    // BENCHMARKS.md, "Alert detection", known limits.)
     rows.extend(spike("contoso", "ios", 40, 60, s, s + 60, 14));
-    rows.extend(spike("tiny", "windows", 3, 30, s - 3600, s - 3540, 15));
+    rows.extend(spike("tiny", "windows", 3, 30, s + 900, s + 960, 15));
     insert_events(ch, &db, &rows).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(&dir, "[alerts]\nall_tenants = true\n");
@@ -539,6 +542,17 @@ async fn backtest_replays_history_with_exact_episodes() {
             assert!(conc.iter().all(|(d, _)| *d != "tenant"), "{e}");
         }
     }
+    // Four chunks replayed at once give the same report (episodes, ids, evaluations).
+    let parallel = backtest(
+        &db,
+        "[alerts]\nall_tenants = true\n",
+        s - 2 * 3600,
+        s + 20 * 60,
+        &["--parallel", "4"],
+    )
+    .await;
+    assert_eq!(parallel["evaluations"], 140, "{parallel}");
+    assert_eq!(parallel["episodes"], report["episodes"], "{parallel}");
     // Nothing was written to the control database given on the command line.
     assert!(
         !control.exists(),
@@ -744,7 +758,7 @@ fn clustered_fleet(
 }
 
 /// Runs `alerts backtest` over `[from, to)` of `db` with `config` and returns its report.
-async fn backtest(db: &str, config: &str, from: u32, to: u32) -> Value {
+async fn backtest(db: &str, config: &str, from: u32, to: u32, extra: &[&str]) -> Value {
     let ch = shared();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(&dir, config);
@@ -759,6 +773,7 @@ async fn backtest(db: &str, config: &str, from: u32, to: u32) -> Value {
         dir.path().join("control.db").display()
     ))
     .args(["--from", &iso(from), "--to", &iso(to)])
+    .args(extra)
     .output()
     .expect("run backtest");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -804,16 +819,16 @@ async fn quiet_clustered_day_raises_nothing_and_the_spike_still_fires() {
     let on = "[alerts]\nall_tenants = true\n";
     let off = "[alerts]\nall_tenants = true\n[alerts.spike]\noverdispersion = false\nmix_adjusted = false\n";
     let quiet = (T0 + DAY, T0 + 2 * DAY);
-    let report = backtest(&db, on, quiet.0, quiet.1).await;
+    let report = backtest(&db, on, quiet.0, quiet.1, &["--parallel", "4"]).await;
     assert_eq!(report["evaluations"], 1440, "{report}");
     assert_eq!(fired(&report), vec![], "false alerts on a quiet day");
-    let naive = fired(&backtest(&db, off, quiet.0, quiet.1).await);
+    let naive = fired(&backtest(&db, off, quiet.0, quiet.1, &["--parallel", "4"]).await);
     assert!(
         naive.iter().any(|f| f.0 == "*") && naive.iter().any(|f| f.0 != "*"),
         "this history should fool the plain Poisson test with a pooled baseline, per tenant \
          and fleet-wide: {naive:?}"
     );
-    let report = backtest(&db, on, burst.0 - 1800, burst.1 + 1800).await;
+    let report = backtest(&db, on, burst.0 - 1800, burst.1 + 1800, &[]).await;
     let got = fired(&report);
     let emea = got
         .iter()

@@ -12,6 +12,15 @@
 //!
 //! Ticks fall on multiples of the cadence since the Unix epoch (a live analyzer's ticks fall
 //! anywhere; over many spikes the phase averages out, and fixed ticks make a run reproducible).
+//!
+//! A long replay is latency-bound (each tick is a handful of small ClickHouse queries in a
+//! row), so `parallel` chunks run at once: the ticks are cut into that many consecutive
+//! chunks, each replayed by its own evaluator and private store, starting [`WARM_UP`] before
+//! its first tick (so that an episode running into the chunk is known, and not opened a
+//! second time) and running on after its last tick while an episode it opened is still open
+//! (up to [`TAIL`], never past `to`). Episodes are kept by the chunk they started in, and
+//! renumbered per key in time order (ids as the sequential run gives them). It equals the
+//! sequential run unless an episode is open across a chunk's whole warm-up hour.
 
 use std::sync::Arc;
 
@@ -22,7 +31,7 @@ use super::detect::Concentration;
 use super::evaluator::{EvalError, Evaluator};
 use super::metrics::AlertMetrics;
 use super::model::{Alert, TopCode};
-use super::store::{self, AlertStore, StoreError};
+use super::store::{self, AlertStore, StoreError, alert_id};
 use crate::query::engine::Engine;
 use crate::query::filters::rfc3339;
 
@@ -168,14 +177,21 @@ async fn private_store() -> Result<AlertStore, BacktestError> {
     Ok(AlertStore::new(pool))
 }
 
-/// Replays the evaluator from `from` to `to` (Unix seconds) at the configured cadence.
-/// `progress(done, total)` is called after every tick.
+/// How long before its first tick a parallel chunk starts replaying.
+pub const WARM_UP: i64 = 3600;
+/// How long after its last tick a parallel chunk goes on while an episode it opened is open.
+pub const TAIL: i64 = 6 * 3600;
+
+/// Replays the evaluator from `from` to `to` (Unix seconds) at the configured cadence, in
+/// `parallel` chunks at once (1: one sequential replay). `progress(done, total)` is called
+/// after every tick of the range.
 pub async fn run(
     engine: Arc<Engine>,
     settings: Arc<AlertSettings>,
     from: i64,
     to: i64,
-    mut progress: impl FnMut(u64, u64),
+    parallel: usize,
+    progress: impl FnMut(u64, u64),
 ) -> Result<Report, BacktestError> {
     if to <= from {
         return Err(BacktestError::Invalid {
@@ -187,21 +203,98 @@ pub async fn run(
             ),
         });
     }
+    if parallel == 0 {
+        return Err(BacktestError::Invalid {
+            field: "parallel",
+            reason: "must be at least 1".into(),
+        });
+    }
     let step = settings.evaluation_interval.as_secs().max(1) as i64;
+    let all: Vec<i64> = ticks(from, to, step).collect();
+    let total = all.len() as u64;
+    let per = all.len().div_ceil(parallel).max(1);
+    let progress = std::cell::RefCell::new((0u64, progress));
+    let tick_done = || {
+        if let Ok(mut p) = progress.try_borrow_mut() {
+            p.0 += 1;
+            let done = p.0;
+            (p.1)(done, total);
+        }
+    };
+    let chunks = all.chunks(per).map(|c| {
+        let (first, last) = (c[0], c[c.len() - 1]);
+        // The first chunk has nothing before it to carry over.
+        let start = if first == all[0] {
+            first
+        } else {
+            first - WARM_UP
+        };
+        replay_chunk(
+            engine.clone(),
+            settings.clone(),
+            (start, first, last),
+            to,
+            step,
+            &tick_done,
+        )
+    });
+    let mut alerts: Vec<Alert> = futures::future::try_join_all(chunks)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    alerts.sort_by(|a, b| {
+        (a.started_at, &a.alert_key, a.episode).cmp(&(b.started_at, &b.alert_key, b.episode))
+    });
+    // Episode numbers (and ids) as one sequential replay gives them.
+    let mut seen: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for a in &mut alerts {
+        let n = seen.entry(a.alert_key.clone()).or_insert(0);
+        *n += 1;
+        a.episode = *n;
+        a.alert_id = alert_id(&a.alert_key, *n);
+    }
+    Ok(Report {
+        from,
+        to,
+        step,
+        window: settings.window.as_secs() as i64,
+        evaluations: total,
+        episodes: alerts.iter().map(Episode::from_alert).collect(),
+    })
+}
+
+/// Replays one chunk: ticks from `start` (warm-up before `first`) through `last`, then on
+/// while an episode started in `[first, last]` is open (up to [`TAIL`], never past `to`).
+/// Returns the episodes that started in `[first, last]`.
+async fn replay_chunk(
+    engine: Arc<Engine>,
+    settings: Arc<AlertSettings>,
+    (start, first, last): (i64, i64, i64),
+    to: i64,
+    step: i64,
+    tick_done: &impl Fn(),
+) -> Result<Vec<Alert>, BacktestError> {
     let store = private_store().await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(AlertMetrics::new(&mut registry));
     let evaluator = Evaluator::new(
         engine,
         store.clone(),
-        settings.clone(),
+        settings,
         String::new(),
         Vec::new(),
         metrics,
     );
-    let total = ticks(from, to, step).count() as u64;
-    let mut evaluations = 0;
-    for t in ticks(from, to, step) {
+    let mine = |a: &Alert| (first..=last).contains(&a.started_at);
+    let mut t = start;
+    while t <= to {
+        if t > last {
+            let open = store.open_alerts().await?;
+            if t > last + TAIL || !open.iter().any(mine) {
+                break;
+            }
+        }
         evaluator
             .evaluate(t)
             .await
@@ -209,21 +302,13 @@ pub async fn run(
                 at: rfc3339(u32::try_from(t.max(0)).unwrap_or(0)),
                 source,
             })?;
-        evaluations += 1;
-        progress(evaluations, total);
+        if (first..=last).contains(&t) {
+            tick_done();
+        }
+        t += step;
     }
-    let mut alerts = store.list(None, None, i64::MAX).await?;
-    alerts.sort_by(|a, b| {
-        (a.started_at, &a.alert_key, a.episode).cmp(&(b.started_at, &b.alert_key, b.episode))
-    });
-    Ok(Report {
-        from,
-        to,
-        step,
-        window: settings.window.as_secs() as i64,
-        evaluations,
-        episodes: alerts.iter().map(Episode::from_alert).collect(),
-    })
+    let alerts = store.list(None, None, i64::MAX).await?;
+    Ok(alerts.into_iter().filter(|a| mine(a)).collect())
 }
 
 #[cfg(test)]

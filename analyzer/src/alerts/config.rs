@@ -27,9 +27,8 @@ pub struct AlertsConfig {
     /// Also evaluate every key over all tenants together (tenant `*` in alerts), for whoever
     /// runs many tenants: a spike spread thin over tenants shows there, and its concentration
     /// names the tenants that explain it (default false). Only all-tenant API keys see
-    /// these alerts, and only destinations without a `tenants` filter receive them. Its
-    /// baseline is pooled over tenants, so a changing tenant mix over the day moves it
-    /// (see the caution in `deploy/analyzer.toml`).
+    /// these alerts, and only destinations without a `tenants` filter receive them. Their
+    /// expectation is mix-adjusted (`spike.mix_adjusted`).
     pub all_tenants: bool,
     pub spike: SpikeConfig,
     pub lifecycle: LifecycleConfig,
