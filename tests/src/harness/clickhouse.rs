@@ -277,6 +277,21 @@ impl ClickHouseServer {
         m.spawn_and_wait(&dir)
     }
 
+    /// Stops a managed server and deletes its data directory now (for statics, which are never
+    /// dropped: the shared cluster calls this at exit).
+    pub(crate) fn stop_and_remove(&self) {
+        if let Some(managed) = &self.managed
+            && let Ok(mut m) = managed.try_lock()
+        {
+            if let Some(mut child) = m.child.take() {
+                let _ = terminate(&mut child, STOP_GRACE);
+            }
+            if let Some(dir) = m.dir.take() {
+                let _ = dir.close();
+            }
+        }
+    }
+
     /// A `clickhouse` crate client for `database`, with row validation off (18.16 lacks
     /// `RowBinaryWithNamesAndTypes`).
     pub fn client(&self, database: &str) -> Client {
