@@ -77,6 +77,8 @@ pub struct Config {
     pub flush_rows: usize,
     /// The writer flushes pending rows at least this often, in milliseconds. Default 200.
     pub flush_interval_ms: u64,
+    /// Writer flushes (duplicate lookups plus inserts) in flight at once. Default 2.
+    pub concurrent_flushes: u32,
     /// Rows accepted but not yet confirmed by ClickHouse; beyond this Push answers UNAVAILABLE.
     /// Default 400000.
     pub max_pending_rows: usize,
@@ -155,6 +157,7 @@ impl Default for Config {
             retention_days: 90,
             flush_rows: 100_000,
             flush_interval_ms: 200,
+            concurrent_flushes: 2,
             max_pending_rows: 400_000,
             clickhouse_timeout_secs: 10,
             batch_lease_secs: 30,
@@ -320,6 +323,12 @@ impl Config {
         }
         if self.flush_interval_ms == 0 {
             return invalid("flush_interval_ms: must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.concurrent_flushes) {
+            return invalid(format!(
+                "concurrent_flushes: {} is outside 1..=64",
+                self.concurrent_flushes
+            ));
         }
         if self.max_pending_rows < self.max_batch_items as usize {
             return invalid(format!(
@@ -620,6 +629,15 @@ pub struct ConfigArgs {
     )]
     pub flush_interval_ms: Option<u64>,
 
+    /// Writer flushes in flight at once (each: the duplicate lookups, then the inserts); more
+    /// keep ClickHouse busy while pushes wait on a slow flush. [default: 2]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CONCURRENT_FLUSHES",
+        value_name = "N"
+    )]
+    pub concurrent_flushes: Option<u32>,
+
     /// Rows handed to the writer but not yet confirmed by ClickHouse; when full, Push answers
     /// UNAVAILABLE at once instead of buffering. [default: 400000]
     #[arg(
@@ -849,6 +867,7 @@ impl ConfigArgs {
         set(&mut c.retention_days, &self.retention_days);
         set(&mut c.flush_rows, &self.flush_rows);
         set(&mut c.flush_interval_ms, &self.flush_interval_ms);
+        set(&mut c.concurrent_flushes, &self.concurrent_flushes);
         set(&mut c.max_pending_rows, &self.max_pending_rows);
         set(
             &mut c.clickhouse_timeout_secs,

@@ -235,6 +235,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         WriterConfig {
             flush_rows: config.flush_rows,
             flush_interval: config.flush_interval(),
+            concurrent_flushes: config.concurrent_flushes,
             max_pending_rows: config.max_pending_rows,
             timeout: config.clickhouse_timeout(),
         },

@@ -21,7 +21,9 @@
 //! rolled back was never made, a finish rolled back leaves the batch `pending` and a resend
 //! recovers it, exactly as a failed single finish did.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
+
+use sqlx::Row;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -176,12 +178,49 @@ async fn run(db: Arc<ControlDb>, mut rx: mpsc::UnboundedReceiver<Op>) {
 }
 
 /// Applies a group in one transaction; per operation, whether its row was written.
+///
+/// All claims of the group go in one multi-row `INSERT .. ON CONFLICT DO NOTHING RETURNING
+/// owner`, all finishes in one `UPDATE .. FROM (VALUES ..) .. RETURNING owner`: the same
+/// conditions as the single statements, but two statements per group instead of one per push
+/// (with SQLite each statement is a hand-over to the connection's worker thread, and on a
+/// loaded machine every hand-over waits for the scheduler; one per push made the ledger the
+/// longest wait of a small push, issue 16). Owners are unique per request
+/// (`ledger::new_owner`), so the returned owners say which operations wrote their row; of two
+/// claims of one batch in the same group only the first can insert.
 async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = db.pool().begin().await?;
-    let mut results = Vec::with_capacity(group.len());
-    for op in group {
-        let n = match op {
-            Op::Claim {
+    let mut written: HashSet<String> = HashSet::with_capacity(group.len());
+    let claims: Vec<&Op> = group
+        .iter()
+        .filter(|op| matches!(op, Op::Claim { .. }))
+        .collect();
+    let finishes: Vec<&Op> = group
+        .iter()
+        .filter(|op| matches!(op, Op::Finish { .. }))
+        .collect();
+    if !claims.is_empty() {
+        let mut sql = String::from(
+            "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
+                 accepted, rejects, owner, lease_until, created_at, updated_at) VALUES ",
+        );
+        push_rows(&mut sql, claims.len(), 9, |n| {
+            format!(
+                "(${}, ${}, ${}, ${}, 'pending', ${}, 0, '[]', ${}, ${}, ${}, ${})",
+                n,
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8
+            )
+        });
+        sql.push_str(" ON CONFLICT (agent_id, batch_seq) DO NOTHING RETURNING owner");
+        let mut query = sqlx::query(&sql).persistent(false);
+        for op in &claims {
+            if let Op::Claim {
                 agent_id,
                 batch_seq,
                 tenant,
@@ -191,25 +230,50 @@ async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
                 now_ms,
                 lease_until,
                 ..
-            } => sqlx::query(
-                "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
-                     accepted, rejects, owner, lease_until, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, 'pending', $5, 0, '[]', $6, $7, $8, $9)
-                 ON CONFLICT (agent_id, batch_seq) DO NOTHING",
+            } = op
+            {
+                query = query
+                    .bind(&**agent_id)
+                    .bind(*batch_seq)
+                    .bind(&**tenant)
+                    .bind(digest.as_str())
+                    .bind(*item_count)
+                    .bind(owner.as_str())
+                    .bind(*lease_until)
+                    .bind(*now_ms)
+                    .bind(*now_ms);
+            }
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            written.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    if !finishes.is_empty() {
+        let mut sql = String::from(
+            "UPDATE ingest_batches SET state = 'stored', accepted = v.column4,
+                 rejects = v.column5, lease_until = v.column6, updated_at = v.column6
+             FROM (VALUES ",
+        );
+        push_rows(&mut sql, finishes.len(), 6, |n| {
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                n,
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5
             )
-            .bind(&**agent_id)
-            .bind(*batch_seq)
-            .bind(&**tenant)
-            .bind(digest.as_str())
-            .bind(*item_count)
-            .bind(owner.as_str())
-            .bind(*lease_until)
-            .bind(*now_ms)
-            .bind(*now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            Op::Finish {
+        });
+        sql.push_str(
+            ") AS v
+             WHERE ingest_batches.agent_id = v.column1 AND ingest_batches.batch_seq = v.column2
+               AND ingest_batches.owner = v.column3 AND ingest_batches.state = 'pending'
+             RETURNING ingest_batches.owner",
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for op in &finishes {
+            if let Op::Finish {
                 agent_id,
                 batch_seq,
                 owner,
@@ -217,26 +281,38 @@ async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
                 rejects,
                 now_ms,
                 ..
-            } => sqlx::query(
-                "UPDATE ingest_batches SET state = 'stored', accepted = $1, rejects = $2,
-                     lease_until = $3, updated_at = $4
-                 WHERE agent_id = $5 AND batch_seq = $6 AND owner = $7 AND state = 'pending'",
-            )
-            .bind(*accepted)
-            .bind(rejects.as_str())
-            .bind(*now_ms)
-            .bind(*now_ms)
-            .bind(&**agent_id)
-            .bind(*batch_seq)
-            .bind(owner.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-        };
-        results.push(n == 1);
+            } = op
+            {
+                query = query
+                    .bind(&**agent_id)
+                    .bind(*batch_seq)
+                    .bind(owner.as_str())
+                    .bind(*accepted)
+                    .bind(rejects.as_str())
+                    .bind(*now_ms);
+            }
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            written.insert(row.try_get::<String, _>(0)?);
+        }
     }
     tx.commit().await?;
-    Ok(results)
+    Ok(group
+        .iter()
+        .map(|op| match op {
+            Op::Claim { owner, .. } | Op::Finish { owner, .. } => written.contains(owner),
+        })
+        .collect())
+}
+
+/// Appends `rows` comma-separated row tuples of `width` parameters each, numbered from `$1`.
+fn push_rows(sql: &mut String, rows: usize, width: usize, row: impl Fn(usize) -> String) {
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&row(i * width + 1));
+    }
 }
 
 #[cfg(test)]

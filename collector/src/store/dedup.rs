@@ -10,7 +10,7 @@
 //!
 //! Per flush of the writer, before the insert:
 //! 1. copies inside the flush are dropped (the first one is kept);
-//! 2. ids being inserted right now by the other in-flight flush of this process are dropped
+//! 2. ids being inserted right now by another in-flight flush of this process are dropped
 //!    (the in-flight set); the flush's own ids are added to it until its insert has ended;
 //! 3. ClickHouse is asked which `(tenant, event_id)` of the flush exist (one query per 5,000
 //!    events, up to four at once), with
@@ -24,13 +24,13 @@
 //! the other flush: if that insert fails, its pushes fail and their senders resend the event.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
 };
 
 use clickhouse::Row;
 use futures::{StreamExt, stream::FuturesUnordered};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer, ser::SerializeTuple};
 use uuid::Uuid;
 
 use super::{Store, rows::EventRow};
@@ -155,29 +155,68 @@ async fn lookup(
     let mut seconds: Vec<u32> = events.iter().map(|e| e.occurred_at).collect();
     seconds.sort_unstable();
     seconds.dedup();
-    let ids: HashMap<Uuid, ()> = events.iter().map(|e| (e.event_id, ())).collect();
-    let marks = |n: usize| vec!["?"; n].join(",");
+    let mut ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Each list is one bound parameter (the crate writes a tuple as `(a, b, ..)`, every
+    // value escaped): binding thousands of single `?`s costs time quadratic in their number,
+    // since each `bind` searches the query's parts for the first unbound one.
     let sql = format!(
         "SELECT tenant, event_id FROM {table} \
-         WHERE tenant IN ({}) AND occurred_at IN ({}) AND event_id IN ({})",
-        marks(tenants.len()),
-        marks(seconds.len()),
-        marks(ids.len())
+         WHERE tenant IN ? AND occurred_at IN ? AND event_id IN ?"
     );
-    let mut query = store
+    store
         .client()
         .query(&sql)
-        .with_setting("max_query_size", LOOKUP_MAX_QUERY_SIZE);
-    for t in &tenants {
-        query = query.bind(*t);
+        .with_setting("max_query_size", LOOKUP_MAX_QUERY_SIZE)
+        .bind(SqlTuple(&tenants))
+        .bind(SqlTuple(&seconds))
+        .bind(SqlTuple(&ids).map(|id| UuidText(*id)))
+        .fetch_all::<Found>()
+        .await
+}
+
+/// A list bound as one SQL tuple `(v1, v2, ..)`; must not be empty.
+struct SqlTuple<'a, T>(&'a [T]);
+
+impl<'a, T> SqlTuple<'a, T> {
+    fn map<U>(self, f: fn(&'a T) -> U) -> MappedTuple<'a, T, U> {
+        MappedTuple(self.0, f)
     }
-    for s in &seconds {
-        query = query.bind(*s);
+}
+
+impl<T: Serialize> Serialize for SqlTuple<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for v in self.0 {
+            tuple.serialize_element(v)?;
+        }
+        tuple.end()
     }
-    for id in ids.keys() {
-        query = query.bind(id.hyphenated().to_string());
+}
+
+/// A list bound as one SQL tuple of values converted on the fly.
+struct MappedTuple<'a, T, U>(&'a [T], fn(&'a T) -> U);
+
+impl<'a, T, U: Serialize> Serialize for MappedTuple<'a, T, U> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for v in self.0 {
+            tuple.serialize_element(&(self.1)(v))?;
+        }
+        tuple.end()
     }
-    query.fetch_all::<Found>().await
+}
+
+/// A UUID as its hyphenated text (what the `UUID` column compares with in `IN`), written
+/// without allocating.
+struct UuidText(Uuid);
+
+impl Serialize for UuidText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        serializer.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
+    }
 }
 
 #[cfg(test)]

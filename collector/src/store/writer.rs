@@ -11,10 +11,15 @@
 //! queued, it waits for more until as many pushes are pending as its previous insert carried
 //! (the agents acknowledged by that insert tend to come back with their next batch), or
 //! `flush_rows` rows are pending, or `flush_interval` has passed since the first pending row;
-//! it also waits while another push holds a reservation and is still preparing its rows. So a
-//! lone sender is not delayed, while many concurrent senders share large inserts (ClickHouse
-//! works best with few large inserts). Two inserts may run at once, so ClickHouse parses one
-//! while the next is gathered. Each table's rows go in one RowBinary insert.
+//! it also waits while another push holds a reservation and is still preparing its rows
+//! (claiming its batch in the ledger, encoding). So a lone sender is not delayed, while many
+//! concurrent senders share large inserts (ClickHouse works best with few large inserts).
+//! Counting only pushes past their ledger claim was measured (issue 16, BENCHMARKS.md *Fleet
+//! mode*): with a thousand agents it made flushes two to three times smaller and the pipeline
+//! no faster, because each flush costs a lookup and an insert whatever its size.
+//! Up to `concurrent_flushes` flushes (default 2) run at once, so ClickHouse works on one
+//! while the next is gathered; while every slot is busy the next flush keeps gathering.
+//! Each table's rows go in one RowBinary insert.
 //!
 //! Each push is completed only after every insert of its flush returned OK; any failure fails
 //! every push of the flush (the ledger recovers partially written ones). A push whose ledger
@@ -43,6 +48,8 @@ use crate::metrics::Metrics;
 pub struct WriterConfig {
     pub flush_rows: usize,
     pub flush_interval: Duration,
+    /// Flushes in flight at once (at least 1).
+    pub concurrent_flushes: u32,
     pub max_pending_rows: usize,
     /// Bound of one whole flush (all tables).
     pub timeout: Duration,
@@ -284,8 +291,10 @@ async fn run(
 ) {
     let tables = Arc::new(Tables::new(store.db()));
     let inflight = Arc::new(InFlight::default());
-    // Up to this many inserts run at once, so ClickHouse parses one while the next is gathered.
-    let inserts = Arc::new(Semaphore::new(CONCURRENT_INSERTS as usize));
+    // Up to this many flushes run at once, so ClickHouse works on one while the next is
+    // gathered, and pushes are not held behind one slow lookup.
+    let concurrent = config.concurrent_flushes.max(1);
+    let inserts = Arc::new(Semaphore::new(concurrent as usize));
     let mut batch: Vec<Request> = Vec::new();
     let mut closed = false;
     // Pushes carried by the previous insert: how many to wait for this time.
@@ -329,10 +338,30 @@ async fn run(
                 () = tokio::time::sleep_until(flush_at) => break,
             }
         }
-        expected_pushes = batch.len();
-        let Ok(slot) = inserts.clone().acquire_owned().await else {
+        // Wait for a free flush slot, taking in what arrives meanwhile: while ClickHouse is
+        // slow every slot is busy, so flushes grow with its latency instead of queueing up
+        // small ones (each flush pays a lookup and an insert whatever its size).
+        let slot = loop {
+            let acquire = inserts.clone().acquire_owned();
+            if closed || rows >= config.flush_rows {
+                break acquire.await;
+            }
+            tokio::select! {
+                biased;
+                slot = acquire => break slot,
+                next = rx.recv() => match next {
+                    Some(r) => {
+                        rows += r.rows.len();
+                        batch.push(r);
+                    }
+                    None => closed = true,
+                },
+            }
+        };
+        let Ok(slot) = slot else {
             break;
         };
+        expected_pushes = batch.len();
         let batch = std::mem::take(&mut batch);
         let (store, tables, health, metrics, inflight) = (
             store.clone(),
@@ -350,13 +379,9 @@ async fn run(
         });
     }
     // Wait for the inserts still running before reporting the writer stopped.
-    let _ = inserts.acquire_many(CONCURRENT_INSERTS).await;
+    let _ = inserts.acquire_many(concurrent).await;
     tracing::debug!("writer stopped");
 }
-
-/// Inserts in flight at once: two keep ClickHouse busy while the next insert is gathered
-/// (one insert at a time left it idle almost half the time under the ingest benchmark).
-const CONCURRENT_INSERTS: u32 = 2;
 
 /// Table names, formatted once.
 struct Tables {
@@ -619,6 +644,7 @@ mod tests {
             WriterConfig {
                 flush_rows: 10,
                 flush_interval: Duration::from_millis(10),
+                concurrent_flushes: 2,
                 max_pending_rows: 100,
                 timeout: Duration::from_secs(2),
             },

@@ -80,6 +80,38 @@ struct Args {
     /// collector in cluster mode) instead of one server.
     #[arg(long)]
     cluster: bool,
+    /// Give both databases the analyzer's rollups (its materialized views, fed by every insert
+    /// into `enrollment_events`) before the run, as in a deployment: the pipeline and the raw
+    /// baseline then insert into the same storage, views included. Without it both sides insert
+    /// into the bare raw tables.
+    #[arg(long)]
+    rollups: bool,
+}
+
+/// Creates the analyzer's rollup tables and views in `db` (which holds the raw tables), with a
+/// cutover of 0 so the views take every row of the run and the backfill copies nothing.
+async fn add_rollups(ch: &ClickHouseServer, db: &str) -> anyhow::Result<()> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Version {
+        version: String,
+    }
+    let version = ch
+        .query_rows::<Version>("SELECT version() AS version", &[])
+        .await?
+        .pop()
+        .map(|v| v.version)
+        .unwrap_or_default();
+    let statements = fleetpulse_analyzer::rollups::fresh_database_statements(db, &version, 0);
+    for stmt in &statements {
+        ch.execute(stmt)
+            .await
+            .with_context(|| format!("rollup statement {stmt}"))?;
+    }
+    eprintln!(
+        "bench: {db}: analyzer rollups created ({} statements, ClickHouse {version})",
+        statements.len()
+    );
+    Ok(())
 }
 
 const TENANT: &str = "bench";
@@ -96,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.events == 0 || args.agents == 0 {
         bail!("--events and --agents must be at least 1");
+    }
+    if args.rollups && args.cluster {
+        bail!("--rollups creates single-server views; it cannot be combined with --cluster");
     }
     if !args.no_build {
         build_collector()?;
@@ -163,6 +198,9 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.arg("--clickhouse-cluster").arg(CLUSTER_NAME);
     }
     let mut collector = builder.start().await.context("start the collector")?;
+    if args.rollups {
+        add_rollups(ch, &pipeline_db).await?;
+    }
     eprintln!(
         "bench: collector on {} (log {})",
         collector.grpc_addr(),
@@ -318,6 +356,9 @@ async fn main() -> anyhow::Result<()> {
     for stmt in raw_table_statements(&raw_db) {
         ch.execute(&stmt).await?;
     }
+    if args.rollups {
+        add_rollups(ch, &raw_db).await?;
+    }
     let client = ch.client(&raw_db);
     let cpu = CpuMeter::new(&[
         ("bench client", Some(std::process::id())),
@@ -371,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "events": args.events,
             "agents": args.agents,
+            "rollups": args.rollups,
             "batch": batch_items,
             "pushes": pushes,
             "pipeline_eps": pipeline_eps.round(),
