@@ -10,7 +10,7 @@
 //! cargo run --release -p fleetpulse-tests --bin peer-bench -- \
 //!     --rotel /tmp/rotel/lib/python3.11/site-packages/rotel/rotel-agent --events 200000
 //! ```
-//! (`scripts/peer-bench.sh` does both.)
+//! (`ROTEL_AGENT` may name the binary instead of `--rotel`.)
 //!
 //! The endpoint (the *sink*) answers every `INSERT .. FORMAT RowBinary` itself: it parses each
 //! row with the column types (rotel's `otel_logs` types are known here, ours are read from the
