@@ -178,19 +178,8 @@ async fn main() -> anyhow::Result<()> {
     // registrations and pushes, meant to stop one sender from taking the collector) is off, as
     // it is for a trusted fleet that a deployment sizes with these figures. A limit given with
     // `--collector-arg` (e.g. `--collector-arg=--agent-pushes-rate=20:100`) is kept.
-    let mut builder = Collector::builder(ch.url(), &pipeline_db);
-    for limit in [
-        "--register-token-rate",
-        "--register-source-rate",
-        "--agent-pushes-rate",
-        "--agent-events-rate",
-        "--tenant-pushes-rate",
-        "--tenant-events-rate",
-    ] {
-        if !args.collector_arg.iter().any(|a| a.starts_with(limit)) {
-            builder = builder.arg(limit).arg("0");
-        }
-    }
+    let mut builder =
+        Collector::builder(ch.url(), &pipeline_db).without_admission_limits(&args.collector_arg);
     for a in &args.collector_arg {
         builder = builder.arg(a);
     }

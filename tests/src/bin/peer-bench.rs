@@ -209,20 +209,13 @@ fn events(args: &Args, agent_ids: &[String]) -> Vec<Vec<Vec<EnrollmentEvent>>> {
 }
 
 async fn run_ours(args: &Args, sink: &Sink, sink_url: &str, db: &str) -> anyhow::Result<Phase> {
-    let mut builder = Collector::builder(sink_url, db)
+    let mut collector = Collector::builder(sink_url, db)
         .arg("--clickhouse-compression")
-        .arg("none");
-    for limit in [
-        "--register-token-rate",
-        "--register-source-rate",
-        "--agent-pushes-rate",
-        "--agent-events-rate",
-        "--tenant-pushes-rate",
-        "--tenant-events-rate",
-    ] {
-        builder = builder.arg(limit).arg("0");
-    }
-    let mut collector = builder.start().await.context("start our collector")?;
+        .arg("none")
+        .without_admission_limits(&[])
+        .start()
+        .await
+        .context("start our collector")?;
     let token = collector.token_create("peer").await?;
     let mut synth = Synth::new(args.seed ^ 1);
     let devices: Vec<String> = (0..args.agents).map(|_| synth.device_id()).collect();

@@ -72,6 +72,16 @@ pub struct ServerTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The collector's admission-control flags (rate limits on registrations and pushes).
+pub const ADMISSION_LIMIT_FLAGS: [&str; 6] = [
+    "--register-token-rate",
+    "--register-source-rate",
+    "--agent-pushes-rate",
+    "--agent-events-rate",
+    "--tenant-pushes-rate",
+    "--tenant-events-rate",
+];
+
 /// Configures a collector before [`CollectorBuilder::start`].
 #[must_use]
 pub struct CollectorBuilder {
@@ -94,6 +104,18 @@ impl CollectorBuilder {
     /// An extra `serve` argument (e.g. `--config`, a limit flag).
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Turns every admission-control limit off (`--<limit> 0`) except those given in `kept`
+    /// (arguments such as `--agent-pushes-rate=20:100`): benches measure what the pipeline can
+    /// store, not what a rate limit lets through.
+    pub fn without_admission_limits(mut self, kept: &[String]) -> Self {
+        for limit in ADMISSION_LIMIT_FLAGS {
+            if !kept.iter().any(|a| a.starts_with(limit)) {
+                self = self.arg(limit).arg("0");
+            }
+        }
         self
     }
 
