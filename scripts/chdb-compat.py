@@ -13,8 +13,9 @@ This script then, in a fresh chDB session:
    per block ending in a line `;;`, version-gated settings included);
 4. replays every SELECT of the log on chDB and on 18.16 and compares the answers (rows sorted,
    numbers compared with a relative tolerance of 1e-6 so that float formatting differences do
-   not count); the analyzer's finalize passes (`INSERT INTO .. rollup_closed_series`) in the
-   log run on chDB where they appear, so both sides hold the same finalized buckets;
+   not count); the analyzer's finalize passes (`INSERT INTO .. rollup_closed_series`) and
+   insight snapshot refreshes (`INSERT INTO .. insight_snapshot*`, `ALTER .. DROP PARTITION`)
+   in the log run on chDB where they appear, so both sides hold the same stored answers;
 5. checks the materialized-view double-count trap: with insert deduplication enabled on the
    raw table, one batch inserted three times with the same `insert_deduplication_token` must
    be counted once by every rollup, and a different batch whose rollup rows are identical must
@@ -238,7 +239,12 @@ def main():
             # The analyzer's finalize passes (closed time-series buckets): run them on chDB at
             # the same point of the log, so the series queries after them read the same
             # finalized buckets on both sides.
-            if head == "INSERT" and ".rollup_closed_series " in sql:
+            # Likewise the insight snapshot refreshes (INSERT into the snapshot tables, ALTER ..
+            # DROP PARTITION of old generations): the snapshot reads after them compare the
+            # stored answers of both sides.
+            if (head == "INSERT" and (".rollup_closed_series " in sql or ".insight_snapshot" in sql)) or (
+                head == "ALTER" and ".insight_snapshot" in sql
+            ):
                 try:
                     ch.query(sql)
                     finalized += 1

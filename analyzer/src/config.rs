@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// Days without success or state after which a device counts as stale [default: 30].
     #[arg(long, env = "FLEETPULSE_ANALYZER_STALE_DAYS")]
     pub stale_days: Option<u32>,
+    /// Seconds between two background refreshes of the insight snapshots (every insight
+    /// computed for all tenants and stored; requests read it and say `as_of`); 0 computes every
+    /// insight request live [default: 60].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_INSIGHTS_REFRESH_SECS")]
+    pub insights_refresh_secs: Option<u64>,
     /// Base URL people open the dashboard at, used for links in alerts
     /// [default: http://<listen address>].
     #[arg(long, env = "FLEETPULSE_ANALYZER_PUBLIC_URL")]
@@ -130,6 +135,7 @@ struct FileConfig {
     ready_file: Option<PathBuf>,
     default_device_cap: Option<u32>,
     stale_days: Option<u32>,
+    insights_refresh_secs: Option<u64>,
     public_url: Option<String>,
     max_connections: Option<usize>,
     header_timeout_secs: Option<u64>,
@@ -350,6 +356,16 @@ impl ServeArgs {
                 reason: format!("{stale_days} is outside 1..=3650"),
             });
         }
+        let refresh_secs = self
+            .insights_refresh_secs
+            .or(f.insights_refresh_secs)
+            .unwrap_or(crate::insights::snapshot::DEFAULT_REFRESH_SECS);
+        if refresh_secs > 86_400 {
+            return Err(ConfigError::Invalid {
+                field: "insights_refresh_secs",
+                reason: format!("{refresh_secs} is outside 0..=86400"),
+            });
+        }
         let public_url = self.public_url.clone().or(f.public_url.clone());
         if let Some(u) = &public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -407,6 +423,7 @@ impl ServeArgs {
                 default_device_cap: cap,
                 device_caps: f.device_caps,
                 stale_days,
+                refresh_secs,
             },
         })
     }
@@ -429,6 +446,18 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9");
         assert_eq!(c.insights.device_caps.get("contoso"), Some(&10));
         assert_eq!(c.storage.database_url, "sqlite://fleetpulse-analyzer.db");
+        assert_eq!(c.insights.refresh_secs, 60);
+        a.insights_refresh_secs = Some(0);
+        assert_eq!(a.resolve().unwrap().insights.refresh_secs, 0);
+        a.insights_refresh_secs = Some(86_401);
+        assert!(matches!(
+            a.resolve(),
+            Err(ConfigError::Invalid {
+                field: "insights_refresh_secs",
+                ..
+            })
+        ));
+        a.insights_refresh_secs = None;
         a.storage.clickhouse_database = Some("bad-name".into());
         assert!(matches!(
             a.resolve(),

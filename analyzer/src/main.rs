@@ -253,6 +253,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.storage.clickhouse_database.clone(),
         stop_rx.clone(),
     ));
+    let insight_settings = Arc::new(cfg.insights.clone());
+    // Insight snapshots: refreshed at once and then on the configured cadence (none when 0).
+    let refresher = tokio::spawn(fleetpulse_analyzer::insights::snapshot::run_refresher(
+        engine.clone(),
+        insight_settings.clone(),
+        cfg.storage.clickhouse_cluster.clone(),
+        stop_rx.clone(),
+    ));
     let delivery_metrics = Arc::new(DeliveryMetrics::new(&mut metrics.registry));
     let owner = uuid::Uuid::new_v4().to_string();
     let mut workers = Vec::new();
@@ -311,7 +319,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState {
         engine,
         keys: pool,
-        insights: Arc::new(cfg.insights.clone()),
+        insights: insight_settings,
         metrics: Arc::new(metrics),
         classify_json: Arc::new(move |v| classify_classifier.classify_values(v)),
         catalog_json,
@@ -349,6 +357,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = w.await;
     }
     let _ = finalizer.await;
+    let _ = refresher.await;
     tracing::info!("analyzer stopped");
     Ok(())
 }

@@ -5,10 +5,11 @@
 mod analyzer_support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use analyzer_support::*;
 use fleetpulse_tests::harness::rows::EnrollmentEventRow;
-use fleetpulse_tests::harness::shared;
+use fleetpulse_tests::harness::{ClickHouseServer, poll_until, shared};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -931,6 +932,68 @@ async fn insights_equal_brute_force_on_generated_devices() {
     ch.execute(&states(1)).await.unwrap();
     ch.execute(&events(1)).await.unwrap();
 
+    // Live (the harness turns snapshots off): every page equals the brute force now.
+    assert_insights_equal_brute_force(ch, &db, &a, &key, None, now(), false).await;
+    drop(a);
+
+    // Snapshots: two analyzers refreshing at once (each at its start) write two generations;
+    // neither doubles a row. Each answer is the brute force as of the snapshot's `as_of`, for
+    // all tenants and for one.
+    let refresh = ["--insights-refresh-secs", "3600"];
+    let (b, c) = tokio::join!(
+        Analyzer::start(ch, &db, &refresh),
+        Analyzer::start(ch, &db, &refresh)
+    );
+    for x in [&b, &c] {
+        let key = x.create_key(&["--all-tenants"]);
+        let as_of = poll_until(Duration::from_secs(60), "an insight snapshot", || {
+            let (x, key) = (x, key.clone());
+            async move {
+                let list = x.ok("/api/v1/insights", &key).await;
+                match list["from_snapshot"].as_bool() {
+                    Some(true) => Ok(list["as_of"].as_str().unwrap_or_default().to_owned()),
+                    _ => Err(list["as_of"].to_string()),
+                }
+            }
+        })
+        .await;
+        let as_of =
+            time::OffsetDateTime::parse(&as_of, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp() as u32;
+        assert_insights_equal_brute_force(ch, &db, x, &key, None, as_of, true).await;
+        assert_insights_equal_brute_force(ch, &db, x, &key, Some("fabrikam"), as_of, true).await;
+    }
+    // Both generations are complete and kept (the newest two are), the rows of each exactly
+    // one copy of the answer.
+    let generations = ch
+        .count(&format!("SELECT count() FROM {db}.insight_snapshots"), &[])
+        .await
+        .unwrap();
+    assert_eq!(generations, 2);
+}
+
+/// Every page (97 at a time) and count of the five per-device insights, and the insight list's
+/// counts and samples, equal the brute force as of `now` (for `tenant` when given); the answers
+/// come from a snapshot as of `now` when `snapshot`, else are computed live.
+async fn assert_insights_equal_brute_force(
+    ch: &ClickHouseServer,
+    db: &str,
+    a: &Analyzer,
+    key: &str,
+    tenant: Option<&str>,
+    now: u32,
+    snapshot: bool,
+) {
+    let scope = tenant.map_or(String::new(), |t| format!("&tenant={t}"));
+    let list = match tenant {
+        Some(t) => a.ok(&format!("/api/v1/insights?tenant={t}"), key).await,
+        None => a.ok("/api/v1/insights", key).await,
+    };
+    assert_eq!(list["from_snapshot"], snapshot, "{list}");
+    if snapshot {
+        assert_eq!(list["as_of"], iso(now));
+    }
     for id in [
         "device_cap_near",
         "autopilot_tpm_unsupported",
@@ -938,11 +1001,12 @@ async fn insights_equal_brute_force_on_generated_devices() {
         "auto_enrollment_not_triggered",
         "stale_enrollments",
     ] {
+        let filter = tenant.map_or(String::new(), |t| format!(" WHERE tenant = '{t}'"));
         let want: Vec<(String, String, String)> = ch
             .query_rows(
                 &format!(
-                    "SELECT tenant, subject, detail FROM ({}) ORDER BY tenant, subject",
-                    brute_force_insight(&db, id, now())
+                    "SELECT tenant, subject, detail FROM ({}){filter} ORDER BY tenant, subject",
+                    brute_force_insight(db, id, now)
                 ),
                 &[],
             )
@@ -953,15 +1017,34 @@ async fn insights_equal_brute_force_on_generated_devices() {
             "{id}: generated data too thin ({})",
             want.len()
         );
+        let summary = list["insights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing from {list}"));
+        assert_eq!(summary["count"], want.len(), "{id} list count");
+        let sample: Vec<&str> = summary["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["subject"].as_str().unwrap())
+            .collect();
+        let first: Vec<&str> = want.iter().take(10).map(|w| w.1.as_str()).collect();
+        assert_eq!(sample, first, "{id} sample");
         let mut got = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
-                Some(c) => format!("/api/v1/insights/{id}/devices?limit=97&cursor={c}"),
-                None => format!("/api/v1/insights/{id}/devices?limit=97"),
+                Some(c) => format!("/api/v1/insights/{id}/devices?limit=97&cursor={c}{scope}"),
+                None => format!("/api/v1/insights/{id}/devices?limit=97{scope}"),
             };
-            let page = a.ok(&path, &key).await;
+            let page = a.ok(&path, key).await;
             assert_eq!(page["count"], want.len(), "{id} count");
+            assert_eq!(page["from_snapshot"], snapshot, "{id}");
+            if snapshot {
+                assert_eq!(page["as_of"], iso(now), "{id} as_of");
+            }
             for i in page["items"].as_array().unwrap() {
                 got.push((
                     i["tenant"].as_str().unwrap().to_owned(),

@@ -158,6 +158,60 @@ async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
     }
     drop(analyzer);
 
+    // The insight snapshots (migration 0006): an analyzer refreshing them at its start (once:
+    // the next refresh is an hour away), then the same insight requests read the snapshot.
+    // Its queries are appended to the log: the refresh's INSERTs run on chDB too, and the
+    // snapshot reads compare the stored answers of both sides.
+    let snapshot_log = dir.path().join("sql-snapshot.log");
+    let analyzer = Analyzer::start_with_env(
+        ch,
+        &db,
+        &["--insights-refresh-secs", "3600"],
+        &[(
+            fleetpulse_analyzer::query::engine::sql_log::ENV,
+            &snapshot_log,
+        )],
+    )
+    .await;
+    let token = analyzer.create_key(&["--all-tenants"]);
+    // Waiting on the table, not the API: a request before the refresh completes would log a
+    // snapshot lookup that chDB, replaying the log, answers before the refresh's INSERTs.
+    let marker = format!("SELECT count() FROM {db}.insight_snapshots");
+    fleetpulse_tests::harness::poll_until(
+        std::time::Duration::from_secs(60),
+        "an insight snapshot",
+        || {
+            let marker = marker.clone();
+            async move {
+                match ch.count(&marker, &[]).await {
+                    Ok(1) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let mut snapshot_paths = vec!["/api/v1/insights?tenant=contoso".to_owned()];
+    for id in fleetpulse_analyzer::insights::InsightId::ALL {
+        snapshot_paths.push(format!("/api/v1/insights/{}/devices", id.as_str()));
+        snapshot_paths.push(format!(
+            "/api/v1/insights/{}/devices?tenant=fabrikam&limit=3",
+            id.as_str()
+        ));
+    }
+    for path in &snapshot_paths {
+        let page = analyzer.ok(path, &token).await;
+        assert_eq!(page["from_snapshot"], true, "{path}: {page}");
+    }
+    drop(analyzer);
+    let mut all = std::fs::read_to_string(&log).unwrap();
+    all.push_str(&std::fs::read_to_string(&snapshot_log).unwrap());
+    std::fs::write(&log, all).unwrap();
+    let snapshot_writes = std::fs::read_to_string(&snapshot_log)
+        .unwrap()
+        .matches("INSERT INTO")
+        .count();
+
     let migrations = dir.path().join("migrations.sql");
     let stmts =
         fleetpulse_analyzer::rollups::fresh_database_statements(&db, &chdb_version, now() + 1);
@@ -196,11 +250,13 @@ async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
     );
     // 0003's 14 rollups and 0004's 12.
     assert_eq!(report["dedup_trap"]["rollups_checked"], 26, "{report}");
-    // The finalize pass at start (4 widths x fleet and per tenant) ran on chDB too.
+    // The finalize passes at both starts (4 widths x fleet and per tenant) and the snapshot
+    // refresh (7 insights, the counts, the marker) ran on chDB too.
     assert!(
-        report["finalize_statements"].as_u64().unwrap_or(0) >= 8,
+        report["finalize_statements"].as_u64().unwrap_or(0) >= 16 + 9,
         "{report}"
     );
+    assert!(snapshot_writes >= 8 + 9, "{snapshot_writes}");
     eprintln!(
         "chDB lane: {compared} queries equal on {} and {}",
         report["server_version"], report["chdb_version"]

@@ -183,12 +183,15 @@ fn answer_paths(now: u64) -> Vec<String> {
 }
 
 /// Removes what legitimately differs between two deployments fed the same telemetry: the
-/// agent ids (each deployment registered its own agent) and the times rows were received.
+/// agent ids (each deployment registered its own agent), the times rows were received, and
+/// when and where an insight answer was computed (`as_of`, `from_snapshot`).
 fn normalise(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.remove("agent_id");
             map.remove("received_at");
+            map.remove("as_of");
+            map.remove("from_snapshot");
             map.values_mut().for_each(normalise);
         }
         Value::Array(items) => items.iter_mut().for_each(normalise),
@@ -403,6 +406,65 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
     assert_same_answers("analyzer 1 vs single server", &one, &reference_answers);
     assert_same_answers("analyzer 2 vs analyzer 1", &two, &one);
     drop(single);
+
+    // Insight snapshots in the cluster (migration 0006): an analyzer refreshing every 2 s
+    // writes generations through the Distributed tables and drops old ones from the local
+    // tables ON CLUSTER; once it has refreshed four times (so generations were dropped), its
+    // snapshot answers equal analyzer 1's live ones, and at most two complete generations and
+    // the one being written remain.
+    let extra_snap = [
+        "--clickhouse-cluster",
+        cluster.name(),
+        "--insights-refresh-secs",
+        "2",
+    ];
+    let an3 = Analyzer::start_with_db(cluster.node(2, 2), &db, Some(&pg_url), &extra_snap).await;
+    poll_until(Duration::from_secs(120), "four insight refreshes", || {
+        let log = an3.log();
+        async move {
+            let n = log.matches("insight snapshot refreshed").count();
+            if n >= 4 {
+                Ok(())
+            } else {
+                Err(format!("{n} refreshes"))
+            }
+        }
+    })
+    .await;
+    let insight_paths: Vec<String> = paths
+        .iter()
+        .filter(|p| p.starts_with("/api/v1/insights"))
+        .cloned()
+        .collect();
+    for path in &insight_paths {
+        let page = an3.ok(path, &token).await;
+        assert_eq!(page["from_snapshot"], true, "{path}: {page}");
+    }
+    let three = answers(&an3, &token, &insight_paths).await;
+    for path in &insight_paths {
+        assert_eq!(
+            three.get(path),
+            one.get(path),
+            "snapshot vs live: GET {path}"
+        );
+    }
+    drop(an3);
+    // Read as the product reads (the replicas the inserts and drops went to).
+    let mut reader = cluster.node(1, 1).admin_client();
+    for (name, value) in fleetpulse_chcluster::SESSION_SETTINGS {
+        reader = reader.with_setting(*name, *value);
+    }
+    let generations: u64 = reader
+        .query(&format!(
+            "SELECT uniqExact(generation) FROM {db}.insight_snapshot_rows"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(
+        (1..=3).contains(&generations),
+        "{generations} generations kept"
+    );
 
     // 0004's finalized series in the cluster: the finalizer writes rollup_closed_series through
     // its Distributed table; late events change some closed buckets and the next pass writes

@@ -603,6 +603,14 @@ async fn device_state(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InsightsResponse {
     pub insights: Vec<InsightSummary>,
+    /// The time (RFC 3339) the answer holds for: when the background snapshot it was read from
+    /// was computed (every `insights_refresh_secs`, default 60 s; a snapshot older than three
+    /// intervals, at least five minutes, is not used), or the request's own time when it was
+    /// computed live.
+    pub as_of: String,
+    /// Whether the answer was read from the background snapshot (`true`) or computed live for
+    /// this request (`false`: snapshots off, not refreshed yet, or other insight settings).
+    pub from_snapshot: bool,
 }
 
 #[utoipa::path(
@@ -621,8 +629,12 @@ async fn insights_list(
     let p = Params::new(q);
     p.check_known(&["tenant"])?;
     let tenant = scoped_tenant(&scope, p.text("tenant", 128)?)?;
-    let insights = insights::list(&s.engine, &s.insights, tenant.as_deref(), now()).await?;
-    Ok(Json(InsightsResponse { insights }))
+    let list = insights::list(&s.engine, &s.insights, tenant.as_deref(), now()).await?;
+    Ok(Json(InsightsResponse {
+        insights: list.insights,
+        as_of: list.as_of,
+        from_snapshot: list.from_snapshot,
+    }))
 }
 
 /// The insight of `/insights/{id}/devices` ([`InsightId::ALL`]).

@@ -3,6 +3,8 @@
 //! counted and listed with keyset pagination. The per-device questions read the per-device
 //! rollups of migration 0005 (`device_latest`, `device_facts`: one row per device); the
 //! server-side ones read the last 30 days of raw Graph events (partition-pruned by day).
+//! `serve` computes them all in the background and stores the answers ([`snapshot`],
+//! migration 0006); requests read the newest snapshot and fall back to the live SQL.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::QueryError;
 use crate::query::engine::{Bind, Engine, Sql};
-use crate::query::filters::FieldError;
+use crate::query::filters::{FieldError, rfc3339};
+
+pub mod snapshot;
 
 /// Per-tenant settings the insights need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,9 @@ pub struct InsightSettings {
     pub device_caps: BTreeMap<String, u32>,
     /// Days without a successful enrollment or state snapshot after which a device is stale.
     pub stale_days: u32,
+    /// Seconds between two background refreshes of the insight snapshots; 0: no snapshots,
+    /// every request is computed live ([`snapshot`]).
+    pub refresh_secs: u64,
 }
 
 impl Default for InsightSettings {
@@ -30,6 +37,7 @@ impl Default for InsightSettings {
             default_device_cap: 5,
             device_caps: BTreeMap::new(),
             stale_days: 30,
+            refresh_secs: snapshot::DEFAULT_REFRESH_SECS,
         }
     }
 }
@@ -192,6 +200,23 @@ pub struct AffectedPage {
     pub count: u64,
     pub items: Vec<Affected>,
     pub next_cursor: Option<String>,
+    /// The time (RFC 3339) the answer holds for: when the background snapshot it was read from
+    /// was computed (at most three refresh intervals, and at least five minutes, ago), or the
+    /// request's own time when it was computed live.
+    pub as_of: String,
+    /// Whether the answer was read from the background snapshot (`true`) or computed live for
+    /// this request (`false`: snapshots off, not refreshed yet, or other insight settings).
+    pub from_snapshot: bool,
+}
+
+/// Every insight with its count and sample, and where the answer comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct InsightList {
+    pub insights: Vec<InsightSummary>,
+    /// As [`AffectedPage::as_of`].
+    pub as_of: String,
+    /// As [`AffectedPage::from_snapshot`].
+    pub from_snapshot: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,7 +276,7 @@ fn tenant_clause(sql: &mut Sql, tenant: Option<&str>, first: bool) {
 }
 
 /// The `(tenant, subject, detail)` rows of one insight as of `now`.
-fn insight_sql(
+pub(crate) fn insight_sql(
     engine: &Engine,
     id: InsightId,
     s: &InsightSettings,
@@ -380,6 +405,17 @@ async fn count(engine: &Engine, inner: Sql) -> Result<u64, QueryError> {
     Ok(sql.query(engine.client()).fetch_one().await?)
 }
 
+/// `(tenant, subject) > cursor`, in a form 18.16's key analysis uses.
+fn after(sql: &mut Sql, c: &AffectedCursor) {
+    sql.push("(tenant > ")
+        .bind(Bind::Str(c.tenant.clone()))
+        .push(" OR (tenant = ")
+        .bind(Bind::Str(c.tenant.clone()))
+        .push(" AND subject > ")
+        .bind(Bind::Str(c.subject.clone()))
+        .push("))");
+}
+
 async fn page(
     engine: &Engine,
     inner: Sql,
@@ -391,17 +427,73 @@ async fn page(
     sql.append(inner);
     sql.push(")");
     if let Some(c) = cursor {
-        sql.push(" WHERE tenant > ")
-            .bind(Bind::Str(c.tenant.clone()))
-            .push(" OR (tenant = ")
-            .bind(Bind::Str(c.tenant.clone()))
-            .push(" AND subject > ")
-            .bind(Bind::Str(c.subject.clone()))
-            .push(")");
+        sql.push(" WHERE ");
+        after(&mut sql, c);
     }
     sql.push(" ORDER BY tenant, subject LIMIT ")
         .bind(Bind::U64(limit));
     Ok(sql.query(engine.client()).fetch_all().await?)
+}
+
+/// Where an insight's rows are read: the live SQL as of a time, or a stored snapshot.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Live {
+        settings: &'a InsightSettings,
+        now: u32,
+    },
+    Snapshot(u64),
+}
+
+impl Source<'_> {
+    async fn count(
+        self,
+        engine: &Engine,
+        id: InsightId,
+        tenant: Option<&str>,
+    ) -> Result<u64, QueryError> {
+        match self {
+            Source::Live { settings, now } => {
+                count(engine, insight_sql(engine, id, settings, tenant, now)).await
+            }
+            Source::Snapshot(g) => snapshot::count(engine, g, id, tenant).await,
+        }
+    }
+
+    async fn page(
+        self,
+        engine: &Engine,
+        id: InsightId,
+        tenant: Option<&str>,
+        cursor: Option<&AffectedCursor>,
+        limit: u64,
+    ) -> Result<Vec<Affected>, QueryError> {
+        match self {
+            Source::Live { settings, now } => {
+                page(
+                    engine,
+                    insight_sql(engine, id, settings, tenant, now),
+                    cursor,
+                    limit,
+                )
+                .await
+            }
+            Source::Snapshot(g) => snapshot::page(engine, g, id, tenant, cursor, limit).await,
+        }
+    }
+}
+
+/// The newest usable snapshot, else the live SQL as of `now`; with the time the answer holds
+/// for.
+async fn source<'a>(
+    engine: &Engine,
+    s: &'a InsightSettings,
+    now: u32,
+) -> Result<(Source<'a>, u32), QueryError> {
+    Ok(match snapshot::latest(engine, s, now).await? {
+        Some(snap) => (Source::Snapshot(snap.generation), snap.as_of),
+        None => (Source::Live { settings: s, now }, now),
+    })
 }
 
 /// All insights with their counts and first ten affected subjects. The insights are
@@ -411,11 +503,12 @@ pub async fn list(
     s: &InsightSettings,
     tenant: Option<&str>,
     now: u32,
-) -> Result<Vec<InsightSummary>, QueryError> {
-    futures::future::try_join_all(InsightId::ALL.map(|id| async move {
+) -> Result<InsightList, QueryError> {
+    let (src, as_of) = source(engine, s, now).await?;
+    let insights = futures::future::try_join_all(InsightId::ALL.map(|id| async move {
         let (n, sample) = futures::future::try_join(
-            count(engine, insight_sql(engine, id, s, tenant, now)),
-            page(engine, insight_sql(engine, id, s, tenant, now), None, 10),
+            src.count(engine, id, tenant),
+            src.page(engine, id, tenant, None, 10),
         )
         .await?;
         Ok::<_, QueryError>(InsightSummary {
@@ -428,7 +521,12 @@ pub async fn list(
             sample,
         })
     }))
-    .await
+    .await?;
+    Ok(InsightList {
+        insights,
+        as_of: rfc3339(as_of),
+        from_snapshot: matches!(src, Source::Snapshot(_)),
+    })
 }
 
 /// One page of an insight's affected subjects, ordered by (tenant, subject).
@@ -441,14 +539,10 @@ pub async fn affected(
     cursor: Option<&AffectedCursor>,
     limit: u64,
 ) -> Result<AffectedPage, QueryError> {
+    let (src, as_of) = source(engine, s, now).await?;
     let (n, mut items) = futures::future::try_join(
-        count(engine, insight_sql(engine, id, s, tenant, now)),
-        page(
-            engine,
-            insight_sql(engine, id, s, tenant, now),
-            cursor,
-            limit + 1,
-        ),
+        src.count(engine, id, tenant),
+        src.page(engine, id, tenant, cursor, limit + 1),
     )
     .await?;
     let more = items.len() as u64 > limit;
@@ -470,5 +564,7 @@ pub async fn affected(
         count: n,
         items,
         next_cursor,
+        as_of: rfc3339(as_of),
+        from_snapshot: matches!(src, Source::Snapshot(_)),
     })
 }

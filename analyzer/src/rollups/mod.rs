@@ -230,6 +230,19 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: &[],
     },
+    Migration {
+        version: 6,
+        name: "insight_snapshots",
+        up: include_str!("../../migrations/clickhouse/0006_insight_snapshots.sql"),
+        backfill: None,
+        objects: &[
+            "TABLE insight_snapshot_rows",
+            "TABLE insight_snapshot_counts",
+            "TABLE insight_snapshots",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -704,6 +717,9 @@ mod tests {
             statements(MIGRATIONS[4].backfill.unwrap_or_default()).len(),
             2
         );
+        // 0006: three snapshot tables, no backfill.
+        assert_eq!(statements(MIGRATIONS[5].up).len(), 3);
+        assert!(MIGRATIONS[5].backfill.is_none());
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {
             for obj in m.objects {

@@ -13,6 +13,9 @@
 //!   insight list and each insight's affected devices; with `--raw-endpoints`, each of the
 //!   rollup-backed ones again with `source=raw`.
 //!
+//! The insights are timed once the analyzer's first background insight snapshot exists (its
+//! delay after ready is reported), as a running analyzer serves them.
+//!
 //! Requests go through hyper's pooled HTTP/1.1 client (keep-alive, as a dashboard does). The
 //! last stdout line is one JSON object:
 //! `{"events":N,"baseline_p50_ms":X,"endpoints":{"<name>":{"p50_ms":..,"p95_ms":..,"ratio":..},..},..}`
@@ -83,7 +86,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 type Http = HttpClient<HttpConnector, Empty<Bytes>>;
 
 /// GET `path` and read the whole body; fails on any status but 200.
-async fn get(http: &Http, addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<()> {
+async fn get(http: &Http, addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Bytes> {
     let req = hyper::Request::get(format!("http://{addr}{path}"))
         .header("authorization", format!("Bearer {token}"))
         .body(Empty::<Bytes>::new())?;
@@ -99,7 +102,7 @@ async fn get(http: &Http, addr: SocketAddr, path: &str, token: &str) -> anyhow::
             String::from_utf8_lossy(&body)
         );
     }
-    Ok(())
+    Ok(body)
 }
 
 fn generate_events_sql(db: &str, n: u64) -> String {
@@ -237,6 +240,24 @@ async fn main() -> anyhow::Result<()> {
     };
     let backfill_s = t.elapsed().as_secs_f64();
     eprintln!("\nanalyzer ready (migration + rollup backfill) in {backfill_s:.1} s");
+    let http: Http = HttpClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build_http();
+    // The insights are read from the snapshot `serve` refreshes in the background (at once,
+    // then every minute): time them from the first snapshot on, as a running analyzer serves
+    // them.
+    let t = Instant::now();
+    let first_snapshot_s = loop {
+        let body = get(&http, addr, "/api/v1/insights", &token).await?;
+        if serde_json::from_slice::<Value>(&body)?["from_snapshot"] == true {
+            break t.elapsed().as_secs_f64();
+        }
+        if t.elapsed() > Duration::from_secs(1800) {
+            bail!("no insight snapshot within 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!("first insight snapshot {first_snapshot_s:.1} s after ready");
 
     #[derive(Debug, serde::Deserialize, clickhouse::Row)]
     struct TableSize {
@@ -254,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let is_rollup = |t: &str| {
         t.starts_with("rollup_")
+            || t.starts_with("insight_snapshot")
             || ["signal_dictionary", "device_latest", "device_facts"].contains(&t)
     };
     let rollup_bytes: u64 = sizes
@@ -317,9 +339,6 @@ async fn main() -> anyhow::Result<()> {
          FROM {db}.enrollment_events WHERE occurred_at >= toDateTime({T0}, 'UTC') AND occurred_at < toDateTime({}, 'UTC')",
         T0 + DAYS * 86400
     );
-    let http: Http = HttpClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build_http();
     // Index 0 is the baseline, then the cases in order.
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len() + 1];
     for round in 0..args.iterations + 2 {
@@ -351,7 +370,7 @@ async fn main() -> anyhow::Result<()> {
         args.iterations
     );
     println!(
-        "# storage: raw events {:.1} MiB, rollups + signal dictionary + device rollups {:.1} MiB",
+        "# storage: raw events {:.1} MiB, rollups + signal dictionary + device rollups + insight snapshots {:.1} MiB",
         raw_bytes as f64 / 1048576.0,
         rollup_bytes as f64 / 1048576.0
     );
@@ -393,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
             "baseline_p95_ms": round2(base_p95),
             "endpoints": endpoints,
             "backfill_s": round2(backfill_s),
+            "first_insight_snapshot_s": round2(first_snapshot_s),
             "raw_bytes": raw_bytes,
             "rollup_bytes": rollup_bytes,
         })

@@ -99,6 +99,10 @@ impl Analyzer {
             &db_url,
         ])
         .args(extra)
+        // Insights computed live for every request unless a test turns the background
+        // snapshots on (`--insights-refresh-secs N`): most tests insert rows after the start
+        // and expect every answer to include them at once.
+        .env("FLEETPULSE_ANALYZER_INSIGHTS_REFRESH_SECS", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::from(
