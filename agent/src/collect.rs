@@ -10,6 +10,8 @@
 //! wevtutil = "wevtutil"
 //! reg = "reg"
 //! tpmtool = "tpmtool"
+//! mdmdiagnosticstool = "MdmDiagnosticsTool.exe"
+//! mdm_report_interval_secs = 3600  # MDMDiagReport.xml at most this often (default 1 h)
 //! profiles = "/usr/bin/profiles"
 //! channels = ["Microsoft-Windows-DeviceManagement-Enterprise-Diagnostics-Provider/Admin",
 //!             "Microsoft-Windows-User Device Registration/Admin",
@@ -41,7 +43,10 @@ pub struct CollectFile {
     pub wevtutil: Option<String>,
     pub reg: Option<String>,
     pub tpmtool: Option<String>,
+    pub mdmdiagnosticstool: Option<String>,
     pub profiles: Option<String>,
+    /// Seconds between two MDM diagnostics reports (default 3600).
+    pub mdm_report_interval_secs: Option<u64>,
     pub channels: Option<Vec<String>>,
 }
 
@@ -60,6 +65,8 @@ pub struct Tools {
     pub wevtutil: String,
     pub reg: String,
     pub tpmtool: String,
+    /// Writes the MDM diagnostics report (`-out <folder>`), read for its `MDMDiagReport.xml`.
+    pub mdmdiagnosticstool: String,
     pub profiles: String,
 }
 
@@ -70,6 +77,7 @@ impl Default for Tools {
             wevtutil: "wevtutil".into(),
             reg: "reg".into(),
             tpmtool: "tpmtool".into(),
+            mdmdiagnosticstool: "MdmDiagnosticsTool.exe".into(),
             profiles: "/usr/bin/profiles".into(),
         }
     }
@@ -93,6 +101,8 @@ pub struct CollectSettings {
     pub platform: CollectPlatform,
     pub tools: Tools,
     pub channels: Vec<String>,
+    /// How often the MDM diagnostics report is written and read.
+    pub mdm_report_interval: std::time::Duration,
 }
 
 impl CollectSettings {
@@ -113,9 +123,16 @@ impl CollectSettings {
                 wevtutil: file.wevtutil.clone().unwrap_or(defaults.wevtutil),
                 reg: file.reg.clone().unwrap_or(defaults.reg),
                 tpmtool: file.tpmtool.clone().unwrap_or(defaults.tpmtool),
+                mdmdiagnosticstool: file
+                    .mdmdiagnosticstool
+                    .clone()
+                    .unwrap_or(defaults.mdmdiagnosticstool),
                 profiles: file.profiles.clone().unwrap_or(defaults.profiles),
             },
             channels: file.channels.clone().unwrap_or_else(default_channels),
+            mdm_report_interval: std::time::Duration::from_secs(
+                file.mdm_report_interval_secs.unwrap_or(3600),
+            ),
         }
     }
 }

@@ -38,6 +38,11 @@ pub fn tpm(data: &[u8]) {
     source(InputKind::Tpm, data);
 }
 
+/// `MDMDiagReport.xml` of `MdmDiagnosticsTool.exe` (whole or a section).
+pub fn mdm_diagnostics(data: &[u8]) {
+    source(InputKind::MdmDiagnostics, data);
+}
+
 /// `profiles status` / `profiles show` output (macOS).
 pub fn macos_profiles(data: &[u8]) {
     source(InputKind::MacosProfiles, data);

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::sources::{
-    self, ParseError, Parsed, SourceContext, dsregcmd, event_xml, macos_profiles, ndjson, registry,
-    tpm,
+    self, ParseError, Parsed, SourceContext, dsregcmd, event_xml, macos_profiles, mdm_diag, ndjson,
+    registry, tpm,
 };
 
 /// Which tool's output the file holds.
@@ -30,6 +30,8 @@ pub enum InputKind {
     Registry,
     /// `tpmtool getdeviceinformation` or `Get-Tpm`.
     Tpm,
+    /// `MDMDiagReport.xml` of `MdmDiagnosticsTool.exe -out <folder>` (or a section of it).
+    MdmDiagnostics,
     /// `profiles status -type enrollment` and/or `profiles show -type enrollment` (macOS).
     MacosProfiles,
     /// NDJSON of TelemetryItems or bare EnrollmentEvents in the proto3 JSON mapping.
@@ -118,6 +120,7 @@ pub fn parse_bytes(
         InputKind::EventXml => event_xml::parse(&text, ctx),
         InputKind::Registry => registry::parse(&text, ctx),
         InputKind::Tpm => tpm::parse(&text, ctx),
+        InputKind::MdmDiagnostics => mdm_diag::parse(&text, ctx),
         InputKind::MacosProfiles => macos_profiles::parse(&text, ctx),
         InputKind::Ndjson => ndjson::parse(&text, ctx),
     }

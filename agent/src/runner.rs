@@ -292,6 +292,46 @@ async fn poll_windows(
     if !items.is_empty() {
         spool.append(items, None).await?;
     }
+    poll_mdm_report(spool, &ctx, collect).await
+}
+
+/// The spool cursor holding when the MDM diagnostics report was last written (unix seconds).
+const MDM_REPORT_CURSOR: &str = "mdm_report";
+
+/// The MDM diagnostics report, at most once per `collect.mdm_report_interval_secs`: the tool
+/// takes seconds to tens of seconds and writes a folder of files, too heavy for every poll.
+/// The attempt time is kept in the spool (durable, with the report's snapshot when there is
+/// one), so restarts do not rerun it and a missing tool is not retried every poll.
+async fn poll_mdm_report(
+    spool: &SharedSpool,
+    ctx: &SourceContext,
+    collect: &CollectSettings,
+) -> Result<(), ShipperError> {
+    let now = ctx.now.unix_timestamp();
+    let last = spool
+        .source_cursor(MDM_REPORT_CURSOR)
+        .await?
+        .and_then(|value| value.parse::<i64>().ok());
+    let interval = i64::try_from(collect.mdm_report_interval.as_secs()).unwrap_or(i64::MAX);
+    if last.is_some_and(|last| (0..interval).contains(&(now - last))) {
+        return Ok(());
+    }
+    let (tools, ctx2) = (collect.tools.clone(), ctx.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        crate::sources::shim::collect_mdm_diagnostics(&tools, &ctx2)
+    })
+    .await
+    .map_err(|e| ShipperError::Join(e.to_string()))?;
+    let items = match result {
+        Ok(parsed) => parsed.items,
+        Err(err) => {
+            tracing::warn!(error = %err, "MDM diagnostics report collection failed");
+            Vec::new()
+        }
+    };
+    spool
+        .append(items, Some((MDM_REPORT_CURSOR.to_owned(), now.to_string())))
+        .await?;
     Ok(())
 }
 

@@ -62,6 +62,11 @@ const KINDS: &[(&str, InputKind, Platform)] = &[
     ("tpm", InputKind::Tpm, Platform::Windows),
     ("event_log", InputKind::EventXml, Platform::Windows),
     ("registry", InputKind::Registry, Platform::Windows),
+    (
+        "mdm_diagnostics",
+        InputKind::MdmDiagnostics,
+        Platform::Windows,
+    ),
     ("macos_profiles", InputKind::MacosProfiles, Platform::Macos),
 ];
 

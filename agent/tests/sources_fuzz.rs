@@ -18,6 +18,7 @@ const FIXTURES: &[&str] = &[
     "registry_enrollments.txt",
     "tpmtool_getdeviceinformation.txt",
     "get_tpm.txt",
+    "mdm_diag_report.xml",
     "macos_profiles_status.txt",
     "macos_profiles_dep.txt",
     "import_events.ndjson",
@@ -28,6 +29,7 @@ const KINDS: &[InputKind] = &[
     InputKind::EventXml,
     InputKind::Registry,
     InputKind::Tpm,
+    InputKind::MdmDiagnostics,
     InputKind::MacosProfiles,
     InputKind::Ndjson,
 ];

@@ -28,6 +28,7 @@ fn every_output_line_is_a_telemetry_item_again() {
         (InputKind::EventXml, "event_dm_admin_wevtutil.xml"),
         (InputKind::Registry, "registry_enrollments.txt"),
         (InputKind::Tpm, "get_tpm.txt"),
+        (InputKind::MdmDiagnostics, "mdm_diag_report.xml"),
     ] {
         let out = support::inspect(kind, name).expect("runs");
         // The output is valid NDJSON import input: it round-trips through the ndjson parser.

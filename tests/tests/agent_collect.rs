@@ -202,7 +202,13 @@ async fn windows_mode_collects_every_channel_with_cursors_that_survive_restarts_
         .await
         .unwrap();
     let token = fixture.collector.token_create("contoso").await.unwrap();
-    let standin = Standin::new(&["dsregcmd", "wevtutil", "reg", "tpmtool"]);
+    let standin = Standin::new(&[
+        "dsregcmd",
+        "wevtutil",
+        "reg",
+        "tpmtool",
+        "MdmDiagnosticsTool.exe",
+    ]);
     standin.write(
         "dsregcmd.txt",
         &read("agent/tests/fixtures/dsregcmd_entra_joined.txt"),
@@ -214,6 +220,14 @@ async fn windows_mode_collects_every_channel_with_cursors_that_survive_restarts_
     standin.write(
         "tpmtool.txt",
         &read("agent/tests/fixtures/tpmtool_getdeviceinformation.txt"),
+    );
+    standin.write(
+        "mdmdiag.xml",
+        &read("agent/tests/fixtures/mdm_diag_report.xml"),
+    );
+    standin.write(
+        "reg-autopilot.txt",
+        &read("tests/corpus/registry/bootstrap_script_provisioning_autopilot_unassigned.reg"),
     );
     // DM admin: 5 records (17320-17327), 4 of them enrollment events.
     standin.set_channel(
@@ -248,13 +262,30 @@ async fn windows_mode_collects_every_channel_with_cursors_that_survive_restarts_
             .unwrap();
         assert_eq!(stored, n, "{channel}");
     }
-    // Snapshots: dsregcmd, registry and TPM states, with the Windows platform.
+    // Snapshots: dsregcmd, registry, TPM and MDM diagnostics report states, with the Windows
+    // platform.
     poll_until(Duration::from_secs(30), "device states", || async {
         let n = fixture
             .count_where("device_states", "platform = 'windows'", &[])
             .await
             .map_err(|e| e.to_string())?;
-        if n >= 3 {
+        let reports = fixture
+            .count_where(
+                "device_states",
+                "has(attributes.key, 'mdm_diag.report') AND mdm_enrolled = 1",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let autopilot = fixture
+            .count_where(
+                "device_states",
+                "has(attributes.key, 'autopilot.profile')",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if n >= 4 && reports == 1 && autopilot >= 1 {
             Ok(())
         } else {
             Err(format!("{n} states"))
@@ -335,6 +366,14 @@ async fn windows_mode_collects_every_channel_with_cursors_that_survive_restarts_
         .await
         .unwrap();
     assert_eq!(distinct, 13);
+    // The MDM diagnostics report is written at most once an hour (the default interval): once
+    // in this whole run, restarts and the kill -9 included (the attempt time is in the spool).
+    let reports = std::fs::read_to_string(standin.data.join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("MdmDiagnosticsTool.exe\t-out\t"))
+        .count();
+    assert_eq!(reports, 1);
     terminate(&mut child);
 }
 

@@ -26,6 +26,10 @@ const TARGETS: &[(&str, Body)] = &[
     ("source_registry", fleetpulse_agent::fuzz::registry),
     ("source_tpm", fleetpulse_agent::fuzz::tpm),
     (
+        "source_mdm_diagnostics",
+        fleetpulse_agent::fuzz::mdm_diagnostics,
+    ),
+    (
         "source_macos_profiles",
         fleetpulse_agent::fuzz::macos_profiles,
     ),
@@ -195,6 +199,7 @@ fn write_push_seeds() {
         ("source_event_log", InputKind::EventXml),
         ("source_registry", InputKind::Registry),
         ("source_tpm", InputKind::Tpm),
+        ("source_mdm_diagnostics", InputKind::MdmDiagnostics),
         ("source_macos_profiles", InputKind::MacosProfiles),
         ("ndjson_import", InputKind::Ndjson),
     ];

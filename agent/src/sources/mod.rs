@@ -26,6 +26,7 @@ pub mod dsregcmd;
 pub mod event_text;
 pub mod event_xml;
 pub mod macos_profiles;
+pub mod mdm_diag;
 pub mod ndjson;
 pub mod registry;
 pub mod shim;
@@ -593,6 +594,15 @@ impl Skipped {
         if let Some((line, text)) = &self.first {
             attributes.add("parse.first_skipped", &format!("line {line}: {text}"));
         }
+    }
+
+    /// `, found "<first skipped line>" on line N` (empty when nothing was skipped): what an
+    /// "input of the wrong shape" error shows the administrator.
+    pub fn found_suffix(&self) -> String {
+        self.first
+            .as_ref()
+            .map(|(line, text)| format!(", found \"{text}\" on line {line}"))
+            .unwrap_or_default()
     }
 
     /// One warning per parse, naming the source, the count and the first skipped line.

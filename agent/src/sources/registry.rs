@@ -19,6 +19,16 @@
 //! Output: one snapshot (`mdm_enrolled` when an enrollment with a `ProviderID` is in state 1;
 //! URL, UPN and tenant from the primary enrollment) and one failed event per enrollment in
 //! state 3 (failed) or 5 (blocked).
+//!
+//! The Autopilot profile the device downloaded is kept by Windows under
+//! `HKLM\SOFTWARE\Microsoft\Provisioning\Diagnostics\Autopilot` (part of the MDM diagnostics
+//! registry dump; the agent queries it next to the enrollments): its documented profile values
+//! (the `CloudAssigned*` properties of the Autopilot configuration file, and
+//! `IsAutoPilotDisabled`) travel as `autopilot.*` attributes, with `autopilot.profile` =
+//! `downloaded` when the key names a tenant and `none` when it is present without one (an
+//! empty tenant id is how an unregistered or unassigned device looks). They never set the
+//! snapshot's tenant: the profile's tenant is where the device is registered, not proof of a
+//! join.
 
 use fleetpulse_proto::v1::{
     DeviceState, EnrollmentEvent, EnrollmentStage, Outcome, Platform, Source, SourceKind,
@@ -173,11 +183,7 @@ pub fn parse_keys_detailed(text: &str) -> Result<(Vec<RegKey>, Skipped), ParseEr
         }
     }
     if keys.is_empty() {
-        let found = skipped
-            .first
-            .as_ref()
-            .map(|(line, text)| format!(", found \"{text}\" on line {line}"))
-            .unwrap_or_default();
+        let found = skipped.found_suffix();
         return Err(ParseError::at_line(
             1,
             format!("no registry keys found (expected `reg query ... /s` output{found})"),
@@ -338,6 +344,9 @@ pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
     skipped.annotate(&mut attributes);
     attributes.add("enrollment_count", &enrollments.len().to_string());
     attributes.add("mdm_enrollment_count", &mdm.len().to_string());
+    if let Some(autopilot) = autopilot_key(&keys) {
+        attributes.extend(autopilot_attributes(autopilot));
+    }
     if let Some(primary) = primary {
         attributes.extend(enrollment_attributes(primary));
     }
@@ -364,6 +373,47 @@ pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
     };
     parsed.push_state(state);
     Ok(parsed)
+}
+
+/// The Autopilot diagnostics key (`...\Provisioning\Diagnostics\Autopilot`), when present.
+pub fn autopilot_key(keys: &[RegKey]) -> Option<&RegKey> {
+    keys.iter().find(|key| {
+        let path = key.path.to_ascii_lowercase();
+        path.ends_with(r"\provisioning\diagnostics\autopilot")
+    })
+}
+
+/// The Autopilot profile values Microsoft documents (the Autopilot configuration file's
+/// properties), as `autopilot.*` attributes.
+fn autopilot_attributes(key: &RegKey) -> Attributes {
+    let mut attributes = Attributes::new();
+    let tenant = key
+        .value("CloudAssignedTenantId")
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    attributes.add(
+        "autopilot.profile",
+        if tenant.is_some() {
+            "downloaded"
+        } else {
+            "none"
+        },
+    );
+    for name in [
+        "CloudAssignedTenantId",
+        "CloudAssignedTenantDomain",
+        "CloudAssignedForcedEnrollment",
+        "CloudAssignedOobeConfig",
+        "CloudAssignedDomainJoinMethod",
+        "CloudAssignedDeviceName",
+        "IsAutoPilotDisabled",
+        "ZtdCorrelationId",
+    ] {
+        if let Some(value) = key.value(name).filter(|v| !v.trim().is_empty()) {
+            attributes.add(&format!("autopilot.{}", super::slug(name)), value.trim());
+        }
+    }
+    attributes
 }
 
 fn enrollment_attributes(enrollment: &Enrollment) -> Attributes {
@@ -414,6 +464,32 @@ mod tests {
         assert_eq!(skipped.count, 2);
         let enrollments = enrollments(&keys).unwrap();
         assert_eq!(enrollments.len(), 1);
+    }
+
+    #[test]
+    fn the_autopilot_key_travels_as_attributes_without_setting_the_tenant() {
+        let text = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Provisioning\\Diagnostics\\Autopilot\r\n    CloudAssignedTenantId    REG_SZ    72f988bf-86f1-41af-91ab-2d7cd011db47\r\n    CloudAssignedTenantDomain    REG_SZ    contoso.onmicrosoft.com\r\n    CloudAssignedForcedEnrollment    REG_DWORD    0x1\r\n    CloudAssignedLanguage    REG_SZ\r\n";
+        let ctx = SourceContext {
+            agent_id: "a".into(),
+            device_id: "d".into(),
+            platform: Platform::Windows,
+            now: time::macros::datetime!(2025-01-01 00:00:00 UTC),
+        };
+        let parsed = parse(text, &ctx).unwrap();
+        let state = parsed.states().next().unwrap();
+        let attr = |k: &str| state.attributes.get(k).map(String::as_str);
+        assert_eq!(attr("autopilot.profile"), Some("downloaded"));
+        assert_eq!(
+            attr("autopilot.cloud_assigned_tenant_domain"),
+            Some("contoso.onmicrosoft.com")
+        );
+        assert_eq!(
+            attr("autopilot.cloud_assigned_forced_enrollment"),
+            Some("0x1")
+        );
+        assert_eq!(attr("autopilot.cloud_assigned_language"), None);
+        assert_eq!(state.entra_tenant_id, "");
+        assert_eq!(parsed.events().count(), 0);
     }
 
     #[test]

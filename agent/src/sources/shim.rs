@@ -110,13 +110,27 @@ fn newest_record(tools: &Tools, channel: &str, ctx: &SourceContext) -> Result<u6
     Ok(seen.channels.values().copied().max().unwrap_or(0))
 }
 
-/// `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`.
+/// `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`, then the Autopilot diagnostics key
+/// (`reg query HKLM\SOFTWARE\Microsoft\Provisioning\Diagnostics\Autopilot`) appended when
+/// it exists (reg.exe fails on a device that never ran Autopilot: that only loses the
+/// `autopilot.*` attributes).
 pub fn collect_registry(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, ShimError> {
-    let text = run(
+    let mut text = run(
         "reg",
         &tools.reg,
         &["query", r"HKLM\SOFTWARE\Microsoft\Enrollments", "/s"],
     )?;
+    if let Ok(autopilot) = run(
+        "reg",
+        &tools.reg,
+        &[
+            "query",
+            r"HKLM\SOFTWARE\Microsoft\Provisioning\Diagnostics\Autopilot",
+        ],
+    ) {
+        text.push('\n');
+        text.push_str(&autopilot);
+    }
     parsed("reg", super::registry::parse(&text, ctx))
 }
 
@@ -124,6 +138,26 @@ pub fn collect_registry(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, Sh
 pub fn collect_tpm(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, ShimError> {
     let text = run("tpmtool", &tools.tpmtool, &["getdeviceinformation"])?;
     parsed("tpmtool", super::tpm::parse(&text, ctx))
+}
+
+/// `MdmDiagnosticsTool.exe -out <folder>`, then its `MDMDiagReport.xml`. The folder is
+/// `fleetpulse-mdmdiag` under the system temporary directory, emptied of the previous report
+/// first so a tool that fails silently never hands us an old one.
+pub fn collect_mdm_diagnostics(tools: &Tools, ctx: &SourceContext) -> Result<Parsed, ShimError> {
+    const TOOL: &str = "MdmDiagnosticsTool";
+    let folder = std::env::temp_dir().join("fleetpulse-mdmdiag");
+    let report = folder.join("MDMDiagReport.xml");
+    let io = |source: std::io::Error| ShimError::Spawn { tool: TOOL, source };
+    std::fs::create_dir_all(&folder).map_err(io)?;
+    match std::fs::remove_file(&report) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(io(err)),
+        _ => {}
+    }
+    let folder_arg = folder.to_string_lossy().into_owned();
+    run(TOOL, &tools.mdmdiagnosticstool, &["-out", &folder_arg])?;
+    let bytes = std::fs::read(&report).map_err(io)?;
+    let text = decode_text(&bytes).map_err(|source| ShimError::Parse { tool: TOOL, source })?;
+    parsed(TOOL, super::mdm_diag::parse(&text, ctx))
 }
 
 /// `profiles status -type enrollment`, plus `profiles show -type enrollment` when it works

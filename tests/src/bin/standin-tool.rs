@@ -1,12 +1,14 @@
 //! Stand-in for the OS tools the agent runs (`dsregcmd`, `wevtutil`, `reg`, `tpmtool`,
-//! `profiles`), so end-to-end tests run the agent's Windows and macOS collection on Linux.
+//! `MdmDiagnosticsTool.exe`, `profiles`), so end-to-end tests run the agent's Windows and macOS collection on Linux.
 //! Installed under those names (symlinks) in a directory put first on PATH; which tool it is
 //! comes from the name it was run as. It prints real outputs kept in `$FLEETPULSE_STANDIN_DIR`
 //! and honours what the agent asks, refusing anything else like the real tool would:
 //!
 //! - `dsregcmd /status` prints `dsregcmd.txt`; `reg query HKLM\SOFTWARE\Microsoft\Enrollments /s`
-//!   prints `reg.txt`; `tpmtool getdeviceinformation` prints `tpmtool.txt`;
+//!   prints `reg.txt` (`reg query HKLM\...\Provisioning\Diagnostics\Autopilot` prints
+//!   `reg-autopilot.txt`, or fails like reg.exe on a missing key when there is none); `tpmtool getdeviceinformation` prints `tpmtool.txt`;
 //!   `profiles status|show -type enrollment` prints `profiles-status.txt` / `profiles-show.txt`.
+//! - `MdmDiagnosticsTool.exe -out <folder>` writes `mdmdiag.xml` as `<folder>/MDMDiagReport.xml`.
 //! - `wevtutil qe <channel> /f:xml /q:*[System[EventRecordID>N]]` prints the records of
 //!   `events/<channel with / and space as _>.xml` whose EventRecordID is above N, oldest first;
 //!   `wevtutil qe <channel> /c:1 /rd:true /f:xml` prints the newest record. A channel without a
@@ -50,7 +52,29 @@ fn main() -> ExitCode {
         {
             print_file(&dir.join("reg.txt"))
         }
+        ("reg", ["query", key])
+            if key.eq_ignore_ascii_case(
+                r"HKLM\SOFTWARE\Microsoft\Provisioning\Diagnostics\Autopilot",
+            ) =>
+        {
+            print_file(&dir.join("reg-autopilot.txt")).map_err(|_| {
+                (
+                    1,
+                    "ERROR: The system was unable to find the specified registry key or value."
+                        .to_owned(),
+                )
+            })
+        }
         ("tpmtool", ["getdeviceinformation"]) => print_file(&dir.join("tpmtool.txt")),
+        ("MdmDiagnosticsTool.exe", ["-out", folder]) => std::fs::create_dir_all(folder)
+            .and_then(|()| {
+                std::fs::copy(
+                    dir.join("mdmdiag.xml"),
+                    Path::new(folder).join("MDMDiagReport.xml"),
+                )
+            })
+            .map(|_| String::new())
+            .map_err(|e| (1, format!("{folder}: {e}"))),
         ("profiles", ["status", "-type", "enrollment"]) => {
             print_file(&dir.join("profiles-status.txt"))
         }
