@@ -38,8 +38,11 @@ use serde::Serialize;
 
 /// Share of a phrase's weight a report must hold for the phrase to count.
 pub const MIN_COVERAGE: f64 = 0.75;
-/// Lowest category score that is answered (below it the answer stays `unknown`).
-pub const MIN_SCORE: f64 = 7.0;
+/// Lowest category score that is answered (below it the answer stays `unknown`). 7.0 from
+/// the fifth pass's second round to the sixth pass, 6.0 since the sixth pass's phrase lists
+/// changed the word weights (the rule's optimum on the tuning reports moved; not chosen on a
+/// held-out set).
+pub const MIN_SCORE: f64 = 6.0;
 /// The best category's score must be at least this multiple of the runner-up's.
 pub const MIN_MARGIN: f64 = 1.3;
 /// Extra weight of a phrase whose content words appear in the report contiguously and in the
