@@ -458,7 +458,8 @@ struct Mapping {
 /// request send and 201 discovery callback failed, 220 discovery; 202 join request
 /// initialization, 203 join request send, 204 join response callback and 205 join response
 /// completion failed, 304/307 automatic registration failed at join; 305 authentication
-/// failures of automatic (hybrid) registration (Failure).
+/// failures of automatic (hybrid) registration (Failure). The stage of a 304/305/307 is the
+/// `errorPhase:` its debug output names when it names one (see [`udr_error_phase`]).
 ///
 /// ModernDeployment-Diagnostics-Provider/Autopilot (and, before Windows 10 1903,
 /// Provisioning-Diagnostics-Provider/Autopilot), per Microsoft's "Troubleshoot Autopilot OOBE
@@ -503,8 +504,15 @@ fn mapping(record: &EventRecord) -> Option<Mapping> {
     } else if channel.eq_ignore_ascii_case(DEVICE_REGISTRATION_CHANNEL) {
         match record.event_id {
             200 | 201 | 220 => map(EnrollmentStage::Discovery, Meaning::Failure),
-            202..=205 | 304 | 307 => map(EnrollmentStage::DeviceRegistration, Meaning::Failure),
-            305 => map(EnrollmentStage::Authentication, Meaning::Failure),
+            202..=205 => map(EnrollmentStage::DeviceRegistration, Meaning::Failure),
+            304 | 307 => map(
+                udr_error_phase(record).unwrap_or(EnrollmentStage::DeviceRegistration),
+                Meaning::Failure,
+            ),
+            305 => map(
+                udr_error_phase(record).unwrap_or(EnrollmentStage::Authentication),
+                Meaning::Failure,
+            ),
             _ => None,
         }
     } else if channel.eq_ignore_ascii_case(AUTOPILOT_CHANNEL)
@@ -525,6 +533,29 @@ fn mapping(record: &EventRecord) -> Option<Mapping> {
         }
     } else {
         None
+    }
+}
+
+/// The phase a User Device Registration automatic-registration result (304, 305, 307) names
+/// in its debug output: `errorPhase: discover | auth | join`, the phases `dsregcmd /status`
+/// prints as "Error Phase". It is more exact than the event id: a 304 "failed at join phase"
+/// that prints `errorPhase: auth` failed while acquiring the token for the join (a federated
+/// tenant's AD FS, ADAL `0xcaa1000e`), not at the join request itself. `None` when the record
+/// names no phase or one this code does not know.
+fn udr_error_phase(record: &EventRecord) -> Option<EnrollmentStage> {
+    let texts = record
+        .message
+        .iter()
+        .map(String::as_str)
+        .chain(record.data.iter().map(|(_, value)| value.as_str()));
+    let phase = texts
+        .flat_map(str::lines)
+        .find_map(|line| line.trim().strip_prefix("errorPhase:"))?;
+    match phase.trim().to_ascii_lowercase().as_str() {
+        "discover" => Some(EnrollmentStage::Discovery),
+        "auth" => Some(EnrollmentStage::Authentication),
+        "join" => Some(EnrollmentStage::DeviceRegistration),
+        _ => None,
     }
 }
 
@@ -847,6 +878,38 @@ mod tests {
             .cloned()
             .expect("mapped");
         assert_eq!(event.stage, EnrollmentStage::Discovery as i32);
+    }
+
+    #[test]
+    fn udr_automatic_registration_stage_follows_its_error_phase() {
+        let ctx = SourceContext {
+            agent_id: "a".to_owned(),
+            device_id: "d".to_owned(),
+            platform: Platform::Windows,
+            now: time::macros::datetime!(2025-01-01 00:00:00 UTC),
+        };
+        let stage_of = |id: u32, debug: &str| {
+            let text = format!(
+                "Log Name: Microsoft-Windows-User Device Registration/Admin\nEvent ID: {id}\nLevel: Error\nDescription:\nAutomatic registration failed at join phase.\nExit code: Unknown HResult Error code: 0xcaa1000e\n{debug}adalResponseCode: 0xcaa1000e\n"
+            );
+            let parsed = parse(&text, &ctx).unwrap();
+            let event = parsed.events().next().cloned().expect("mapped");
+            assert_eq!(event.outcome, Outcome::Failed as i32, "{id} {debug}");
+            assert_eq!(event.error.as_ref().map(|e| e.code), Some(0xcaa1_000e));
+            event.stage
+        };
+        let auth = EnrollmentStage::Authentication as i32;
+        let join = EnrollmentStage::DeviceRegistration as i32;
+        let discovery = EnrollmentStage::Discovery as i32;
+        assert_eq!(stage_of(304, "errorPhase: auth\n"), auth);
+        assert_eq!(stage_of(304, "    errorPhase: discover\n"), discovery);
+        assert_eq!(stage_of(304, "errorPhase: join\n"), join);
+        assert_eq!(stage_of(307, "errorPhase: AUTH\n"), auth);
+        // No phase, or one not known: the id decides.
+        assert_eq!(stage_of(304, ""), join);
+        assert_eq!(stage_of(304, "errorPhase: undefined\n"), join);
+        assert_eq!(stage_of(305, ""), auth);
+        assert_eq!(stage_of(305, "errorPhase: join\n"), join);
     }
 
     #[test]
