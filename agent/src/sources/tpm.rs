@@ -250,8 +250,15 @@ fn tpmtool_field(line: &str) -> Option<(&str, &str)> {
     (!key.is_empty()).then_some((key, value.trim()))
 }
 
+/// A `Property : Value` line of Get-Tpm. A cmd.exe prompt (`C:\\Users\\me>tpmtool.exe
+/// getdeviceinformation`, pasted before the output) also splits into a one-word key and a
+/// value at its drive colon: a value that starts with a path separator right after the colon
+/// is a path, never a property value (PowerShell prints `Name : value`).
 fn get_tpm_field(line: &str) -> Option<(&str, &str)> {
     let (key, value) = line.split_once(':')?;
+    if value.starts_with(['\\', '/']) {
+        return None;
+    }
     let key = key.trim();
     let is_property = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     is_property.then_some((key, value.trim()))
@@ -495,6 +502,21 @@ pub fn parse(text: &str, ctx: &SourceContext) -> Result<Parsed, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cmd_prompt_before_the_output_is_skipped_not_read_as_a_field() {
+        let tpmtool = "C:\\Users\\Szef>tpmtool.exe  getdeviceinformation\n\n-TPM Present: True\n-TPM Version: 1.2\n-TPM Manufacturer ID: STM\n-Is Initialized: True\n-Ready For Storage: True\n";
+        let report = parse_report(tpmtool).expect("tpmtool output after a cmd prompt");
+        assert_eq!(report.format, TpmFormat::Tpmtool);
+        assert_eq!(report.skipped.count, 1);
+        assert_eq!(report.value("TPM Manufacturer ID"), Some("STM"));
+        let get_tpm = "C:\\>powershell Get-Tpm\n\nTpmPresent : True\nTpmReady : True\n";
+        let report = parse_report(get_tpm).expect("Get-Tpm output after a cmd prompt");
+        assert_eq!(report.format, TpmFormat::GetTpm);
+        assert_eq!(report.skipped.count, 1);
+        assert_eq!(get_tpm_field("C:/tools>tpmtool getdeviceinformation"), None);
+        assert_eq!(get_tpm_field("TpmPresent : True"), Some(("TpmPresent", "True")));
+    }
 
     #[test]
     fn numeric_manufacturer_ids_decode_to_ascii() {
