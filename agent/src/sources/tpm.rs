@@ -515,7 +515,10 @@ mod tests {
         assert_eq!(report.format, TpmFormat::GetTpm);
         assert_eq!(report.skipped.count, 1);
         assert_eq!(get_tpm_field("C:/tools>tpmtool getdeviceinformation"), None);
-        assert_eq!(get_tpm_field("TpmPresent : True"), Some(("TpmPresent", "True")));
+        assert_eq!(
+            get_tpm_field("TpmPresent : True"),
+            Some(("TpmPresent", "True"))
+        );
     }
 
     #[test]
