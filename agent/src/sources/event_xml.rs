@@ -9,8 +9,9 @@
 //!   enroll succeeded), 76 (failed, `HRESULT`), 52 (server SOAP fault: subcode and reason
 //!   text), 71 and 77-84 (HRESULT-only enrollment events), 201/203/204/209 (OMA-DM session
 //!   results), 400 (CSP command failure).
-//! - `Microsoft-Windows-User Device Registration/Admin`: 201 and 220 (discovery), 204, 304 and
-//!   307 (join), 305 (authentication).
+//! - `Microsoft-Windows-User Device Registration/Admin`: 201, 220 and 307 (discovery), 204 and
+//!   304 (join), 305 (authentication); a 304/305/307 that names its `errorPhase` takes that
+//!   stage.
 //! - `Microsoft-Windows-ModernDeployment-Diagnostics-Provider/Autopilot` (and its pre-1903
 //!   name under Provisioning-Diagnostics-Provider): 100-114, 153, 160-164, 171, 172.
 //!
@@ -457,8 +458,10 @@ struct Mapping {
 /// User Device Registration/Admin (message texts of the provider's manifest): 200 discovery
 /// request send and 201 discovery callback failed, 220 discovery; 202 join request
 /// initialization, 203 join request send, 204 join response callback and 205 join response
-/// completion failed, 304/307 automatic registration failed at join; 305 authentication
-/// failures of automatic (hybrid) registration (Failure). The stage of a 304/305/307 is the
+/// completion failed, 304 automatic registration failed at join; 307 automatic registration
+/// failed to look up the registration service (the SCP) in Active Directory, a discovery
+/// failure (KB 4480781's 0x801c001d); 305 authentication failures of automatic (hybrid)
+/// registration (Failure). The stage of a 304/305/307 is the
 /// `errorPhase:` its debug output names when it names one (see [`udr_error_phase`]).
 ///
 /// ModernDeployment-Diagnostics-Provider/Autopilot (and, before Windows 10 1903,
@@ -505,8 +508,12 @@ fn mapping(record: &EventRecord) -> Option<Mapping> {
         match record.event_id {
             200 | 201 | 220 => map(EnrollmentStage::Discovery, Meaning::Failure),
             202..=205 => map(EnrollmentStage::DeviceRegistration, Meaning::Failure),
-            304 | 307 => map(
+            304 => map(
                 udr_error_phase(record).unwrap_or(EnrollmentStage::DeviceRegistration),
+                Meaning::Failure,
+            ),
+            307 => map(
+                udr_error_phase(record).unwrap_or(EnrollmentStage::Discovery),
                 Meaning::Failure,
             ),
             305 => map(
@@ -909,6 +916,7 @@ mod tests {
         assert_eq!(stage_of(304, ""), join);
         assert_eq!(stage_of(304, "errorPhase: undefined\n"), join);
         assert_eq!(stage_of(305, ""), auth);
+        assert_eq!(stage_of(307, ""), discovery);
         assert_eq!(stage_of(305, "errorPhase: join\n"), join);
     }
 
