@@ -446,39 +446,31 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
-    async fn count(
-        self,
-        engine: &Engine,
-        id: InsightId,
-        tenant: Option<&str>,
-    ) -> Result<u64, QueryError> {
-        match self {
-            Source::Live { settings, now } => {
-                count(engine, insight_sql(engine, id, settings, tenant, now)).await
-            }
-            Source::Snapshot(g) => snapshot::count(engine, g, id, tenant).await,
-        }
-    }
-
-    async fn page(
+    /// The count of insight `id`'s subjects and one page of them.
+    async fn count_and_page(
         self,
         engine: &Engine,
         id: InsightId,
         tenant: Option<&str>,
         cursor: Option<&AffectedCursor>,
         limit: u64,
-    ) -> Result<Vec<Affected>, QueryError> {
+    ) -> Result<(u64, Vec<Affected>), QueryError> {
         match self {
             Source::Live { settings, now } => {
-                page(
-                    engine,
-                    insight_sql(engine, id, settings, tenant, now),
-                    cursor,
-                    limit,
+                futures::future::try_join(
+                    count(engine, insight_sql(engine, id, settings, tenant, now)),
+                    page(
+                        engine,
+                        insight_sql(engine, id, settings, tenant, now),
+                        cursor,
+                        limit,
+                    ),
                 )
                 .await
             }
-            Source::Snapshot(g) => snapshot::page(engine, g, id, tenant, cursor, limit).await,
+            Source::Snapshot(g) => {
+                snapshot::count_and_page(engine, g, id, tenant, cursor, limit).await
+            }
         }
     }
 }
@@ -506,11 +498,7 @@ pub async fn list(
 ) -> Result<InsightList, QueryError> {
     let (src, as_of) = source(engine, s, now).await?;
     let insights = futures::future::try_join_all(InsightId::ALL.map(|id| async move {
-        let (n, sample) = futures::future::try_join(
-            src.count(engine, id, tenant),
-            src.page(engine, id, tenant, None, 10),
-        )
-        .await?;
+        let (n, sample) = src.count_and_page(engine, id, tenant, None, 10).await?;
         Ok::<_, QueryError>(InsightSummary {
             id: id.as_str(),
             title: id.title(),
@@ -540,11 +528,9 @@ pub async fn affected(
     limit: u64,
 ) -> Result<AffectedPage, QueryError> {
     let (src, as_of) = source(engine, s, now).await?;
-    let (n, mut items) = futures::future::try_join(
-        src.count(engine, id, tenant),
-        src.page(engine, id, tenant, cursor, limit + 1),
-    )
-    .await?;
+    let (n, mut items) = src
+        .count_and_page(engine, id, tenant, cursor, limit + 1)
+        .await?;
     let more = items.len() as u64 > limit;
     items.truncate(limit as usize);
     let next_cursor = if more {

@@ -110,51 +110,82 @@ fn and_tenant(sql: &mut Sql, tenant: Option<&str>) {
     }
 }
 
-/// The number of subjects of insight `id` in generation `g` (one tenant's or all).
-pub async fn count(
-    engine: &Engine,
-    g: u64,
-    id: InsightId,
-    tenant: Option<&str>,
-) -> Result<u64, QueryError> {
-    let mut sql = Sql::default();
-    sql.push(&format!(
-        "SELECT sum(subjects) FROM {}.insight_snapshot_counts WHERE generation = ",
-        engine.db()
-    ))
-    .bind(Bind::U64(g))
-    .push(" AND insight = ")
-    .bind(Bind::Str(id.as_str().to_owned()));
-    and_tenant(&mut sql, tenant);
-    Ok(sql.query(engine.client()).fetch_one().await?)
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct TenantCount {
+    tenant: String,
+    subjects: u64,
 }
 
-/// One page of insight `id`'s subjects in generation `g`, ordered by (tenant, subject), after
-/// `cursor`.
-pub async fn page(
+/// The number of subjects of insight `id` in generation `g` (one tenant's or all), and one
+/// page of them ordered by (tenant, subject) after `cursor`.
+///
+/// The per-tenant counts come first (a few rows): the page then reads only the tenants it can
+/// come from (from the cursor's on, until they hold `limit` rows), so a first page of an
+/// insight affecting most of the fleet reads one tenant's key range, not every row (18.16
+/// cannot stop reading a sorted range at the LIMIT).
+pub async fn count_and_page(
     engine: &Engine,
     g: u64,
     id: InsightId,
     tenant: Option<&str>,
     cursor: Option<&AffectedCursor>,
     limit: u64,
-) -> Result<Vec<Affected>, QueryError> {
+) -> Result<(u64, Vec<Affected>), QueryError> {
+    let db = engine.db();
     let mut sql = Sql::default();
     sql.push(&format!(
-        "SELECT tenant, subject, detail FROM {}.insight_snapshot_rows WHERE generation = ",
-        engine.db()
+        "SELECT tenant, toUInt64(sum(subjects)) AS subjects FROM {db}.insight_snapshot_counts \
+         WHERE generation = "
     ))
     .bind(Bind::U64(g))
     .push(" AND insight = ")
     .bind(Bind::Str(id.as_str().to_owned()));
     and_tenant(&mut sql, tenant);
+    sql.push(" GROUP BY tenant ORDER BY tenant");
+    let counts: Vec<TenantCount> = sql.query(engine.client()).fetch_all().await?;
+    let total = counts.iter().map(|c| c.subjects).sum();
+    let tenants = page_tenants(&counts, cursor.map(|c| c.tenant.as_str()), limit);
+    if tenants.is_empty() || limit == 0 {
+        return Ok((total, Vec::new()));
+    }
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT tenant, subject, detail FROM {db}.insight_snapshot_rows WHERE generation = "
+    ))
+    .bind(Bind::U64(g))
+    .push(" AND insight = ")
+    .bind(Bind::Str(id.as_str().to_owned()))
+    .push(" AND tenant IN (SELECT arrayJoin(")
+    .bind(Bind::Strs(tenants))
+    .push("))");
     if let Some(c) = cursor {
         sql.push(" AND ");
         after(&mut sql, c);
     }
     sql.push(" ORDER BY tenant, subject LIMIT ")
         .bind(Bind::U64(limit));
-    Ok(sql.query(engine.client()).fetch_all().await?)
+    Ok((total, sql.query(engine.client()).fetch_all().await?))
+}
+
+/// The tenants (in order) a page of `limit` rows after a cursor in tenant `from` can come
+/// from: `from` itself (its rows may all lie before the cursor, so they do not count) and the
+/// following tenants until they hold `limit` rows.
+fn page_tenants(counts: &[TenantCount], from: Option<&str>, limit: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut held = 0;
+    for c in counts
+        .iter()
+        .filter(|c| from.is_none_or(|f| c.tenant.as_str() >= f))
+    {
+        if held >= limit {
+            break;
+        }
+        out.push(c.tenant.clone());
+        if from != Some(c.tenant.as_str()) {
+            held += c.subjects;
+        }
+    }
+    out
 }
 
 /// Computes and stores a complete generation of every insight for all tenants as of `now`,
@@ -329,6 +360,25 @@ mod tests {
         dropped.sort();
         assert_eq!(dropped, vec![g(9_000, 1), g(9_000, 5)]);
         assert!(to_drop(Vec::new(), now).is_empty());
+    }
+
+    #[test]
+    fn a_page_reads_only_the_tenants_it_can_come_from() {
+        let counts: Vec<TenantCount> = [("a", 3), ("b", 5), ("c", 4), ("d", 9)]
+            .iter()
+            .map(|(t, n)| TenantCount {
+                tenant: (*t).into(),
+                subjects: *n,
+            })
+            .collect();
+        assert_eq!(page_tenants(&counts, None, 2), vec!["a"]);
+        assert_eq!(page_tenants(&counts, None, 4), vec!["a", "b"]);
+        assert_eq!(page_tenants(&counts, None, 100).len(), 4);
+        // The cursor's tenant does not count: its rows may all be before the cursor.
+        assert_eq!(page_tenants(&counts, Some("b"), 4), vec!["b", "c"]);
+        assert_eq!(page_tenants(&counts, Some("b"), 5), vec!["b", "c", "d"]);
+        assert_eq!(page_tenants(&counts, Some("bb"), 1), vec!["c"]);
+        assert!(page_tenants(&counts, Some("e"), 1).is_empty());
     }
 
     #[test]
