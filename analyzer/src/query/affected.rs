@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::QueryError;
 use super::classes::format_code;
 use super::cursor;
-use super::engine::{Bind, Col, Engine, Sql, push_filters};
+use super::engine::{Bind, Col, Engine, Sql, filter_columns, push_filters};
 use super::filters::{FieldError, Filters, rfc3339};
-use super::plan::{Segment, Source};
+use super::plan::{Family, Resolution, Source};
 
 /// Position after the last row of a page: (failures, tenant, device_id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,12 +85,15 @@ async fn failed_rows(
     f: &Filters,
     search: Option<&str>,
 ) -> Result<Sql, QueryError> {
-    let raw = [Segment {
-        source: Source::Raw,
-        from: f.from,
-        to: f.to,
-    }];
-    let map = engine.category_map(f, &raw).await?;
+    // The signals in scope, classified: read from the rollups' signal ids for whole days or
+    // weeks (the raw rows only at the edges), as the category breakdown does, instead of
+    // computing every failed raw row's signal id (two regexes per row) once more.
+    let mut needed: Vec<&'static str> = filter_columns(f).collect();
+    needed.push("sig");
+    let family = Family::for_columns_at(needed, Resolution::Whole);
+    let map = engine
+        .category_map(f, &engine.segments(f, Resolution::Whole, family))
+        .await?;
     let mut sql = Sql::default();
     sql.push(
         "SELECT tenant, device_id, user_principal_name, occurred_at, error_code, \
@@ -107,6 +110,21 @@ async fn failed_rows(
     .bind(Bind::U32(f.to))
     .push(", 'UTC') AND outcome = 'failed'");
     push_filters(&mut sql, f);
+    // A category's rows carry one of its signals' codes: rows with other codes are dropped
+    // before their signal ids (two regexes per row) are computed.
+    if let Some(codes) = f.category.as_deref().and_then(|c| map.codes_of(c)) {
+        if codes.is_empty() {
+            sql.push(" AND 0");
+        } else {
+            sql.push(
+                " AND (toUInt64(error_has_code) * 4294967296 + error_code) IN \
+                 (SELECT toUInt64(arrayJoin(",
+            )
+            .bind(Bind::U64s(codes))
+            // 18.16 wants the same type on both sides of IN (subquery).
+            .push(")))");
+        }
+    }
     if let Some(q) = search {
         sql.push(" AND (positionCaseInsensitiveUTF8(device_id, ")
             .bind(Bind::Str(q.to_owned()))

@@ -491,6 +491,9 @@ pub(super) struct CategoryMap {
     cats: Vec<String>,
     /// For `core` maps: what each core (every signal of it) classifies as.
     infos: HashMap<u64, Arc<SignalInfo>>,
+    /// For `sig` maps: each signal's code as `error_has_code << 32 | error_code` (parallel to
+    /// `sigs`), so raw-row questions can narrow rows by code before computing signal ids.
+    codes: Vec<u64>,
 }
 
 impl CategoryMap {
@@ -501,7 +504,27 @@ impl CategoryMap {
             sigs: Vec::new(),
             cats: Vec::new(),
             infos: HashMap::new(),
+            codes: Vec::new(),
         }
+    }
+
+    /// The codes (`error_has_code << 32 | error_code`) of the signals classified as
+    /// `category`: a failed row of that category has one of them. None when the map cannot
+    /// tell (a core map, or `unknown`, which is every signal not in the map).
+    pub(super) fn codes_of(&self, category: &str) -> Option<Vec<u64>> {
+        if self.key != Col::Sig || category == "unknown" {
+            return None;
+        }
+        let mut codes: Vec<u64> = self
+            .cats
+            .iter()
+            .zip(&self.codes)
+            .filter(|(c, _)| c.as_str() == category)
+            .map(|(_, code)| *code)
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        Some(codes)
     }
 }
 
@@ -538,7 +561,12 @@ impl Engine {
 
     /// The segments answering `f` at `resolution` from `family` (raw rows when the caller
     /// asked for `source=raw`).
-    fn segments(&self, f: &Filters, resolution: Resolution, family: Family) -> Vec<Segment> {
+    pub(super) fn segments(
+        &self,
+        f: &Filters,
+        resolution: Resolution,
+        family: Family,
+    ) -> Vec<Segment> {
         plan(
             f.from,
             f.to,
@@ -694,6 +722,8 @@ impl Engine {
             if info.category != "unknown" {
                 map.sigs.push(r.sig);
                 map.cats.push(info.category.clone());
+                map.codes
+                    .push((u64::from(r.error_has_code) << 32) | u64::from(r.error_code));
             }
         }
         Ok(map)
@@ -773,6 +803,7 @@ impl Engine {
             sigs,
             cats,
             infos,
+            codes: Vec::new(),
         }))
     }
 
@@ -1203,7 +1234,7 @@ fn filter_pairs(f: &Filters) -> [(&'static str, &Option<String>); 6] {
 }
 
 /// The columns `f` filters on (which a rollup must hold to answer it).
-fn filter_columns(f: &Filters) -> impl Iterator<Item = &'static str> + '_ {
+pub(super) fn filter_columns(f: &Filters) -> impl Iterator<Item = &'static str> + '_ {
     filter_pairs(f)
         .into_iter()
         .filter(|(_, v)| v.is_some())
