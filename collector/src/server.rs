@@ -85,10 +85,27 @@ pub async fn migrate(config: &Config) -> Result<Vec<u32>, ServeError> {
     Ok(migrations::run(&store).await?)
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { what, addr, source })
+/// Connections the kernel may hold for a listener before `accept` (capped by
+/// `net.core.somaxconn`, 4096 on current kernels). Tokio's default of 1024 overflowed when a
+/// thousand agents connected at once (issue 16: `TcpExtListenOverflows` rose and each dropped
+/// handshake cost its agent a one-second retransmission); a fleet reconnecting after a
+/// collector restart does the same.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        // As `TcpListener::bind` does: a restarted collector can bind while old connections
+        // linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| ServeError::Bind { what, addr, source })
 }
 
 /// The address a local client should dial: an unspecified IP becomes loopback.
@@ -162,8 +179,8 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
     let control = Arc::new(ControlDb::open(&config.database_url).await?);
     let store = Store::new(&config)?;
 
-    let grpc_listener = bind("gRPC", config.grpc_listen).await?;
-    let http_listener = bind("HTTP", config.http_listen).await?;
+    let grpc_listener = bind("gRPC", config.grpc_listen)?;
+    let http_listener = bind("HTTP", config.http_listen)?;
     let grpc_addr = grpc_listener
         .local_addr()
         .map_err(|source| ServeError::Bind {

@@ -15,19 +15,26 @@
 //!   [`ControlDb::claim_batch`] after the group committed, which decides as before;
 //! - a finish's `UPDATE .. WHERE owner = <mine> AND state = 'pending'`.
 //!
+//! The same task also records when agents were last seen ([`LedgerGroup::touch`], one
+//! `UPDATE agents .. FROM (VALUES ..)` per group): a separate writer would contend for
+//! SQLite's single write lock, and a contended transaction waits in SQLite's busy handler,
+//! which sleeps milliseconds at a time (a thousand agents' first pushes each spawned one such
+//! writer).
+//!
 //! The exactly-once argument of `ledger` is unchanged: each statement has the same effect and
 //! condition as before; grouping only shares a commit. A failed transaction fails every
 //! operation of the group (UNAVAILABLE to their pushes, which keep their batches): a claim
 //! rolled back was never made, a finish rolled back leaves the batch `pending` and a resend
 //! recovers it, exactly as a failed single finish did.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Instant};
 
 use sqlx::Row;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ControlDb, ControlError, ledger::BatchKey};
+use super::{Backend, ControlDb, ControlError, ledger::BatchKey};
+use crate::metrics::{Metrics, Stage};
 
 /// Operations per transaction at most (keeps one transaction short).
 pub const MAX_GROUP: usize = 512;
@@ -53,12 +60,15 @@ enum Op {
         now_ms: i64,
         reply: oneshot::Sender<Result<bool, Arc<sqlx::Error>>>,
     },
+    /// `agents.last_seen_at`; informational, nobody waits for it.
+    Touch { agent_id: Arc<str>, at_ms: i64 },
 }
 
 impl Op {
     fn reply(self, result: Result<bool, Arc<sqlx::Error>>) {
         let reply = match self {
             Op::Claim { reply, .. } | Op::Finish { reply, .. } => reply,
+            Op::Touch { .. } => return,
         };
         let _ = reply.send(result);
     }
@@ -80,11 +90,21 @@ fn stopped() -> ControlError {
 }
 
 impl LedgerGroup {
-    /// Starts the task on `db`.
-    pub fn spawn(db: Arc<ControlDb>) -> Self {
+    /// Starts the task on `db`; each group's transaction time goes to `metrics` (stage
+    /// `commit`).
+    pub fn spawn(db: Arc<ControlDb>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(db.clone(), rx));
+        tokio::spawn(run(db.clone(), metrics, rx));
         Self { db, tx }
+    }
+
+    /// Records that `agent_id` was seen at `at_ms`, with the next group (callers throttle
+    /// this; it is informational, so a failure is only logged with the group's).
+    pub fn touch(&self, agent_id: &Arc<str>, at_ms: i64) {
+        let _ = self.tx.send(Op::Touch {
+            agent_id: agent_id.clone(),
+            at_ms,
+        });
     }
 
     /// Claims `key` like [`ControlDb::claim_batch`], inserting fresh claims in a group.
@@ -150,7 +170,7 @@ impl LedgerGroup {
     }
 }
 
-async fn run(db: Arc<ControlDb>, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn run(db: Arc<ControlDb>, metrics: Arc<Metrics>, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut group: Vec<Op> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.recv().await {
         group.push(first);
@@ -160,7 +180,10 @@ async fn run(db: Arc<ControlDb>, mut rx: mpsc::UnboundedReceiver<Op>) {
                 Err(_) => break,
             }
         }
-        match apply(&db, &group).await {
+        let started = Instant::now();
+        let applied = apply(&db, &group).await;
+        metrics.stage(Stage::Commit, started.elapsed().as_secs_f64());
+        match applied {
             Ok(results) => {
                 for (op, result) in group.drain(..).zip(results) {
                     op.reply(Ok(result));
@@ -189,6 +212,7 @@ async fn run(db: Arc<ControlDb>, mut rx: mpsc::UnboundedReceiver<Op>) {
 /// claims of one batch in the same group only the first can insert.
 async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = db.pool().begin().await?;
+    let mut params = Params::new(db.backend());
     let mut written: HashSet<String> = HashSet::with_capacity(group.len());
     let claims: Vec<&Op> = group
         .iter()
@@ -198,23 +222,21 @@ async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
         .iter()
         .filter(|op| matches!(op, Op::Finish { .. }))
         .collect();
+    let touches: Vec<&Op> = group
+        .iter()
+        .filter(|op| matches!(op, Op::Touch { .. }))
+        .collect();
     if !claims.is_empty() {
         let mut sql = String::from(
             "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
                  accepted, rejects, owner, lease_until, created_at, updated_at) VALUES ",
         );
-        push_rows(&mut sql, claims.len(), 9, |n| {
+        push_rows(&mut sql, &mut params, claims.len(), |p| {
             format!(
-                "(${}, ${}, ${}, ${}, 'pending', ${}, 0, '[]', ${}, ${}, ${}, ${})",
-                n,
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 8
+                "({}, 'pending', {}, 0, '[]', {})",
+                p.list(4),
+                p.next(),
+                p.list(4)
             )
         });
         sql.push_str(" ON CONFLICT (agent_id, batch_seq) DO NOTHING RETURNING owner");
@@ -254,16 +276,8 @@ async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
                  rejects = v.column5, lease_until = v.column6, updated_at = v.column6
              FROM (VALUES ",
         );
-        push_rows(&mut sql, finishes.len(), 6, |n| {
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                n,
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5
-            )
+        push_rows(&mut sql, &mut params, finishes.len(), |p| {
+            format!("({})", p.list(6))
         });
         sql.push_str(
             ") AS v
@@ -296,22 +310,80 @@ async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
             written.insert(row.try_get::<String, _>(0)?);
         }
     }
+    if !touches.is_empty() {
+        let mut sql = String::from("UPDATE agents SET last_seen_at = v.column2 FROM (VALUES ");
+        push_rows(&mut sql, &mut params, touches.len(), |p| {
+            format!("({})", p.list(2))
+        });
+        sql.push_str(") AS v WHERE agents.id = v.column1");
+        let mut query = sqlx::query(&sql).persistent(false);
+        for op in &touches {
+            if let Op::Touch { agent_id, at_ms } = op {
+                query = query.bind(&**agent_id).bind(*at_ms);
+            }
+        }
+        query.execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(group
         .iter()
         .map(|op| match op {
             Op::Claim { owner, .. } | Op::Finish { owner, .. } => written.contains(owner),
+            Op::Touch { .. } => true,
         })
         .collect())
 }
 
-/// Appends `rows` comma-separated row tuples of `width` parameters each, numbered from `$1`.
-fn push_rows(sql: &mut String, rows: usize, width: usize, row: impl Fn(usize) -> String) {
+/// Placeholders of one statement, in bind order.
+///
+/// SQLite gets anonymous `?`s: SQLite finds a numbered `$N` by a linear search of the
+/// statement's parameter names, both when parsing and when sqlx binds it, so a group of a few
+/// hundred pushes (thousands of parameters) spent most of its commit in that search (issue 16:
+/// 38 % of the collector's CPU at batch 10, and the ledger task busy most of the run).
+/// PostgreSQL needs `$N`.
+struct Params {
+    backend: Backend,
+    next: usize,
+}
+
+impl Params {
+    fn new(backend: Backend) -> Self {
+        Self { backend, next: 0 }
+    }
+
+    /// The placeholder of the next bound value.
+    fn next(&mut self) -> String {
+        self.next += 1;
+        match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.next),
+        }
+    }
+
+    /// The next `n` placeholders, comma-separated.
+    fn list(&mut self, n: usize) -> String {
+        (0..n).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Starts numbering again (for the next statement).
+    fn restart(&mut self) {
+        self.next = 0;
+    }
+}
+
+/// Appends `rows` comma-separated row tuples, each built by `row` from the next placeholders.
+fn push_rows(
+    sql: &mut String,
+    params: &mut Params,
+    rows: usize,
+    mut row: impl FnMut(&mut Params) -> String,
+) {
+    params.restart();
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&row(i * width + 1));
+        sql.push_str(&row(params));
     }
 }
 
@@ -326,7 +398,7 @@ mod tests {
     const LEASE: i64 = 30_000;
 
     async fn grouped(db: Arc<ControlDb>) {
-        let group = LedgerGroup::spawn(db.clone());
+        let group = LedgerGroup::spawn(db.clone(), Arc::new(Metrics::new()));
         let tenant: Arc<str> = "contoso".into();
         let agents: Vec<Arc<str>> = (0..40)
             .map(|i| Arc::from(format!("00000000-0000-4000-8000-{i:012}")))
@@ -407,6 +479,41 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(stored, 40);
+
+        // Last-seen times go with the next group, one UPDATE for all of them.
+        let (token, _) = db.create_token("contoso", "").await.unwrap();
+        let mut ids = Vec::new();
+        for device in ["dev-1", "dev-2"] {
+            let new = crate::control::agents::NewAgent {
+                device_id: device,
+                hostname: "host",
+                platform: "windows",
+                agent_version: "0.1.0",
+            };
+            let (rec, _) = db.register_agent(&token, &new).await.unwrap();
+            ids.push(Arc::<str>::from(rec.id));
+        }
+        group.touch(&ids[0], 4_242);
+        group.touch(&ids[1], 4_343);
+        // A finish queued after the touches commits in the same group or a later one.
+        assert!(
+            !group
+                .finish(&agents[0], 9, "nobody", 1, &StoredRejects::default(), now)
+                .await
+                .unwrap()
+        );
+        let listed = db.list_agents(Some("contoso")).await.unwrap();
+        let mut seen: Vec<(String, Option<i64>)> = listed
+            .into_iter()
+            .map(|a| (a.id, a.last_seen_at_ms))
+            .collect();
+        seen.sort();
+        let mut expected = vec![
+            (ids[0].to_string(), Some(4_242)),
+            (ids[1].to_string(), Some(4_343)),
+        ];
+        expected.sort();
+        assert_eq!(seen, expected);
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use crate::{
         tokens::{AuthError, AuthFailure},
     },
     digest::batch_digest,
-    metrics::Metrics,
+    metrics::{Metrics, Stage},
     store::{
         Store,
         recovery::{find_existing, remove_existing},
@@ -86,7 +86,7 @@ impl Shared {
         collector_id: String,
         credentials: Arc<CredentialCache>,
     ) -> Self {
-        let ledger = LedgerGroup::spawn(control.clone());
+        let ledger = LedgerGroup::spawn(control.clone(), metrics.clone());
         Self {
             ledger,
             admission: Admission::off(metrics.clone()),
@@ -164,7 +164,8 @@ impl Shared {
         }
     }
 
-    /// Updates `last_seen_at` in the background, at most once a minute per agent.
+    /// Updates `last_seen_at` in the background (with the ledger's next group commit), at most
+    /// once a minute per agent.
     fn note_seen(&self, identity: &AgentIdentity) {
         let now = Instant::now();
         let due = match self.last_seen.lock() {
@@ -178,13 +179,8 @@ impl Shared {
             Err(_) => false,
         };
         if due {
-            let control = self.control.clone();
-            let agent = identity.agent_id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = control.touch_agent(&agent, now_ms()).await {
-                    tracing::debug!(error = %e, agent_id = %agent, "updating last_seen_at failed");
-                }
-            });
+            // With the ledger's next group: one writer for SQLite (see `ledger_group`).
+            self.ledger.touch(&identity.agent_id, now_ms());
         }
     }
 }
@@ -413,6 +409,7 @@ impl IngestSvc {
             item_count: req.items.len() as i64,
         };
         let lease_ms = i64::try_from(s.lease.as_millis()).unwrap_or(i64::MAX);
+        let claim_started = Instant::now();
         let claim = s
             .ledger
             .claim(
@@ -424,6 +421,7 @@ impl IngestSvc {
             )
             .await
             .map_err(|e| control_unavailable(&e))?;
+        m.stage(Stage::Claim, claim_started.elapsed().as_secs_f64());
         let (owner, first_seen_ms) = match claim {
             Claim::Duplicate { accepted, rejects } => {
                 m.batches_duplicate.inc();
@@ -546,7 +544,10 @@ impl IngestSvc {
                     "no writer reservation for a batch with rows",
                 ));
             };
-            if let Err(e) = s.writer.write(rows, permit, lease_deadline).await {
+            let write_started = Instant::now();
+            let written = s.writer.write(rows, permit, lease_deadline).await;
+            m.stage(Stage::Write, write_started.elapsed().as_secs_f64());
+            if let Err(e) = written {
                 let settle = if e.uncertain {
                     i64::try_from(s.store.timeout().as_millis()).unwrap_or(i64::MAX)
                 } else {
@@ -562,7 +563,8 @@ impl IngestSvc {
 
         let rejects = bounded_rejects(&validation.rejections);
         let accepted = u32::try_from(accepted).unwrap_or(u32::MAX);
-        match s
+        let finish_started = Instant::now();
+        let finished = s
             .ledger
             .finish(
                 &identity.agent_id,
@@ -572,8 +574,9 @@ impl IngestSvc {
                 &rejects,
                 now_ms(),
             )
-            .await
-        {
+            .await;
+        m.stage(Stage::Finish, finish_started.elapsed().as_secs_f64());
+        match finished {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 "lease lost before finishing; the rows are stored and the new owner recovers"
@@ -743,11 +746,13 @@ impl IngestService for IngestSvc {
             batch_seq = req.batch_seq,
             items = req.items.len(),
         );
-        match self
+        let started = Instant::now();
+        let answer = self
             .push_inner(identity, req, encoded_len)
             .instrument(span.clone())
-            .await
-        {
+            .await;
+        m.stage(Stage::Push, started.elapsed().as_secs_f64());
+        match answer {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {
                 m.batch_rejected(status_label(status.code()));

@@ -12,10 +12,14 @@
 //! 1. copies inside the flush are dropped (the first one is kept);
 //! 2. ids being inserted right now by another in-flight flush of this process are dropped
 //!    (the in-flight set); the flush's own ids are added to it until its insert has ended;
-//! 3. ClickHouse is asked which `(tenant, event_id)` of the flush exist (one query per 5,000
-//!    events, up to four at once), with
-//!    `tenant IN (...) AND occurred_at IN (...) AND event_id IN (...)`: the primary key limits
-//!    the read to the granules holding those seconds. Those are dropped.
+//! 3. ClickHouse is asked which `(tenant, event_id)` of the flush exist (one query per
+//!    100,000 events, up to four at once), with `tenant IN (...) AND occurred_at IN (SELECT
+//!    arrayJoin([...])) AND event_id IN (SELECT arrayJoin([...]))`: the primary key limits the
+//!    read to the granules holding those seconds (ClickHouse uses a subquery's set for the
+//!    index, 18.16 included). The seconds and ids are array literals because ClickHouse parses
+//!    an array of literals as one value, while a tuple of thousands of literals becomes
+//!    thousands of syntax-tree nodes: parsing was most of a lookup's time (issue 16). Those
+//!    found are dropped.
 //!
 //! Residual window (documented in ARCHITECTURE.md): two *collectors* that receive copies of
 //! one event and flush them at the same moment (both look before either insert is visible)
@@ -30,7 +34,10 @@ use std::{
 
 use clickhouse::Row;
 use futures::{StreamExt, stream::FuturesUnordered};
-use serde::{Deserialize, Serialize, Serializer, ser::SerializeTuple};
+use serde::{
+    Deserialize, Serialize, Serializer,
+    ser::{SerializeSeq, SerializeTuple},
+};
 use uuid::Uuid;
 
 use super::{Store, rows::EventRow};
@@ -38,13 +45,17 @@ use super::{Store, rows::EventRow};
 /// One event's identity.
 pub type EventKey = (Arc<str>, Uuid);
 
-/// Events per lookup query (keeps each query well under `max_query_size`).
-const LOOKUP_CHUNK: usize = 5_000;
-/// Lookups of one flush in flight at once.
+/// Events per lookup query: a whole flush of the default size (`flush_rows`) in one. Every
+/// lookup reads the granules of its seconds, and the chunks of one flush cover much the same
+/// seconds, so each further chunk read them again (issue 13: twenty chunks of 5,000 per
+/// 100,000-row flush read the same granules twenty times). Array literals (see above) keep
+/// a large query cheap to parse.
+const LOOKUP_CHUNK: usize = 100_000;
+/// Lookups of one flush in flight at once (flushes larger than one chunk).
 const CONCURRENT_LOOKUPS: usize = 4;
-/// `max_query_size` for the lookup: 5,000 ids and seconds need about 300 KB of SQL, above
-/// ClickHouse's default of 256 KiB.
-const LOOKUP_MAX_QUERY_SIZE: &str = "4194304";
+/// `max_query_size` for the lookup: 100,000 ids (40 bytes each as text) and their seconds
+/// need about 4.2 MB of SQL, above ClickHouse's default of 256 KiB.
+const LOOKUP_MAX_QUERY_SIZE: &str = "16777216";
 
 /// Ids being inserted by flushes of this process that have not ended yet.
 #[derive(Default)]
@@ -158,32 +169,29 @@ async fn lookup(
     let mut ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    // Each list is one bound parameter (the crate writes a tuple as `(a, b, ..)`, every
-    // value escaped): binding thousands of single `?`s costs time quadratic in their number,
-    // since each `bind` searches the query's parts for the first unbound one.
+    // Each list is one bound parameter (the crate writes a tuple as `(a, b, ..)` and a
+    // sequence as `[a, b, ..]`, every value escaped): binding thousands of single `?`s costs
+    // time quadratic in their number, since each `bind` searches the query's parts for the
+    // first unbound one. Seconds and ids go as arrays (see the module doc).
     let sql = format!(
         "SELECT tenant, event_id FROM {table} \
-         WHERE tenant IN ? AND occurred_at IN ? AND event_id IN ?"
+         WHERE tenant IN ? \
+           AND occurred_at IN (SELECT toDateTime(arrayJoin(?), 'UTC')) \
+           AND event_id IN (SELECT toUUID(arrayJoin(?)))"
     );
     store
         .client()
         .query(&sql)
         .with_setting("max_query_size", LOOKUP_MAX_QUERY_SIZE)
         .bind(SqlTuple(&tenants))
-        .bind(SqlTuple(&seconds))
-        .bind(SqlTuple(&ids).map(|id| UuidText(*id)))
+        .bind(&seconds[..])
+        .bind(UuidTexts(&ids))
         .fetch_all::<Found>()
         .await
 }
 
 /// A list bound as one SQL tuple `(v1, v2, ..)`; must not be empty.
 struct SqlTuple<'a, T>(&'a [T]);
-
-impl<'a, T> SqlTuple<'a, T> {
-    fn map<U>(self, f: fn(&'a T) -> U) -> MappedTuple<'a, T, U> {
-        MappedTuple(self.0, f)
-    }
-}
 
 impl<T: Serialize> Serialize for SqlTuple<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -195,21 +203,20 @@ impl<T: Serialize> Serialize for SqlTuple<'_, T> {
     }
 }
 
-/// A list bound as one SQL tuple of values converted on the fly.
-struct MappedTuple<'a, T, U>(&'a [T], fn(&'a T) -> U);
+/// UUIDs bound as one SQL array of their texts `['..', '..']`.
+struct UuidTexts<'a>(&'a [Uuid]);
 
-impl<'a, T, U: Serialize> Serialize for MappedTuple<'a, T, U> {
+impl Serialize for UuidTexts<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
-        for v in self.0 {
-            tuple.serialize_element(&(self.1)(v))?;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for id in self.0 {
+            seq.serialize_element(&UuidText(*id))?;
         }
-        tuple.end()
+        seq.end()
     }
 }
 
-/// A UUID as its hyphenated text (what the `UUID` column compares with in `IN`), written
-/// without allocating.
+/// A UUID as its hyphenated text (`toUUID` reads it back), written without allocating.
 struct UuidText(Uuid);
 
 impl Serialize for UuidText {

@@ -41,7 +41,7 @@ use super::{
     dedup::{self, InFlight},
     rows::{EventRow, HeartbeatRow, Rows, StateRow},
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 
 /// Tuning of the writer (from the configuration).
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +161,8 @@ impl Drop for Reservation {
 
 struct Request {
     rows: Rows,
+    /// When the rows were handed over (the `queue` stage ends when their flush starts).
+    queued: Instant,
     /// Latest instant at which an insert of these rows may start.
     start_by: Instant,
     done: oneshot::Sender<Result<(), WriteError>>,
@@ -221,6 +223,7 @@ impl WriterHandle {
         // Hand the rows over before no longer counting as preparing (see `run`).
         let sent = self.tx.send(Request {
             rows,
+            queued: Instant::now(),
             start_by,
             done,
             _permit: reservation.permit.take(),
@@ -410,6 +413,9 @@ async fn flush(
     batch: Vec<Request>,
 ) {
     let now = Instant::now();
+    for r in &batch {
+        metrics.stage(Stage::Queue, now.duration_since(r.queued).as_secs_f64());
+    }
     let (live, late): (Vec<Request>, Vec<Request>) =
         batch.into_iter().partition(|r| r.start_by > now);
     for r in late {
@@ -431,7 +437,10 @@ async fn flush(
         let (claim, in_flush) = dedup::claim_unique(inflight, &mut parts);
         let lookup = dedup::drop_stored(store, &tables.events, &mut parts);
         let stored = match tokio::time::timeout(config.timeout, lookup).await {
-            Ok(Ok(n)) => n,
+            Ok(Ok(n)) => {
+                metrics.stage(Stage::Lookup, started.elapsed().as_secs_f64());
+                n
+            }
             Ok(Err(e)) => {
                 fail_lookup(
                     health,
@@ -462,9 +471,13 @@ async fn flush(
         None
     };
     let rows: usize = live.iter().map(|r| r.rows.len()).sum();
+    let insert_started = Instant::now();
     let result = match tokio::time::timeout(config.timeout, insert_all(store, tables, &live)).await
     {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {
+            metrics.stage(Stage::Insert, insert_started.elapsed().as_secs_f64());
+            Ok(())
+        }
         Ok(Err(e)) => Err(WriteError {
             uncertain: !is_certain_failure(&e),
             message: format!("ClickHouse insert failed: {e}"),

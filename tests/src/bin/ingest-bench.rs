@@ -445,6 +445,27 @@ async fn report_writer(collector: &Collector, wall: Duration) {
             100.0 * busy / wall.as_secs_f64().max(1e-9)
         );
     }
+    // Where a push's time went (the collector's `stage_seconds` histograms): mean per stage.
+    let stages: Vec<String> = [
+        "push", "claim", "queue", "write", "finish", "lookup", "insert", "commit",
+    ]
+    .iter()
+    .filter_map(|stage| {
+        let label = format!("{{stage=\"{stage}\"}}");
+        let sum = value(&format!("fleetpulse_collector_stage_seconds_sum{label}"))?;
+        let count = value(&format!("fleetpulse_collector_stage_seconds_count{label}"))?;
+        Some(format!(
+            "{stage} {:.1} ms x {count:.0}",
+            1000.0 * sum / count.max(1.0)
+        ))
+    })
+    .collect();
+    if !stages.is_empty() {
+        eprintln!(
+            "bench: collector stages (mean): {} (push, claim, queue, write, finish per push; lookup, insert per flush; commit per ledger group)",
+            stages.join(", ")
+        );
+    }
 }
 
 /// Rebuilds the collector with the profile of this binary so the bench never measures a stale

@@ -100,8 +100,11 @@ async fn main() -> anyhow::Result<()> {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sink_url = format!("http://{}", listener.local_addr()?);
+    // No body limit: axum's default of 2 MB answered 413 to every flush of more than ~7,000
+    // of our rows, and the collector retried those flushes until the run gave up.
     let app = axum::Router::new()
         .fallback(sink_request)
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(sink.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     eprintln!("peer-bench: counting ClickHouse endpoint at {sink_url}");
