@@ -13,7 +13,9 @@
 #   FLEETPULSE_HTTP_PORT       collector health/metrics port [7601]
 #   FLEETPULSE_ANALYZER_PORT   analyzer HTTP port            [7700]
 #   FLEETPULSE_FLEET_DEVICES   simulated devices             [10000]
-#   FLEETPULSE_FLEET_RATE      enrollment sessions/s, weekly average [1] (business hours ~2-3x;
+#   FLEETPULSE_FLEET_RATE      enrollment sessions/s, weekly average [1; 3 with the alert demo,
+#                              so that 15 s of a spike hold enough failures to be told from
+#                              noise: at 1, a spike needs ~20 s of data] (business hours ~2-3x;
 #                              model and sources: docs/simulator.md)
 #   FLEETPULSE_FLEET_BACKFILL  history generated at start    [7d; 26h with the alert demo]
 #                              (0s for none)
@@ -36,8 +38,8 @@ GRPC_PORT="${FLEETPULSE_GRPC_PORT:-7600}"
 HTTP_PORT="${FLEETPULSE_HTTP_PORT:-7601}"
 ANALYZER_PORT="${FLEETPULSE_ANALYZER_PORT:-7700}"
 FLEET_DEVICES="${FLEETPULSE_FLEET_DEVICES:-10000}"
-FLEET_RATE="${FLEETPULSE_FLEET_RATE:-1}"
 ALERT_DEMO="${FLEETPULSE_ALERT_DEMO:-}"
+FLEET_RATE="${FLEETPULSE_FLEET_RATE:-$([[ -n "${ALERT_DEMO}" ]] && echo 3 || echo 1)}"
 # The alert demo's default history is 26 h (the rolling baseline needs 24 h), generated in a
 # few minutes, so that the spike happens live rather than during the backfill's catch-up.
 FLEET_BACKFILL="${FLEETPULSE_FLEET_BACKFILL:-$([[ -n "${ALERT_DEMO}" ]] && echo 26h || echo 7d)}"

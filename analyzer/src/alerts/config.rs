@@ -103,6 +103,17 @@ pub struct SpikeConfig {
     /// (Platform, OS version and method keys have their own population and keep the pooled
     /// baseline.)
     pub mix_adjusted: bool,
+    /// Also test the newest part of the window, this many evaluation intervals long (default
+    /// 2; 0 tests the whole window only), so that a sharp spike fires within two evaluations
+    /// of its start instead of once enough of the whole window is spike: a spike that began
+    /// 30 s ago fills a quarter of a 2-minute window, and its rate there is diluted fourfold.
+    /// A key breaches on the newest part when the whole window passes the volume guards and
+    /// is above `lifecycle.resolve_ratio` x baseline, and the newest part is both `rate_ratio`
+    /// x baseline and significant, with the same dispersion. Testing two scales
+    /// doubles the chances of noise passing, so when the newest part is shorter than the
+    /// window each test runs at `alpha / 2` (Bonferroni): the false-alert rate per key stays
+    /// `alpha`.
+    pub onset_intervals: u32,
 }
 
 impl Default for SpikeConfig {
@@ -122,6 +133,7 @@ impl Default for SpikeConfig {
             min_concentration_share: 0.2,
             overdispersion: true,
             mix_adjusted: true,
+            onset_intervals: 2,
         }
     }
 }
@@ -181,6 +193,27 @@ pub struct AlertSettings {
     pub spike: SpikeConfig,
     pub lifecycle: LifecycleConfig,
     pub rules: Vec<Rule>,
+}
+
+impl AlertSettings {
+    /// The length of the newest part of the window that the spike test also looks at
+    /// (`spike.onset_intervals` evaluation intervals), when that is shorter than the window.
+    pub fn onset(&self) -> Option<Duration> {
+        let onset = self
+            .evaluation_interval
+            .checked_mul(self.spike.onset_intervals)?;
+        (!onset.is_zero() && onset < self.window).then_some(onset)
+    }
+
+    /// The spike test's settings as each scale runs them: `alpha` halved when the newest
+    /// part of the window is tested too (Bonferroni over the two scales).
+    pub fn spike_test(&self) -> SpikeConfig {
+        let mut s = self.spike.clone();
+        if self.onset().is_some() {
+            s.alpha /= 2.0;
+        }
+        s
+    }
 }
 
 /// A validated threshold rule.
@@ -254,6 +287,9 @@ impl AlertsConfig {
         }
         if s.seasonal_weeks > 12 {
             return Err(err("alerts.spike.seasonal_weeks", "must be at most 12"));
+        }
+        if s.onset_intervals > 1000 {
+            return Err(err("alerts.spike.onset_intervals", "must be at most 1000"));
         }
         if s.seasonal_min_weeks > s.seasonal_weeks {
             return Err(err(

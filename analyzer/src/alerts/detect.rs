@@ -256,6 +256,34 @@ pub fn assess(
     }
 }
 
+/// Whether a window that does not breach may still breach on its newest part: it holds
+/// (above `resolve_ratio` x baseline) and passes the volume guards as a whole, so a spike that
+/// began a moment ago, diluted by the quiet rest of the window, is tested where it is.
+pub fn onset_eligible(a: &Assessment, cfg: &SpikeConfig) -> bool {
+    a.verdict == Verdict::Hold
+        && a.observed.attempts >= cfg.min_attempts
+        && a.observed.failures >= cfg.min_failures
+        && a.affected_devices >= cfg.min_affected_devices
+}
+
+/// The test of the window's newest part (`recent`) against the same expectation and
+/// dispersion as the whole window: at least `rate_ratio` x the baseline rate, and its
+/// failures significant at `alpha` under the quasi-Poisson model.
+pub fn onset_breach(
+    recent: Counts,
+    expected: Expectation,
+    dispersion: f64,
+    cfg: &SpikeConfig,
+) -> bool {
+    recent.attempts > 0
+        && recent.rate() >= cfg.rate_ratio * expected.rate
+        && quasi_poisson_sf(
+            recent.failures,
+            recent.attempts as f64 * expected.upper_rate,
+            dispersion,
+        ) < cfg.alpha
+}
+
 /// A dimension value explaining part of the excess failures.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Concentration {
@@ -637,5 +665,87 @@ mod tests {
             0.2,
         );
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    /// A steady key (60 attempts a minute, 2 % failing), evaluated every minute over a
+    /// 5-minute window, and x10 spikes starting between two evaluations. Testing the newest
+    /// two minutes too (each scale at alpha / 2) fires sooner than the whole window alone at
+    /// alpha, and a quiet week raises nothing at either.
+    #[test]
+    fn the_newest_part_of_the_window_fires_sooner_and_a_quiet_week_stays_quiet() {
+        let cfg = SpikeConfig::default();
+        let mut split = cfg.clone();
+        split.alpha /= 2.0;
+        // A day of history: 86,400 attempts, 2 % failing.
+        let e = Expectation::from_baseline(c(1_728, 86_400), cfg.baseline_z);
+        let sum = |mins: &[Counts]| {
+            mins.iter().fold(Counts::default(), |mut t, m| {
+                t.add(*m);
+                t
+            })
+        };
+        // Whether the evaluation at the end of `mins` fires (failures on distinct devices).
+        let fires = |mins: &[Counts], onset: bool| {
+            let window = sum(&mins[mins.len() - 5..]);
+            let recent = sum(&mins[mins.len() - 2..]);
+            let test = if onset { &split } else { &cfg };
+            let a = super::assess(window, window.failures, e, 1.0, test, 1.5);
+            a.verdict == Verdict::Breach
+                || (onset && onset_eligible(&a, test) && onset_breach(recent, e, 1.0, test))
+        };
+        let mut rng = StdRng::seed_from_u64(11);
+        let minute = |rng: &mut StdRng, p: f64| c(draw(rng, 60, p), 60);
+        // Quiet week.
+        let mut quiet: Vec<Counts> = (0..4).map(|_| minute(&mut rng, 0.02)).collect();
+        let (mut plain_false, mut onset_false) = (0, 0);
+        for _ in 0..7 * 1440 {
+            quiet.push(minute(&mut rng, 0.02));
+            plain_false += usize::from(fires(&quiet, false));
+            onset_false += usize::from(fires(&quiet, true));
+            quiet.remove(0);
+        }
+        assert_eq!((plain_false, onset_false), (0, 0));
+        // 200 spikes: 5 quiet minutes, then x10; the evaluation that fires first (1 = the
+        // first evaluation after the spike began).
+        let (mut plain, mut onset) = (Vec::new(), Vec::new());
+        for _ in 0..200 {
+            let mut mins: Vec<Counts> = (0..5).map(|_| minute(&mut rng, 0.02)).collect();
+            let (mut p, mut o) = (None, None);
+            for tick in 1..=10 {
+                mins.push(minute(&mut rng, 0.2));
+                if p.is_none() && fires(&mins, false) {
+                    p = Some(tick);
+                }
+                if o.is_none() && fires(&mins, true) {
+                    o = Some(tick);
+                }
+            }
+            plain.push(p.unwrap_or(11));
+            onset.push(o.unwrap_or(11));
+        }
+        let within2 = |v: &[i32]| v.iter().filter(|&&t| t <= 2).count();
+        let mean = |v: &[i32]| v.iter().sum::<i32>() as f64 / v.len() as f64;
+        eprintln!(
+            "x10 spikes fired within two evaluations: {}/200 with the newest part tested, {}/200 \
+             without; mean evaluation {:.2} vs {:.2}",
+            within2(&onset),
+            within2(&plain),
+            mean(&onset),
+            mean(&plain)
+        );
+        assert!(
+            within2(&onset) > within2(&plain) && mean(&onset) < mean(&plain),
+            "within two evaluations: onset {} vs plain {}; mean onset {} vs plain {}",
+            within2(&onset),
+            within2(&plain),
+            mean(&onset),
+            mean(&plain)
+        );
+        // Never later: the whole window runs at alpha / 2, which can delay it, but the
+        // newest part then fires.
+        assert!(
+            onset.iter().zip(&plain).all(|(o, p)| o <= p),
+            "onset {onset:?}\nplain {plain:?}"
+        );
     }
 }

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
-use super::config::{AlertSettings, Rule};
+use super::config::{AlertSettings, Rule, SpikeConfig};
 use super::detect::{self, Assessment, Counts, Expectation, Verdict};
 use super::lifecycle::{self, Kind, Phase};
 use super::metrics::AlertMetrics;
-use super::model::{Alert, Detail, Silence, TopCode, notification_json};
+use super::model::{Alert, Detail, Onset, Silence, TopCode, notification_json};
 use super::rules::{Metric, parse_rule};
 use super::store::{AlertStore, Outgoing, StoreError, alert_id, notification_id};
 use crate::catalog::Catalog;
@@ -90,6 +90,10 @@ type SeriesKey = (String, Option<(&'static str, String)>, i64);
 /// Per bucket of a history series: (failures, attempts).
 type Series = Vec<(u64, u64)>;
 
+/// The newest part of the window per (tenant, dimension), queried during one evaluation:
+/// the tenant's counts and each value's.
+type RecentWindows = HashMap<(String, &'static str), (Counts, HashMap<String, Counts>)>;
+
 /// The alert evaluator.
 pub struct Evaluator {
     engine: Arc<Engine>,
@@ -102,6 +106,8 @@ pub struct Evaluator {
     baselines: Mutex<HashMap<BaselineKey, Option<Baseline>>>,
     /// History series for the dispersion estimate, cached for the hour.
     series: Mutex<HashMap<SeriesKey, Series>>,
+    /// The spike test's settings per scale ([`AlertSettings::spike_test`]).
+    spike_test: SpikeConfig,
     /// Delivery workers to wake when a notification is recorded.
     wake: Vec<Arc<tokio::sync::Notify>>,
 }
@@ -196,9 +202,11 @@ impl Evaluator {
         routes: Vec<AlertRoute>,
         metrics: Arc<AlertMetrics>,
     ) -> Self {
+        let spike_test = settings.spike_test();
         Self {
             engine,
             store,
+            spike_test,
             settings,
             catalog: Catalog::embedded(),
             public_url,
@@ -292,6 +300,8 @@ impl Evaluator {
             tenant_attempts.insert(ALL_TENANTS.to_owned(), all);
         }
         let mut assessed = 0;
+        let onset = self.settings.onset().map(|d| d.as_secs() as i64);
+        let mut recent_windows = RecentWindows::new();
         if self.settings.spike.enabled {
             let mut dims = vec![Dimension::Category];
             dims.extend(self.settings.dimensions.iter().copied());
@@ -367,7 +377,7 @@ impl Evaluator {
                         }
                         continue;
                     };
-                    let spike = &self.settings.spike;
+                    let spike = &self.spike_test;
                     let resolve_ratio = self.settings.lifecycle.resolve_ratio;
                     let mix = tenant.as_str() == ALL_TENANTS
                         && !own_population(dim)
@@ -389,14 +399,45 @@ impl Evaluator {
                     let mut a =
                         detect::assess(o.counts, o.devices, expected, 1.0, spike, resolve_ratio);
                     // The dispersion only makes a breach harder: estimated for would-be
-                    // breaches only.
+                    // breaches only (here, or on the newest part below), once.
+                    let mut dispersion = None;
                     if a.verdict == Verdict::Breach && spike.overdispersion {
-                        let d = if mix {
-                            self.mix_dispersion(&parts, dim, &o.value, now).await?
-                        } else {
-                            self.dispersion(tenant, dim, &o.value, now).await?
-                        };
+                        let d = self
+                            .key_dispersion(mix, &parts, tenant, dim, &o.value, now)
+                            .await?;
+                        dispersion = Some(d);
                         a = detect::assess(o.counts, o.devices, expected, d, spike, resolve_ratio);
+                    }
+                    // The newest part of the window, for a window above the volume guards that
+                    // does not breach as a whole (a spike that began a moment ago is diluted by
+                    // the quiet rest of the window).
+                    let mut fired_on = None;
+                    if let Some(len) = onset
+                        && detect::onset_eligible(&a, spike)
+                    {
+                        let start = now - len;
+                        let r = self
+                            .recent(&mut recent_windows, tenant, dim, &o.value, start, now)
+                            .await?;
+                        if detect::onset_breach(r, expected, 1.0, spike) {
+                            let d = match dispersion {
+                                Some(d) => d,
+                                None if spike.overdispersion => {
+                                    self.key_dispersion(mix, &parts, tenant, dim, &o.value, now)
+                                        .await?
+                                }
+                                None => 1.0,
+                            };
+                            if detect::onset_breach(r, expected, d, spike) {
+                                a.verdict = Verdict::Breach;
+                                a.dispersion = d.max(1.0);
+                                fired_on = Some(Onset {
+                                    start,
+                                    observed_count: r.failures,
+                                    attempts: r.attempts,
+                                });
+                            }
+                        }
                     }
                     assessed += 1;
                     let cur = open_by_key.remove(&key);
@@ -404,7 +445,7 @@ impl Evaluator {
                         cur,
                         &key,
                         &o,
-                        Some((a, base.kind)),
+                        Some((a, base.kind, fired_on)),
                         a.verdict,
                         now,
                         (from, to),
@@ -438,6 +479,49 @@ impl Evaluator {
                 .await?;
         }
         Ok(assessed)
+    }
+
+    /// The counts of `tenant` x `dim`=`value` in `[start, to)`, the newest part of the
+    /// window: queried once per (tenant, dimension) per evaluation, for the first key that
+    /// needs it.
+    async fn recent(
+        &self,
+        memo: &mut RecentWindows,
+        tenant: &str,
+        dim: Dimension,
+        value: &str,
+        start: i64,
+        to: i64,
+    ) -> Result<Counts, EvalError> {
+        let mk = (tenant.to_owned(), dim_name(dim));
+        if !memo.contains_key(&mk) {
+            let f = filters(start, to, Some(tenant));
+            let rows = self
+                .engine
+                .breakdown(&f, Dimension::Tenant, 100_000)
+                .await?;
+            let t_att = rows.iter().fold(Counts::default(), |mut c, r| {
+                c.add(Counts {
+                    failures: r.metrics.failures,
+                    attempts: r.metrics.attempts,
+                });
+                c
+            });
+            let obs = self.observe(tenant, dim, t_att, &[], start, to).await?;
+            let values = obs.into_iter().map(|o| (o.value, o.counts)).collect();
+            memo.insert(mk.clone(), (t_att, values));
+        }
+        let Some((t_att, values)) = memo.get(&mk) else {
+            return Ok(Counts::default());
+        };
+        Ok(values.get(value).copied().unwrap_or(Counts {
+            failures: 0,
+            attempts: if own_population(dim) {
+                0
+            } else {
+                t_att.attempts
+            },
+        }))
     }
 
     /// Observations of `dim` for `tenant` in the window: every value with failures, plus the
@@ -584,6 +668,24 @@ impl Evaluator {
             ));
         }
         Ok(parts)
+    }
+
+    /// The dispersion of a key: mix-adjusted for fleet-wide keys with `parts`, else the
+    /// key's own.
+    async fn key_dispersion(
+        &self,
+        mix: bool,
+        parts: &[(String, u64, Expectation)],
+        tenant: &str,
+        dim: Dimension,
+        value: &str,
+        now: i64,
+    ) -> Result<f64, EvalError> {
+        if mix {
+            self.mix_dispersion(parts, dim, value, now).await
+        } else {
+            self.dispersion(tenant, dim, value, now).await
+        }
     }
 
     /// The dispersion of a fleet-wide key under the mix-adjusted model: the tenants' counts
@@ -854,7 +956,7 @@ impl Evaluator {
         cur: Option<Alert>,
         key: &str,
         o: &Observation,
-        assessment: Option<(Assessment, &'static str)>,
+        assessment: Option<(Assessment, &'static str, Option<Onset>)>,
         verdict: Verdict,
         now: i64,
         (from, to): (i64, i64),
@@ -872,11 +974,16 @@ impl Evaluator {
         detail.observed_rate = o.counts.rate();
         detail.affected_devices = o.devices;
         detail.affected_users = o.users;
-        if let Some((a, kind)) = assessment {
+        if let Some((a, kind, onset)) = assessment {
             detail.expected_rate = a.expected_rate;
             detail.expected_count = a.expected_count;
             detail.baseline = kind.to_owned();
             detail.dispersion = a.dispersion;
+            // Until the alert fires, what this evaluation fired on; from then on, what made
+            // it fire.
+            if cur.as_ref().is_none_or(|a| a.firing_at.is_none()) {
+                detail.onset = onset;
+            }
         }
         let wants_enrichment = matches!(step.notify, Some(Kind::Firing | Kind::Renotify))
             || (cur.is_none() && step.phase.status.is_open());
@@ -1002,6 +1109,8 @@ impl Evaluator {
                     silenced = n.silenced_by.is_some(), at = now, observed = d.observed_count,
                     attempts = d.attempts, expected = d.expected_count, dispersion = d.dispersion,
                     devices = d.affected_devices, baseline = %d.baseline,
+                    onset_start = d.onset.map(|o| o.start), onset_observed = d.onset.map(|o| o.observed_count),
+                    onset_attempts = d.onset.map(|o| o.attempts),
                     "alert notification recorded");
             }
         } else {

@@ -41,6 +41,19 @@ pub struct Detail {
     /// it was recorded).
     #[serde(default)]
     pub dispersion: f64,
+    /// The newest part of the window, when the spike test fired on it rather than on the
+    /// whole window (`[alerts.spike] onset_intervals`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onset: Option<Onset>,
+}
+
+/// The newest part of an alert's window and what it held, when the spike fired on it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Onset {
+    /// Unix seconds; the part ends with the window.
+    pub start: i64,
+    pub observed_count: u64,
+    pub attempts: u64,
 }
 
 /// An alert as the API serves it and notifications carry it: one alert episode of one key
@@ -78,6 +91,11 @@ pub struct AlertView {
     pub baseline: String,
     /// The threshold rule's expression.
     pub expr: Option<String>,
+    /// Set when the spike test fired on the newest part of the window
+    /// (`[alerts.spike] onset_intervals`) rather than on the whole window, whose figures the
+    /// fields above keep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onset: Option<OnsetView>,
     pub concentration: Vec<Concentration>,
     pub top_codes: Vec<TopCode>,
     pub remediation: String,
@@ -98,6 +116,16 @@ pub struct AlertView {
     /// Only on GET /alerts/{id}.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Vec<NotificationView>>,
+}
+
+/// The newest part of an alert's window, when the spike test fired on it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AlertOnset)]
+pub struct OnsetView {
+    #[schema(format = DateTime)]
+    pub window_start: String,
+    pub observed_count: u64,
+    pub attempts: u64,
 }
 
 /// A notification of an alert (`GET /api/v1/alerts/{id}`).
@@ -209,6 +237,11 @@ impl Alert {
             affected_users: d.affected_users,
             baseline: d.baseline.clone(),
             expr: d.expr.clone(),
+            onset: d.onset.map(|o| OnsetView {
+                window_start: rfc3339(clamp(o.start)),
+                observed_count: o.observed_count,
+                attempts: o.attempts,
+            }),
             concentration: d.concentration.clone(),
             top_codes: d.top_codes.clone(),
             remediation: d.remediation.clone(),
