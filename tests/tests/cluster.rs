@@ -407,11 +407,10 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
     assert_same_answers("analyzer 2 vs analyzer 1", &two, &one);
     drop(single);
 
-    // Insight snapshots in the cluster (migration 0006): an analyzer refreshing every 2 s
-    // writes generations through the Distributed tables and drops old ones from the local
-    // tables ON CLUSTER; once it has refreshed four times (so generations were dropped), its
-    // snapshot answers equal analyzer 1's live ones, and at most two complete generations and
-    // the one being written remain.
+    // Insight snapshots in the cluster (migration 0006) are off: a refreshed generation's
+    // counts were measured wrong here (unlicensed users 2 or 5 where the live answer is 6).
+    // An analyzer asked to refresh every 2 s in cluster mode says so, writes no generation,
+    // and answers live, equal to analyzer 1.
     let extra_snap = [
         "--clickhouse-cluster",
         cluster.name(),
@@ -419,14 +418,13 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
         "2",
     ];
     let an3 = Analyzer::start_with_db(cluster.node(2, 2), &db, Some(&pg_url), &extra_snap).await;
-    poll_until(Duration::from_secs(120), "four insight refreshes", || {
+    poll_until(Duration::from_secs(60), "the snapshots-off warning", || {
         let log = an3.log();
         async move {
-            let n = log.matches("insight snapshot refreshed").count();
-            if n >= 4 {
+            if log.contains("insight snapshots are off in cluster mode") {
                 Ok(())
             } else {
-                Err(format!("{n} refreshes"))
+                Err("no warning yet".to_owned())
             }
         }
     })
@@ -438,18 +436,13 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
         .collect();
     for path in &insight_paths {
         let page = an3.ok(path, &token).await;
-        assert_eq!(page["from_snapshot"], true, "{path}: {page}");
+        assert_eq!(page["from_snapshot"], false, "{path}: {page}");
     }
     let three = answers(&an3, &token, &insight_paths).await;
     for path in &insight_paths {
-        assert_eq!(
-            three.get(path),
-            one.get(path),
-            "snapshot vs live: GET {path}"
-        );
+        assert_eq!(three.get(path), one.get(path), "live vs live: GET {path}");
     }
     drop(an3);
-    // Read as the product reads (the replicas the inserts and drops went to).
     let mut reader = cluster.node(1, 1).admin_client();
     for (name, value) in fleetpulse_chcluster::SESSION_SETTINGS {
         reader = reader.with_setting(*name, *value);
@@ -461,10 +454,7 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
         .fetch_one()
         .await
         .unwrap();
-    assert!(
-        (1..=3).contains(&generations),
-        "{generations} generations kept"
-    );
+    assert_eq!(generations, 0, "generations written in cluster mode");
 
     // 0004's finalized series in the cluster: the finalizer writes rollup_closed_series through
     // its Distributed table; late events change some closed buckets and the next pass writes

@@ -310,6 +310,15 @@ pub async fn run_refresher(
     if s.refresh_secs == 0 {
         return;
     }
+    if cluster.is_some() {
+        // Measured wrong in a 2x2 cluster (the cluster suite): a generation's unlicensed-users
+        // count came out 2 or 5 where the live answer is 6, varying from run to run. Until the
+        // cause is found, insights in cluster mode are always computed live.
+        tracing::warn!(
+            "insight snapshots are off in cluster mode (not yet correct there); insights are computed live"
+        );
+        return;
+    }
     loop {
         let now = u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
         let started = std::time::Instant::now();
