@@ -280,17 +280,7 @@ impl Evaluator {
             .await?;
         let mut tenant_attempts: BTreeMap<String, Counts> = tenants
             .iter()
-            .filter_map(|r| {
-                key_of(r).map(|k| {
-                    (
-                        k,
-                        Counts {
-                            failures: r.metrics.failures,
-                            attempts: r.metrics.attempts,
-                        },
-                    )
-                })
-            })
+            .filter_map(|r| key_of(r).map(|k| (k, row_counts(r))))
             .collect();
         if self.settings.all_tenants && !tenant_attempts.is_empty() {
             let mut all = Counts::default();
@@ -494,34 +484,29 @@ impl Evaluator {
         to: i64,
     ) -> Result<Counts, EvalError> {
         let mk = (tenant.to_owned(), dim_name(dim));
-        if !memo.contains_key(&mk) {
-            let f = filters(start, to, Some(tenant));
-            let rows = self
-                .engine
-                .breakdown(&f, Dimension::Tenant, 100_000)
-                .await?;
-            let t_att = rows.iter().fold(Counts::default(), |mut c, r| {
-                c.add(Counts {
-                    failures: r.metrics.failures,
-                    attempts: r.metrics.attempts,
-                });
-                c
-            });
-            let obs = self.observe(tenant, dim, t_att, &[], start, to).await?;
-            let values = obs.into_iter().map(|o| (o.value, o.counts)).collect();
-            memo.insert(mk.clone(), (t_att, values));
-        }
-        let Some((t_att, values)) = memo.get(&mk) else {
-            return Ok(Counts::default());
+        let (t_att, values) = match memo.entry(mk) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let f = filters(start, to, Some(tenant));
+                let rows = self
+                    .engine
+                    .breakdown(&f, Dimension::Tenant, 100_000)
+                    .await?;
+                let mut t_att = Counts::default();
+                for r in &rows {
+                    t_att.add(row_counts(r));
+                }
+                let obs = self.observe(tenant, dim, t_att, &[], start, to).await?;
+                e.insert((
+                    t_att,
+                    obs.into_iter().map(|o| (o.value, o.counts)).collect(),
+                ))
+            }
         };
-        Ok(values.get(value).copied().unwrap_or(Counts {
-            failures: 0,
-            attempts: if own_population(dim) {
-                0
-            } else {
-                t_att.attempts
-            },
-        }))
+        Ok(values
+            .get(value)
+            .copied()
+            .unwrap_or(absent(dim, t_att.attempts)))
     }
 
     /// Observations of `dim` for `tenant` in the window: every value with failures, plus the
@@ -571,14 +556,7 @@ impl Evaluator {
                     tenant: tenant.to_owned(),
                     dim,
                     value: v.clone(),
-                    counts: Counts {
-                        failures: 0,
-                        attempts: if own_population(dim) {
-                            0
-                        } else {
-                            tenant_att.attempts
-                        },
-                    },
+                    counts: absent(dim, tenant_att.attempts),
                     devices: 0,
                     users: 0,
                 });
@@ -1252,14 +1230,31 @@ fn set_dim(f: &mut Filters, dim: Dimension, value: &str) {
 /// The baseline counts of one value: its own, or none of the population's attempts failing
 /// on it.
 fn value_counts(base: &Baseline, dim: Dimension, value: &str) -> Counts {
-    base.values.get(value).copied().unwrap_or(Counts {
+    base.values
+        .get(value)
+        .copied()
+        .unwrap_or(absent(dim, base.tenant_attempts))
+}
+
+/// The counts of a value absent from a breakdown: no failures, over its own (empty)
+/// population or the tenant's attempts.
+fn absent(dim: Dimension, tenant_attempts: u64) -> Counts {
+    Counts {
         failures: 0,
         attempts: if own_population(dim) {
             0
         } else {
-            base.tenant_attempts
+            tenant_attempts
         },
-    })
+    }
+}
+
+/// A breakdown row's failures and attempts.
+fn row_counts(r: &BreakdownRow) -> Counts {
+    Counts {
+        failures: r.metrics.failures,
+        attempts: r.metrics.attempts,
+    }
 }
 
 /// The time series bucket and the buckets per bin used to estimate a key's dispersion at the
