@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 use crate::inspect::{InputKind, parse_bytes};
 use crate::sources::{
     MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_ATTRIBUTES, MAX_CHANNEL_BYTES,
-    MAX_MANUFACTURER_BYTES, MAX_MESSAGE_BYTES, MAX_SYMBOL_BYTES, MAX_UPN_BYTES, SourceContext,
+    MAX_ERROR_MESSAGE_BYTES, MAX_MANUFACTURER_BYTES, MAX_MESSAGE_BYTES, MAX_SYMBOL_BYTES,
+    MAX_UPN_BYTES, SourceContext,
 };
 
 /// `dsregcmd /status` output.
@@ -85,7 +86,7 @@ fn source(kind: InputKind, data: &[u8]) {
             );
             assert!(!e.message.is_empty(), "{kind:?}: error without a reason");
             assert!(
-                e.message.len() <= 4096,
+                e.message.len() <= MAX_ERROR_MESSAGE_BYTES,
                 "{kind:?}: error message of {} bytes",
                 e.message.len()
             );

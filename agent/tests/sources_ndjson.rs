@@ -4,7 +4,7 @@
 mod support;
 
 use fleetpulse_agent::inspect::InputKind;
-use fleetpulse_agent::sources::{ParseError, ndjson};
+use fleetpulse_agent::sources::{MAX_ERROR_MESSAGE_BYTES, ParseError, ndjson};
 use fleetpulse_proto::v1::{EnrollmentStage, Outcome, Platform, SourceKind};
 use support::ctx;
 
@@ -66,6 +66,20 @@ fn type_errors_name_the_field() {
     let text = "{\"stageX\": 1}";
     let err = ndjson::parse(text, &ctx()).expect_err("unknown field");
     assert!(err.message.contains("unknown field `stageX`"), "{err}");
+    // serde quotes an unknown field's name whole; a 5,000-byte name (found by the fuzzer,
+    // fuzz/corpus/ndjson_import/crash-6ba79a40) must not make a 5 KB error message.
+    let name = "\u{e9}".repeat(2500);
+    let err = ndjson::parse(&format!("{{\"{name}\": 1}}"), &ctx()).expect_err("unknown field");
+    assert!(
+        err.message.starts_with("unknown field `\u{e9}\u{e9}"),
+        "{err}"
+    );
+    assert!(
+        err.message.len() <= MAX_ERROR_MESSAGE_BYTES,
+        "{}",
+        err.message.len()
+    );
+    assert!(err.message.ends_with("bytes not shown)"), "{err}");
     assert_eq!(
         ndjson::parse("[1]", &ctx()),
         Err(ParseError::at(1, 1, "expected a JSON object"))

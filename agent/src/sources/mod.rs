@@ -73,13 +73,19 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Longest `ParseError::message` in bytes. Messages may quote the input (serde names an
+/// unknown field, a parser quotes the value it could not read), and an input line can be
+/// megabytes: the quote is cut here so that an error stays readable in a log line and cannot
+/// amplify hostile input.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
 impl ParseError {
     /// An error on a whole line.
     pub fn at_line(line: usize, message: impl Into<String>) -> Self {
         Self {
             line,
             column: None,
-            message: message.into(),
+            message: bounded_message(message.into()),
         }
     }
 
@@ -88,9 +94,22 @@ impl ParseError {
         Self {
             line,
             column: Some(column),
-            message: message.into(),
+            message: bounded_message(message.into()),
         }
     }
+}
+
+/// `message` cut to `MAX_ERROR_MESSAGE_BYTES` (on a character boundary), saying how much was
+/// left out.
+fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message;
+    }
+    let suffix = format!("... ({} bytes not shown)", message.len());
+    let mut cut = truncate_bytes(&message, MAX_ERROR_MESSAGE_BYTES - suffix.len());
+    let omitted = message.len() - cut.len();
+    cut.push_str(&format!("... ({omitted} bytes not shown)"));
+    cut
 }
 
 /// What the caller knows about the device and the moment of collection. Parsers never read
