@@ -293,6 +293,9 @@ const NEW_ROLLUPS: &[&str] = &[
     "rollup_fleet_outcomes_hourly",
     "rollup_fleet_outcomes_daily",
     "rollup_fleet_outcomes_weekly",
+    "rollup_tenant_totals_hourly",
+    "rollup_tenant_totals_daily",
+    "rollup_tenant_totals_weekly",
 ];
 
 async fn assert_rollups_hold_every_row_once(
@@ -496,6 +499,37 @@ async fn large_unique_counts_are_marked_estimates_within_the_bound() {
             );
         }
     }
+    // The tenant breakdown (per-tenant totals, migration 0007): 3,000 devices per tenant.
+    let got = analyzer
+        .ok(&format!("/api/v1/breakdown/tenant?{range}"), &token)
+        .await;
+    let want = analyzer
+        .ok(
+            &format!("/api/v1/breakdown/tenant?{range}&source=raw"),
+            &token,
+        )
+        .await;
+    let (got, want) = (
+        got["rows"].as_array().unwrap(),
+        want["rows"].as_array().unwrap(),
+    );
+    assert_eq!(got.len(), 2);
+    assert_eq!(want.len(), 2);
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["key"], w["key"]);
+        assert_eq!(g["events"], w["events"]);
+        assert_eq!(g["failures"], w["failures"]);
+        assert_eq!(g["estimated"], true, "{g}");
+        assert_eq!(w["estimated"], false, "{w}");
+        for k in ["devices", "affected_devices", "users", "affected_users"] {
+            let (gv, wv) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+            assert!(
+                (gv - wv).abs() <= 0.02 * wv,
+                "tenant {} {k}: rollups {gv}, exact {wv}",
+                g["key"]
+            );
+        }
+    }
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }
 
@@ -633,7 +667,7 @@ async fn series_read_finalized_buckets_until_late_events_arrive() {
     for table in [
         "rollup_fleet_facets_daily",
         "rollup_fleet_cores_daily",
-        "rollup_narrow_daily",
+        "rollup_tenant_totals_daily",
         "rollup_fleet_narrow_daily",
     ] {
         assert!(

@@ -285,6 +285,25 @@ pub const EXACT_UNIQUE_LIMIT: u64 = 1024;
 const RAW_STATES: &str = ", countState() AS events, uniqCombinedState(14)(tenant, device_id) AS devices, \
 uniqCombinedIfState(14)(tenant, user_principal_name, user_principal_name != '') AS users";
 
+/// [`METRICS`] over the per-tenant totals of migration 0007 (`Family::TenantTotals`): no
+/// outcome column, each unique count is its own state, merged once.
+const TENANT_METRICS: &str = "countMerge(events) AS n_events, \
+countIfMerge(attempt_events) AS attempts, \
+countIfMerge(failed_events) AS failures, \
+uniqCombinedIfMerge(14)(failed_devices) AS affected_devices, \
+uniqCombinedIfMerge(14)(failed_users) AS affected_users, \
+uniqCombinedMerge(14)(devices) AS n_devices, \
+uniqCombinedIfMerge(14)(users) AS n_users";
+
+/// The raw-edge states of a [`TENANT_METRICS`] plan: the same functions as 0007's views.
+const TENANT_RAW_STATES: &str = ", countState() AS events, \
+countIfState(toUInt8(outcome IN ('succeeded', 'failed'))) AS attempt_events, \
+countIfState(toUInt8(outcome = 'failed')) AS failed_events, \
+uniqCombinedState(14)(tenant, device_id) AS devices, \
+uniqCombinedIfState(14)(tenant, device_id, toUInt8(outcome = 'failed')) AS failed_devices, \
+uniqCombinedIfState(14)(tenant, user_principal_name, toUInt8(user_principal_name != '')) AS users, \
+uniqCombinedIfState(14)(tenant, user_principal_name, toUInt8(user_principal_name != '' AND outcome = 'failed')) AS failed_users";
+
 /// [`METRICS`] for rows that are all failed events (category breakdowns): every device and
 /// user is then an affected one, so each uniq state column is merged once, not twice.
 const FAILED_METRICS: &str = "countMerge(events) AS n_events, \
@@ -598,6 +617,11 @@ impl Engine {
                 None => tables.push((seg.source, vec![(seg.from, seg.to)])),
             }
         }
+        // A plan over the per-tenant totals reads their states (and builds the same at its raw
+        // edges); every other plan reads the common `events, devices, users`.
+        let tenant_states = segs
+            .iter()
+            .any(|s| source_family(s.source) == Some(Family::TenantTotals));
         let mut sql = Sql::default();
         for (i, (source, ranges)) in tables.iter().enumerate() {
             if i > 0 {
@@ -608,11 +632,15 @@ impl Engine {
             sql.push("SELECT ").push(&selects.join(", "));
             let raw = *source == Source::Raw;
             if states {
-                if raw {
-                    sql.push(RAW_STATES);
-                } else {
-                    sql.push(", events, devices, users");
-                }
+                sql.push(match (raw, tenant_states) {
+                    (true, false) => RAW_STATES,
+                    (true, true) => TENANT_RAW_STATES,
+                    (false, false) => ", events, devices, users",
+                    (false, true) => {
+                        ", events, attempt_events, failed_events, devices, failed_devices, users, \
+                         failed_users"
+                    }
+                });
             }
             sql.push(&format!(" FROM {}.{} WHERE (", self.db, source.table()));
             // A facet table holds every event once per dimension: read one facet's rows (the
@@ -874,6 +902,22 @@ impl Engine {
         }
     }
 
+    /// The plan over the per-tenant totals (migration 0007) for a tenant breakdown of all
+    /// tenants with no filter, read from the rollups; None otherwise (and when the range is
+    /// too short for any rollup: raw rows are then aggregated directly). One tenant's
+    /// questions read `rollup_narrow_*`, ordered by tenant first; 0007 is ordered by bucket.
+    fn tenant_totals_plan(&self, f: &Filters, dim: Option<Dimension>) -> Option<Vec<Segment>> {
+        if dim != Some(Dimension::Tenant)
+            || f.source != SourceChoice::Auto
+            || f.category.is_some()
+            || filter_columns(f).next().is_some()
+        {
+            return None;
+        }
+        let segs = self.segments(f, Resolution::Whole, Family::TenantTotals);
+        Self::only_raw(&segs).is_none().then_some(segs)
+    }
+
     /// Groups by `dim` (or by nothing when None, giving one row keyed '').
     async fn grouped(
         &self,
@@ -881,6 +925,19 @@ impl Engine {
         dim: Option<Dimension>,
         limit: u64,
     ) -> Result<(Vec<MetricRow>, bool), QueryError> {
+        if let Some(segs) = self.tenant_totals_plan(f, dim) {
+            let mut sql = Sql::default();
+            sql.push("SELECT tenant AS key, ").push(TENANT_METRICS);
+            Self::push_categorized(
+                &mut sql,
+                None,
+                self.union(&segs, &[Col::Named("tenant")], f, false, true),
+                f,
+            );
+            sql.push(" GROUP BY key ORDER BY failures DESC, n_events DESC, key ASC LIMIT ")
+                .bind(Bind::U64(limit));
+            return Ok((sql.query(&self.client).fetch_all().await?, false));
+        }
         let needs_cat = f.category.is_some() || dim == Some(Dimension::Category);
         let mut needed: Vec<&'static str> = filter_columns(f).collect();
         needed.push("outcome");

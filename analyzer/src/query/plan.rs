@@ -39,6 +39,12 @@ pub enum Family {
     /// signal `core` is `sig` without platform and stage; category questions use it when every
     /// core classifies the same in all its contexts (`Engine::core_map`).
     FleetCores,
+    /// tenant, no outcome split (`rollup_tenant_totals_*`, migration 0007): per (tenant,
+    /// bucket) the event counts and the four unique counts (devices, users, each all and
+    /// failed-only) as their own states, so a tenant breakdown merges each state once. Its
+    /// states differ from every other family's (no `outcome` column to filter on): never
+    /// chosen by [`Family::for_columns`], only by `Engine::tenant_totals`.
+    TenantTotals,
 }
 
 impl Family {
@@ -110,6 +116,9 @@ impl Family {
         "error_symbol",
     ];
 
+    /// Columns a `TenantTotals` rollup holds besides `bucket` and its states.
+    pub const TENANT_TOTALS_COLUMNS: &'static [&'static str] = &["tenant"];
+
     /// Smallest first: the order in which [`Family::for_columns`] tries them.
     const BY_SIZE: [Family; 8] = [
         Family::FleetNarrow,
@@ -138,6 +147,7 @@ impl Family {
             Family::Narrow => Self::NARROW_COLUMNS,
             Family::FleetFacets => Self::FLEET_FACETS_COLUMNS,
             Family::FleetCores => Self::FLEET_CORES_COLUMNS,
+            Family::TenantTotals => Self::TENANT_TOTALS_COLUMNS,
         }
     }
 
@@ -245,6 +255,10 @@ impl Source {
             Source::Rollup(FleetCores, Hour) => "rollup_fleet_cores_hourly",
             Source::Rollup(FleetCores, Day) => "rollup_fleet_cores_daily",
             Source::Rollup(FleetCores, Week) => "rollup_fleet_cores_weekly",
+            Source::Rollup(TenantTotals, FiveMinutes) => "rollup_tenant_totals_5m",
+            Source::Rollup(TenantTotals, Hour) => "rollup_tenant_totals_hourly",
+            Source::Rollup(TenantTotals, Day) => "rollup_tenant_totals_daily",
+            Source::Rollup(TenantTotals, Week) => "rollup_tenant_totals_weekly",
         }
     }
 }
@@ -605,9 +619,10 @@ mod tests {
         let sql = [
             include_str!("../../migrations/clickhouse/0003_signal_rollups.sql"),
             include_str!("../../migrations/clickhouse/0004_narrow_rollups.sql"),
+            include_str!("../../migrations/clickhouse/0007_tenant_rollups.sql"),
         ]
         .concat();
-        for f in Family::BY_SIZE {
+        for f in Family::BY_SIZE.into_iter().chain([Family::TenantTotals]) {
             let five = f.has_five_minutes().then_some(Grain::FiveMinutes);
             for g in five
                 .into_iter()

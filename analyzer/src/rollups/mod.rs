@@ -243,6 +243,24 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: &[],
     },
+    Migration {
+        version: 7,
+        name: "tenant_rollups",
+        up: include_str!("../../migrations/clickhouse/0007_tenant_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0007_tenant_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_tenant_totals_hourly_mv",
+            "VIEW rollup_tenant_totals_daily_mv",
+            "VIEW rollup_tenant_totals_weekly_mv",
+            "TABLE rollup_tenant_totals_hourly",
+            "TABLE rollup_tenant_totals_daily",
+            "TABLE rollup_tenant_totals_weekly",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -720,6 +738,12 @@ mod tests {
         // 0006: three snapshot tables, no backfill.
         assert_eq!(statements(MIGRATIONS[5].up).len(), 3);
         assert!(MIGRATIONS[5].backfill.is_none());
+        // 0007: per-tenant totals at three grains and their views; one backfill per grain.
+        assert_eq!(statements(MIGRATIONS[6].up).len(), 6);
+        assert_eq!(
+            statements(MIGRATIONS[6].backfill.unwrap_or_default()).len(),
+            3
+        );
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {
             for obj in m.objects {
