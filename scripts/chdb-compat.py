@@ -158,11 +158,14 @@ def rollup_tables(ch, db):
 
 
 def rollup_counts(ch, db, tables):
-    """Events per rollup; a facet rollup holds every event once per facet, so one facet's rows."""
+    """Events per rollup; a facet rollup holds every event once per facet, so one facet's rows;
+    a per-device failure rollup (0008) counts failed events in `failures`."""
     def where(t):
         return " WHERE facet = 'platform'" if "_facets_" in t else ""
+    def count(t):
+        return "failures" if "_device_failures_" in t else "events"
     return {
-        t: int(ch.query(f"SELECT countMerge(events) FROM {db}.{t}{where(t)}").strip() or 0)
+        t: int(ch.query(f"SELECT countMerge({count(t)}) FROM {db}.{t}{where(t)}").strip() or 0)
         for t in tables
     }
 

@@ -224,3 +224,163 @@ async fn root_serves_the_dashboard_or_how_to_build_it() {
     let (status, _) = request(a.addr, "GET", "/assets/nope.js", None, None).await;
     assert_eq!(status, 404);
 }
+
+/// One device of the brute-force affected-devices answer: every field the API returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WantDevice {
+    failures: u64,
+    first: u32,
+    last: u32,
+    upn: String,
+    code: Option<String>,
+    symbol: String,
+    category: String,
+    stage: String,
+    platform: String,
+    os_version: String,
+    method: String,
+}
+
+/// `/affected-devices` equals the brute force exactly, field by field, on every page: rows
+/// reaching the per-device failure rollups (migration 0008) by backfill and by the views,
+/// over a range read from hourly and daily rollups and one holding a Monday-aligned week and
+/// unaligned raw edges, from the rollups and from raw rows, with category, code, platform,
+/// outcome and search filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affected_devices_equal_brute_force_over_every_grain() {
+    let ch = shared();
+    let db = fresh_db(ch, "analyzer_affected").await;
+    let before = events_over(21, 2500, now().saturating_sub(60), 12);
+    insert_events(ch, &db, &before).await;
+    let a = Analyzer::start(ch, &db, &[]).await;
+    let after = events_over(22, 2500, now(), 12);
+    insert_events(ch, &db, &after).await;
+    let rows: Vec<_> = before.iter().chain(after.iter()).cloned().collect();
+    let all = a.create_key(&["--all-tenants"]);
+    let c = classifier();
+    let code = 0x8018_0014u32;
+    // Hours and a day; then T0 (a Friday) + 5h17m to T0 + 11 days + 3h: raw edges, hours,
+    // days and the week from Monday T0 + 3 days.
+    let ranges = [
+        (T0 + 3_600, T0 + 2 * DAY + 7_200),
+        (T0 + 5 * 3600 + 17 * 60, T0 + 11 * DAY + 3 * 3600 + 59),
+    ];
+    type Keep = Box<dyn Fn(&fleetpulse_tests::harness::rows::EnrollmentEventRow) -> bool>;
+    for (from, to) in ranges {
+        let range = format!("from={}&to={}", iso(from), iso(to));
+        let cases: Vec<(&str, Keep)> = vec![
+            ("", Box::new(|_| true)),
+            ("&category=device_cap", {
+                let c = classifier();
+                Box::new(move |r| category(&c, r) == "device_cap")
+            }),
+            ("&category=unknown", {
+                let c = classifier();
+                Box::new(move |r| category(&c, r) == "unknown")
+            }),
+            (
+                "&code=0x80180014",
+                Box::new(move |r| r.error_has_code == 1 && r.error_code == code),
+            ),
+            ("&platform=windows", Box::new(|r| r.platform == "windows")),
+            ("&outcome=succeeded", Box::new(|_| false)),
+            (
+                "&q=USER1",
+                Box::new(|r| {
+                    r.device_id.contains("user1") || r.user_principal_name.contains("user1")
+                }),
+            ),
+        ];
+        for (extra, keep) in &cases {
+            let mut want: BTreeMap<(String, String), WantDevice> = BTreeMap::new();
+            let mut in_scope: Vec<_> = rows
+                .iter()
+                .filter(|r| in_range(from, to)(r) && r.outcome == "failed" && keep(r))
+                .collect();
+            in_scope.sort_by_key(|r| r.occurred_at);
+            for r in in_scope {
+                let w = want
+                    .entry((r.tenant.clone(), r.device_id.clone()))
+                    .or_insert_with(|| WantDevice {
+                        failures: 0,
+                        first: r.occurred_at,
+                        last: 0,
+                        upn: String::new(),
+                        code: None,
+                        symbol: String::new(),
+                        category: String::new(),
+                        stage: String::new(),
+                        platform: String::new(),
+                        os_version: String::new(),
+                        method: String::new(),
+                    });
+                w.failures += 1;
+                w.last = r.occurred_at;
+                w.upn = r.user_principal_name.clone();
+                w.code = (r.error_has_code == 1).then(|| format!("0x{:08X}", r.error_code));
+                w.symbol = r.error_symbol.clone();
+                w.category = category(&c, r);
+                w.stage = r.stage.clone();
+                w.platform = r.platform.clone();
+                w.os_version = r.os_version.clone();
+                w.method = r.enrollment_method.clone();
+            }
+            if extra.is_empty() {
+                assert!(want.len() > 100, "{}", want.len());
+            }
+            for source in ["auto", "raw"] {
+                let mut got: BTreeMap<(String, String), WantDevice> = BTreeMap::new();
+                let mut order = Vec::new();
+                let mut cursor: Option<String> = None;
+                loop {
+                    let mut path =
+                        format!("/api/v1/affected-devices?{range}{extra}&source={source}&limit=37");
+                    if let Some(c) = &cursor {
+                        path.push_str(&format!("&cursor={c}"));
+                    }
+                    let body = a.ok(&path, &all).await;
+                    assert_eq!(body["total"].as_u64(), Some(want.len() as u64), "{path}");
+                    for d in body["devices"].as_array().unwrap() {
+                        let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+                        let t = |k: &str| {
+                            time::OffsetDateTime::parse(
+                                d[k].as_str().unwrap(),
+                                &time::format_description::well_known::Rfc3339,
+                            )
+                            .unwrap()
+                            .unix_timestamp() as u32
+                        };
+                        let f = d["failures"].as_u64().unwrap();
+                        order.push(f);
+                        let dev = WantDevice {
+                            failures: f,
+                            first: t("first_failure"),
+                            last: t("last_failure"),
+                            upn: s("user_principal_name"),
+                            code: d["last_code"].as_str().map(str::to_owned),
+                            symbol: s("last_symbol"),
+                            category: s("last_category"),
+                            stage: s("last_stage"),
+                            platform: s("platform"),
+                            os_version: s("os_version"),
+                            method: s("enrollment_method"),
+                        };
+                        assert!(
+                            got.insert((s("tenant"), s("device_id")), dev).is_none(),
+                            "a device on two pages: {d}"
+                        );
+                    }
+                    cursor = body["next_cursor"].as_str().map(str::to_owned);
+                    if cursor.is_none() {
+                        break;
+                    }
+                }
+                assert!(order.windows(2).all(|w| w[0] >= w[1]), "{order:?}");
+                for (k, w) in &want {
+                    assert_eq!(got.get(k), Some(w), "{range}{extra} {source}: {k:?}");
+                }
+                assert_eq!(got.len(), want.len(), "{range}{extra} {source}");
+            }
+        }
+    }
+}

@@ -527,23 +527,35 @@ impl CategoryMap {
         }
     }
 
+    /// The signal ids classified as `category`. None when the map cannot tell (a core map, or
+    /// `unknown`, which is every signal not in the map).
+    pub(super) fn sigs_of(&self, category: &str) -> Option<Vec<u64>> {
+        self.of_category(category, &self.sigs)
+    }
+
     /// The codes (`error_has_code << 32 | error_code`) of the signals classified as
-    /// `category`: a failed row of that category has one of them. None when the map cannot
-    /// tell (a core map, or `unknown`, which is every signal not in the map).
+    /// `category`: a failed row of that category has one of them. None as for
+    /// [`Self::sigs_of`].
     pub(super) fn codes_of(&self, category: &str) -> Option<Vec<u64>> {
+        self.of_category(category, &self.codes)
+    }
+
+    /// The distinct `values` (parallel to the signals) of the signals classified as `category`,
+    /// sorted.
+    fn of_category(&self, category: &str, values: &[u64]) -> Option<Vec<u64>> {
         if self.key != Col::Sig || category == "unknown" {
             return None;
         }
-        let mut codes: Vec<u64> = self
+        let mut out: Vec<u64> = self
             .cats
             .iter()
-            .zip(&self.codes)
+            .zip(values)
             .filter(|(c, _)| c.as_str() == category)
-            .map(|(_, code)| *code)
+            .map(|(_, v)| *v)
             .collect();
-        codes.sort_unstable();
-        codes.dedup();
-        Some(codes)
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
     }
 }
 

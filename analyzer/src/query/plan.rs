@@ -45,6 +45,11 @@ pub enum Family {
     /// states differ from every other family's (no `outcome` column to filter on): never
     /// chosen by [`Family::for_columns`], only by `Engine::tenant_totals`.
     TenantTotals,
+    /// Failed events per bucket x signal x tenant x device x user x OS version x method
+    /// (`rollup_device_failures_*`, migration 0008): count, first and last time, no states;
+    /// the affected-devices list (`query/affected.rs`). Never chosen by
+    /// [`Family::for_columns`]: it holds failures only and no uniq states.
+    DeviceFailures,
 }
 
 impl Family {
@@ -118,6 +123,21 @@ impl Family {
 
     /// Columns a `TenantTotals` rollup holds besides `bucket` and its states.
     pub const TENANT_TOTALS_COLUMNS: &'static [&'static str] = &["tenant"];
+    /// Columns a `DeviceFailures` rollup holds besides `bucket` and its aggregates.
+    pub const DEVICE_FAILURES_COLUMNS: &'static [&'static str] = &[
+        "tenant",
+        "device_id",
+        "user_principal_name",
+        "os_version",
+        "enrollment_method",
+        "platform",
+        "stage",
+        "source_kind",
+        "sig",
+        "error_code",
+        "error_has_code",
+        "error_symbol",
+    ];
 
     /// Smallest first: the order in which [`Family::for_columns`] tries them.
     const BY_SIZE: [Family; 8] = [
@@ -148,6 +168,7 @@ impl Family {
             Family::FleetFacets => Self::FLEET_FACETS_COLUMNS,
             Family::FleetCores => Self::FLEET_CORES_COLUMNS,
             Family::TenantTotals => Self::TENANT_TOTALS_COLUMNS,
+            Family::DeviceFailures => Self::DEVICE_FAILURES_COLUMNS,
         }
     }
 
@@ -259,6 +280,10 @@ impl Source {
             Source::Rollup(TenantTotals, Hour) => "rollup_tenant_totals_hourly",
             Source::Rollup(TenantTotals, Day) => "rollup_tenant_totals_daily",
             Source::Rollup(TenantTotals, Week) => "rollup_tenant_totals_weekly",
+            Source::Rollup(DeviceFailures, FiveMinutes) => "rollup_device_failures_5m",
+            Source::Rollup(DeviceFailures, Hour) => "rollup_device_failures_hourly",
+            Source::Rollup(DeviceFailures, Day) => "rollup_device_failures_daily",
+            Source::Rollup(DeviceFailures, Week) => "rollup_device_failures_weekly",
         }
     }
 }
@@ -620,9 +645,13 @@ mod tests {
             include_str!("../../migrations/clickhouse/0003_signal_rollups.sql"),
             include_str!("../../migrations/clickhouse/0004_narrow_rollups.sql"),
             include_str!("../../migrations/clickhouse/0007_tenant_rollups.sql"),
+            include_str!("../../migrations/clickhouse/0008_device_failure_rollups.sql"),
         ]
         .concat();
-        for f in Family::BY_SIZE.into_iter().chain([Family::TenantTotals]) {
+        for f in Family::BY_SIZE
+            .into_iter()
+            .chain([Family::TenantTotals, Family::DeviceFailures])
+        {
             let five = f.has_five_minutes().then_some(Grain::FiveMinutes);
             for g in five
                 .into_iter()

@@ -261,6 +261,24 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: &[],
     },
+    Migration {
+        version: 8,
+        name: "device_failure_rollups",
+        up: include_str!("../../migrations/clickhouse/0008_device_failure_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0008_device_failure_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_device_failures_hourly_mv",
+            "VIEW rollup_device_failures_daily_mv",
+            "VIEW rollup_device_failures_weekly_mv",
+            "TABLE rollup_device_failures_hourly",
+            "TABLE rollup_device_failures_daily",
+            "TABLE rollup_device_failures_weekly",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -742,6 +760,12 @@ mod tests {
         assert_eq!(statements(MIGRATIONS[6].up).len(), 6);
         assert_eq!(
             statements(MIGRATIONS[6].backfill.unwrap_or_default()).len(),
+            3
+        );
+        // 0008: per-device failures at three grains and their views; one backfill per grain.
+        assert_eq!(statements(MIGRATIONS[7].up).len(), 6);
+        assert_eq!(
+            statements(MIGRATIONS[7].backfill.unwrap_or_default()).len(),
             3
         );
         // 0003 drops every object of the migrations it retires.
