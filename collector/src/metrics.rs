@@ -38,11 +38,13 @@ pub struct StageLabel {
 }
 
 /// Where a push's time goes (`stage_seconds{stage}`), so an operator can tell a slow control
-/// database from a slow ClickHouse without a profiler. Per push: `push` (decoded request to
-/// answer, all of the below included), `claim` (ledger claim),
-/// `queue` (rows handed to the writer until their flush starts), `write` (handed over until
-/// ClickHouse confirmed), `finish` (ledger finish). Per flush: `lookup` (duplicate lookups),
-/// `insert` (the inserts). Per ledger group commit: `commit` (its transaction).
+/// database from a slow ClickHouse without a profiler. Per push: `gate` (headers in until the
+/// decoded request reaches the handler), `push` (decoded request to answer, claim, queue and
+/// write included), `claim` (ledger claim), `queue` (rows handed to the writer until their
+/// flush starts), `write` (handed over until ClickHouse confirmed), `finish` (ledger finish:
+/// queued before the answer, committed after it; queued until committed). Per flush:
+/// `lookup` (duplicate lookups), `insert` (the inserts). Per ledger group commit: `commit`
+/// (its transaction).
 #[derive(Clone, Copy, Debug)]
 pub enum Stage {
     Push,
@@ -53,10 +55,11 @@ pub enum Stage {
     Lookup,
     Insert,
     Commit,
+    Gate,
 }
 
 impl Stage {
-    const ALL: [Stage; 8] = [
+    const ALL: [Stage; 9] = [
         Stage::Push,
         Stage::Claim,
         Stage::Queue,
@@ -65,6 +68,7 @@ impl Stage {
         Stage::Lookup,
         Stage::Insert,
         Stage::Commit,
+        Stage::Gate,
     ];
 
     fn name(self) -> &'static str {
@@ -77,6 +81,7 @@ impl Stage {
             Stage::Lookup => "lookup",
             Stage::Insert => "insert",
             Stage::Commit => "commit",
+            Stage::Gate => "gate",
         }
     }
 }
@@ -111,7 +116,7 @@ pub struct Metrics {
     pub shed: Family<ReasonLabel, Counter>,
     /// Seconds per stage of a push or a flush (see [`Stage`]); one histogram per stage,
     /// created up front so observing takes no lock.
-    stages: [Histogram; 8],
+    stages: [Histogram; 9],
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,8 +170,11 @@ impl Metrics {
             "Seconds spent per stage: per push push (decoded request to answer, the stages \
              below included), claim (ledger claim), queue (rows handed to the \
              writer until their flush starts), write (handed over until ClickHouse confirmed), \
-             finish (ledger finish); per flush lookup (duplicate lookups) and insert; per \
-             ledger group commit (claims, finishes and last-seen times of concurrent pushes)",
+             finish (ledger finish, queued before the answer and committed after it: queued \
+             until committed); gate (headers in until the decoded request reaches the \
+             handler: credential, body read, inflate, scan, decode); per flush lookup \
+             (duplicate lookups) and insert; per ledger group commit (claims, finishes and \
+             last-seen times of concurrent pushes)",
             family,
         );
         registry.register(

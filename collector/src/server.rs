@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, ConfigError},
-    control::{ControlDb, ControlError, credential_cache::CredentialCache},
+    control::{
+        ControlDb, ControlError, credential_cache::CredentialCache, ledger_group::LedgerGroup,
+    },
     grpc::{self, GrpcError, IngestSvc, Shared, admission::Admission},
     http,
     metrics::Metrics,
@@ -74,6 +76,9 @@ pub struct Collector {
     writer_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     control: Arc<ControlDb>,
+    /// The ledger's group-commit task: answered pushes' `stored` marks are committed after
+    /// their answers, so shutdown waits for them before closing the database.
+    ledger: LedgerGroup,
     drain_timeout: Duration,
 }
 
@@ -283,6 +288,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         .with_admission(Admission::new(config.admission(), metrics.clone())),
     );
     let svc = IngestSvc::new(shared.clone());
+    let ledger = shared.ledger.clone();
 
     let background = vec![
         {
@@ -346,6 +352,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
         writer_task,
         background,
         control,
+        ledger,
         drain_timeout: config.clickhouse_timeout() * 2 + config.flush_interval(),
     })
 }
@@ -396,6 +403,17 @@ impl Collector {
         for t in self.background {
             let _ = t.await;
         }
+        if tokio::time::timeout(self.drain_timeout, self.ledger.settled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the ledger's last stored marks were not committed within {:?}; those batches \
+                 stay pending (a resend recovers them and stores nothing twice)",
+                self.drain_timeout
+            );
+        }
+        drop(self.ledger);
         self.control.close().await;
         grpc?.map_err(ServeError::from)?;
         http?.map_err(ServeError::Http)?;

@@ -26,7 +26,10 @@
 //!      counted as multisets so identical items inside one batch stay distinct.
 //! 3. **Write**: valid rows go to the single writer; the Push waits until ClickHouse confirmed
 //!    the insert that carried them.
-//! 4. **Finish**: `UPDATE state='stored', accepted, rejects WHERE owner=<mine>`; answer OK.
+//! 4. **Finish**: `UPDATE state='stored', accepted, rejects WHERE owner=<mine>`, queued before
+//!    the answer OK and committed with the ledger's next group after it (the answer means the
+//!    rows are in ClickHouse; the mark only serves resends: see
+//!    `ledger_group::LedgerGroup::finish_after_answer`).
 //!
 //! On a failed write the lease is shortened to now (the retry recovers at once), or, when the
 //! failure leaves it unknown whether the server is still applying the insert (timeout, broken

@@ -33,7 +33,7 @@ use std::{
     net::SocketAddr,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -72,6 +72,8 @@ pub struct GatedPush {
     pub encoded_len: usize,
     /// The body's share of `max_inflight_bytes`, held until the push is answered.
     pub body: Option<Arc<OwnedSemaphorePermit>>,
+    /// When the gate took the request (its headers), for the `gate` stage.
+    pub received: Instant,
 }
 
 /// The identity the gate authenticated (GetLimits).
@@ -132,6 +134,7 @@ where
         let shared = self.shared.clone();
         let limits = self.limits;
         Box::pin(async move {
+            let received = Instant::now();
             let path = req.uri().path();
             let is_push = path == PUSH_PATH;
             if !is_push && path != GET_LIMITS_PATH {
@@ -207,6 +210,7 @@ where
                 request,
                 encoded_len,
                 body: Some(Arc::new(permit)),
+                received,
             });
             // tonic decodes an empty message; the handler takes the real one from the
             // extensions.

@@ -2,8 +2,9 @@
 //!
 //! Push is the hot path: authenticate (from the credential cache, else one SELECT), check limits, validate every item, digest,
 //! reserve writer room, claim the batch in the ledger (one INSERT), encode rows, write them
-//! through the shared writer and wait for ClickHouse, mark the batch stored (one UPDATE),
-//! answer. See `control::ledger` for why this stores every accepted item exactly once.
+//! through the shared writer and wait for ClickHouse, queue the batch's `stored` mark (one
+//! UPDATE, committed after the answer), answer. See `control::ledger` for why this stores
+//! every accepted item exactly once.
 
 use std::{
     collections::HashMap,
@@ -33,7 +34,7 @@ use crate::{
         agents::{AgentIdentity, NewAgent},
         credential_cache::{CredentialCache, Lookup},
         ledger::{BatchKey, Claim, StoredReject, StoredRejects, format_ranges},
-        ledger_group::LedgerGroup,
+        ledger_group::{LedgerGroup, StoredMark},
         now_ms,
         tokens::{AuthError, AuthFailure},
     },
@@ -563,30 +564,19 @@ impl IngestSvc {
 
         let rejects = bounded_rejects(&validation.rejections);
         let accepted = u32::try_from(accepted).unwrap_or(u32::MAX);
-        let finish_started = Instant::now();
-        let finished = s
-            .ledger
-            .finish(
-                &identity.agent_id,
-                seq,
-                &owner,
+        // The rows are confirmed: the answer does not wait for the ledger's `stored` mark. It is
+        // queued here, before the answer leaves, and committed with the next group (see
+        // `ledger_group::LedgerGroup::finish_after_answer` for why every guarantee holds).
+        s.ledger
+            .finish_after_answer(StoredMark {
+                agent_id: &identity.agent_id,
+                batch_seq: seq,
+                owner: &owner,
                 accepted,
-                &rejects,
-                now_ms(),
-            )
-            .await;
-        m.stage(Stage::Finish, finish_started.elapsed().as_secs_f64());
-        match finished {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                "lease lost before finishing; the rows are stored and the new owner recovers"
-            ),
-            Err(e) => {
-                // The rows are stored but not marked: a resend recovers after the lease and
-                // stores nothing twice. Tell the agent to resend.
-                return Err(control_unavailable(&e));
-            }
-        }
+                rejects: &rejects,
+                now_ms: now_ms(),
+            })
+            .map_err(|e| control_unavailable(&e))?;
 
         m.batches_accepted.inc();
         for (kind, n) in ["event", "state", "heartbeat"].iter().zip(stored_kinds) {
@@ -720,7 +710,10 @@ impl IngestService for IngestSvc {
         // `_body` holds the push's share of `max_inflight_bytes` until it is answered.
         let (identity, req, encoded_len, _body) =
             match request.extensions_mut().remove::<GatedPush>() {
-                Some(gated) => (gated.identity, gated.request, gated.encoded_len, gated.body),
+                Some(gated) => {
+                    m.stage(Stage::Gate, gated.received.elapsed().as_secs_f64());
+                    (gated.identity, gated.request, gated.encoded_len, gated.body)
+                }
                 // Called without the gate (in-process use of the service): authenticate here.
                 None => {
                     let peer = request.remote_addr();

@@ -13,7 +13,17 @@
 //! Progress goes to stderr; the last stdout line is exactly one JSON object:
 //! `{"events":N,"agents":A,"batch":B,"pushes":P,"pipeline_eps":X,"pushes_per_s":..,
 //! "raw_clickhouse_eps":Y,"ratio":X/Y,"collector_cpu_s":..,"collector_cpu_ms_per_push":..,
-//! "collector_cpu_s_per_million_events":..,"collector_rss_mib":..,"collector_peak_rss_mib":..}`.
+//! "collector_cpu_s_per_million_events":..,"collector_rss_mib":..,"collector_peak_rss_mib":..,
+//! "generation":"ahead"|"lazy","push_latency_p50_ms":..,"push_latency_p95_ms":..,..}`.
+//! Push latency is each batch's round trip as its agent sees it (first attempt sent to ack,
+//! retries included).
+//!
+//! Up to 2,000,000 events the batches are generated before the clock starts; above (or with
+//! `--lazy`) each agent generates its next batch just before sending it, at most
+//! `--max-held-items` items held by all agents at once, so `--agents 1000 --batch 5000`
+//! (5M events) runs in about 1 GB instead of 19. Each agent's events come from its own seed,
+//! so the raw baseline regenerates exactly the same rows, one chunk at a time, outside its
+//! clock.
 //! The collector's CPU comes from `/proc/<pid>/stat` over the pipeline phase (steadier than
 //! wall time on a shared machine); its memory from `/proc/<pid>/status` at the end of it.
 //!
@@ -39,7 +49,7 @@ use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
 use fleetpulse_tests::harness::cluster::{CLUSTER_NAME, Cluster};
 use fleetpulse_tests::harness::process::{cpu_time, memory, raise_fd_limit};
 use fleetpulse_tests::harness::rows::{EnrollmentEventRow, raw_table_statements};
-use fleetpulse_tests::harness::synthetic::Synth;
+use fleetpulse_tests::harness::synthetic::{Synth, event_item};
 use fleetpulse_tests::harness::{self, ClickHouseServer, Collector, Registered, bearer};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
@@ -86,7 +96,21 @@ struct Args {
     /// into the bare raw tables.
     #[arg(long)]
     rollups: bool,
+    /// Generate each agent's batches while the run goes, one batch just before it is sent,
+    /// instead of all of them before the clock starts (automatic above 2,000,000 events: a
+    /// 5M-event run held 19 GB when generated ahead). The generation then counts in the bench
+    /// client's CPU during the pipeline phase (reported); the raw baseline is generated per
+    /// chunk outside its clock either way.
+    #[arg(long)]
+    lazy: bool,
+    /// Lazy generation: at most this many generated items held by all agents at once (an
+    /// agent waits for room before generating its next batch), which bounds the bench's memory.
+    #[arg(long, default_value_t = 500_000)]
+    max_held_items: usize,
 }
+
+/// Above this many events the batches are generated lazily (see `--lazy`).
+const LAZY_ABOVE_EVENTS: u64 = 2_000_000;
 
 /// Creates the analyzer's rollup tables and views in `db` (which holds the raw tables), with a
 /// cutover of 0 so the views take every row of the run and the backfill copies nothing.
@@ -223,21 +247,45 @@ async fn main() -> anyhow::Result<()> {
         args.agents, args.events
     );
 
+    let lazy = args.lazy || args.events > LAZY_ABOVE_EVENTS;
+    let plan = Plan::new(&args, &agents, batch_items, max_bytes)?;
     let generated = Instant::now();
-    let (plans, rows) = generate(&mut synth, &agents, args.events, batch_items, max_bytes)?;
-    eprintln!(
-        "bench: generated {} batches and {} rows in {:.1} s",
-        plans.iter().map(Vec::len).sum::<usize>(),
-        rows.len(),
-        generated.elapsed().as_secs_f64()
-    );
-
-    let pushes: usize = plans.iter().map(Vec::len).sum();
-    // Each batch with a copy for its first attempt, made before the clock starts.
-    let plans: Vec<Vec<(PushRequest, PushRequest)>> = plans
-        .into_iter()
-        .map(|batches| batches.into_iter().map(|b| (b.clone(), b)).collect())
-        .collect();
+    let mut sources: Vec<Source> = Vec::with_capacity(agents.len());
+    let held = Arc::new(tokio::sync::Semaphore::new(
+        args.max_held_items.max(batch_items),
+    ));
+    for (i, agent) in agents.iter().enumerate() {
+        let mut stream = plan.stream(i, agent);
+        if lazy {
+            sources.push(Source::Lazy(Box::new(stream), Arc::clone(&held)));
+        } else {
+            // Each batch with a copy for its first attempt, made before the clock starts.
+            let mut batches = Vec::new();
+            while let Some(b) = stream.next_batch() {
+                batches.push((b.clone(), b));
+            }
+            sources.push(Source::Ahead(batches));
+        }
+    }
+    if lazy {
+        eprintln!(
+            "bench: generating each agent's batches lazily (at most {} items held at once)",
+            args.max_held_items.max(batch_items)
+        );
+    } else {
+        eprintln!(
+            "bench: generated {} batches in {:.1} s",
+            sources
+                .iter()
+                .map(|s| match s {
+                    Source::Ahead(b) => b.len(),
+                    Source::Lazy(..) => 0,
+                })
+                .sum::<usize>(),
+            generated.elapsed().as_secs_f64()
+        );
+    }
+    let pushes_done = Arc::new(AtomicU64::new(0));
 
     // ---- pipeline ----
     let mut processes = vec![
@@ -257,10 +305,17 @@ async fn main() -> anyhow::Result<()> {
     let acked = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (agent, batches) in agents.iter().cloned().zip(plans) {
+    for (agent, source) in agents.iter().cloned().zip(sources) {
         let client = collector.lazy_client()?;
         let acked = Arc::clone(&acked);
-        tasks.push(tokio::spawn(push_all(client, agent, batches, acked)));
+        let pushes_done = Arc::clone(&pushes_done);
+        tasks.push(tokio::spawn(push_all(
+            client,
+            agent,
+            source,
+            acked,
+            pushes_done,
+        )));
     }
     let progress = {
         let acked = Arc::clone(&acked);
@@ -277,10 +332,13 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
+    let mut latencies: Vec<Duration> = Vec::new();
     for task in tasks {
-        task.await.context("agent task panicked")??;
+        latencies.extend(task.await.context("agent task panicked")??);
     }
     let acked_at = started.elapsed();
+    let pushes = usize::try_from(pushes_done.load(Ordering::Relaxed))?;
+    let latency = Percentiles::of(latencies);
     let count_sql = format!("SELECT count() FROM {pipeline_db}.enrollment_events");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -317,6 +375,11 @@ async fn main() -> anyhow::Result<()> {
         .sum();
     let (rss, peak_rss) = collector.pid().and_then(memory).unwrap_or_default();
     report_writer(&collector, pipeline).await;
+    eprintln!(
+        "bench: push round trip (first attempt sent to ack, retries included): p50 {:.1} ms, \
+         p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.max_ms
+    );
     let pipeline_eps = args.events as f64 / pipeline.as_secs_f64();
     let pushes_per_s = pushes as f64 / pipeline.as_secs_f64();
     eprintln!(
@@ -353,22 +416,58 @@ async fn main() -> anyhow::Result<()> {
         ("bench client", Some(std::process::id())),
         ("clickhouse-server", ch.pid()),
     ]);
-    let started = Instant::now();
+    // Rows are generated per chunk (the same events as the pipeline's, from the same per-agent
+    // seeds) and only the inserts are timed.
+    let chunk_rows = args.raw_chunk.max(1);
+    let mut raw = Duration::ZERO;
     let mut inserted = 0usize;
-    for chunk in rows.chunks(args.raw_chunk.max(1)) {
+    let mut chunk: Vec<EnrollmentEventRow> = Vec::with_capacity(chunk_rows);
+    let mut agents_left = agents.iter().enumerate();
+    let mut current: Option<(&Registered, AgentStream)> = None;
+    loop {
+        // Fill the chunk.
+        while chunk.len() < chunk_rows {
+            if current.is_none() {
+                current = agents_left.next().map(|(i, a)| (a, plan.stream(i, a)));
+            }
+            let Some((agent, stream)) = current.as_mut() else {
+                break;
+            };
+            match stream.next_batch() {
+                Some(batch) => {
+                    for item in &batch.items {
+                        if let Some(Kind::Event(e)) = &item.kind {
+                            chunk.push(EnrollmentEventRow::expected(
+                                &agent.tenant,
+                                batch.batch_seq,
+                                plan.received_at,
+                                e,
+                            ));
+                        }
+                    }
+                }
+                None => current = None,
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let take = chunk.len().min(chunk_rows);
+        let started = Instant::now();
         let mut insert = client
             .insert::<EnrollmentEventRow>("enrollment_events")
             .await?;
-        for row in chunk {
+        for row in &chunk[..take] {
             insert.write(row).await?;
         }
         insert.end().await?;
-        inserted += chunk.len();
-        if inserted.is_multiple_of(args.raw_chunk.max(1) * 5) {
-            eprintln!("bench: raw {inserted}/{} inserted", rows.len());
+        raw += started.elapsed();
+        chunk.drain(..take);
+        inserted += take;
+        if inserted.is_multiple_of(chunk_rows * 5) {
+            eprintln!("bench: raw {inserted}/{} inserted", args.events);
         }
     }
-    let raw = started.elapsed();
     cpu.report("raw", raw);
     let raw_count = ch
         .count(
@@ -415,6 +514,10 @@ async fn main() -> anyhow::Result<()> {
             "clickhouse_cpu_s_per_million_events": round3(clickhouse_cpu * 1e6 / args.events as f64),
             "collector_rss_mib": mib(rss),
             "collector_peak_rss_mib": mib(peak_rss),
+            "generation": if lazy { "lazy" } else { "ahead" },
+            "push_latency_p50_ms": round3(latency.p50_ms),
+            "push_latency_p95_ms": round3(latency.p95_ms),
+            "push_latency_p99_ms": round3(latency.p99_ms),
         })
     );
     Ok(())
@@ -447,7 +550,7 @@ async fn report_writer(collector: &Collector, wall: Duration) {
     }
     // Where a push's time went (the collector's `stage_seconds` histograms): mean per stage.
     let stages: Vec<String> = [
-        "push", "claim", "queue", "write", "finish", "lookup", "insert", "commit",
+        "gate", "push", "claim", "queue", "write", "finish", "lookup", "insert", "commit",
     ]
     .iter()
     .filter_map(|stage| {
@@ -552,124 +655,235 @@ impl CpuMeter {
     }
 }
 
-type Plans = Vec<Vec<PushRequest>>;
-
-/// Per agent, its batches (sequence numbers from 1); plus the rows those events become.
-fn generate(
-    synth: &mut Synth,
-    agents: &[Registered],
-    events: u64,
+/// What every agent's stream shares: how many events each sends, from when, in what batches.
+struct Plan {
+    seed: u64,
+    per_agent: u64,
+    remainder: u64,
+    start: SystemTime,
+    received_at: u32,
     batch_items: usize,
     max_bytes: usize,
-) -> anyhow::Result<(Plans, Vec<EnrollmentEventRow>)> {
-    let received_at = u32::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs(),
-    )?;
-    let start = SystemTime::now() - Duration::from_secs(3_600);
-    let per_agent = events / agents.len() as u64;
-    let remainder = events % agents.len() as u64;
-    let mut plans = Vec::with_capacity(agents.len());
-    let mut rows = Vec::with_capacity(usize::try_from(events)?);
-    for (i, agent) in agents.iter().enumerate() {
-        let n = per_agent + u64::from((i as u64) < remainder);
-        let n = usize::try_from(n)?;
+}
+
+impl Plan {
+    fn new(
+        args: &Args,
+        agents: &[Registered],
+        batch_items: usize,
+        max_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let now = SystemTime::now();
+        Ok(Self {
+            seed: args.seed,
+            per_agent: args.events / agents.len() as u64,
+            remainder: args.events % agents.len() as u64,
+            start: now - Duration::from_secs(3_600),
+            received_at: u32::try_from(now.duration_since(UNIX_EPOCH)?.as_secs())?,
+            batch_items,
+            max_bytes,
+        })
+    }
+
+    /// Agent `index`'s events; the same every time it is called (its own seed).
+    fn stream(&self, index: usize, agent: &Registered) -> AgentStream {
+        let n = self.per_agent + u64::from((index as u64) < self.remainder);
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let mut synth =
+            Synth::new(self.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         // 50 devices behind each agent (a site relay), events spread over the last hour.
         let devices: Vec<String> = (0..50).map(|_| synth.device_id()).collect();
-        let step = Duration::from_secs(3_000) / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-        let items = synth.event_items(&agent.agent_id, &devices, n, start, step);
-        let mut batches = Vec::new();
-        let mut current: Vec<TelemetryItem> = Vec::new();
-        let mut current_bytes = 16usize;
-        for item in items {
-            let len = item.encoded_len() + 8;
-            if !current.is_empty()
-                && (current.len() == batch_items || current_bytes + len > max_bytes)
-            {
-                batches.push(std::mem::take(&mut current));
-                current_bytes = 16;
-            }
-            current_bytes += len;
-            current.push(item);
+        AgentStream {
+            synth,
+            agent_id: agent.agent_id.clone(),
+            devices,
+            total: n,
+            produced: 0,
+            start: self.start,
+            step: Duration::from_secs(3_000) / u32::try_from(n.max(1)).unwrap_or(u32::MAX),
+            batch_items: self.batch_items,
+            max_bytes: self.max_bytes,
+            carry: None,
+            next_seq: 1,
         }
-        if !current.is_empty() {
-            batches.push(current);
-        }
-        let mut plan = Vec::with_capacity(batches.len());
-        for (seq, items) in batches.into_iter().enumerate() {
-            let batch_seq = seq as u64 + 1;
-            for item in &items {
-                if let Some(Kind::Event(e)) = &item.kind {
-                    rows.push(EnrollmentEventRow::expected(
-                        &agent.tenant,
-                        batch_seq,
-                        received_at,
-                        e,
-                    ));
-                }
-            }
-            plan.push(PushRequest {
-                batch_seq,
-                items,
-                all_or_nothing: false,
-            });
-        }
-        plans.push(plan);
     }
-    Ok((plans, rows))
+}
+
+/// One agent's events in order, cut into batches (sequence numbers from 1) on demand.
+struct AgentStream {
+    synth: Synth,
+    agent_id: String,
+    devices: Vec<String>,
+    total: usize,
+    produced: usize,
+    start: SystemTime,
+    step: Duration,
+    batch_items: usize,
+    max_bytes: usize,
+    /// The item that did not fit in the previous batch.
+    carry: Option<TelemetryItem>,
+    next_seq: u64,
+}
+
+impl AgentStream {
+    fn next_item(&mut self) -> Option<TelemetryItem> {
+        if let Some(item) = self.carry.take() {
+            return Some(item);
+        }
+        if self.produced == self.total {
+            return None;
+        }
+        let i = self.produced;
+        self.produced += 1;
+        let device = &self.devices[i % self.devices.len()];
+        let at = self.start + self.step * u32::try_from(i).unwrap_or(u32::MAX);
+        Some(event_item(self.synth.event(&self.agent_id, device, at)))
+    }
+
+    /// The next batch: up to `batch_items` items and `max_bytes` encoded bytes.
+    fn next_batch(&mut self) -> Option<PushRequest> {
+        let mut items: Vec<TelemetryItem> = Vec::new();
+        let mut bytes = 16usize;
+        while let Some(item) = self.next_item() {
+            let len = item.encoded_len() + 8;
+            if !items.is_empty()
+                && (items.len() == self.batch_items || bytes + len > self.max_bytes)
+            {
+                self.carry = Some(item);
+                break;
+            }
+            bytes += len;
+            items.push(item);
+        }
+        if items.is_empty() {
+            return None;
+        }
+        let batch_seq = self.next_seq;
+        self.next_seq += 1;
+        Some(PushRequest {
+            batch_seq,
+            items,
+            all_or_nothing: false,
+        })
+    }
+}
+
+/// Where an agent task takes its batches from.
+enum Source {
+    /// Generated before the clock started, each with a copy for its first attempt (an agent
+    /// sends bytes from its spool; deep-cloning requests is load-generator work).
+    Ahead(Vec<(PushRequest, PushRequest)>),
+    /// Generated one at a time just before sending, while the shared room allows.
+    Lazy(Box<AgentStream>, Arc<tokio::sync::Semaphore>),
+}
+
+/// Push round trips, summarised.
+struct Percentiles {
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1000.0
+        };
+        Self {
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
 }
 
 /// One agent: push each batch, retrying UNAVAILABLE with backoff, until all are acknowledged.
+/// Returns each batch's round trip (first attempt sent to ack, retries included).
 async fn push_all(
     mut client: fleetpulse_proto::v1::ingest_service_client::IngestServiceClient<
         tonic::transport::Channel,
     >,
     agent: Registered,
-    batches: Vec<(PushRequest, PushRequest)>,
+    source: Source,
     acked: Arc<AtomicU64>,
-) -> anyhow::Result<()> {
-    for (first_attempt, batch) in batches {
-        let items = batch.items.len() as u64;
-        let mut backoff = Duration::from_millis(20);
-        // The first attempt sends a copy made before the clock started (an agent sends bytes
-        // from its spool; deep-cloning 5000-item requests is load-generator work, not pipeline
-        // work). Only retries clone inside the timed window.
-        let mut attempt = Some(first_attempt);
-        loop {
-            let request = attempt.take().unwrap_or_else(|| batch.clone());
-            match client.push(bearer(&agent.credential, request)).await {
-                Ok(response) => {
-                    let r = response.into_inner();
-                    if !r.rejected.is_empty() {
-                        bail!(
-                            "agent {} batch {}: {} items rejected, first: {:?}",
-                            agent.agent_id,
-                            batch.batch_seq,
-                            r.rejected.len(),
-                            r.rejected[0]
-                        );
-                    }
-                    if u64::from(r.accepted) != items {
-                        bail!(
-                            "batch {}: accepted {} of {items}",
-                            batch.batch_seq,
-                            r.accepted
-                        );
-                    }
-                    acked.fetch_add(items, Ordering::Relaxed);
-                    break;
-                }
-                // UNAVAILABLE means "nothing acknowledged, keep it and retry" (ClickHouse busy,
-                // writer queue full); anything else is a failure of the run.
-                Err(s) if s.code() == Code::Unavailable => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                Err(s) => bail!("agent {} batch {}: {s}", agent.agent_id, batch.batch_seq),
+    pushes: Arc<AtomicU64>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    match source {
+        Source::Ahead(batches) => {
+            for (first_attempt, batch) in batches {
+                let took = push_one(&mut client, &agent, first_attempt, &batch).await?;
+                latencies.push(took);
+                acked.fetch_add(batch.items.len() as u64, Ordering::Relaxed);
+                pushes.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Source::Lazy(mut stream, held) => loop {
+            let room = u32::try_from(stream.batch_items).unwrap_or(u32::MAX);
+            let _room = held.acquire_many(room).await?;
+            let Some(batch) = stream.next_batch() else {
+                break;
+            };
+            let took = push_one(&mut client, &agent, batch.clone(), &batch).await?;
+            latencies.push(took);
+            acked.fetch_add(batch.items.len() as u64, Ordering::Relaxed);
+            pushes.fetch_add(1, Ordering::Relaxed);
+        },
     }
-    Ok(())
+    Ok(latencies)
+}
+
+/// Pushes one batch until it is acknowledged; its round trip.
+async fn push_one(
+    client: &mut fleetpulse_proto::v1::ingest_service_client::IngestServiceClient<
+        tonic::transport::Channel,
+    >,
+    agent: &Registered,
+    first_attempt: PushRequest,
+    batch: &PushRequest,
+) -> anyhow::Result<Duration> {
+    let items = batch.items.len() as u64;
+    let mut backoff = Duration::from_millis(20);
+    let sent = Instant::now();
+    // Only retries clone the batch again.
+    let mut attempt = Some(first_attempt);
+    loop {
+        let request = attempt.take().unwrap_or_else(|| batch.clone());
+        match client.push(bearer(&agent.credential, request)).await {
+            Ok(response) => {
+                let r = response.into_inner();
+                if !r.rejected.is_empty() {
+                    bail!(
+                        "agent {} batch {}: {} items rejected, first: {:?}",
+                        agent.agent_id,
+                        batch.batch_seq,
+                        r.rejected.len(),
+                        r.rejected[0]
+                    );
+                }
+                if u64::from(r.accepted) != items {
+                    bail!(
+                        "batch {}: accepted {} of {items}",
+                        batch.batch_seq,
+                        r.accepted
+                    );
+                }
+                return Ok(sent.elapsed());
+            }
+            // UNAVAILABLE means "nothing acknowledged, keep it and retry" (ClickHouse busy,
+            // writer queue full); anything else is a failure of the run.
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(s) => bail!("agent {} batch {}: {s}", agent.agent_id, batch.batch_seq),
+        }
+    }
 }
