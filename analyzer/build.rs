@@ -13,9 +13,12 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let web = manifest.join("web");
     let dist = web.join("dist");
-    // The whole folder: rerun when dist/ appears, changes or disappears. (A missing path would
-    // make cargo rerun this script, and recompile the crate, on every build.)
-    println!("cargo:rerun-if-changed={}", web.display());
+    // dist/ when it exists (its files are what is embedded: `npm ci` rewriting node_modules
+    // must not recompile the analyzer), else the whole web/ folder, so that dist/ appearing
+    // reruns this script. (A missing path would make cargo rerun this script, and recompile
+    // the crate, on every build.)
+    let watched = if dist.is_dir() { &dist } else { &web };
+    println!("cargo:rerun-if-changed={}", watched.display());
     let mut files = Vec::new();
     if dist.join("index.html").is_file() {
         collect(&dist, &dist, &mut files);

@@ -14,13 +14,14 @@
 #   FLEETPULSE_ANALYZER_PORT   analyzer HTTP port            [7700]
 #   FLEETPULSE_FLEET_DEVICES   simulated devices             [10000]
 #   FLEETPULSE_FLEET_RATE      enrollment sessions/s, weekly average [1; 3 with the alert demo,
-#                              so that 15 s of a spike hold enough failures to be told from
-#                              noise: at 1, a spike needs ~20 s of data] (business hours ~2-3x;
+#                              so that a spike's first half-minute holds enough failures to be
+#                              told from noise] (business hours ~2-3x;
 #                              model and sources: docs/simulator.md)
 #   FLEETPULSE_FLEET_BACKFILL  history generated at start    [7d; 26h with the alert demo]
 #                              (0s for none)
-#   FLEETPULSE_ALERT_DEMO      1: alerting demo (off by default): the analyzer evaluates every
-#                              15 s and sends to a local webhook and a syslog (CEF over TCP)
+#   FLEETPULSE_ALERT_DEMO      1: alerting demo (off by default): the analyzer evaluates at its
+#                              defaults (every 60 s, 5 min window; FLEETPULSE_ALERT_DEMO_INTERVAL
+#                              and _WINDOW change them) and sends to a local webhook and a syslog (CEF over TCP)
 #                              receiver started here, and the fleet's licence failures spike
 #                              (x20 for 15 min) FLEETPULSE_ALERT_DEMO_AFTER after launch;
 #                              each arrival is logged with its time in logs/alerts-*.log
@@ -44,6 +45,8 @@ FLEET_RATE="${FLEETPULSE_FLEET_RATE:-$([[ -n "${ALERT_DEMO}" ]] && echo 3 || ech
 # few minutes, so that the spike happens live rather than during the backfill's catch-up.
 FLEET_BACKFILL="${FLEETPULSE_FLEET_BACKFILL:-$([[ -n "${ALERT_DEMO}" ]] && echo 26h || echo 7d)}"
 ALERT_DEMO_AFTER="${FLEETPULSE_ALERT_DEMO_AFTER:-10m}"
+ALERT_DEMO_INTERVAL="${FLEETPULSE_ALERT_DEMO_INTERVAL:-60s}"
+ALERT_DEMO_WINDOW="${FLEETPULSE_ALERT_DEMO_WINDOW:-5m}"
 ALERT_HOOK_PORT="${FLEETPULSE_ALERT_HOOK_PORT:-7710}"
 ALERT_SYSLOG_PORT="${FLEETPULSE_ALERT_SYSLOG_PORT:-7714}"
 DATABASE=fleetpulse
@@ -59,9 +62,18 @@ die() {
 
 bash deploy/install-deps.sh
 # The dashboard first: the analyzer binary embeds analyzer/web/dist/.
-log "building the web dashboard (npm ci, vite build)"
-(cd analyzer/web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >&2 ||
-    die "the dashboard build failed (Node.js 20.19+ and npm are needed; see the output above)"
+# Skipped when dist/ is newer than every source of it: a rebuild rewrites dist/, which makes
+# cargo recompile the analyzer (minutes in release) for the same bytes.
+web_stale=$(find analyzer/web/src analyzer/web/index.html analyzer/web/package.json \
+    analyzer/web/package-lock.json analyzer/web/vite.config.ts analyzer/web/tsconfig.json \
+    -newer analyzer/web/dist/index.html 2>/dev/null | head -n 1)
+if [[ -f analyzer/web/dist/index.html && -d analyzer/web/node_modules && -z "${web_stale}" ]]; then
+    log "the web dashboard is up to date (analyzer/web/dist)"
+else
+    log "building the web dashboard (npm ci, vite build)"
+    (cd analyzer/web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >&2 ||
+        die "the dashboard build failed (Node.js 20.19+ and npm are needed; see the output above)"
+fi
 log "building release binaries (first build takes several minutes)"
 cargo build --release --workspace --bins
 
@@ -186,8 +198,8 @@ if [[ -n "${ALERT_DEMO}" ]]; then
     start alert-receivers python3 "${ROOT}/scripts/alert-receivers.py" "${LOGS}" alerts- "${ALERT_HOOK_PORT}" "${ALERT_SYSLOG_PORT}"
     cat >"${RUN_DIR}/analyzer.toml" <<TOML
 [alerts]
-evaluation_interval = "15s"
-window = "2m"
+evaluation_interval = "${ALERT_DEMO_INTERVAL}"
+window = "${ALERT_DEMO_WINDOW}"
 [[destinations]]
 name = "ops"
 kind = "webhook"

@@ -92,6 +92,9 @@ type Series = Vec<(u64, u64)>;
 
 /// The newest part of the window per (tenant, dimension), queried during one evaluation:
 /// the tenant's counts and each value's.
+/// (tenant, dimension, hour) of a cached concentration population.
+type PopulationKey = (String, &'static str, i64);
+
 type RecentWindows = HashMap<(String, &'static str), (Counts, HashMap<String, Counts>)>;
 
 /// The alert evaluator.
@@ -106,6 +109,10 @@ pub struct Evaluator {
     baselines: Mutex<HashMap<BaselineKey, Option<Baseline>>>,
     /// History series for the dispersion estimate, cached for the hour.
     series: Mutex<HashMap<SeriesKey, Series>>,
+    /// Per (tenant, dimension, hour): the baseline population of the concentration search
+    /// (the rolling span's breakdown), cached for the hour so that a firing alert waits for
+    /// the window's breakdowns only.
+    populations: Mutex<HashMap<PopulationKey, Vec<BreakdownRow>>>,
     /// The spike test's settings per scale ([`AlertSettings::spike_test`]).
     spike_test: SpikeConfig,
     /// Delivery workers to wake when a notification is recorded.
@@ -214,6 +221,7 @@ impl Evaluator {
             metrics,
             baselines: Mutex::new(HashMap::new()),
             series: Mutex::new(HashMap::new()),
+            populations: Mutex::new(HashMap::new()),
             wake: Vec::new(),
         }
     }
@@ -246,7 +254,11 @@ impl Evaluator {
             {
                 Ok(n) => {
                     self.metrics.evaluations.inc();
-                    tracing::debug!(keys = n, "alert evaluation done");
+                    tracing::debug!(
+                        keys = n,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "alert evaluation done"
+                    );
                 }
                 Err(e) => {
                     // Nothing is decided on a failed evaluation: state stays as it was.
@@ -402,6 +414,7 @@ impl Evaluator {
                     // does not breach as a whole (a spike that began a moment ago is diluted by
                     // the quiet rest of the window).
                     let mut fired_on = None;
+                    let mut newest = None;
                     if let Some(len) = onset
                         && detect::onset_eligible(&a, spike)
                     {
@@ -409,6 +422,7 @@ impl Evaluator {
                         let r = self
                             .recent(&mut recent_windows, tenant, dim, &o.value, start, now)
                             .await?;
+                        newest = Some(r);
                         if detect::onset_breach(r, expected, 1.0, spike) {
                             let d = match dispersion {
                                 Some(d) => d,
@@ -430,6 +444,16 @@ impl Evaluator {
                         }
                     }
                     assessed += 1;
+                    // Why a key did or did not fire, for an operator asking after the fact
+                    // (`RUST_LOG=fleetpulse_analyzer::alerts=debug`).
+                    tracing::debug!(
+                        key, verdict = ?a.verdict, failures = o.counts.failures,
+                        attempts = o.counts.attempts, devices = o.devices,
+                        expected_rate = a.expected_rate, dispersion = a.dispersion,
+                        newest_failures = newest.map(|r| r.failures),
+                        newest_attempts = newest.map(|r| r.attempts),
+                        "spike key assessed"
+                    );
                     let cur = open_by_key.remove(&key);
                     self.apply(
                         cur,
@@ -845,11 +869,11 @@ impl Evaluator {
                 d != o.dim && !redundant && filterable(o.dim)
             })
             .collect();
-        let (scope_ref, population_ref) = (&scope, &population_scope);
+        let (scope_ref, population_ref, tenant) = (&scope, &population_scope, &o.tenant);
         let breakdowns = futures::future::try_join_all(searched.iter().map(|&d| async move {
             tokio::try_join!(
                 self.engine.breakdown(scope_ref, d, 1000),
-                self.engine.breakdown(population_ref, d, 1000)
+                self.population(tenant, d, hour, population_ref)
             )
         }));
         let codes = async {
@@ -927,6 +951,29 @@ impl Evaluator {
         Ok((conc, top, remediation))
     }
 
+    /// The baseline population of `dim` for the concentration search: the breakdown of
+    /// `scope` (the rolling span ending at `hour`), cached for the hour.
+    async fn population(
+        &self,
+        tenant: &str,
+        dim: Dimension,
+        hour: i64,
+        scope: &Filters,
+    ) -> Result<Vec<BreakdownRow>, QueryError> {
+        let ck = (tenant.to_owned(), dim_name(dim), hour);
+        if let Ok(cache) = self.populations.lock()
+            && let Some(rows) = cache.get(&ck)
+        {
+            return Ok(rows.clone());
+        }
+        let rows = self.engine.breakdown(scope, dim, 1000).await?;
+        if let Ok(mut cache) = self.populations.lock() {
+            cache.retain(|(_, _, h), _| *h == hour);
+            cache.insert(ck, rows.clone());
+        }
+        Ok(rows)
+    }
+
     /// Steps the lifecycle of one key and writes the transition.
     #[allow(clippy::too_many_arguments)]
     async fn apply(
@@ -966,7 +1013,13 @@ impl Evaluator {
         let wants_enrichment = matches!(step.notify, Some(Kind::Firing | Kind::Renotify))
             || (cur.is_none() && step.phase.status.is_open());
         if wants_enrichment {
+            let started = std::time::Instant::now();
             let (c, t, r) = self.enrich(o, detail.expected_count, from, to, now).await?;
+            tracing::debug!(
+                key,
+                seconds = started.elapsed().as_secs_f64(),
+                "alert enriched"
+            );
             detail.concentration = c;
             detail.top_codes = t;
             detail.remediation = r;
