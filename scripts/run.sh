@@ -64,10 +64,13 @@ bash deploy/install-deps.sh
 # The dashboard first: the analyzer binary embeds analyzer/web/dist/.
 # Skipped when dist/ is newer than every source of it: a rebuild rewrites dist/, which makes
 # cargo recompile the analyzer (minutes in release) for the same bytes.
-web_stale=$(find analyzer/web/src analyzer/web/index.html analyzer/web/package.json \
-    analyzer/web/package-lock.json analyzer/web/vite.config.ts analyzer/web/tsconfig.json \
-    -newer analyzer/web/dist/index.html 2>/dev/null | head -n 1)
-if [[ -f analyzer/web/dist/index.html && -d analyzer/web/node_modules && -z "${web_stale}" ]]; then
+web_stale=yes
+if [[ -f analyzer/web/dist/index.html && -d analyzer/web/node_modules ]]; then
+    web_stale=$(find analyzer/web/src analyzer/web/index.html analyzer/web/package.json \
+        analyzer/web/package-lock.json analyzer/web/vite.config.ts analyzer/web/tsconfig.json \
+        -newer analyzer/web/dist/index.html | head -n 1) || web_stale=yes
+fi
+if [[ -z "${web_stale}" ]]; then
     log "the web dashboard is up to date (analyzer/web/dist)"
 else
     log "building the web dashboard (npm ci, vite build)"
