@@ -4,6 +4,7 @@
 //! store, whose compare-and-set makes each notification happen once across analyzers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
@@ -82,19 +83,37 @@ struct Baseline {
     values: HashMap<String, Counts>,
 }
 
-type BaselineKey = (String, &'static str, i64);
+/// Answers that hold for one clock hour (baselines, history series and populations all end at
+/// the start of the current hour), keyed by (what, hour): storing an entry of a new hour drops
+/// the older hours' entries.
+struct HourCache<K, V>(Mutex<HashMap<(K, i64), V>>);
 
-/// A history series: (tenant, filter dimension and value, hour it ends at).
-type SeriesKey = (String, Option<(&'static str, String)>, i64);
+impl<K: Eq + Hash, V: Clone> HourCache<K, V> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, key: &(K, i64)) -> Option<V> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: (K, i64), value: V) {
+        if let Ok(mut map) = self.0.lock() {
+            let hour = key.1;
+            map.retain(|(_, h), _| *h == hour);
+            map.insert(key, value);
+        }
+    }
+}
+
+/// A history series: (tenant, filter dimension and value); the hour it ends at is the cache's.
+type SeriesKey = (String, Option<(&'static str, String)>);
 
 /// Per bucket of a history series: (failures, attempts).
 type Series = Vec<(u64, u64)>;
 
 /// The newest part of the window per (tenant, dimension), queried during one evaluation:
 /// the tenant's counts and each value's.
-/// (tenant, dimension, hour) of a cached concentration population.
-type PopulationKey = (String, &'static str, i64);
-
 type RecentWindows = HashMap<(String, &'static str), (Counts, HashMap<String, Counts>)>;
 
 /// The alert evaluator.
@@ -106,13 +125,13 @@ pub struct Evaluator {
     public_url: String,
     routes: Vec<AlertRoute>,
     metrics: Arc<AlertMetrics>,
-    baselines: Mutex<HashMap<BaselineKey, Option<Baseline>>>,
+    baselines: HourCache<(String, &'static str), Option<Baseline>>,
     /// History series for the dispersion estimate, cached for the hour.
-    series: Mutex<HashMap<SeriesKey, Series>>,
+    series: HourCache<SeriesKey, Series>,
     /// Per (tenant, dimension, hour): the baseline population of the concentration search
     /// (the rolling span's breakdown), cached for the hour so that a firing alert waits for
     /// the window's breakdowns only.
-    populations: Mutex<HashMap<PopulationKey, Vec<BreakdownRow>>>,
+    populations: HourCache<(String, &'static str), Vec<BreakdownRow>>,
     /// The spike test's settings per scale ([`AlertSettings::spike_test`]).
     spike_test: SpikeConfig,
     /// Delivery workers to wake when a notification is recorded.
@@ -219,9 +238,9 @@ impl Evaluator {
             public_url,
             routes,
             metrics,
-            baselines: Mutex::new(HashMap::new()),
-            series: Mutex::new(HashMap::new()),
-            populations: Mutex::new(HashMap::new()),
+            baselines: HourCache::new(),
+            series: HourCache::new(),
+            populations: HourCache::new(),
             wake: Vec::new(),
         }
     }
@@ -601,11 +620,9 @@ impl Evaluator {
         now: i64,
     ) -> Result<Option<Baseline>, EvalError> {
         let hour = now - now.rem_euclid(3600);
-        let ck = (tenant.to_owned(), dim_name(dim), hour);
-        if let Ok(cache) = self.baselines.lock()
-            && let Some(b) = cache.get(&ck)
-        {
-            return Ok(b.clone());
+        let ck = ((tenant.to_owned(), dim_name(dim)), hour);
+        if let Some(b) = self.baselines.get(&ck) {
+            return Ok(b);
         }
         let s = &self.settings.spike;
         let mut seasonal = Baseline {
@@ -636,10 +653,7 @@ impl Evaluator {
             rolling.kind = "rolling";
             (rolling.tenant_attempts >= s.min_baseline_attempts).then_some(rolling)
         };
-        if let Ok(mut cache) = self.baselines.lock() {
-            cache.retain(|(_, _, h), _| *h == hour);
-            cache.insert(ck, chosen.clone());
-        }
+        self.baselines.put(ck, chosen.clone());
         Ok(chosen)
     }
 
@@ -771,11 +785,9 @@ impl Evaluator {
         to: i64,
         bucket: Bucket,
     ) -> Result<Series, EvalError> {
-        let ck = (tenant.to_owned(), filter.clone(), to);
-        if let Ok(cache) = self.series.lock()
-            && let Some(s) = cache.get(&ck)
-        {
-            return Ok(s.clone());
+        let ck = ((tenant.to_owned(), filter.clone()), to);
+        if let Some(s) = self.series.get(&ck) {
+            return Ok(s);
         }
         let mut f = filters(from, to, Some(tenant));
         if let Some((_, v)) = &filter {
@@ -786,10 +798,7 @@ impl Evaluator {
             .iter()
             .map(|p| (p.metrics.failures, p.metrics.attempts))
             .collect();
-        if let Ok(mut cache) = self.series.lock() {
-            cache.retain(|(_, _, h), _| *h == to);
-            cache.insert(ck, series.clone());
-        }
+        self.series.put(ck, series.clone());
         Ok(series)
     }
 
@@ -960,17 +969,12 @@ impl Evaluator {
         hour: i64,
         scope: &Filters,
     ) -> Result<Vec<BreakdownRow>, QueryError> {
-        let ck = (tenant.to_owned(), dim_name(dim), hour);
-        if let Ok(cache) = self.populations.lock()
-            && let Some(rows) = cache.get(&ck)
-        {
-            return Ok(rows.clone());
+        let ck = ((tenant.to_owned(), dim_name(dim)), hour);
+        if let Some(rows) = self.populations.get(&ck) {
+            return Ok(rows);
         }
         let rows = self.engine.breakdown(scope, dim, 1000).await?;
-        if let Ok(mut cache) = self.populations.lock() {
-            cache.retain(|(_, _, h), _| *h == hour);
-            cache.insert(ck, rows.clone());
-        }
+        self.populations.put(ck, rows.clone());
         Ok(rows)
     }
 
