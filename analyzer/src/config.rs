@@ -54,6 +54,15 @@ pub struct StorageArgs {
         hide_env_values = true
     )]
     pub clickhouse_password: Option<String>,
+    /// PEM CA bundle for an https:// ClickHouse URL signed by a private CA (e.g. the
+    /// organisation's own) [default: the built-in Mozilla roots; certificates are always
+    /// verified].
+    #[arg(
+        long,
+        env = "FLEETPULSE_ANALYZER_CLICKHOUSE_CA_FILE",
+        value_name = "PEM"
+    )]
+    pub clickhouse_ca_file: Option<PathBuf>,
     /// Control database for API keys: sqlite://FILE (created if missing) or postgres://...
     /// [default: sqlite://fleetpulse-analyzer.db].
     #[arg(long, env = "FLEETPULSE_ANALYZER_DATABASE_URL", hide_env_values = true)]
@@ -126,6 +135,7 @@ struct FileConfig {
     clickhouse_database: Option<String>,
     clickhouse_user: Option<String>,
     clickhouse_password: Option<String>,
+    clickhouse_ca_file: Option<PathBuf>,
     clickhouse_cluster: Option<String>,
     database_url: Option<String>,
     backfill_grace_secs: Option<u64>,
@@ -163,12 +173,17 @@ pub struct Storage {
     pub clickhouse_cluster: Option<String>,
     pub database_url: String,
     pub backfill_grace: Duration,
+    /// The HTTP(S) client every ClickHouse connection goes through (TLS roots from
+    /// `clickhouse_ca_file`), built once when the settings are resolved.
+    clickhouse_base: clickhouse::Client,
 }
 
 impl Storage {
     /// A ClickHouse client (row validation off: 18.16 lacks RowBinaryWithNamesAndTypes).
     pub fn clickhouse(&self) -> clickhouse::Client {
-        let mut c = clickhouse::Client::default()
+        let mut c = self
+            .clickhouse_base
+            .clone()
             .with_url(&self.clickhouse_url)
             .with_validation(false);
         if let Some(u) = &self.clickhouse_user {
@@ -243,13 +258,44 @@ fn storage(a: &StorageArgs, f: &FileConfig) -> Result<Storage, ConfigError> {
             reason,
         });
     }
+    let url = a
+        .clickhouse_url
+        .clone()
+        .or_else(|| f.clickhouse_url.clone())
+        .unwrap_or_else(|| "http://127.0.0.1:8123".to_owned());
+    let roots = match a
+        .clickhouse_ca_file
+        .as_ref()
+        .or(f.clickhouse_ca_file.as_ref())
+    {
+        Some(path) => {
+            if !url.starts_with("https://") {
+                return Err(ConfigError::Invalid {
+                    field: "clickhouse_ca_file",
+                    reason: format!(
+                        "set, but clickhouse_url {url} is not https:// (the CA verifies \
+                         ClickHouse's TLS certificate)"
+                    ),
+                });
+            }
+            fleetpulse_net::ClickHouseRoots::from_pem_file(path).map_err(|e| {
+                ConfigError::Invalid {
+                    field: "clickhouse_ca_file",
+                    reason: e.to_string(),
+                }
+            })?
+        }
+        None => fleetpulse_net::ClickHouseRoots::default(),
+    };
+    let clickhouse_base =
+        fleetpulse_net::clickhouse_client(&roots).map_err(|e| ConfigError::Invalid {
+            field: "clickhouse_ca_file",
+            reason: e.to_string(),
+        })?;
     Ok(Storage {
+        clickhouse_base,
         clickhouse_cluster: cluster,
-        clickhouse_url: a
-            .clickhouse_url
-            .clone()
-            .or_else(|| f.clickhouse_url.clone())
-            .unwrap_or_else(|| "http://127.0.0.1:8123".to_owned()),
+        clickhouse_url: url,
         clickhouse_database: db,
         clickhouse_user: a
             .clickhouse_user

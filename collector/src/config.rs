@@ -47,6 +47,9 @@ pub struct Config {
     pub clickhouse_user: Option<String>,
     /// ClickHouse password; none when absent.
     pub clickhouse_password: Option<String>,
+    /// PEM CA bundle that an `https://` `clickhouse_url` must chain to (a private CA); the
+    /// built-in Mozilla roots when absent. Certificates are always verified.
+    pub clickhouse_ca_file: Option<PathBuf>,
     /// Insert compression: `lz4`, `none`, or `auto` (none when ClickHouse is on a loopback
     /// address, where compressing only costs CPU on both sides; lz4 otherwise). Default auto.
     pub clickhouse_compression: Compression,
@@ -144,6 +147,7 @@ impl Default for Config {
             clickhouse_database: DEFAULT_CLICKHOUSE_DATABASE.to_owned(),
             clickhouse_user: None,
             clickhouse_password: None,
+            clickhouse_ca_file: None,
             clickhouse_compression: Compression::Auto,
             clickhouse_cluster: None,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
@@ -419,6 +423,13 @@ impl Config {
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return invalid("tls_client_ca requires tls_cert and tls_key (mTLS needs TLS)".into());
         }
+        if self.clickhouse_ca_file.is_some() && !self.clickhouse_url.starts_with("https://") {
+            return invalid(format!(
+                "clickhouse_ca_file is set but clickhouse_url {} is not https:// (the CA \
+                 verifies ClickHouse's TLS certificate)",
+                self.clickhouse_url
+            ));
+        }
         Ok(())
     }
 
@@ -535,6 +546,16 @@ pub struct ConfigArgs {
         hide_env_values = true
     )]
     pub clickhouse_password: Option<String>,
+
+    /// PEM CA bundle for an `https://` ClickHouse URL signed by a private CA (e.g. the
+    /// organisation's own). [default: the built-in Mozilla roots; certificates are always
+    /// verified]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_CLICKHOUSE_CA_FILE",
+        value_name = "PEM"
+    )]
+    pub clickhouse_ca_file: Option<PathBuf>,
 
     /// Insert compression: `lz4`, `none`, or `auto` = none when ClickHouse is on a loopback
     /// address (compressing only costs CPU on both ends there), lz4 otherwise. [default: auto]
@@ -854,6 +875,7 @@ impl ConfigArgs {
         set(&mut c.clickhouse_database, &self.clickhouse_database);
         set_opt(&mut c.clickhouse_user, &self.clickhouse_user);
         set_opt(&mut c.clickhouse_password, &self.clickhouse_password);
+        set_opt(&mut c.clickhouse_ca_file, &self.clickhouse_ca_file);
         set(&mut c.clickhouse_compression, &self.clickhouse_compression);
         set_opt(&mut c.clickhouse_cluster, &self.clickhouse_cluster);
         set(&mut c.database_url, &self.database_url);

@@ -1,4 +1,7 @@
-//! Listener limits shared by the Fleetpulse servers (collector gRPC and HTTP, analyzer HTTP).
+//! Network edges shared by the Fleetpulse binaries: listener limits (below) and the HTTP(S)
+//! client under every ClickHouse connection ([`clickhouse_client`]).
+//!
+//! Listener limits are shared by the Fleetpulse servers (collector gRPC and HTTP, analyzer HTTP).
 //!
 //! Why: without them a peer that opens connections and never finishes a request holds memory
 //! and file descriptors for as long as it likes (issue 14 measured 300 half-sent HTTP requests
@@ -39,6 +42,9 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
+
+mod clickhouse_client;
+pub use clickhouse_client::{ClickHouseRoots, ClickHouseTlsError, clickhouse_client};
 
 /// How long a failed `accept` (e.g. out of file descriptors) pauses the listener.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

@@ -108,3 +108,116 @@ async fn mtls_requires_a_client_certificate_from_the_ca() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// Runs `fleetpulse-analyzer migrate` against `url` (with `ca` as `--clickhouse-ca-file`);
+/// returns whether it succeeded and its stderr.
+fn analyzer_migrate(url: &str, db: &str, ca: Option<&std::path::Path>) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = fleetpulse_tests::harness::collector::workspace_binary("fleetpulse-analyzer")
+        .expect("analyzer binary");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "migrate",
+        "--clickhouse-url",
+        url,
+        "--clickhouse-database",
+        db,
+    ])
+    .arg("--database-url")
+    .arg(format!("sqlite://{}", dir.path().join("keys.db").display()))
+    .env_remove("FLEETPULSE_ANALYZER_CLICKHOUSE_CA_FILE");
+    if let Some(ca) = ca {
+        cmd.arg("--clickhouse-ca-file").arg(ca);
+    }
+    let out = cmd.output().expect("run the analyzer");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// ClickHouse over HTTPS with a certificate from a private CA: with that CA as
+/// `clickhouse_ca_file` the collector stores through it and the analyzer migrates through it;
+/// without it (built-in roots) or with another CA the TLS handshake is refused, and a CA file
+/// for a plain `http://` URL is a configuration error naming the setting.
+#[tokio::test]
+async fn clickhouse_over_https_is_verified_against_the_configured_ca() -> anyhow::Result<()> {
+    let pki = TestPki::generate()?;
+    let server = pki.server_tls(false);
+    let (ch, https_url) =
+        fleetpulse_tests::harness::ClickHouseServer::start_with_https(&server.cert, &server.key)?;
+    let db = fleetpulse_tests::harness::unique_database("ch_https");
+
+    let collector = fleetpulse_tests::harness::Collector::builder(&https_url, &db)
+        .arg("--clickhouse-ca-file")
+        .arg(pki.ca_path())
+        .start()
+        .await?;
+    let token = collector.token_create("contoso").await?;
+    let agent = collector.register(&token, "dev-https").await?;
+    let mut client = collector.client().await?;
+    let items = Synth::new(7).event_items(
+        &agent.agent_id,
+        &[],
+        5,
+        SystemTime::now() - Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    assert_eq!(agent.push(&mut client, 1, items).await?.accepted, 5);
+    // Counted over plain HTTP, independently of the client under test.
+    let stored = ch
+        .count(&format!("SELECT count() FROM {db}.enrollment_events"), &[])
+        .await?;
+    assert_eq!(stored, 5);
+
+    // The analyzer: with the CA it migrates (its rollups appear); without, it is refused.
+    let (ok, stderr) = analyzer_migrate(&https_url, &db, Some(&pki.ca_path()));
+    assert!(ok, "migrate over https with the CA failed: {stderr}");
+    let rollups = ch
+        .count(
+            "SELECT count() FROM system.tables WHERE database = ? AND name LIKE 'rollup_%'",
+            &[&db],
+        )
+        .await?;
+    assert!(rollups > 0, "no rollup table after the migration");
+    let (ok, stderr) = analyzer_migrate(&https_url, &db, None);
+    assert!(!ok, "migrate without the CA succeeded");
+    assert!(
+        stderr.contains("UnknownIssuer") || stderr.contains("certificate"),
+        "the refusal should name the certificate problem: {stderr}"
+    );
+    let other = TestPki::generate()?;
+    let (ok, stderr) = analyzer_migrate(&https_url, &db, Some(&other.ca_path()));
+    assert!(!ok, "migrate trusting another CA succeeded");
+    assert!(
+        stderr.contains("UnknownIssuer") || stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let (ok, stderr) = analyzer_migrate(ch.url(), &db, Some(&pki.ca_path()));
+    assert!(!ok, "a CA file for an http:// URL was accepted");
+    assert!(
+        stderr.contains("invalid clickhouse_ca_file: set, but clickhouse_url http://"),
+        "{stderr}"
+    );
+
+    // The collector refuses the same misconfiguration at startup, naming the setting.
+    let bin = fleetpulse_tests::harness::collector::workspace_binary("fleetpulse-collector")?;
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "serve",
+            "--clickhouse-url",
+            ch.url(),
+            "--clickhouse-ca-file",
+        ])
+        .arg(pki.ca_path())
+        .env_remove("FLEETPULSE_COLLECTOR_CLICKHOUSE_CA_FILE")
+        .output()
+        .await?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("clickhouse_ca_file is set but clickhouse_url http://"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -90,7 +90,13 @@ impl Store {
         } else {
             clickhouse::Compression::None
         };
-        let mut client = clickhouse::Client::default()
+        let roots = match &config.clickhouse_ca_file {
+            Some(path) => fleetpulse_net::ClickHouseRoots::from_pem_file(path)
+                .map_err(|e| StoreError::Invalid(format!("clickhouse_ca_file {e}")))?,
+            None => fleetpulse_net::ClickHouseRoots::default(),
+        };
+        let mut client = fleetpulse_net::clickhouse_client(&roots)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?
             .with_url(&config.clickhouse_url)
             .with_compression(compression)
             .with_validation(false);

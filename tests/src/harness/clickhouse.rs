@@ -91,6 +91,34 @@ extern "C" fn remove_shared_at_exit() {
     }
 }
 
+/// Runs `start` with `n` distinct free ports, again with fresh ones while it fails because
+/// another process took one between the probe and the bind.
+fn on_free_ports<T>(
+    n: usize,
+    mut start: impl FnMut(&[u16]) -> Result<T, HarnessError>,
+) -> Result<T, HarnessError> {
+    let mut last_error = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != n {
+            continue;
+        }
+        match start(&ports) {
+            Err(e @ HarnessError::PortTaken { .. }) => last_error = Some(e),
+            other => return other,
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        HarnessError::Start(
+            "clickhouse-server".into(),
+            "no distinct free ports found".into(),
+        )
+    }))
+}
+
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A database name no other test (of this or a concurrent run against the same server) uses:
@@ -131,44 +159,35 @@ impl ClickHouseServer {
     }
 
     fn start_managed() -> Result<Self, HarnessError> {
-        let dir = tempfile::Builder::new()
-            .prefix("fleetpulse-clickhouse-")
-            .tempdir()
-            .map_err(|e| HarnessError::io("create ClickHouse temp dir", e))?;
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let http_port = free_port()?;
-            let tcp_port = free_port()?;
-            if http_port == tcp_port {
-                continue;
-            }
-            let config = write_config(dir.path(), http_port, tcp_port, &|c| c)?;
-            let mut managed = Managed {
-                dir: None,
-                config,
-                http_port,
-                tcp_port,
-                child: None,
+        on_free_ports(2, |p| Self::start_configured(p[0], p[1], &|c| c))
+    }
+
+    /// A private managed server that also serves HTTPS with the PEM certificate and key given
+    /// (e.g. [`super::tls::TestPki::server_tls`]); returns it and its HTTPS URL
+    /// (`https://127.0.0.1:PORT`, an address the test certificates carry). Plain HTTP stays on
+    /// [`Self::url`] for the harness's own checks.
+    pub fn start_with_https(
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(ClickHouseServer, String), HarnessError> {
+        on_free_ports(3, |p| {
+            let (http_port, tcp_port, https_port) = (p[0], p[1], p[2]);
+            let (cert, key) = (cert.display().to_string(), key.display().to_string());
+            let edit = move |config: String| {
+                let config = remove_elements(&config, "dhParamsFile");
+                let config =
+                    replace_first_element(&config, "certificateFile", &cert).unwrap_or(config);
+                let config =
+                    replace_first_element(&config, "privateKeyFile", &key).unwrap_or(config);
+                config.replacen(
+                    "<http_port>",
+                    &format!("<https_port>{https_port}</https_port>\n    <http_port>"),
+                    1,
+                )
             };
-            match managed.spawn_and_wait(dir.path()) {
-                Ok(()) => {
-                    managed.dir = Some(dir);
-                    return Ok(Self {
-                        url: format!("http://127.0.0.1:{http_port}"),
-                        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], http_port))),
-                        managed: Some(Mutex::new(managed)),
-                    });
-                }
-                Err(e @ HarnessError::PortTaken { .. }) => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            HarnessError::Start(
-                "clickhouse-server".into(),
-                "no distinct free ports found".into(),
-            )
-        }))
+            let server = Self::start_configured(http_port, tcp_port, &edit)?;
+            Ok((server, format!("https://127.0.0.1:{https_port}")))
+        })
     }
 
     /// A managed server whose configuration is the test template changed by `edit` (the
