@@ -685,8 +685,24 @@ async fn devices_funnel_and_insights_are_exact() {
             {"stage": "complete", "reached": 2, "succeeded": 2, "failed": 0, "dropped": 0}
         ])
     );
-    let p50 = g["time_to_enroll_seconds"]["p50"].as_f64().unwrap();
-    assert!((100.0..=300.0).contains(&p50), "{g}");
+    // A whole day: answered from the device-set rollups, without time-to-enroll percentiles;
+    // the raw plan has them (and the same counts).
+    assert_eq!(body["plan"], "rollups");
+    assert_eq!(g["time_to_enroll_seconds"]["p50"], Value::Null);
+    let raw = a
+        .ok(
+            &format!(
+                "/api/v1/funnel?tenant=funnel&from={}&to={}&source=raw",
+                iso(T0),
+                iso(T0 + DAY)
+            ),
+            &key,
+        )
+        .await;
+    let rg = &raw["groups"][0];
+    assert_eq!((&raw["plan"], &rg["stages"]), (&json!("raw"), &g["stages"]));
+    let p50 = rg["time_to_enroll_seconds"]["p50"].as_f64().unwrap();
+    assert!((100.0..=300.0).contains(&p50), "{rg}");
 
     // Device events: newest first, 3 per page, cursor until the end, classified.
     let mut seen = Vec::new();
@@ -1092,10 +1108,22 @@ async fn funnel_equals_brute_force_on_generated_events() {
     let key = a.create_key(&["--all-tenants"]);
     let got = a
         .ok(
+            &format!(
+                "/api/v1/funnel?from={}&to={}&source=raw",
+                iso(T0),
+                iso(T0 + DAY)
+            ),
+            &key,
+        )
+        .await;
+    // The day from the device-set rollups: the same counts, no percentiles.
+    let rolled = a
+        .ok(
             &format!("/api/v1/funnel?from={}&to={}", iso(T0), iso(T0 + DAY)),
             &key,
         )
         .await;
+    assert_eq!(rolled["plan"], "rollups");
 
     let list: Vec<String> = stages.iter().map(|s| format!("'{s}'")).collect();
     let list = list.join(", ");
@@ -1158,5 +1186,10 @@ async fn funnel_equals_brute_force_on_generated_events() {
         })
         .collect();
     assert!(want.len() >= 4, "{want:?}");
+    let mut no_times = want.clone();
+    for g in &mut no_times {
+        g["time_to_enroll_seconds"] = json!({"p50": null, "p90": null, "p95": null});
+    }
     assert_eq!(got["groups"], Value::Array(want));
+    assert_eq!(rolled["groups"], Value::Array(no_times));
 }

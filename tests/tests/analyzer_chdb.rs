@@ -130,9 +130,17 @@ async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
             }
         }
     }
-    for extra in ["", "&platform=windows", "&side=server"] {
+    // The device-set rollups (with raw edges, and over whole days) and the raw plan.
+    for extra in [
+        "",
+        "&platform=windows",
+        "&tenant=contoso&stage=complete",
+        "&side=server",
+        "&source=raw",
+    ] {
         paths.push(format!("/api/v1/funnel?{with_week}{extra}"));
     }
+    paths.push(format!("/api/v1/funnel?{aligned}&outcome=failed"));
     for extra in [
         "",
         "&category=device_cap",
@@ -249,7 +257,7 @@ async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
         paths.len()
     );
     // 0003's 14 rollups, 0004's 12, 0007's 3 and 0008's 3.
-    assert_eq!(report["dedup_trap"]["rollups_checked"], 32, "{report}");
+    assert_eq!(report["dedup_trap"]["rollups_checked"], 34, "{report}");
     // The finalize passes at both starts (4 widths x fleet and per tenant) and the snapshot
     // refresh (7 insights, the counts, the marker) ran on chDB too.
     assert!(

@@ -30,7 +30,7 @@ use crate::query::devices::{self, DeviceStateView, EventCursor, EventPage};
 use crate::query::engine::{BreakdownRow, Point, Summary, TopCode};
 use crate::query::engine::{Bucket, Dimension, Engine};
 use crate::query::filters::{FILTER_PARAMS, FieldError, Filters, Params};
-use crate::query::funnel::{self, FunnelGroup};
+use crate::query::funnel::{self, FunnelGroup, FunnelPlan};
 use doc::{FilterParams, NotFound, QueryErrors, TenantParam};
 use error::ApiError;
 
@@ -405,6 +405,14 @@ async fn top_codes(
 pub struct FunnelResponse {
     #[serde(flatten)]
     pub range: Range,
+    /// `raw`: one pass over raw rows, every number exact, with time-to-enroll percentiles.
+    /// `rollups`: device-set rollups for whole days (raw rows at the edges), counts within the
+    /// documented bound (see `estimated`), time-to-enroll percentiles null.
+    pub plan: FunnelPlan,
+    /// True when a count is a HyperLogLog estimate: unique counts within ~2.1% above 1,024
+    /// devices (exact below); `dropped` is a difference of two such counts, within ~2.1% of
+    /// their sum.
+    pub estimated: bool,
     pub groups: Vec<FunnelGroup>,
 }
 
@@ -412,7 +420,13 @@ pub struct FunnelResponse {
     get,
     path = "/funnel",
     summary = "Enrollment funnel per method and platform",
-    description = "Per device: category and code filters are refused (400).",
+    description = "Per device: category and code filters are refused (400). With `source=auto` \
+(the default) a range holding a whole day is answered from device-set rollups (raw rows at the \
+partial edge days; `plan: rollups`): counts are unions of uniqCombined(14) device sets, exact up \
+to 1,024 devices and within ~2.1% above (`estimated: true`); `dropped` (never enrolled, furthest \
+stage) is a difference of two such unions, within ~2.1% of their sum; time-to-enroll percentiles \
+are null. Filters on os_version or side, and `source=raw`, use one exact pass over raw rows \
+(`plan: raw`) with time-to-enroll percentiles.",
     params(FilterParams),
     security(("bearer" = [])),
     responses((status = 200, description = "OK", body = FunnelResponse), QueryErrors)
@@ -438,10 +452,12 @@ async fn funnel_h(
         )
         .into());
     }
-    let groups = funnel::funnel(&s.engine, &f).await?;
+    let answer = funnel::funnel(&s.engine, &f).await?;
     Ok(Json(FunnelResponse {
         range: Range::of(&f),
-        groups,
+        plan: answer.plan,
+        estimated: answer.estimated,
+        groups: answer.groups,
     }))
 }
 

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::QueryError;
 use super::classes::format_code;
 use super::cursor;
-use super::engine::{Bind, CategoryMap, Col, Engine, Sql, filter_columns, push_filters};
+use super::engine::{
+    Bind, CategoryMap, Col, Engine, Sql, filter_columns, push_filters, push_ranges, tables_of,
+};
 use super::filters::{FieldError, Filters, rfc3339};
 use super::plan::{Family, Resolution, Source};
 
@@ -114,13 +116,7 @@ fn failure_rows(
     devices: Option<(&[String], &[String])>,
 ) -> Sql {
     let segs = engine.segments(f, Resolution::Whole, Family::DeviceFailures);
-    let mut tables: Vec<(Source, Vec<(u32, u32)>)> = Vec::new();
-    for seg in &segs {
-        match tables.iter_mut().find(|(s, _)| *s == seg.source) {
-            Some((_, ranges)) => ranges.push((seg.from, seg.to)),
-            None => tables.push((seg.source, vec![(seg.from, seg.to)])),
-        }
-    }
+    let tables = tables_of(&segs);
     // Every row here is a failure: the outcome filter keeps all or nothing.
     let outcome_ok = f.outcome.as_deref().is_none_or(|o| o == "failed");
     let columns = Filters {
@@ -152,18 +148,7 @@ fn failure_rows(
             ));
         }
         union.push(&format!(" FROM {}.{} WHERE (", engine.db(), source.table()));
-        let tcol = if raw { "occurred_at" } else { "bucket" };
-        for (j, (from, to)) in ranges.iter().enumerate() {
-            if j > 0 {
-                union.push(" OR ");
-            }
-            union
-                .push(&format!("({tcol} >= toDateTime("))
-                .bind(Bind::U32(*from))
-                .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
-                .bind(Bind::U32(*to))
-                .push(", 'UTC'))");
-        }
+        push_ranges(&mut union, *source, ranges);
         union.push(")");
         if !outcome_ok {
             union.push(" AND 0");

@@ -622,13 +622,7 @@ impl Engine {
         failed_only: bool,
         states: bool,
     ) -> Sql {
-        let mut tables: Vec<(Source, Vec<(u32, u32)>)> = Vec::new();
-        for seg in segs {
-            match tables.iter_mut().find(|(s, _)| *s == seg.source) {
-                Some((_, ranges)) => ranges.push((seg.from, seg.to)),
-                None => tables.push((seg.source, vec![(seg.from, seg.to)])),
-            }
-        }
+        let tables = tables_of(segs);
         // A plan over the per-tenant totals reads their states (and builds the same at its raw
         // edges); every other plan reads the common `events, devices, users`.
         let tenant_states = segs
@@ -661,17 +655,7 @@ impl Engine {
                 Family::facet_of(aliases.iter().copied().chain(filter_columns(f)))
                     .unwrap_or(Family::FACETS[0])
             });
-            let tcol = if raw { "occurred_at" } else { "bucket" };
-            for (j, (from, to)) in ranges.iter().enumerate() {
-                if j > 0 {
-                    sql.push(" OR ");
-                }
-                sql.push(&format!("({tcol} >= toDateTime("))
-                    .bind(Bind::U32(*from))
-                    .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
-                    .bind(Bind::U32(*to))
-                    .push(", 'UTC'))");
-            }
+            push_ranges(&mut sql, *source, ranges);
             sql.push(")");
             if let Some(facet) = facet {
                 sql.push(&format!(" AND facet = '{facet}'"));
@@ -1287,6 +1271,40 @@ fn signal_of(r: &SignalRow) -> RawSignal {
         platform: r.platform.clone(),
         source: r.source_kind.clone(),
         stage: r.stage.clone(),
+    }
+}
+
+/// The segments of a plan grouped by the table they read, in plan order: segments on the same
+/// table (the edges on both sides of a range) are read by one subquery whose time condition
+/// is the OR of their ranges ([`push_ranges`]).
+pub(super) fn tables_of(segs: &[Segment]) -> Vec<(Source, Vec<(u32, u32)>)> {
+    let mut tables: Vec<(Source, Vec<(u32, u32)>)> = Vec::new();
+    for seg in segs {
+        match tables.iter_mut().find(|(s, _)| *s == seg.source) {
+            Some((_, ranges)) => ranges.push((seg.from, seg.to)),
+            None => tables.push((seg.source, vec![(seg.from, seg.to)])),
+        }
+    }
+    tables
+}
+
+/// `(t >= from AND t < to) OR ..` over `ranges` (bound), `t` being the time column of
+/// `source` (`occurred_at` for raw rows, `bucket` for a rollup).
+pub(super) fn push_ranges(sql: &mut Sql, source: Source, ranges: &[(u32, u32)]) {
+    let tcol = if source == Source::Raw {
+        "occurred_at"
+    } else {
+        "bucket"
+    };
+    for (j, (from, to)) in ranges.iter().enumerate() {
+        if j > 0 {
+            sql.push(" OR ");
+        }
+        sql.push(&format!("({tcol} >= toDateTime("))
+            .bind(Bind::U32(*from))
+            .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
+            .bind(Bind::U32(*to))
+            .push(", 'UTC'))");
     }
 }
 

@@ -1,15 +1,29 @@
-//! The enrollment funnel per method and platform, from raw rows in one pass (it is a
-//! per-device question; stage sets are kept as bit masks, not string arrays):
-//! devices that reached each stage, succeeded or failed there, where non-enrolled devices
-//! stopped, and time-to-enroll percentiles (first event to first success at `complete` or
-//! `first_sync`, per device; exact quantiles: t-digest answers differ between ClickHouse
-//! versions, found by the chDB lane).
+//! The enrollment funnel per method and platform: devices that reached each stage, succeeded
+//! or failed there, where non-enrolled devices stopped, and time-to-enroll percentiles.
+//!
+//! Two plans:
+//! - **Raw rows** (`source=raw`, or a range with no whole day): one pass over the range's rows
+//!   grouped per device (stage sets kept as bit masks), every count exact, and exact
+//!   time-to-enroll percentiles (first event to first success at `complete` or `first_sync`,
+//!   per device; exact quantiles: t-digest answers differ between ClickHouse versions, found
+//!   by the chDB lane).
+//! - **Device-set rollups** (`source=auto`, migration 0009): every count is a union of device
+//!   sets held as uniqCombined(14) states per (bucket, tenant, method, platform, stage,
+//!   outcome), read for whole days and weeks, with states built from raw rows for the partial
+//!   days at the edges. "Dropped at X" (never enrolled, furthest stage X) is the difference of
+//!   two unions, `|reached X or later, or enrolled| - |reached later than X, or enrolled|`:
+//!   exact in set terms, so exact below [`EXACT_UNIQUE_LIMIT`] and otherwise within the sum of
+//!   the two unions' error bounds (an absolute bound). Time-to-enroll is per device and cannot
+//!   come from these states: see [`Percentiles`].
 
 use serde::{Deserialize, Serialize};
 
 use super::QueryError;
-use super::engine::{Bind, Engine, Sql, push_filters};
+use super::engine::{
+    Bind, EXACT_UNIQUE_LIMIT, Engine, Sql, filter_columns, push_filters, push_ranges, tables_of,
+};
 use super::filters::{Filters, STAGES};
+use super::plan::{Family, Resolution, Source};
 
 /// Stages whose success means "enrolled".
 pub const ENROLLED_STAGES: &[&str] = &["complete", "first_sync"];
@@ -21,7 +35,12 @@ pub struct FunnelStage {
     pub reached: u64,
     pub succeeded: u64,
     pub failed: u64,
-    /// Devices that never enrolled and whose furthest stage is this one.
+    /// Devices that never enrolled and whose furthest stage is this one. From rollups it is
+    /// `|devices that reached this stage or a later one, or enrolled| - |devices that reached a
+    /// later stage, or enrolled|` (clamped at 0): exact while both sets hold at most
+    /// [`EXACT_UNIQUE_LIMIT`] devices, otherwise each term is a HyperLogLog estimate within
+    /// ~2.1% and the difference is within ~2.1% of their sum (absolute, not relative to the
+    /// count).
     pub dropped: u64,
 }
 
@@ -29,12 +48,21 @@ pub struct FunnelStage {
 pub struct FunnelGroup {
     pub enrollment_method: String,
     pub platform: String,
+    /// Devices with any event in range.
     pub devices: u64,
+    /// Devices with a success at `complete` or `first_sync` in range.
     pub enrolled: u64,
     pub time_to_enroll_seconds: Percentiles,
     pub stages: Vec<FunnelStage>,
 }
 
+/// Time to enroll per device (first event in range to first success at `complete` or
+/// `first_sync`), over the devices that enrolled in range, in seconds. Exact, and only in
+/// answers computed from raw rows (`source=raw`, or a range without a whole day): a rollup
+/// answer (`"plan": "rollups"`) has all three null, because per-device times cannot come from
+/// the distinct-count states and a per-device time rollup merged over 30 days measured
+/// about as slow as the raw-scan baseline at 10M events (BENCHMARKS.md, issue 7, sixth
+/// session). Also null when no device enrolled.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     pub p50: Option<f64>,
@@ -110,10 +138,195 @@ fn per_stage(cond: impl Fn(usize) -> String) -> String {
     format!("[{}]", counts.join(", "))
 }
 
+/// One (method, platform) group of a rollup plan: unions of device sets, indexed like
+/// [`STAGES`] (`ge`/`gt`: reached this stage or later / a later stage, or enrolled).
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct SetRow {
+    enrollment_method: String,
+    platform: String,
+    devices: u64,
+    enrolled: u64,
+    reached: Vec<u64>,
+    succeeded: Vec<u64>,
+    failed: Vec<u64>,
+    ge: Vec<u64>,
+    gt: Vec<u64>,
+}
+
+/// `'a', 'b', ..` of `names` (fixed names, formatted in).
+fn quoted(names: &[&str]) -> String {
+    let q: Vec<String> = names.iter().map(|s| format!("'{s}'")).collect();
+    q.join(", ")
+}
+
+/// The (method, platform, stage, outcome) device-set states of the range: whole days and
+/// weeks from `rollup_funnel_*` (migration 0009), raw rows at the partial edge days, built
+/// with the same function as the views; one state per key and table read.
+fn device_sets(engine: &Engine, f: &Filters) -> Sql {
+    let segs = engine.segments(f, Resolution::Whole, Family::Funnel);
+    let tables = tables_of(&segs);
+    let mut sql = Sql::default();
+    for (i, (source, ranges)) in tables.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        let raw = *source == Source::Raw;
+        let state = if raw {
+            "uniqCombinedState(14)(tenant, device_id)"
+        } else {
+            "devices"
+        };
+        sql.push(&format!(
+            "SELECT enrollment_method, platform, stage, outcome, {state} AS st FROM {}.{} WHERE (",
+            engine.db(),
+            source.table()
+        ));
+        push_ranges(&mut sql, *source, ranges);
+        sql.push(")");
+        push_filters(&mut sql, f);
+        if raw {
+            sql.push(" GROUP BY enrollment_method, platform, stage, outcome");
+        }
+    }
+    sql
+}
+
+/// Whether the rollups (migration 0009) can answer `f`: `source=auto`, only filters on
+/// columns they hold, and a range with at least one whole day (otherwise the raw plan is the
+/// same work, and exact).
+fn rollup_plan(engine: &Engine, f: &Filters) -> bool {
+    if f.category.is_some() || !filter_columns(f).all(|c| Family::Funnel.columns().contains(&c)) {
+        return false;
+    }
+    engine
+        .segments(f, Resolution::Whole, Family::Funnel)
+        .iter()
+        .any(|s| s.source != Source::Raw)
+}
+
+/// The funnel's counts per (method, platform) from the device-set rollups: the states of
+/// [`device_sets`] are merged per (method, platform, stage, outcome) first (one merge per
+/// row read), then each count merges the few resulting states it is the union of.
+async fn rollup_groups(engine: &Engine, f: &Filters) -> Result<Vec<SetRow>, QueryError> {
+    let idx: Vec<String> = (1..=STAGES.len()).map(|i| i.to_string()).collect();
+    let stage_idx = format!(
+        "transform(stage, [{}], [{}], 0)",
+        quoted(STAGES),
+        idx.join(", ")
+    );
+    let enrolled = format!(
+        "(outcome = 'succeeded' AND stage IN ({}))",
+        quoted(ENROLLED_STAGES)
+    );
+    let per_stage = |cond: &dyn Fn(usize) -> String| {
+        let merges: Vec<String> = (0..STAGES.len())
+            .map(|i| format!("uniqCombinedMergeIf(14)(st, {})", cond(i)))
+            .collect();
+        format!("[{}]", merges.join(", "))
+    };
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT enrollment_method, platform, uniqCombinedMerge(14)(st) AS devices, \
+         uniqCombinedMergeIf(14)(st, {enrolled}) AS enrolled, \
+         {} AS reached, {} AS succeeded, {} AS failed, {} AS ge, {} AS gt \
+         FROM (SELECT enrollment_method, platform, stage, outcome, \
+         uniqCombinedMergeState(14)(st) AS st FROM (",
+        per_stage(&|i| format!("stage = '{}'", STAGES[i])),
+        per_stage(&|i| format!("stage = '{}' AND outcome = 'succeeded'", STAGES[i])),
+        per_stage(&|i| format!("stage = '{}' AND outcome = 'failed'", STAGES[i])),
+        per_stage(&|i| format!("{stage_idx} >= {} OR {enrolled}", i + 1)),
+        per_stage(&|i| format!("{stage_idx} > {} OR {enrolled}", i + 1)),
+    ));
+    sql.append(device_sets(engine, f));
+    sql.push(
+        ") GROUP BY enrollment_method, platform, stage, outcome) \
+         GROUP BY enrollment_method, platform \
+         ORDER BY devices DESC, enrollment_method, platform",
+    );
+    Ok(sql.query(engine.client()).fetch_all().await?)
+}
+
+/// Which data answered a funnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FunnelPlan {
+    /// One pass over raw rows per device: exact counts and time-to-enroll percentiles.
+    Raw,
+    /// Device-set rollups (migration 0009) for whole days and weeks, raw rows at the edges:
+    /// counts within the documented bound, no time-to-enroll percentiles.
+    Rollups,
+}
+
+/// A funnel answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Funnel {
+    pub plan: FunnelPlan,
+    /// True when a count is a HyperLogLog estimate (a union of more than
+    /// [`EXACT_UNIQUE_LIMIT`] devices merged from rollup states, see [`FunnelStage::dropped`]
+    /// for the bound of `dropped`); false when all are exact.
+    pub estimated: bool,
+    pub groups: Vec<FunnelGroup>,
+}
+
+/// Funnel per (method, platform): from the device-set rollups when [`rollup_plan`] allows,
+/// else in one pass over the raw rows of the range. The category and code filters do not
+/// apply (they are not per device; the API refuses them).
+pub async fn funnel(engine: &Engine, f: &Filters) -> Result<Funnel, QueryError> {
+    if rollup_plan(engine, f) {
+        let rows = rollup_groups(engine, f).await?;
+        let estimated = rows.iter().any(|r| {
+            r.ge.iter()
+                .chain(&r.gt)
+                .chain(&r.reached)
+                .chain([&r.devices, &r.enrolled])
+                .any(|&n| n > EXACT_UNIQUE_LIMIT)
+        });
+        return Ok(Funnel {
+            plan: FunnelPlan::Rollups,
+            estimated,
+            groups: rows.into_iter().map(from_sets).collect(),
+        });
+    }
+    Ok(Funnel {
+        plan: FunnelPlan::Raw,
+        estimated: false,
+        groups: raw_funnel(engine, f).await?,
+    })
+}
+
+/// A rollup plan's group: only the stages some device reached, in funnel order; `dropped` is
+/// the difference of the two unions, clamped at 0 (estimates may cross).
+fn from_sets(r: SetRow) -> FunnelGroup {
+    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    let stages = STAGES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| at(&r.reached, *i) > 0)
+        .map(|(i, st)| FunnelStage {
+            stage: (*st).to_owned(),
+            reached: at(&r.reached, i),
+            succeeded: at(&r.succeeded, i),
+            failed: at(&r.failed, i),
+            dropped: at(&r.ge, i).saturating_sub(at(&r.gt, i)),
+        })
+        .collect();
+    FunnelGroup {
+        enrollment_method: r.enrollment_method,
+        platform: r.platform,
+        devices: r.devices,
+        enrolled: r.enrolled,
+        time_to_enroll_seconds: Percentiles {
+            p50: None,
+            p90: None,
+            p95: None,
+        },
+        stages,
+    }
+}
+
 /// Funnel per (method, platform), in one pass over the raw rows of the range (one per-device
-/// aggregation, then one count per group and stage). The category filter does not apply (it
-/// is not per device).
-pub async fn funnel(engine: &Engine, f: &Filters) -> Result<Vec<FunnelGroup>, QueryError> {
+/// aggregation, then one count per group and stage). Exact.
+async fn raw_funnel(engine: &Engine, f: &Filters) -> Result<Vec<FunnelGroup>, QueryError> {
     let has = |mask: &'static str| move |i: usize| format!("bitAnd({mask}, {}) != 0", 1u64 << i);
     let mut g = Sql::default();
     g.push(&format!(

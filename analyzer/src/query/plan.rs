@@ -50,6 +50,11 @@ pub enum Family {
     /// the affected-devices list (`query/affected.rs`). Never chosen by
     /// [`Family::for_columns`]: it holds failures only and no uniq states.
     DeviceFailures,
+    /// Device sets per bucket x tenant x method x platform x stage x outcome
+    /// (`rollup_funnel_*`, migration 0009): the funnel (`query/funnel.rs`), whose counts are
+    /// unions (and one difference of unions) of these sets. Days and weeks only (see
+    /// [`Family::has_hours`]). Never chosen by [`Family::for_columns`].
+    Funnel,
 }
 
 impl Family {
@@ -139,6 +144,15 @@ impl Family {
         "error_symbol",
     ];
 
+    /// Columns a `Funnel` rollup holds besides `bucket` and its states.
+    pub const FUNNEL_COLUMNS: &'static [&'static str] = &[
+        "tenant",
+        "enrollment_method",
+        "platform",
+        "stage",
+        "outcome",
+    ];
+
     /// Smallest first: the order in which [`Family::for_columns`] tries them.
     const BY_SIZE: [Family; 8] = [
         Family::FleetNarrow,
@@ -157,6 +171,13 @@ impl Family {
         matches!(self, Family::Totals | Family::FleetTotals)
     }
 
+    /// Whether the family has an hourly table. Without one, the partial days at a range's
+    /// edges are read from raw rows (the funnel: its views stay two per event, and a range's
+    /// edges cost at most two days of raw rows).
+    pub fn has_hours(self) -> bool {
+        self != Family::Funnel
+    }
+
     pub fn columns(self) -> &'static [&'static str] {
         match self {
             Family::Fine => Self::FINE_COLUMNS,
@@ -169,6 +190,7 @@ impl Family {
             Family::FleetCores => Self::FLEET_CORES_COLUMNS,
             Family::TenantTotals => Self::TENANT_TOTALS_COLUMNS,
             Family::DeviceFailures => Self::DEVICE_FAILURES_COLUMNS,
+            Family::Funnel => Self::FUNNEL_COLUMNS,
         }
     }
 
@@ -284,6 +306,11 @@ impl Source {
             Source::Rollup(DeviceFailures, Hour) => "rollup_device_failures_hourly",
             Source::Rollup(DeviceFailures, Day) => "rollup_device_failures_daily",
             Source::Rollup(DeviceFailures, Week) => "rollup_device_failures_weekly",
+            // No such tables (see `Family::has_hours`).
+            Source::Rollup(Funnel, FiveMinutes) => "rollup_funnel_5m",
+            Source::Rollup(Funnel, Hour) => "rollup_funnel_hourly",
+            Source::Rollup(Funnel, Day) => "rollup_funnel_daily",
+            Source::Rollup(Funnel, Week) => "rollup_funnel_weekly",
         }
     }
 }
@@ -388,7 +415,15 @@ fn days(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
 }
 
 fn hours(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
-    finest(family, Grain::Hour, HOUR, from, to, out);
+    if family.has_hours() {
+        finest(family, Grain::Hour, HOUR, from, to, out);
+    } else if from < to {
+        out.push(Segment {
+            source: Source::Raw,
+            from,
+            to,
+        });
+    }
 }
 
 /// Five-minute rollup for the aligned part, raw rows for the edges. 15-minute buckets are
@@ -572,6 +607,32 @@ mod tests {
             ),
             raw(FRI + 10, FRI + 200)
         );
+        // No hourly funnel table: the partial days at the edges are raw rows.
+        let funnel = plan(from, to, Resolution::Whole, Some(Family::Funnel));
+        assert_eq!(
+            funnel,
+            vec![
+                Segment {
+                    source: Source::Rollup(Family::Funnel, Grain::Day),
+                    from: FRI,
+                    to: FRI + 2 * DAY
+                },
+                Segment {
+                    source: Source::Raw,
+                    from,
+                    to: FRI
+                },
+                Segment {
+                    source: Source::Raw,
+                    from: FRI + 2 * DAY,
+                    to
+                },
+            ]
+        );
+        assert_eq!(
+            plan(FRI + 10, FRI + 20, Resolution::Whole, Some(Family::Funnel)),
+            raw(FRI + 10, FRI + 20)
+        );
         assert_eq!(plan(from, to, Resolution::Whole, None), raw(from, to));
         assert_eq!(
             plan(10, 20, Resolution::Whole, Some(Family::Totals)),
@@ -646,16 +707,20 @@ mod tests {
             include_str!("../../migrations/clickhouse/0004_narrow_rollups.sql"),
             include_str!("../../migrations/clickhouse/0007_tenant_rollups.sql"),
             include_str!("../../migrations/clickhouse/0008_device_failure_rollups.sql"),
+            include_str!("../../migrations/clickhouse/0009_funnel_rollups.sql"),
         ]
         .concat();
-        for f in Family::BY_SIZE
-            .into_iter()
-            .chain([Family::TenantTotals, Family::DeviceFailures])
-        {
+        for f in Family::BY_SIZE.into_iter().chain([
+            Family::TenantTotals,
+            Family::DeviceFailures,
+            Family::Funnel,
+        ]) {
             let five = f.has_five_minutes().then_some(Grain::FiveMinutes);
+            let hour = f.has_hours().then_some(Grain::Hour);
             for g in five
                 .into_iter()
-                .chain([Grain::Hour, Grain::Day, Grain::Week])
+                .chain(hour)
+                .chain([Grain::Day, Grain::Week])
             {
                 let t = Source::Rollup(f, g).table();
                 let start = sql

@@ -279,6 +279,22 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: &[],
     },
+    Migration {
+        version: 9,
+        name: "funnel_rollups",
+        up: include_str!("../../migrations/clickhouse/0009_funnel_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0009_funnel_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_funnel_daily_mv",
+            "VIEW rollup_funnel_weekly_mv",
+            "TABLE rollup_funnel_daily",
+            "TABLE rollup_funnel_weekly",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -767,6 +783,13 @@ mod tests {
         assert_eq!(
             statements(MIGRATIONS[7].backfill.unwrap_or_default()).len(),
             3
+        );
+        // 0009: the funnel's device sets at two grains (no hourly) and their views; one
+        // backfill per grain.
+        assert_eq!(statements(MIGRATIONS[8].up).len(), 4);
+        assert_eq!(
+            statements(MIGRATIONS[8].backfill.unwrap_or_default()).len(),
+            2
         );
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {

@@ -316,6 +316,11 @@ async fn main() -> anyhow::Result<()> {
         format!("/api/v1/affected-devices?{range}&category=device_cap"),
     ));
     cases.push(("funnel".into(), format!("/api/v1/funnel?{range}")));
+    // The dashboard's "last 30 days" is not day-aligned: partial days at both edges.
+    cases.push((
+        "funnel (unaligned)".into(),
+        "/api/v1/funnel?from=2024-03-01T06:30:00Z&to=2024-03-30T18:00:00Z".into(),
+    ));
     cases.push(("insights".into(), "/api/v1/insights".into()));
     for id in fleetpulse_analyzer::insights::InsightId::ALL {
         let id = id.as_str();
