@@ -257,7 +257,7 @@ async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
         paths.len()
     );
     // 0003's 14 rollups, 0004's 12, 0007's 3 and 0008's 3.
-    assert_eq!(report["dedup_trap"]["rollups_checked"], 34, "{report}");
+    assert_eq!(report["dedup_trap"]["rollups_checked"], 37, "{report}");
     // The finalize passes at both starts (4 widths x fleet and per tenant) and the snapshot
     // refresh (7 insights, the counts, the marker) ran on chDB too.
     assert!(

@@ -7,12 +7,13 @@
 //!   time-to-enroll percentiles (first event to first success at `complete` or `first_sync`,
 //!   per device; exact quantiles: t-digest answers differ between ClickHouse versions, found
 //!   by the chDB lane).
-//! - **Device-set rollups** (`source=auto`, migration 0009): every count is a union of device
-//!   sets held as uniqCombined(14) states per (bucket, tenant, method, platform, stage,
-//!   outcome), read for whole days and weeks, with states built from raw rows for the partial
-//!   days at the edges. "Dropped at X" (never enrolled, furthest stage X) is the difference of
-//!   two unions, `|reached X or later, or enrolled| - |reached later than X, or enrolled|`:
-//!   exact in set terms, so exact below [`EXACT_UNIQUE_LIMIT`] and otherwise within the sum of
+//! - **Device-set rollups** (`source=auto`, migrations 0009 and 0010): every count is a union
+//!   of device sets held as uniqCombined(14) states per (bucket, [tenant,] method, platform,
+//!   stage, outcome), read for whole weeks and days (and hours over all tenants), with states
+//!   built from raw rows at the unaligned edges. "Dropped at X" (never enrolled, furthest
+//!   stage X) is the difference of two unions, `|reached X or later, or enrolled| - |reached
+//!   later than X, or enrolled|`: exact in set terms, so exact below [`EXACT_UNIQUE_LIMIT`]
+//!   and otherwise within the sum of
 //!   the two unions' error bounds (an absolute bound). Time-to-enroll is per device and cannot
 //!   come from these states: see [`Percentiles`].
 
@@ -60,9 +61,10 @@ pub struct FunnelGroup {
 /// `first_sync`), over the devices that enrolled in range, in seconds. Exact, and only in
 /// answers computed from raw rows (`source=raw`, or a range without a whole day): a rollup
 /// answer (`"plan": "rollups"`) has all three null, because per-device times cannot come from
-/// the distinct-count states and a per-device time rollup merged over 30 days measured
-/// about as slow as the raw-scan baseline at 10M events (BENCHMARKS.md, issue 7, sixth
-/// session). Also null when no device enrolled.
+/// the distinct-count states, and a per-(day or week, device) rollup of first-event and
+/// enrolled times merged per device over 30 days took 1.8-2.6 s at 10M events (~3x the
+/// raw-scan baseline; BENCHMARKS.md, issue 7, sixth session). Also null when no device
+/// enrolled.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     pub p50: Option<f64>,
@@ -139,7 +141,9 @@ fn per_stage(cond: impl Fn(usize) -> String) -> String {
 }
 
 /// One (method, platform) group of a rollup plan: unions of device sets, indexed like
-/// [`STAGES`] (`ge`/`gt`: reached this stage or later / a later stage, or enrolled).
+/// [`STAGES`]; `from[i]`: the devices that reached stage `i` or a later one, or enrolled
+/// (so `from[i] - from[i + 1]`, with `enrolled` after the last stage, is "never enrolled,
+/// furthest stage `i`").
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct SetRow {
     enrollment_method: String,
@@ -149,8 +153,7 @@ struct SetRow {
     reached: Vec<u64>,
     succeeded: Vec<u64>,
     failed: Vec<u64>,
-    ge: Vec<u64>,
-    gt: Vec<u64>,
+    from: Vec<u64>,
 }
 
 /// `'a', 'b', ..` of `names` (fixed names, formatted in).
@@ -159,11 +162,11 @@ fn quoted(names: &[&str]) -> String {
     q.join(", ")
 }
 
-/// The (method, platform, stage, outcome) device-set states of the range: whole days and
-/// weeks from `rollup_funnel_*` (migration 0009), raw rows at the partial edge days, built
-/// with the same function as the views; one state per key and table read.
-fn device_sets(engine: &Engine, f: &Filters) -> Sql {
-    let segs = engine.segments(f, Resolution::Whole, Family::Funnel);
+/// The (method, platform, stage, outcome) device-set states of the range: whole weeks, days
+/// (and hours, for [`Family::FleetFunnel`]) from `family`'s rollups, raw rows at the unaligned
+/// edges, built with the same function as the views; one state per key and table read.
+fn device_sets(engine: &Engine, f: &Filters, family: Family) -> Sql {
+    let segs = engine.segments(f, Resolution::Whole, family);
     let tables = tables_of(&segs);
     let mut sql = Sql::default();
     for (i, (source, ranges)) in tables.iter().enumerate() {
@@ -191,23 +194,33 @@ fn device_sets(engine: &Engine, f: &Filters) -> Sql {
     sql
 }
 
-/// Whether the rollups (migration 0009) can answer `f`: `source=auto`, only filters on
-/// columns they hold, and a range with at least one whole day (otherwise the raw plan is the
-/// same work, and exact).
-fn rollup_plan(engine: &Engine, f: &Filters) -> bool {
-    if f.category.is_some() || !filter_columns(f).all(|c| Family::Funnel.columns().contains(&c)) {
-        return false;
-    }
-    engine
+/// The device-set rollups that answer `f`, if any: `source=auto`, filters only on columns
+/// they hold, and a range holding a whole UTC day (shorter ranges are cheap from raw rows,
+/// which also give exact time-to-enroll percentiles). One tenant's funnel reads
+/// `rollup_funnel_*` (migration 0009), the all-tenant funnel `rollup_fleet_funnel_*` (0010:
+/// a fifth of the rows at 20 tenants, and hourly rows instead of raw ones at the edges).
+fn rollup_family(engine: &Engine, f: &Filters) -> Option<Family> {
+    let family = if f.tenant.is_some() {
+        Family::Funnel
+    } else {
+        Family::FleetFunnel
+    };
+    let held = filter_columns(f).all(|c| family.columns().contains(&c));
+    let whole_day = engine
         .segments(f, Resolution::Whole, Family::Funnel)
         .iter()
-        .any(|s| s.source != Source::Raw)
+        .any(|s| s.source != Source::Raw);
+    (f.category.is_none() && held && whole_day).then_some(family)
 }
 
 /// The funnel's counts per (method, platform) from the device-set rollups: the states of
 /// [`device_sets`] are merged per (method, platform, stage, outcome) first (one merge per
 /// row read), then each count merges the few resulting states it is the union of.
-async fn rollup_groups(engine: &Engine, f: &Filters) -> Result<Vec<SetRow>, QueryError> {
+async fn rollup_groups(
+    engine: &Engine,
+    f: &Filters,
+    family: Family,
+) -> Result<Vec<SetRow>, QueryError> {
     let idx: Vec<String> = (1..=STAGES.len()).map(|i| i.to_string()).collect();
     let stage_idx = format!(
         "transform(stage, [{}], [{}], 0)",
@@ -228,16 +241,15 @@ async fn rollup_groups(engine: &Engine, f: &Filters) -> Result<Vec<SetRow>, Quer
     sql.push(&format!(
         "SELECT enrollment_method, platform, uniqCombinedMerge(14)(st) AS devices, \
          uniqCombinedMergeIf(14)(st, {enrolled}) AS enrolled, \
-         {} AS reached, {} AS succeeded, {} AS failed, {} AS ge, {} AS gt \
+         {} AS reached, {} AS succeeded, {} AS failed, {} AS from \
          FROM (SELECT enrollment_method, platform, stage, outcome, \
          uniqCombinedMergeState(14)(st) AS st FROM (",
         per_stage(&|i| format!("stage = '{}'", STAGES[i])),
         per_stage(&|i| format!("stage = '{}' AND outcome = 'succeeded'", STAGES[i])),
         per_stage(&|i| format!("stage = '{}' AND outcome = 'failed'", STAGES[i])),
         per_stage(&|i| format!("{stage_idx} >= {} OR {enrolled}", i + 1)),
-        per_stage(&|i| format!("{stage_idx} > {} OR {enrolled}", i + 1)),
     ));
-    sql.append(device_sets(engine, f));
+    sql.append(device_sets(engine, f, family));
     sql.push(
         ") GROUP BY enrollment_method, platform, stage, outcome) \
          GROUP BY enrollment_method, platform \
@@ -252,8 +264,9 @@ async fn rollup_groups(engine: &Engine, f: &Filters) -> Result<Vec<SetRow>, Quer
 pub enum FunnelPlan {
     /// One pass over raw rows per device: exact counts and time-to-enroll percentiles.
     Raw,
-    /// Device-set rollups (migration 0009) for whole days and weeks, raw rows at the edges:
-    /// counts within the documented bound, no time-to-enroll percentiles.
+    /// Device-set rollups (migrations 0009, 0010) for whole weeks, days (and hours over all
+    /// tenants), raw rows at the edges: counts within the documented bound, no time-to-enroll
+    /// percentiles.
     Rollups,
 }
 
@@ -268,15 +281,15 @@ pub struct Funnel {
     pub groups: Vec<FunnelGroup>,
 }
 
-/// Funnel per (method, platform): from the device-set rollups when [`rollup_plan`] allows,
+/// Funnel per (method, platform): from the device-set rollups when [`rollup_family`] allows,
 /// else in one pass over the raw rows of the range. The category and code filters do not
 /// apply (they are not per device; the API refuses them).
 pub async fn funnel(engine: &Engine, f: &Filters) -> Result<Funnel, QueryError> {
-    if rollup_plan(engine, f) {
-        let rows = rollup_groups(engine, f).await?;
+    if let Some(family) = rollup_family(engine, f) {
+        let rows = rollup_groups(engine, f, family).await?;
         let estimated = rows.iter().any(|r| {
-            r.ge.iter()
-                .chain(&r.gt)
+            r.from
+                .iter()
                 .chain(&r.reached)
                 .chain([&r.devices, &r.enrolled])
                 .any(|&n| n > EXACT_UNIQUE_LIMIT)
@@ -295,7 +308,7 @@ pub async fn funnel(engine: &Engine, f: &Filters) -> Result<Funnel, QueryError> 
 }
 
 /// A rollup plan's group: only the stages some device reached, in funnel order; `dropped` is
-/// the difference of the two unions, clamped at 0 (estimates may cross).
+/// the difference of two unions, clamped at 0 (estimates may cross).
 fn from_sets(r: SetRow) -> FunnelGroup {
     let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
     let stages = STAGES
@@ -307,7 +320,11 @@ fn from_sets(r: SetRow) -> FunnelGroup {
             reached: at(&r.reached, i),
             succeeded: at(&r.succeeded, i),
             failed: at(&r.failed, i),
-            dropped: at(&r.ge, i).saturating_sub(at(&r.gt, i)),
+            dropped: at(&r.from, i).saturating_sub(if i + 1 < STAGES.len() {
+                at(&r.from, i + 1)
+            } else {
+                r.enrolled
+            }),
         })
         .collect();
     FunnelGroup {

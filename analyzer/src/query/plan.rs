@@ -53,8 +53,12 @@ pub enum Family {
     /// Device sets per bucket x tenant x method x platform x stage x outcome
     /// (`rollup_funnel_*`, migration 0009): the funnel (`query/funnel.rs`), whose counts are
     /// unions (and one difference of unions) of these sets. Days and weeks only (see
-    /// [`Family::has_hours`]). Never chosen by [`Family::for_columns`].
+    /// [`Family::has_hours`]). Never chosen by [`Family::for_columns`]; the funnel reads it
+    /// for one tenant's questions.
     Funnel,
+    /// [`Family::Funnel`] over all tenants (`rollup_fleet_funnel_*`, migration 0010), with an
+    /// hourly grain: the funnel without a tenant filter.
+    FleetFunnel,
 }
 
 impl Family {
@@ -153,6 +157,10 @@ impl Family {
         "outcome",
     ];
 
+    /// Columns a `FleetFunnel` rollup holds besides `bucket` and its states.
+    pub const FLEET_FUNNEL_COLUMNS: &'static [&'static str] =
+        &["enrollment_method", "platform", "stage", "outcome"];
+
     /// Smallest first: the order in which [`Family::for_columns`] tries them.
     const BY_SIZE: [Family; 8] = [
         Family::FleetNarrow,
@@ -191,6 +199,7 @@ impl Family {
             Family::TenantTotals => Self::TENANT_TOTALS_COLUMNS,
             Family::DeviceFailures => Self::DEVICE_FAILURES_COLUMNS,
             Family::Funnel => Self::FUNNEL_COLUMNS,
+            Family::FleetFunnel => Self::FLEET_FUNNEL_COLUMNS,
         }
     }
 
@@ -311,6 +320,10 @@ impl Source {
             Source::Rollup(Funnel, Hour) => "rollup_funnel_hourly",
             Source::Rollup(Funnel, Day) => "rollup_funnel_daily",
             Source::Rollup(Funnel, Week) => "rollup_funnel_weekly",
+            Source::Rollup(FleetFunnel, FiveMinutes) => "rollup_fleet_funnel_5m",
+            Source::Rollup(FleetFunnel, Hour) => "rollup_fleet_funnel_hourly",
+            Source::Rollup(FleetFunnel, Day) => "rollup_fleet_funnel_daily",
+            Source::Rollup(FleetFunnel, Week) => "rollup_fleet_funnel_weekly",
         }
     }
 }
@@ -708,12 +721,14 @@ mod tests {
             include_str!("../../migrations/clickhouse/0007_tenant_rollups.sql"),
             include_str!("../../migrations/clickhouse/0008_device_failure_rollups.sql"),
             include_str!("../../migrations/clickhouse/0009_funnel_rollups.sql"),
+            include_str!("../../migrations/clickhouse/0010_fleet_funnel_rollups.sql"),
         ]
         .concat();
         for f in Family::BY_SIZE.into_iter().chain([
             Family::TenantTotals,
             Family::DeviceFailures,
             Family::Funnel,
+            Family::FleetFunnel,
         ]) {
             let five = f.has_five_minutes().then_some(Grain::FiveMinutes);
             let hour = f.has_hours().then_some(Grain::Hour);

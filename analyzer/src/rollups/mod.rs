@@ -295,6 +295,24 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: &[],
     },
+    Migration {
+        version: 10,
+        name: "fleet_funnel_rollups",
+        up: include_str!("../../migrations/clickhouse/0010_fleet_funnel_rollups.sql"),
+        backfill: Some(include_str!(
+            "../../migrations/clickhouse/0010_fleet_funnel_rollups_backfill.sql"
+        )),
+        objects: &[
+            "VIEW rollup_fleet_funnel_hourly_mv",
+            "VIEW rollup_fleet_funnel_daily_mv",
+            "VIEW rollup_fleet_funnel_weekly_mv",
+            "TABLE rollup_fleet_funnel_hourly",
+            "TABLE rollup_fleet_funnel_daily",
+            "TABLE rollup_fleet_funnel_weekly",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -790,6 +808,13 @@ mod tests {
         assert_eq!(
             statements(MIGRATIONS[8].backfill.unwrap_or_default()).len(),
             2
+        );
+        // 0010: the all-tenant funnel sets at three grains and their views; one backfill per
+        // grain.
+        assert_eq!(statements(MIGRATIONS[9].up).len(), 6);
+        assert_eq!(
+            statements(MIGRATIONS[9].backfill.unwrap_or_default()).len(),
+            3
         );
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {
