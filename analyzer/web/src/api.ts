@@ -69,6 +69,9 @@ export interface FunnelGroup {
   stages: FunnelStage[];
 }
 export interface FunnelResp {
+  /** `rollups`: counts from device-set rollups (time-to-enroll null); `raw`: one exact pass. */
+  plan: "raw" | "rollups";
+  estimated: boolean;
   groups: FunnelGroup[];
 }
 export interface SignalInfo {

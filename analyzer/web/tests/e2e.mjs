@@ -212,6 +212,21 @@ try {
   const shownFunnel = await page.getByTestId("funnel-stages").locator("[data-stage]").evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.stage, Number(e.dataset.reached)])));
   const sorted = (o) => Object.entries(o).sort(([a], [b]) => a.localeCompare(b));
   eq(sorted(shownFunnel), sorted(reached), "funnel: devices reaching each stage");
+  // A rollup funnel has no time to enroll; the button computes it from raw events.
+  const rolled = await api(`/api/v1/funnel${qs(win)}`);
+  if (rolled.plan === "rollups") {
+    const rawFunnel = (await api(`/api/v1/funnel${qs({ ...win, source: "raw" })}`)).groups;
+    const shownGroups = [...rolled.groups].sort((a, b) => b.devices - a.devices).slice(0, 10);
+    const timed = shownGroups.filter((g) =>
+      rawFunnel.some((r) => r.enrollment_method === g.enrollment_method && r.platform === g.platform && r.time_to_enroll_seconds.p50 != null),
+    ).length;
+    check(timed > 0, "raw funnel has time-to-enroll percentiles");
+    await page.getByTestId("funnel-exact").click();
+    const cells = page.getByTestId("funnel-groups").locator("td[data-col=p50]");
+    await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=funnel-groups] td[data-col=p50]")].some((td) => td.textContent !== "–"));
+    const shownTimes = (await cells.allInnerTexts()).filter((t) => t !== "–").length;
+    eq(shownTimes, timed, "funnel: time to enroll shown for every group that enrolled");
+  }
   const ts = await api(`/api/v1/timeseries${qs({ ...win, bucket: await page.locator("main").getAttribute("data-bucket") })}`);
   const chartLabel = await page.getByTestId("trend-chart").locator("[role=img]").getAttribute("aria-label");
   const tsAttempts = ts.points.reduce((a, p) => a + p.attempts, 0);

@@ -1,8 +1,9 @@
-import { useMemo } from "preact/hooks";
+import { useMemo, useState } from "preact/hooks";
 import {
   useApi,
   useApiCtx,
   type BreakdownResp,
+  type FunnelGroup,
   type FunnelResp,
   type SummaryResp,
   type TimeseriesResp,
@@ -11,7 +12,7 @@ import {
 import { TrendChart } from "../chart";
 import { dur, label, n, pct } from "../format";
 import { carry, href, navigate, type Route } from "../route";
-import { Async, BarList, Kpi, Panel, toneOfRate } from "../ui";
+import { Async, BarList, ErrorBox, Kpi, Panel, toneOfRate } from "../ui";
 import { makeView, type View } from "../view";
 import { OpenAlerts } from "./alerts";
 
@@ -222,6 +223,14 @@ export function TopCodes(props: { v: View; extra?: Record<string, string>; title
 function Funnel(props: { v: View }) {
   const { v } = props;
   const q = useApi<FunnelResp>(`/api/v1/funnel${v.q()}`);
+  // Time to enroll is per device: a rollup answer has none, so it is computed from raw events
+  // on request (one pass over the window's events: seconds at millions of events).
+  const [exact, setExact] = useState(false);
+  const raw = useApi<FunnelResp>(exact && q.data?.plan === "rollups" ? `/api/v1/funnel${v.q({ source: "raw" })}` : null);
+  const timesOf = (d: FunnelResp, g: FunnelGroup) =>
+    d.plan === "raw"
+      ? g.time_to_enroll_seconds
+      : raw.data?.groups.find((r) => r.enrollment_method === g.enrollment_method && r.platform === g.platform)?.time_to_enroll_seconds;
   return (
     <Panel title="Enrollment funnel and time to enroll" id="funnel" wide>
       <Async q={q} empty={(d) => d.groups.length === 0} emptyText="No enrollments in this window.">
@@ -276,12 +285,22 @@ function Funnel(props: { v: View }) {
                         <td>{label(g.platform)}</td>
                         <td class="num">{n(g.devices)}</td>
                         <td class="num">{g.devices ? pct(g.enrolled / g.devices) : "–"}</td>
-                        <td class="num">{dur(g.time_to_enroll_seconds.p50)}</td>
-                        <td class="num">{dur(g.time_to_enroll_seconds.p90)}</td>
+                        <td class="num" data-col="p50">{dur(timesOf(d, g)?.p50)}</td>
+                        <td class="num" data-col="p90">{dur(timesOf(d, g)?.p90)}</td>
                       </tr>
                     ))}
                   </tbody>
                 </table>
+                {d.plan === "rollups" && !raw.data && (
+                  <p class="muted small">
+                    Device counts{d.estimated ? " are estimates (within 2%) and" : ""} come from rollups; time to enroll is
+                    per device, from raw events.{" "}
+                    <button type="button" class="more" data-testid="funnel-exact" disabled={exact} onClick={() => setExact(true)}>
+                      {exact ? "Computing…" : "Compute time to enroll"}
+                    </button>
+                  </p>
+                )}
+                {raw.error && <ErrorBox error={raw.error} />}
               </div>
             </div>
           );
