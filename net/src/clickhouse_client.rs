@@ -10,7 +10,7 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use hyper_rustls::HttpsConnectorBuilder;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client as HyperClient, connect::HttpConnector},
     rt::TokioExecutor,
@@ -93,11 +93,15 @@ fn root_store(
     Ok(roots)
 }
 
-/// A `clickhouse::Client` (no URL, user or settings yet) whose connections are plain for
-/// `http://` URLs and verified TLS for `https://` ones, trusting `roots`.
-pub fn clickhouse_client(
+/// The connector under every ClickHouse connection: plain TCP for `http://`, verified TLS for
+/// `https://` (trusting `roots`). The collector also sends requests the `clickhouse` crate
+/// cannot (external data for its duplicate lookups) through a client built on it.
+pub type ClickHouseConnector = HttpsConnector<HttpConnector>;
+
+/// See [`ClickHouseConnector`].
+pub fn clickhouse_connector(
     roots: &ClickHouseRoots,
-) -> Result<clickhouse::Client, ClickHouseTlsError> {
+) -> Result<ClickHouseConnector, ClickHouseTlsError> {
     let store = root_store(&roots.certs).map_err(|(_, reason)| ClickHouseTlsError::Tls(reason))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
@@ -110,15 +114,29 @@ pub fn clickhouse_client(
     http.set_nodelay(true);
     // The TLS layer below decides by scheme; the plain connector must accept `https`.
     http.enforce_http(false);
-    let connector = HttpsConnectorBuilder::new()
+    Ok(HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    let http_client = HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector);
-    Ok(clickhouse::Client::with_http_client(http_client))
+        .wrap_connector(http))
+}
+
+/// A hyper client builder with the pool settings every ClickHouse client uses.
+pub fn clickhouse_http_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = HyperClient::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(POOL_IDLE_TIMEOUT);
+    builder
+}
+
+/// A `clickhouse::Client` (no URL, user or settings yet) whose connections are plain for
+/// `http://` URLs and verified TLS for `https://` ones, trusting `roots`.
+pub fn clickhouse_client(
+    roots: &ClickHouseRoots,
+) -> Result<clickhouse::Client, ClickHouseTlsError> {
+    let connector = clickhouse_connector(roots)?;
+    Ok(clickhouse::Client::with_http_client(
+        clickhouse_http_builder().build(connector),
+    ))
 }
 
 #[cfg(test)]

@@ -44,7 +44,10 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 
 mod clickhouse_client;
-pub use clickhouse_client::{ClickHouseRoots, ClickHouseTlsError, clickhouse_client};
+pub use clickhouse_client::{
+    ClickHouseConnector, ClickHouseRoots, ClickHouseTlsError, clickhouse_client,
+    clickhouse_connector, clickhouse_http_builder,
+};
 
 /// How long a failed `accept` (e.g. out of file descriptors) pauses the listener.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

@@ -13,13 +13,15 @@
 //! 2. ids being inserted right now by another in-flight flush of this process are dropped
 //!    (the in-flight set); the flush's own ids are added to it until its insert has ended;
 //! 3. ClickHouse is asked which `(tenant, event_id)` of the flush exist (one query per
-//!    100,000 events, up to four at once), with `tenant IN (...) AND occurred_at IN (SELECT
-//!    arrayJoin([...])) AND event_id IN (SELECT arrayJoin([...]))`: the primary key limits the
-//!    read to the granules holding those seconds (ClickHouse uses a subquery's set for the
-//!    index, 18.16 included). The seconds and ids are array literals because ClickHouse parses
-//!    an array of literals as one value, while a tuple of thousands of literals becomes
-//!    thousands of syntax-tree nodes: parsing was most of a lookup's time (issue 16). Those
-//!    found are dropped.
+//!    100,000 events, up to four at once). The flush's keys travel as an external table
+//!    (`_keys`: tenant, occurred_at, event_id in RowBinary, see [`super::external`]) and the
+//!    query reads `tenant IN (SELECT tenant FROM _keys) AND occurred_at IN (SELECT .. FROM
+//!    _keys) AND event_id IN (SELECT event_id FROM _keys)`: the primary key limits the read to
+//!    the granules holding those seconds (ClickHouse uses a subquery's set for the index, 18.16
+//!    included). Sending the ids as data rather than as SQL literals keeps ClickHouse from
+//!    parsing megabytes of SQL per flush (issue 16 replaced a tuple of literals by an array
+//!    literal for the same reason; issue 13 the array by the external table). Those found are
+//!    dropped.
 //!
 //! Residual window (documented in ARCHITECTURE.md): two *collectors* that receive copies of
 //! one event and flush them at the same moment (both look before either insert is visible)
@@ -32,15 +34,15 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use clickhouse::Row;
+use bytes::{BufMut, BytesMut};
 use futures::{StreamExt, stream::FuturesUnordered};
-use serde::{
-    Deserialize, Serialize, Serializer,
-    ser::{SerializeSeq, SerializeTuple},
-};
 use uuid::Uuid;
 
-use super::{Store, rows::EventRow};
+use super::{
+    Store,
+    external::{ExternalError, ExternalTable, rowbinary},
+    rows::EventRow,
+};
 
 /// One event's identity.
 pub type EventKey = (Arc<str>, Uuid);
@@ -48,15 +50,11 @@ pub type EventKey = (Arc<str>, Uuid);
 /// Events per lookup query: a whole flush of the default size (`flush_rows`) in one. Every
 /// lookup reads the granules of its seconds, and the chunks of one flush cover much the same
 /// seconds, so each further chunk read them again (issue 13: twenty chunks of 5,000 per
-/// 100,000-row flush read the same granules twenty times). Array literals (see above) keep
-/// a large query cheap to parse.
+/// 100,000-row flush read the same granules twenty times). The keys travel as an external
+/// table (see above), so a large lookup costs no SQL parsing.
 const LOOKUP_CHUNK: usize = 100_000;
 /// Lookups of one flush in flight at once (flushes larger than one chunk).
 const CONCURRENT_LOOKUPS: usize = 4;
-/// `max_query_size` for the lookup: 100,000 ids (40 bytes each as text) and their seconds
-/// need about 4.2 MB of SQL, above ClickHouse's default of 256 KiB.
-const LOOKUP_MAX_QUERY_SIZE: &str = "16777216";
-
 /// Ids being inserted by flushes of this process that have not ended yet.
 #[derive(Default)]
 pub struct InFlight {
@@ -105,11 +103,17 @@ pub fn claim_unique(inflight: &Arc<InFlight>, parts: &mut [&mut Vec<EventRow>]) 
     (claim, dropped)
 }
 
-#[derive(Row, Deserialize)]
-struct Found {
-    tenant: String,
-    #[serde(with = "clickhouse::serde::uuid")]
-    event_id: Uuid,
+/// Name and structure of the external table carrying a lookup's keys.
+const KEYS_TABLE: &str = "_keys";
+const KEYS_STRUCTURE: &str = "tenant String, occurred_at UInt32, event_id UUID";
+
+/// Why a lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Query(#[from] ExternalError),
+    #[error("ClickHouse's answer to the lookup: {0}")]
+    Answer(String),
 }
 
 /// Step 3: drops the events of `parts` that ClickHouse already holds; returns how many.
@@ -117,20 +121,18 @@ pub async fn drop_stored(
     store: &Store,
     table: &str,
     parts: &mut [&mut Vec<EventRow>],
-) -> Result<usize, clickhouse::error::Error> {
+) -> Result<usize, LookupError> {
     let events: Vec<&EventRow> = parts.iter().flat_map(|p| p.iter()).collect();
     let mut stored: HashSet<(String, Uuid)> = HashSet::new();
-    // The lookups of one flush run concurrently: each waits mostly on ClickHouse parsing its
-    // SQL and reading granules, and one after the other they made flushes latency-bound.
+    // The lookups of one flush run concurrently: each waits mostly on ClickHouse reading
+    // granules, and one after the other they made flushes latency-bound.
     let mut chunks = events.chunks(LOOKUP_CHUNK);
     let mut running = FuturesUnordered::new();
     for chunk in chunks.by_ref().take(CONCURRENT_LOOKUPS) {
         running.push(lookup(store, table, chunk));
     }
     while let Some(found) = running.next().await {
-        for f in found? {
-            stored.insert((f.tenant, f.event_id));
-        }
+        stored.extend(found?);
         if let Some(chunk) = chunks.next() {
             running.push(lookup(store, table, chunk));
         }
@@ -159,71 +161,40 @@ async fn lookup(
     store: &Store,
     table: &str,
     events: &[&EventRow],
-) -> Result<Vec<Found>, clickhouse::error::Error> {
-    let mut tenants: Vec<&str> = events.iter().map(|e| &*e.tenant).collect();
-    tenants.sort_unstable();
-    tenants.dedup();
-    let mut seconds: Vec<u32> = events.iter().map(|e| e.occurred_at).collect();
-    seconds.sort_unstable();
-    seconds.dedup();
-    let mut ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    // Each list is one bound parameter (the crate writes a tuple as `(a, b, ..)` and a
-    // sequence as `[a, b, ..]`, every value escaped): binding thousands of single `?`s costs
-    // time quadratic in their number, since each `bind` searches the query's parts for the
-    // first unbound one. Seconds and ids go as arrays (see the module doc).
+) -> Result<Vec<(String, Uuid)>, LookupError> {
+    // Per event: tenant, second, id; the `IN (SELECT ..)` sets drop the repeats.
+    let mut keys = BytesMut::with_capacity(events.len() * 40);
+    for e in events {
+        rowbinary::put_str(&mut keys, &e.tenant);
+        keys.put_u32_le(e.occurred_at);
+        rowbinary::put_uuid(&mut keys, &e.event_id);
+    }
     let sql = format!(
         "SELECT tenant, event_id FROM {table} \
-         WHERE tenant IN ? \
-           AND occurred_at IN (SELECT toDateTime(arrayJoin(?), 'UTC')) \
-           AND event_id IN (SELECT toUUID(arrayJoin(?)))"
+         WHERE tenant IN (SELECT tenant FROM {KEYS_TABLE}) \
+           AND occurred_at IN (SELECT toDateTime(occurred_at, 'UTC') FROM {KEYS_TABLE}) \
+           AND event_id IN (SELECT event_id FROM {KEYS_TABLE}) \
+         FORMAT RowBinary"
     );
-    store
-        .client()
-        .query(&sql)
-        .with_setting("max_query_size", LOOKUP_MAX_QUERY_SIZE)
-        .bind(SqlTuple(&tenants))
-        .bind(&seconds[..])
-        .bind(UuidTexts(&ids))
-        .fetch_all::<Found>()
-        .await
-}
-
-/// A list bound as one SQL tuple `(v1, v2, ..)`; must not be empty.
-struct SqlTuple<'a, T>(&'a [T]);
-
-impl<T: Serialize> Serialize for SqlTuple<'_, T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
-        for v in self.0 {
-            tuple.serialize_element(v)?;
-        }
-        tuple.end()
+    let answer = store
+        .lookups()
+        .fetch(
+            &sql,
+            ExternalTable {
+                name: KEYS_TABLE,
+                structure: KEYS_STRUCTURE,
+                rows: keys.freeze(),
+            },
+        )
+        .await?;
+    let mut input: &[u8] = &answer;
+    let mut found = Vec::new();
+    while !input.is_empty() {
+        let tenant = rowbinary::get_str(&mut input).map_err(LookupError::Answer)?;
+        let id = rowbinary::get_uuid(&mut input).map_err(LookupError::Answer)?;
+        found.push((tenant, id));
     }
-}
-
-/// UUIDs bound as one SQL array of their texts `['..', '..']`.
-struct UuidTexts<'a>(&'a [Uuid]);
-
-impl Serialize for UuidTexts<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for id in self.0 {
-            seq.serialize_element(&UuidText(*id))?;
-        }
-        seq.end()
-    }
-}
-
-/// A UUID as its hyphenated text (`toUUID` reads it back), written without allocating.
-struct UuidText(Uuid);
-
-impl Serialize for UuidText {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        serializer.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
-    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! (18.16 lacks `RowBinaryWithNamesAndTypes`), so inserts are plain RowBinary with LZ4.
 
 pub mod dedup;
+pub mod external;
 pub mod migrations;
 pub mod recovery;
 pub mod retention;
@@ -65,6 +66,8 @@ pub fn validate_identifier(name: &str) -> Result<(), String> {
 #[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,
+    /// The same server for queries that carry external data (the duplicate lookups).
+    lookups: external::ExternalQuery,
     db: String,
     timeout: Duration,
     /// ClickHouse cluster mode: the cluster's name (validated), see `fleetpulse_chcluster`.
@@ -95,11 +98,27 @@ impl Store {
                 .map_err(|e| StoreError::Invalid(format!("clickhouse_ca_file {e}")))?,
             None => fleetpulse_net::ClickHouseRoots::default(),
         };
-        let mut client = fleetpulse_net::clickhouse_client(&roots)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?
-            .with_url(&config.clickhouse_url)
-            .with_compression(compression)
-            .with_validation(false);
+        let connector = fleetpulse_net::clickhouse_connector(&roots)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let session_settings = match &config.clickhouse_cluster {
+            Some(_) => fleetpulse_chcluster::SESSION_SETTINGS,
+            None => &[],
+        };
+        let lookups = external::ExternalQuery::new(
+            connector.clone(),
+            &config.clickhouse_url,
+            &config.clickhouse_database,
+            config.clickhouse_user.as_deref(),
+            config.clickhouse_password.as_deref(),
+            session_settings,
+        )
+        .map_err(|e| StoreError::Invalid(format!("clickhouse_url: {e}")))?;
+        let mut client = clickhouse::Client::with_http_client(
+            fleetpulse_net::clickhouse_http_builder().build(connector),
+        )
+        .with_url(&config.clickhouse_url)
+        .with_compression(compression)
+        .with_validation(false);
         if let Some(user) = &config.clickhouse_user {
             client = client.with_user(user);
         }
@@ -114,6 +133,7 @@ impl Store {
         }
         Ok(Self {
             client,
+            lookups,
             db: config.clickhouse_database.clone(),
             timeout: config.clickhouse_timeout(),
             cluster: config.clickhouse_cluster.clone(),
@@ -122,6 +142,11 @@ impl Store {
 
     pub fn client(&self) -> &clickhouse::Client {
         &self.client
+    }
+
+    /// Queries with external data (see [`external`]).
+    pub fn lookups(&self) -> &external::ExternalQuery {
+        &self.lookups
     }
 
     /// The validated database name.
