@@ -321,6 +321,11 @@ async fn main() -> anyhow::Result<()> {
         "funnel (unaligned)".into(),
         "/api/v1/funnel?from=2024-03-01T06:30:00Z&to=2024-03-30T18:00:00Z".into(),
     ));
+    // The exact one-pass plan (time-to-enroll percentiles): the dashboard's "compute" button.
+    cases.push((
+        "funnel (source=raw)".into(),
+        format!("/api/v1/funnel?{range}&source=raw"),
+    ));
     cases.push(("insights".into(), "/api/v1/insights".into()));
     for id in fleetpulse_analyzer::insights::InsightId::ALL {
         let id = id.as_str();
