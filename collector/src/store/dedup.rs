@@ -55,10 +55,17 @@ pub type EventKey = (Arc<str>, Uuid);
 const LOOKUP_CHUNK: usize = 100_000;
 /// Lookups of one flush in flight at once (flushes larger than one chunk).
 const CONCURRENT_LOOKUPS: usize = 4;
+/// The sets' hasher: every event of every flush is inserted into the in-flight set and removed
+/// again, which with the standard SipHash cost about 12 % of the collector's CPU at batch 5000
+/// (a `perf` profile, BENCHMARKS.md). foldhash's quality variant is several times faster and
+/// still randomly seeded per process, so ids chosen by an agent cannot be aimed at one bucket
+/// from outside.
+type FastHash = foldhash::quality::RandomState;
+
 /// Ids being inserted by flushes of this process that have not ended yet.
 #[derive(Default)]
 pub struct InFlight {
-    keys: Mutex<HashSet<EventKey>>,
+    keys: Mutex<HashSet<EventKey, FastHash>>,
 }
 
 /// The ids a flush added to the in-flight set; removed again when dropped.
@@ -123,7 +130,7 @@ pub async fn drop_stored(
     parts: &mut [&mut Vec<EventRow>],
 ) -> Result<usize, LookupError> {
     let events: Vec<&EventRow> = parts.iter().flat_map(|p| p.iter()).collect();
-    let mut stored: HashSet<(String, Uuid)> = HashSet::new();
+    let mut stored: HashSet<(String, Uuid), FastHash> = HashSet::default();
     // The lookups of one flush run concurrently: each waits mostly on ClickHouse reading
     // granules, and one after the other they made flushes latency-bound.
     let mut chunks = events.chunks(LOOKUP_CHUNK);
