@@ -263,30 +263,15 @@ fn storage(a: &StorageArgs, f: &FileConfig) -> Result<Storage, ConfigError> {
         .clone()
         .or_else(|| f.clickhouse_url.clone())
         .unwrap_or_else(|| "http://127.0.0.1:8123".to_owned());
-    let roots = match a
+    let ca_file = a
         .clickhouse_ca_file
         .as_ref()
-        .or(f.clickhouse_ca_file.as_ref())
-    {
-        Some(path) => {
-            if !url.starts_with("https://") {
-                return Err(ConfigError::Invalid {
-                    field: "clickhouse_ca_file",
-                    reason: format!(
-                        "set, but clickhouse_url {url} is not https:// (the CA verifies \
-                         ClickHouse's TLS certificate)"
-                    ),
-                });
-            }
-            fleetpulse_net::ClickHouseRoots::from_pem_file(path).map_err(|e| {
-                ConfigError::Invalid {
-                    field: "clickhouse_ca_file",
-                    reason: e.to_string(),
-                }
-            })?
-        }
-        None => fleetpulse_net::ClickHouseRoots::default(),
-    };
+        .or(f.clickhouse_ca_file.as_ref());
+    let roots = fleetpulse_net::ClickHouseRoots::for_url(&url, ca_file.map(PathBuf::as_path))
+        .map_err(|e| ConfigError::Invalid {
+            field: "clickhouse_ca_file",
+            reason: e.to_string(),
+        })?;
     let clickhouse_base =
         fleetpulse_net::clickhouse_client(&roots).map_err(|e| ConfigError::Invalid {
             field: "clickhouse_ca_file",

@@ -423,12 +423,11 @@ impl Config {
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return invalid("tls_client_ca requires tls_cert and tls_key (mTLS needs TLS)".into());
         }
-        if self.clickhouse_ca_file.is_some() && !self.clickhouse_url.starts_with("https://") {
-            return invalid(format!(
-                "clickhouse_ca_file is set but clickhouse_url {} is not https:// (the CA \
-                 verifies ClickHouse's TLS certificate)",
-                self.clickhouse_url
-            ));
+        if let Err(e) = fleetpulse_net::ClickHouseRoots::check_url(
+            &self.clickhouse_url,
+            self.clickhouse_ca_file.as_deref(),
+        ) {
+            return invalid(format!("clickhouse_ca_file: {e}"));
         }
         Ok(())
     }

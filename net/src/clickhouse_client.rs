@@ -37,19 +37,58 @@ pub enum ClickHouseTlsError {
         index: usize,
         reason: String,
     },
+    #[error(
+        "set, but clickhouse_url {url} is not https:// (the CA verifies ClickHouse's TLS certificate)"
+    )]
+    NotHttps { url: String },
     #[error("TLS setup for ClickHouse failed: {0}")]
     Tls(String),
 }
 
-/// The CA certificates of a PEM file, read once at startup so that a bad file is reported
-/// before anything connects.
-#[derive(Clone, Debug, Default)]
+/// The roots ClickHouse's certificate must chain to: the CA certificates of a PEM file, read
+/// and checked once at startup so that a bad file is reported before anything connects, or
+/// the built-in Mozilla roots.
+#[derive(Clone, Debug)]
 pub struct ClickHouseRoots {
-    /// Empty: the built-in Mozilla roots.
-    certs: Arc<Vec<CertificateDer<'static>>>,
+    store: Arc<tokio_rustls::rustls::RootCertStore>,
+    custom: bool,
+}
+
+impl Default for ClickHouseRoots {
+    /// The built-in Mozilla roots.
+    fn default() -> Self {
+        let mut store = tokio_rustls::rustls::RootCertStore::empty();
+        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self {
+            store: Arc::new(store),
+            custom: false,
+        }
+    }
 }
 
 impl ClickHouseRoots {
+    /// The roots for `clickhouse_url` given the `clickhouse_ca_file` setting: the file's CAs,
+    /// or the built-in roots without one. A CA file with a URL that is not `https://` is a
+    /// misconfiguration (nothing would be verified), refused here for every binary.
+    pub fn for_url(url: &str, ca_file: Option<&Path>) -> Result<Self, ClickHouseTlsError> {
+        Self::check_url(url, ca_file)?;
+        match ca_file {
+            Some(path) => Self::from_pem_file(path),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// The part of [`Self::for_url`] that reads no file, for configuration checks that run
+    /// before anything else starts.
+    pub fn check_url(url: &str, ca_file: Option<&Path>) -> Result<(), ClickHouseTlsError> {
+        match ca_file {
+            Some(_) if !url.starts_with("https://") => Err(ClickHouseTlsError::NotHttps {
+                url: url.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads every certificate of the PEM file at `path` (other PEM sections are ignored).
     pub fn from_pem_file(path: &Path) -> Result<Self, ClickHouseTlsError> {
         let shown = path.display().to_string();
@@ -64,33 +103,26 @@ impl ClickHouseRoots {
         }
         // Checked here rather than at the first connection: a certificate rustls refuses as a
         // root should stop the start, not every later request.
-        root_store(&certs).map_err(|(index, reason)| ClickHouseTlsError::BadCertificate {
-            path: shown,
-            index,
-            reason,
-        })?;
+        let mut store = tokio_rustls::rustls::RootCertStore::empty();
+        for (i, c) in certs.into_iter().enumerate() {
+            store
+                .add(c)
+                .map_err(|e| ClickHouseTlsError::BadCertificate {
+                    path: shown.clone(),
+                    index: i + 1,
+                    reason: e.to_string(),
+                })?;
+        }
         Ok(Self {
-            certs: Arc::new(certs),
+            store: Arc::new(store),
+            custom: true,
         })
     }
 
     /// Whether a CA file was given (otherwise the built-in roots are trusted).
     pub fn is_custom(&self) -> bool {
-        !self.certs.is_empty()
+        self.custom
     }
-}
-
-fn root_store(
-    certs: &[CertificateDer<'static>],
-) -> Result<tokio_rustls::rustls::RootCertStore, (usize, String)> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    if certs.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    for (i, c) in certs.iter().enumerate() {
-        roots.add(c.clone()).map_err(|e| (i + 1, e.to_string()))?;
-    }
-    Ok(roots)
 }
 
 /// The connector under every ClickHouse connection: plain TCP for `http://`, verified TLS for
@@ -102,12 +134,11 @@ pub type ClickHouseConnector = HttpsConnector<HttpConnector>;
 pub fn clickhouse_connector(
     roots: &ClickHouseRoots,
 ) -> Result<ClickHouseConnector, ClickHouseTlsError> {
-    let store = root_store(&roots.certs).map_err(|(_, reason)| ClickHouseTlsError::Tls(reason))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ClickHouseTlsError::Tls(e.to_string()))?
-        .with_root_certificates(store)
+        .with_root_certificates(roots.store.clone())
         .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.set_keepalive(Some(TCP_KEEPALIVE));
@@ -165,6 +196,26 @@ mod tests {
             format!("{}: holds no PEM certificate", path.display())
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_ca_file_needs_an_https_url() {
+        let err =
+            ClickHouseRoots::for_url("http://ch:8123", Some(Path::new("/ca.pem"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "set, but clickhouse_url http://ch:8123 is not https:// (the CA verifies \
+             ClickHouse's TLS certificate)"
+        );
+        let roots = ClickHouseRoots::for_url("http://ch:8123", None).unwrap();
+        assert!(!roots.is_custom());
+        let err =
+            ClickHouseRoots::for_url("https://ch:8443", Some(Path::new("/nonexistent/ca.pem")))
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/ca.pem: cannot read it: ")
+        );
     }
 
     #[tokio::test]

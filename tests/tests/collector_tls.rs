@@ -216,7 +216,7 @@ async fn clickhouse_over_https_is_verified_against_the_configured_ca() -> anyhow
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("clickhouse_ca_file is set but clickhouse_url http://"),
+        stderr.contains("clickhouse_ca_file: set, but clickhouse_url http://"),
         "{stderr}"
     );
     Ok(())

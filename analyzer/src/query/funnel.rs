@@ -307,26 +307,43 @@ pub async fn funnel(engine: &Engine, f: &Filters) -> Result<Funnel, QueryError> 
     })
 }
 
-/// A rollup plan's group: only the stages some device reached, in funnel order; `dropped` is
-/// the difference of two unions, clamped at 0 (estimates may cross).
-fn from_sets(r: SetRow) -> FunnelGroup {
-    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
-    let stages = STAGES
+/// The `i`th per-stage count, 0 past the end (ClickHouse returns one entry per stage).
+fn at(v: &[u64], i: usize) -> u64 {
+    v.get(i).copied().unwrap_or(0)
+}
+
+/// A group's stages: only those some device reached, in funnel order. Both plans count
+/// reached, succeeded and failed the same way; they differ in how `dropped` is obtained.
+fn reached_stages(
+    reached: &[u64],
+    succeeded: &[u64],
+    failed: &[u64],
+    dropped: impl Fn(usize) -> u64,
+) -> Vec<FunnelStage> {
+    STAGES
         .iter()
         .enumerate()
-        .filter(|(i, _)| at(&r.reached, *i) > 0)
+        .filter(|(i, _)| at(reached, *i) > 0)
         .map(|(i, st)| FunnelStage {
             stage: (*st).to_owned(),
-            reached: at(&r.reached, i),
-            succeeded: at(&r.succeeded, i),
-            failed: at(&r.failed, i),
-            dropped: at(&r.from, i).saturating_sub(if i + 1 < STAGES.len() {
-                at(&r.from, i + 1)
-            } else {
-                r.enrolled
-            }),
+            reached: at(reached, i),
+            succeeded: at(succeeded, i),
+            failed: at(failed, i),
+            dropped: dropped(i),
         })
-        .collect();
+        .collect()
+}
+
+/// A rollup plan's group: `dropped` is the difference of two unions, clamped at 0 (estimates
+/// may cross).
+fn from_sets(r: SetRow) -> FunnelGroup {
+    let stages = reached_stages(&r.reached, &r.succeeded, &r.failed, |i| {
+        at(&r.from, i).saturating_sub(if i + 1 < STAGES.len() {
+            at(&r.from, i + 1)
+        } else {
+            r.enrolled
+        })
+    });
     FunnelGroup {
         enrollment_method: r.enrollment_method,
         platform: r.platform,
@@ -364,20 +381,9 @@ async fn raw_funnel(engine: &Engine, f: &Filters) -> Result<Vec<FunnelGroup>, Qu
     Ok(groups
         .into_iter()
         .map(|gr| {
-            let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
-            // Only the stages some device reached, in funnel order.
-            let stages = STAGES
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| at(&gr.reached, *i) > 0)
-                .map(|(i, st)| FunnelStage {
-                    stage: (*st).to_owned(),
-                    reached: at(&gr.reached, i),
-                    succeeded: at(&gr.succeeded, i),
-                    failed: at(&gr.failed, i),
-                    dropped: at(&gr.dropped, i),
-                })
-                .collect();
+            let stages = reached_stages(&gr.reached, &gr.succeeded, &gr.failed, |i| {
+                at(&gr.dropped, i)
+            });
             let enrolled = gr.enrolled;
             FunnelGroup {
                 time_to_enroll_seconds: Percentiles {

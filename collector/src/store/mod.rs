@@ -93,11 +93,11 @@ impl Store {
         } else {
             clickhouse::Compression::None
         };
-        let roots = match &config.clickhouse_ca_file {
-            Some(path) => fleetpulse_net::ClickHouseRoots::from_pem_file(path)
-                .map_err(|e| StoreError::Invalid(format!("clickhouse_ca_file {e}")))?,
-            None => fleetpulse_net::ClickHouseRoots::default(),
-        };
+        let roots = fleetpulse_net::ClickHouseRoots::for_url(
+            &config.clickhouse_url,
+            config.clickhouse_ca_file.as_deref(),
+        )
+        .map_err(|e| StoreError::Invalid(format!("clickhouse_ca_file: {e}")))?;
         let connector = fleetpulse_net::clickhouse_connector(&roots)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let session_settings = match &config.clickhouse_cluster {
