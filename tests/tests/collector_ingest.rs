@@ -488,6 +488,41 @@ async fn same_sequence_with_different_contents_is_failed_precondition() -> anyho
     Ok(())
 }
 
+/// A batch claimed by a collector from before digest v2 (its ledger row holds the SHA-256
+/// digest) is still recognised when its agent resends it after the upgrade, and a reused
+/// sequence number is still refused.
+#[tokio::test]
+async fn a_batch_claimed_before_digest_v2_is_recognised_when_resent() -> anyhow::Result<()> {
+    let fx = Fixture::start("ingest_digest_v1").await?;
+    let agent = fx.enroll("contoso", "dev-digest-v1").await?;
+    let mut client = fx.collector.client().await?;
+    let mut synth = Synth::new(37);
+    let items = synth.event_items(&agent.agent_id, &[], 5, recent(), Duration::from_secs(1));
+    assert_eq!(agent.push(&mut client, 3, items.clone()).await?.accepted, 5);
+
+    // What the older collector stored for this batch: the v1 digest of the same items.
+    let db = fleetpulse_collector::control::ControlDb::connect(fx.collector.database_url()).await?;
+    let rewritten =
+        sqlx::query("UPDATE ingest_batches SET digest = $1 WHERE agent_id = $2 AND batch_seq = 3")
+            .bind(fleetpulse_collector::digest::batch_digest_v1(&items))
+            .bind(agent.agent_id.as_str())
+            .execute(db.pool())
+            .await?
+            .rows_affected();
+    assert_eq!(rewritten, 1);
+
+    let again = agent.push(&mut client, 3, items).await?;
+    assert_eq!((again.accepted, again.duplicate), (5, true));
+    let different = synth.event_items(&agent.agent_id, &[], 5, recent(), Duration::from_secs(1));
+    let status = agent
+        .push(&mut client, 3, different)
+        .await
+        .expect_err("batch 3 already holds other contents");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(fx.count("enrollment_events").await?, 5);
+    Ok(())
+}
+
 #[tokio::test]
 async fn malformed_batches_are_invalid_argument() -> anyhow::Result<()> {
     let fx = Fixture::start("ingest_malformed").await?;

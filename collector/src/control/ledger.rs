@@ -145,7 +145,7 @@ pub struct BatchKey<'a> {
     pub tenant: &'a str,
     pub agent_id: &'a str,
     pub batch_seq: i64,
-    /// Hex SHA-256 of the canonical items.
+    /// The digest of the canonical items (`crate::digest`).
     pub digest: &'a str,
     pub item_count: i64,
 }
@@ -165,8 +165,9 @@ pub enum Claim {
     },
     /// Another request holds a live lease on it.
     Busy { lease_remaining_ms: i64 },
-    /// The number was used for other contents.
-    DigestMismatch,
+    /// The number was used for other contents, or the stored digest is of another version
+    /// (`stored_is_v1`: a collector before digest v2 claimed it; compare under v1 to know).
+    DigestMismatch { stored_is_v1: bool },
 }
 
 pub(crate) fn new_owner() -> String {
@@ -220,7 +221,9 @@ impl ControlDb {
             };
             let digest: String = row.try_get("digest")?;
             if digest != key.digest {
-                return Ok(Claim::DigestMismatch);
+                return Ok(Claim::DigestMismatch {
+                    stored_is_v1: crate::digest::is_v1(&digest),
+                });
             }
             let state: String = row.try_get("state")?;
             if state == "stored" {
@@ -408,7 +411,9 @@ mod tests {
             db.claim_batch(&key(1, "d2"), now + 10, LEASE)
                 .await
                 .unwrap(),
-            Claim::DigestMismatch
+            Claim::DigestMismatch {
+                stored_is_v1: false
+            }
         );
         let rejects = StoredRejects {
             total: 1,
@@ -437,7 +442,9 @@ mod tests {
             db.claim_batch(&key(1, "other"), now + 30, LEASE)
                 .await
                 .unwrap(),
-            Claim::DigestMismatch
+            Claim::DigestMismatch {
+                stored_is_v1: false
+            }
         );
 
         // A failed attempt releases its lease; the next attempt takes over and must recover.

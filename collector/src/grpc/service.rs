@@ -38,7 +38,7 @@ use crate::{
         now_ms,
         tokens::{AuthError, AuthFailure},
     },
-    digest::batch_digest,
+    digest::{batch_digest, batch_digest_v1},
     metrics::{Metrics, Stage},
     store::{
         Store,
@@ -401,27 +401,37 @@ impl IngestSvc {
         };
 
         let lease_deadline = Instant::now() + s.lease;
-        let claim_at = now_ms();
-        let key = BatchKey {
-            tenant: &identity.tenant,
-            agent_id: &identity.agent_id,
-            batch_seq: seq,
-            digest: &digest,
-            item_count: req.items.len() as i64,
-        };
         let lease_ms = i64::try_from(s.lease.as_millis()).unwrap_or(i64::MAX);
         let claim_started = Instant::now();
-        let claim = s
-            .ledger
-            .claim(
-                &key,
-                &identity.agent_id,
-                &identity.tenant,
-                claim_at,
-                lease_ms,
-            )
-            .await
-            .map_err(|e| control_unavailable(&e))?;
+        let claim_with = |digest: String| {
+            let (identity, items) = (&identity, req.items.len() as i64);
+            async move {
+                let key = BatchKey {
+                    tenant: &identity.tenant,
+                    agent_id: &identity.agent_id,
+                    batch_seq: seq,
+                    digest: &digest,
+                    item_count: items,
+                };
+                s.ledger
+                    .claim(
+                        &key,
+                        &identity.agent_id,
+                        &identity.tenant,
+                        now_ms(),
+                        lease_ms,
+                    )
+                    .await
+                    .map_err(|e| control_unavailable(&e))
+            }
+        };
+        let claim = match claim_with(digest).await? {
+            // Claimed by a collector from before digest v2: a resend is recognised under v1.
+            Claim::DigestMismatch { stored_is_v1: true } => {
+                claim_with(batch_digest_v1(&req.items)).await?
+            }
+            claim => claim,
+        };
         m.stage(Stage::Claim, claim_started.elapsed().as_secs_f64());
         let (owner, first_seen_ms) = match claim {
             Claim::Duplicate { accepted, rejects } => {
@@ -429,7 +439,7 @@ impl IngestSvc {
                 tracing::info!(accepted, "duplicate batch; nothing stored again");
                 return Ok(rejects_response(batch_seq, accepted, rejects, true));
             }
-            Claim::DigestMismatch => {
+            Claim::DigestMismatch { .. } => {
                 return Err(Status::failed_precondition(format!(
                     "batch_seq {batch_seq} was already used for different contents; \
                      give new contents a new sequence number"
