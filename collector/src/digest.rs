@@ -18,12 +18,13 @@
 //!   `grpc::service`), so an upgrade never turns a resend into a "reused sequence number".
 
 use fleetpulse_proto::pbjson_types::Timestamp;
-use fleetpulse_proto::v1::{
-    DeviceState, EnrollmentEvent, Heartbeat, ReportedError, TelemetryItem, telemetry_item::Kind,
-};
+use fleetpulse_proto::v1::{DeviceState, Heartbeat, ReportedError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use twox_hash::XxHash3_128;
+
+use crate::event_view::{EventView, TimestampView};
+use crate::push::Item;
 
 const VERSION: u8 = 1;
 /// How a v2 digest's text begins (a v1 digest is bare hex).
@@ -66,15 +67,15 @@ impl<H: Sink> Canon<H> {
         }
     }
     /// Feeds the canonical encoding of `items`, then hands the hash back.
-    fn items(mut self, items: &[TelemetryItem]) -> H {
+    fn items(mut self, items: &[Item<'_>]) -> H {
         self.u8(VERSION);
         self.u64(items.len() as u64);
         for item in items {
-            match &item.kind {
-                None => self.u8(0),
-                Some(Kind::Event(e)) => self.event(e),
-                Some(Kind::State(s)) => self.state(s),
-                Some(Kind::Heartbeat(h)) => self.heartbeat(h),
+            match item {
+                Item::Empty => self.u8(0),
+                Item::Event(e) => self.event(e),
+                Item::State(s) => self.state(s),
+                Item::Heartbeat(h) => self.heartbeat(h),
             }
             self.flush_if_full();
         }
@@ -123,39 +124,64 @@ impl<H: Sink> Canon<H> {
         }
     }
     fn attrs(&mut self, m: &HashMap<String, String>) {
-        self.u64(m.len() as u64);
-        let mut entries: Vec<(&String, &String)> = m.iter().collect();
+        let mut entries: Vec<(&str, &str)> =
+            m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.attr_entries(&mut entries);
+    }
+    /// Map entries (distinct keys) sorted by key.
+    fn attr_entries(&mut self, entries: &mut [(&str, &str)]) {
+        self.u64(entries.len() as u64);
         entries.sort_unstable();
-        for (k, v) in entries {
+        for (k, v) in entries.iter() {
             self.str(k);
             self.str(v);
         }
     }
-    fn event(&mut self, e: &EnrollmentEvent) {
+    fn event(&mut self, e: &EventView<'_>) {
         self.u8(1);
-        self.str(&e.event_id);
-        self.str(&e.agent_id);
-        self.str(&e.device_id);
-        self.ts(e.occurred_at.as_ref());
+        self.str(e.event_id);
+        self.str(e.agent_id);
+        self.str(e.device_id);
+        self.ts_view(e.occurred_at);
         self.i32(e.platform);
-        self.str(&e.os_edition);
-        self.str(&e.os_version);
+        self.str(e.os_edition);
+        self.str(e.os_version);
         self.i32(e.enrollment_method);
         self.i32(e.stage);
         self.i32(e.outcome);
-        self.error(e.error.as_ref());
+        match &e.error {
+            None => self.u8(0),
+            Some(x) => {
+                self.u8(1);
+                self.u64(u64::from(x.code));
+                self.bool(x.has_code);
+                self.str(x.symbol);
+                self.str(x.message);
+            }
+        }
         match &e.source {
             None => self.u8(0),
             Some(s) => {
                 self.u8(1);
                 self.i32(s.kind);
-                self.str(&s.channel);
+                self.str(s.channel);
                 self.u64(u64::from(s.event_id));
                 self.u64(s.record_id);
             }
         }
-        self.str(&e.user_principal_name);
-        self.attrs(&e.attributes);
+        self.str(e.user_principal_name);
+        let mut entries = e.attributes.clone();
+        self.attr_entries(&mut entries);
+    }
+    fn ts_view(&mut self, t: Option<TimestampView>) {
+        match t {
+            None => self.u8(0),
+            Some(t) => {
+                self.u8(1);
+                self.i64(t.seconds);
+                self.i32(t.nanos);
+            }
+        }
     }
     fn state(&mut self, s: &DeviceState) {
         self.u8(2);
@@ -203,7 +229,7 @@ impl<H: Sink> Canon<H> {
 }
 
 /// The digest new claims store (v2): `x3:` and the hex XXH3-128 of the canonical encoding.
-pub fn batch_digest(items: &[TelemetryItem]) -> String {
+pub fn batch_digest(items: &[Item<'_>]) -> String {
     let hash = Canon::new(XxHash3_128::with_seed(0))
         .items(items)
         .finish_128();
@@ -211,7 +237,7 @@ pub fn batch_digest(items: &[TelemetryItem]) -> String {
 }
 
 /// The digest collectors before v2 stored: hex SHA-256 of the same canonical encoding.
-pub fn batch_digest_v1(items: &[TelemetryItem]) -> String {
+pub fn batch_digest_v1(items: &[Item<'_>]) -> String {
     hex::encode(Canon::new(Sha256::new()).items(items).finalize())
 }
 
@@ -223,6 +249,16 @@ pub fn is_v1(stored: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::push::items_of;
+    use fleetpulse_proto::v1::{EnrollmentEvent, TelemetryItem, telemetry_item::Kind};
+
+    fn batch_digest(items: &[TelemetryItem]) -> String {
+        super::batch_digest(&items_of(items))
+    }
+
+    fn batch_digest_v1(items: &[TelemetryItem]) -> String {
+        super::batch_digest_v1(&items_of(items))
+    }
 
     fn ev(attrs: &[(&str, &str)]) -> TelemetryItem {
         TelemetryItem {

@@ -13,7 +13,11 @@ use std::io::Write;
 use bytes::Bytes;
 use tonic::Code;
 
+use fleetpulse_proto::v1::PushRequest;
+use prost::Message;
+
 use crate::grpc::gate::decode_message;
+use crate::push::Item;
 use crate::validate::{self, Rules, limits};
 
 /// The limits of a default collector, with a smaller batch cap so that inputs the fuzzer can
@@ -62,6 +66,8 @@ pub fn push_gzip(data: &[u8]) {
 
 fn run(compressed: bool, message: Bytes) {
     let rules = rules();
+    // What prost makes of an uncompressed message: the borrowed decoding must agree with it.
+    let prost = (!compressed).then(|| PushRequest::decode(message.as_ref()));
     match decode_message(compressed, compressed, message, &rules, |_| Ok(())) {
         Ok((req, encoded_len)) => {
             assert!(
@@ -69,20 +75,35 @@ fn run(compressed: bool, message: Bytes) {
                 "accepted {encoded_len} bytes over max_batch_bytes"
             );
             assert!(
-                req.items.len() <= rules.max_batch_items as usize,
+                req.len() <= rules.max_batch_items as usize,
                 "decoded {} items over max_batch_items",
-                req.items.len()
+                req.len()
             );
-            let attributes: usize = req
-                .items
+            let items = match req.items() {
+                Ok(items) => items,
+                Err(reason) => {
+                    if let Some(prost) = &prost {
+                        assert!(prost.is_err(), "views refused what prost accepts: {reason}");
+                    }
+                    check_message(&reason);
+                    return;
+                }
+            };
+            if let Some(prost) = prost {
+                match prost {
+                    Ok(expected) => assert_eq!(
+                        crate::push::to_request(&req).ok(),
+                        Some(expected),
+                        "views and prost read the message differently"
+                    ),
+                    Err(e) => panic!("views accepted what prost refuses ({e})"),
+                }
+            }
+            let attributes: usize = items
                 .iter()
-                .map(|i| match &i.kind {
-                    Some(fleetpulse_proto::v1::telemetry_item::Kind::Event(e)) => {
-                        e.attributes.len()
-                    }
-                    Some(fleetpulse_proto::v1::telemetry_item::Kind::State(s)) => {
-                        s.attributes.len()
-                    }
+                .map(|i| match i {
+                    Item::Event(e) => e.attributes.len(),
+                    Item::State(s) => s.attributes.len(),
                     _ => 0,
                 })
                 .sum();
@@ -94,15 +115,15 @@ fn run(compressed: bool, message: Bytes) {
                 check_message(&e.to_string());
                 return;
             }
-            match validate::validate_items(&req.items, "fuzz-agent", &rules, NOW_SECS) {
+            match validate::validate_items(&items, "fuzz-agent", &rules, NOW_SECS) {
                 Ok(v) => {
-                    assert_eq!(v.checked.len(), req.items.len(), "one verdict per item");
+                    assert_eq!(v.checked.len(), items.len(), "one verdict per item");
                     for r in &v.rejections {
                         assert!(
-                            (r.index as usize) < req.items.len(),
+                            (r.index as usize) < items.len(),
                             "rejection of item {} of {}",
                             r.index,
-                            req.items.len()
+                            items.len()
                         );
                         assert!(
                             r.field.starts_with(&format!("items[{}]", r.index)),

@@ -8,10 +8,12 @@
 pub mod config;
 pub mod control;
 pub mod digest;
+pub mod event_view;
 pub mod fuzz;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod push;
 pub mod server;
 pub mod store;
 pub mod validate;

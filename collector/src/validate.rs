@@ -17,12 +17,11 @@
 //!   and, except `last_enrollment_attempt_at`, not older than the retention.
 
 use fleetpulse_proto::pbjson_types::Timestamp;
-use fleetpulse_proto::v1::{
-    DeviceState, EnrollmentEvent, Heartbeat, PushRequest, ReportedError, TelemetryItem,
-    telemetry_item::Kind,
-};
-use std::collections::HashMap;
+use fleetpulse_proto::v1::{DeviceState, Heartbeat, ReportedError};
 use uuid::Uuid;
+
+use crate::event_view::EventView;
+use crate::push::Item;
 
 /// Byte limits of string fields, as documented in telemetry.proto (and, where the proto is
 /// silent, chosen here: URLs 2048, ids 128, short versions 32).
@@ -114,7 +113,11 @@ impl Validation {
 }
 
 /// Batch-level checks, before anything item by item.
-pub fn check_batch(req: &PushRequest, encoded_len: usize, rules: &Rules) -> Result<(), BatchError> {
+pub fn check_batch(
+    req: &crate::push::DecodedPush,
+    encoded_len: usize,
+    rules: &Rules,
+) -> Result<(), BatchError> {
     if req.batch_seq == 0 {
         return Err(BatchError::InvalidArgument(
             "batch_seq: must be at least 1".into(),
@@ -127,16 +130,16 @@ pub fn check_batch(req: &PushRequest, encoded_len: usize, rules: &Rules) -> Resu
             i64::MAX
         )));
     }
-    if req.items.is_empty() {
+    if req.is_empty() {
         return Err(BatchError::InvalidArgument(format!(
             "items: the batch is empty; send 1..={} items",
             rules.max_batch_items
         )));
     }
-    if req.items.len() > rules.max_batch_items as usize {
+    if req.len() > rules.max_batch_items as usize {
         return Err(BatchError::ResourceExhausted(format!(
             "items: {} items exceed max_batch_items = {}; split the batch",
-            req.items.len(),
+            req.len(),
             rules.max_batch_items
         )));
     }
@@ -184,18 +187,18 @@ pub fn summarize(rejections: &[ItemRejection], cap: usize) -> String {
     parts.join("; ")
 }
 
-fn item_agent_id(item: &TelemetryItem) -> Option<(&'static str, &str)> {
-    match &item.kind {
-        Some(Kind::Event(e)) => Some(("event", &e.agent_id)),
-        Some(Kind::State(s)) => Some(("state", &s.agent_id)),
-        Some(Kind::Heartbeat(h)) => Some(("heartbeat", &h.agent_id)),
-        None => None,
+fn item_agent_id<'a>(item: &Item<'a>) -> Option<(&'static str, &'a str)> {
+    match item {
+        Item::Event(e) => Some(("event", e.agent_id)),
+        Item::State(s) => Some(("state", &s.agent_id)),
+        Item::Heartbeat(h) => Some(("heartbeat", &h.agent_id)),
+        Item::Empty => None,
     }
 }
 
 /// Validates every item. Fails the whole push only when an item names another agent.
 pub fn validate_items(
-    items: &[TelemetryItem],
+    items: &[Item<'_>],
     agent_id: &str,
     rules: &Rules,
     now_secs: i64,
@@ -221,11 +224,11 @@ pub fn validate_items(
             out: &mut rejections,
             bad: false,
         };
-        let result = match &item.kind {
-            Some(Kind::Event(e)) => c.event(e),
-            Some(Kind::State(s)) => c.state(s),
-            Some(Kind::Heartbeat(h)) => c.heartbeat(h),
-            None => {
+        let result = match item {
+            Item::Event(e) => c.event(e),
+            Item::State(s) => c.state(s),
+            Item::Heartbeat(h) => c.heartbeat(h),
+            Item::Empty => {
                 c.out.push(ItemRejection {
                     index: i as u32,
                     field: format!("items[{i}].kind"),
@@ -369,17 +372,18 @@ impl ItemCheck<'_> {
 
     fn error(&mut self, prefix: &str, e: Option<&ReportedError>) {
         if let Some(e) = e {
-            self.max_len(&format!("{prefix}.symbol"), &e.symbol, limits::ERROR_SYMBOL);
-            self.max_len(
-                &format!("{prefix}.message"),
-                &e.message,
-                limits::ERROR_MESSAGE,
-            );
+            self.error_parts(prefix, &e.symbol, &e.message);
         }
     }
 
-    fn attributes(&mut self, attrs: &HashMap<String, String>) {
-        if attrs.is_empty() {
+    fn error_parts(&mut self, prefix: &str, symbol: &str, message: &str) {
+        self.max_len(&format!("{prefix}.symbol"), symbol, limits::ERROR_SYMBOL);
+        self.max_len(&format!("{prefix}.message"), message, limits::ERROR_MESSAGE);
+    }
+
+    /// A map's entries (distinct keys), in any order.
+    fn attributes<'k>(&mut self, attrs: impl ExactSizeIterator<Item = (&'k str, &'k str)>) {
+        if attrs.len() == 0 {
             return;
         }
         if attrs.len() > limits::ATTRIBUTES {
@@ -424,13 +428,13 @@ impl ItemCheck<'_> {
         self.out[first..].sort_by(|a, b| (&a.field, &a.reason).cmp(&(&b.field, &b.reason)));
     }
 
-    fn event(&mut self, e: &EnrollmentEvent) -> Option<Checked> {
+    fn event(&mut self, e: &EventView<'_>) -> Option<Checked> {
         self.kind = "event";
         let event_id = if e.event_id.is_empty() {
             self.reject("event_id", "required (a UUID)".into());
             None
         } else {
-            match Uuid::try_parse(&e.event_id) {
+            match Uuid::try_parse(e.event_id) {
                 Ok(u) if e.event_id.len() == 36 && !u.is_nil() => Some(u),
                 Ok(u) if u.is_nil() => {
                     self.reject("event_id", "must not be the nil UUID".into());
@@ -441,28 +445,34 @@ impl ItemCheck<'_> {
                         "event_id",
                         format!(
                             "{} is not a UUID in canonical form (8-4-4-4-12 hex digits)",
-                            echo(&e.event_id)
+                            echo(e.event_id)
                         ),
                     );
                     None
                 }
             }
         };
-        self.agent_id(&e.agent_id);
-        self.id("device_id", &e.device_id, limits::DEVICE_ID, true);
-        let occurred = self.time("occurred_at", e.occurred_at.as_ref(), true, true);
-        self.max_len("os_edition", &e.os_edition, limits::OS_EDITION);
-        self.max_len("os_version", &e.os_version, limits::OS_VERSION);
-        self.error("error", e.error.as_ref());
+        self.agent_id(e.agent_id);
+        self.id("device_id", e.device_id, limits::DEVICE_ID, true);
+        let occurred_at = e.occurred_at.map(|t| Timestamp {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        });
+        let occurred = self.time("occurred_at", occurred_at.as_ref(), true, true);
+        self.max_len("os_edition", e.os_edition, limits::OS_EDITION);
+        self.max_len("os_version", e.os_version, limits::OS_VERSION);
+        if let Some(x) = &e.error {
+            self.error_parts("error", x.symbol, x.message);
+        }
         if let Some(s) = &e.source {
-            self.max_len("source.channel", &s.channel, limits::SOURCE_CHANNEL);
+            self.max_len("source.channel", s.channel, limits::SOURCE_CHANNEL);
         }
         self.max_len(
             "user_principal_name",
-            &e.user_principal_name,
+            e.user_principal_name,
             limits::USER_PRINCIPAL_NAME,
         );
-        self.attributes(&e.attributes);
+        self.attributes(e.attributes.iter().copied());
         match (self.bad, event_id, occurred) {
             (false, Some(event_id), Some((occurred_at, occurred_ms))) => Some(Checked::Event {
                 event_id,
@@ -511,7 +521,7 @@ impl ItemCheck<'_> {
         );
         self.error("last_enrollment_error", s.last_enrollment_error.as_ref());
         self.max_len("device_name", &s.device_name, limits::DEVICE_NAME);
-        self.attributes(&s.attributes);
+        self.attributes(s.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         match (self.bad, captured) {
             (false, Some((captured_at, _))) => Some(Checked::State {
                 captured_at,
@@ -538,7 +548,28 @@ impl ItemCheck<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetpulse_proto::v1::{Source, TpmInfo};
+    use fleetpulse_proto::v1::{
+        EnrollmentEvent, PushRequest, Source, TelemetryItem, TpmInfo, telemetry_item::Kind,
+    };
+    use std::collections::HashMap;
+
+    /// The handler's validation of prost items (as the handler borrows them).
+    fn validate_items(
+        items: &[TelemetryItem],
+        agent_id: &str,
+        rules: &Rules,
+        now_secs: i64,
+    ) -> Result<Validation, BatchError> {
+        super::validate_items(&crate::push::items_of(items), agent_id, rules, now_secs)
+    }
+
+    fn check_batch(req: &PushRequest, encoded_len: usize, rules: &Rules) -> Result<(), BatchError> {
+        super::check_batch(
+            &crate::push::DecodedPush::from_request(req.clone()),
+            encoded_len,
+            rules,
+        )
+    }
 
     const AGENT: &str = "6f1c2a8e-1b2c-4d3e-8f4a-5b6c7d8e9f00";
     const NOW: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z

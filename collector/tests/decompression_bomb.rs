@@ -122,5 +122,5 @@ fn a_gzip_body_within_the_limit_is_inflated_and_decoded() {
         decode_message(true, true, body, &rules, |_| Ok(())).expect("within the limit");
     assert_eq!(len, message.len());
     assert_eq!(req.batch_seq, 1);
-    assert!(req.items.is_empty());
+    assert!(req.is_empty());
 }

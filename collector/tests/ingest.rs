@@ -393,7 +393,8 @@ async fn register_push_resend_and_recover() {
         items: items.clone(),
         all_or_nothing: false,
     };
-    let digest = fleetpulse_collector::digest::batch_digest(&items);
+    let digest =
+        fleetpulse_collector::digest::batch_digest(&fleetpulse_collector::push::items_of(&items));
     let key = fleetpulse_collector::control::ledger::BatchKey {
         tenant: "contoso",
         agent_id: &agent,

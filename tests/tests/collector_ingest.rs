@@ -504,7 +504,9 @@ async fn a_batch_claimed_before_digest_v2_is_recognised_when_resent() -> anyhow:
     let db = fleetpulse_collector::control::ControlDb::connect(fx.collector.database_url()).await?;
     let rewritten =
         sqlx::query("UPDATE ingest_batches SET digest = $1 WHERE agent_id = $2 AND batch_seq = 3")
-            .bind(fleetpulse_collector::digest::batch_digest_v1(&items))
+            .bind(fleetpulse_collector::digest::batch_digest_v1(
+                &fleetpulse_collector::push::items_of(&items),
+            ))
             .bind(agent.agent_id.as_str())
             .execute(db.pool())
             .await?

@@ -37,7 +37,9 @@ use std::{
 };
 
 use bytes::{Buf, Bytes, BytesMut};
-use fleetpulse_proto::v1::{PushRequest, TelemetryItem};
+use fleetpulse_proto::v1::TelemetryItem;
+
+use crate::push::DecodedPush;
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use prost::Message;
@@ -67,7 +69,7 @@ const FRAME_HEADER: usize = 5;
 #[derive(Clone)]
 pub struct GatedPush {
     pub identity: AgentIdentity,
-    pub request: PushRequest,
+    pub request: DecodedPush,
     /// Size of the (inflated) encoded message, for the `max_batch_bytes` check.
     pub encoded_len: usize,
     /// The body's share of `max_inflight_bytes`, held until the push is answered.
@@ -245,7 +247,7 @@ async fn read_push(
     rules: &validate::Rules,
     peer: Option<SocketAddr>,
     admit: Admit<'_>,
-) -> Result<(PushRequest, usize, OwnedSemaphorePermit), Status> {
+) -> Result<(DecodedPush, usize, OwnedSemaphorePermit), Status> {
     let read = read_frame(body, limits, admit.admission);
     let (frame, permit) = match tokio::time::timeout(limits.body_timeout, read).await {
         Ok(frame) => frame?,
@@ -295,7 +297,7 @@ pub fn decode_message(
     message: Bytes,
     rules: &validate::Rules,
     mut admit: impl FnMut(BodyStep) -> Result<(), Status>,
-) -> Result<(PushRequest, usize), Status> {
+) -> Result<(DecodedPush, usize), Status> {
     let max = rules.max_batch_bytes as usize;
     let message = if compressed {
         if !gzip {
@@ -318,9 +320,10 @@ pub fn decode_message(
     let shape = wire::scan_push_request(&message, rules).map_err(batch_status)?;
     admit(BodyStep::Scanned(shape.items))?;
     let encoded_len = message.len();
-    match PushRequest::decode(message.as_ref()) {
+    // Events are read (as views) when the handler takes them: `DecodedPush::items`.
+    match DecodedPush::decode(message) {
         Ok(request) => Ok((request, encoded_len)),
-        Err(e) => Err(Status::invalid_argument(locate_decode_error(&message, &e))),
+        Err(reason) => Err(Status::invalid_argument(reason)),
     }
 }
 
@@ -415,7 +418,7 @@ fn inflate(compressed: &[u8], max: usize) -> Result<Bytes, Status> {
 
 /// Names the first item that fails to decode, falling back to prost's message for the batch.
 /// The wire scan already proved the framing sound, so walking the top level cannot go astray.
-fn locate_decode_error(message: &[u8], whole: &prost::DecodeError) -> String {
+pub fn locate_decode_error(message: &[u8], whole: &prost::DecodeError) -> String {
     use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
     let mut cursor = message;
     let mut index = 0;
@@ -512,9 +515,13 @@ mod tests {
         Bytes::from(m)
     }
 
+    /// The gate's decoding, then the handler's reading of the items (events are read there).
     fn refused(message: Bytes) -> Status {
         match decode_message(false, false, message, &rules(), |_| Ok(())) {
-            Ok(_) => panic!("accepted"),
+            Ok((push, _)) => match push.items() {
+                Ok(_) => panic!("accepted"),
+                Err(reason) => Status::invalid_argument(reason),
+            },
             Err(status) => status,
         }
     }

@@ -15,8 +15,7 @@ use std::{
 
 use fleetpulse_proto::v1::{
     GetLimitsRequest, ItemRejection as WireRejection, Limits, PushRequest, PushResponse,
-    RegisterRequest, RegisterResponse, TelemetryItem, ingest_service_server::IngestService,
-    telemetry_item::Kind,
+    RegisterRequest, RegisterResponse, ingest_service_server::IngestService,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -40,10 +39,12 @@ use crate::{
     },
     digest::{batch_digest, batch_digest_v1},
     metrics::{Metrics, Stage},
+    push::{DecodedPush, Item},
     store::{
         Store,
+        event_rowbinary::row_size_hint,
         recovery::{find_existing, remove_existing},
-        rows::{RowContext, Rows, event_row, heartbeat_row, platform_name, state_row},
+        rows::{EventBatchBuilder, RowContext, Rows, heartbeat_row, platform_name, state_row},
         writer::{Refusal, WriterHandle},
     },
     validate::{self, BatchError, Checked, ItemRejection, Rules, Validation, limits},
@@ -216,15 +217,6 @@ pub(crate) fn status_label(code: tonic::Code) -> &'static str {
     }
 }
 
-fn kind_name(item: &TelemetryItem) -> &'static str {
-    match &item.kind {
-        Some(Kind::Event(_)) => "event",
-        Some(Kind::State(_)) => "state",
-        Some(Kind::Heartbeat(_)) => "heartbeat",
-        None => "empty",
-    }
-}
-
 /// Metric label of a rejected field: `items[3].event.attributes["k"]` -> `attributes`.
 fn field_label(field: &str) -> &str {
     let after_index = field.split_once("].").map_or(field, |(_, rest)| rest);
@@ -296,42 +288,50 @@ fn rejects_response(
     }
 }
 
-/// Encodes the valid items into rows, consuming the request's items.
-fn encode(items: Vec<TelemetryItem>, validation: &Validation, ctx: &RowContext) -> Rows {
-    let count =
-        |f: fn(&Checked) -> bool| validation.checked.iter().flatten().filter(|c| f(c)).count();
-    let mut rows = Rows {
-        events: Vec::with_capacity(count(|c| matches!(c, Checked::Event { .. }))),
-        states: Vec::with_capacity(count(|c| matches!(c, Checked::State { .. }))),
-        heartbeats: Vec::with_capacity(count(|c| matches!(c, Checked::Heartbeat { .. }))),
-    };
-    for (item, checked) in items.into_iter().zip(&validation.checked) {
-        match (item.kind, checked) {
+/// Encodes the valid items into rows: events straight into RowBinary from their views.
+fn encode(items: &[Item<'_>], validation: &Validation, ctx: &RowContext) -> Rows {
+    let events = validation
+        .checked
+        .iter()
+        .flatten()
+        .filter(|c| matches!(c, Checked::Event { .. }))
+        .count();
+    let event_bytes: usize = items
+        .iter()
+        .zip(&validation.checked)
+        .map(|(item, checked)| match (item, checked) {
+            (Item::Event(e), Some(Checked::Event { .. })) => row_size_hint(ctx, e),
+            _ => 0,
+        })
+        .sum();
+    let mut event_rows = EventBatchBuilder::with_capacity(events, event_bytes);
+    let mut rows = Rows::default();
+    for (item, checked) in items.iter().zip(&validation.checked) {
+        match (item, checked) {
             (
-                Some(Kind::Event(e)),
+                Item::Event(e),
                 Some(Checked::Event {
                     event_id,
                     occurred_at,
                     occurred_ms,
                 }),
-            ) => rows
-                .events
-                .push(event_row(ctx, e, *event_id, *occurred_at, *occurred_ms)),
+            ) => event_rows.push(ctx, e, *event_id, *occurred_at, *occurred_ms),
             (
-                Some(Kind::State(s)),
+                Item::State(s),
                 Some(Checked::State {
                     captured_at,
                     last_attempt_at,
                 }),
             ) => rows
                 .states
-                .push(state_row(ctx, s, *captured_at, *last_attempt_at)),
-            (Some(Kind::Heartbeat(h)), Some(Checked::Heartbeat { sent_at })) => {
-                rows.heartbeats.push(heartbeat_row(ctx, h, *sent_at))
-            }
+                .push(state_row(ctx, (*s).clone(), *captured_at, *last_attempt_at)),
+            (Item::Heartbeat(h), Some(Checked::Heartbeat { sent_at })) => rows
+                .heartbeats
+                .push(heartbeat_row(ctx, (*h).clone(), *sent_at)),
             _ => {}
         }
     }
+    rows.events = event_rows.finish();
     rows
 }
 
@@ -350,19 +350,22 @@ impl IngestSvc {
     async fn push_inner(
         &self,
         identity: AgentIdentity,
-        req: PushRequest,
+        req: DecodedPush,
         encoded_len: usize,
     ) -> Result<PushResponse, Status> {
         let s = &self.shared;
         let m = &s.metrics;
+        // Events are read here (as views of the message); a malformed one is refused as the
+        // gate refuses what it decodes: INVALID_ARGUMENT naming the item and field.
+        let items = req.items().map_err(Status::invalid_argument)?;
         validate::check_batch(&req, encoded_len, &s.rules).map_err(batch_status)?;
         let mut per_kind = [0u64; 3];
-        for item in &req.items {
-            match &item.kind {
-                Some(Kind::Event(_)) => per_kind[0] += 1,
-                Some(Kind::State(_)) => per_kind[1] += 1,
-                Some(Kind::Heartbeat(_)) => per_kind[2] += 1,
-                None => {}
+        for item in &items {
+            match item {
+                Item::Event(_) => per_kind[0] += 1,
+                Item::State(_) => per_kind[1] += 1,
+                Item::Heartbeat(_) => per_kind[2] += 1,
+                Item::Empty => {}
             }
         }
         for (kind, n) in ["event", "state", "heartbeat"].iter().zip(per_kind) {
@@ -370,12 +373,11 @@ impl IngestSvc {
         }
 
         let (now_secs, received_at) = unix_now();
-        let validation =
-            validate::validate_items(&req.items, &identity.agent_id, &s.rules, now_secs)
-                .map_err(batch_status)?;
+        let validation = validate::validate_items(&items, &identity.agent_id, &s.rules, now_secs)
+            .map_err(batch_status)?;
         let accepted = validation.accepted();
         let invalid_all = req.all_or_nothing && !validation.rejections.is_empty();
-        let digest = batch_digest(&req.items);
+        let digest = batch_digest(&items);
         let batch_seq = req.batch_seq;
         let seq = i64::try_from(batch_seq)
             .map_err(|_| Status::invalid_argument("batch_seq: too large"))?;
@@ -404,7 +406,7 @@ impl IngestSvc {
         let lease_ms = i64::try_from(s.lease.as_millis()).unwrap_or(i64::MAX);
         let claim_started = Instant::now();
         let claim_with = |digest: String| {
-            let (identity, items) = (&identity, req.items.len() as i64);
+            let (identity, items) = (&identity, items.len() as i64);
             async move {
                 let key = BatchKey {
                     tenant: &identity.tenant,
@@ -428,7 +430,7 @@ impl IngestSvc {
         let claim = match claim_with(digest).await? {
             // Claimed by a collector from before digest v2: a resend is recognised under v1.
             Claim::DigestMismatch { stored_is_v1: true } => {
-                claim_with(batch_digest_v1(&req.items)).await?
+                claim_with(batch_digest_v1(&items)).await?
             }
             claim => claim,
         };
@@ -476,10 +478,7 @@ impl IngestSvc {
                 tracing::warn!(error = %e, "releasing the claim of an invalid batch failed");
             }
             for r in &validation.rejections {
-                m.item_rejected(
-                    kind_name(&req.items[r.index as usize]),
-                    field_label(&r.field),
-                );
+                m.item_rejected(items[r.index as usize].kind_name(), field_label(&r.field));
             }
             return Err(Status::invalid_argument(validate::summarize(
                 &validation.rejections,
@@ -491,7 +490,7 @@ impl IngestSvc {
         let rejected_kinds: Vec<(&'static str, usize)> = validation
             .rejections
             .iter()
-            .map(|r| (kind_name(&req.items[r.index as usize]), r.index as usize))
+            .map(|r| (items[r.index as usize].kind_name(), r.index as usize))
             .collect();
         let ctx = RowContext {
             tenant: identity.tenant.clone(),
@@ -500,7 +499,10 @@ impl IngestSvc {
             received_at,
             registered_device_id: identity.device_id.clone(),
         };
-        let mut rows = encode(req.items, &validation, &ctx);
+        let mut rows = encode(&items, &validation, &ctx);
+        // The rows hold their own copy: the message is not kept while the write is awaited.
+        drop(items);
+        drop(req);
         let stored_kinds = [rows.events.len(), rows.states.len(), rows.heartbeats.len()];
 
         let release = |lease_until: i64| {
@@ -732,7 +734,7 @@ impl IngestService for IngestSvc {
                         Ok(i) => {
                             let req = request.into_inner();
                             let len = req.encoded_len();
-                            (i, req, len, None)
+                            (i, DecodedPush::from_request(req), len, None)
                         }
                         Err(status) => {
                             m.batch_rejected(status_label(status.code()));
@@ -747,7 +749,7 @@ impl IngestService for IngestSvc {
             tenant = %identity.tenant,
             agent_id = %identity.agent_id,
             batch_seq = req.batch_seq,
-            items = req.items.len(),
+            items = req.len(),
         );
         let started = Instant::now();
         let answer = self

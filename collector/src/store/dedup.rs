@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::{
     Store,
     external::{ExternalError, ExternalTable, rowbinary},
-    rows::EventRow,
+    rows::{EncodedEvent, EventBatch},
 };
 
 /// One event's identity.
@@ -86,7 +86,7 @@ impl Drop for Claim {
 
 /// Steps 1 and 2: drops copies within `parts` and ids in flight elsewhere, claims the rest.
 /// Returns the claim and how many events were dropped.
-pub fn claim_unique(inflight: &Arc<InFlight>, parts: &mut [&mut Vec<EventRow>]) -> (Claim, usize) {
+pub fn claim_unique(inflight: &Arc<InFlight>, parts: &mut [&mut EventBatch]) -> (Claim, usize) {
     let mut claim = Claim {
         inflight: inflight.clone(),
         keys: Vec::new(),
@@ -127,9 +127,9 @@ pub enum LookupError {
 pub async fn drop_stored(
     store: &Store,
     table: &str,
-    parts: &mut [&mut Vec<EventRow>],
+    parts: &mut [&mut EventBatch],
 ) -> Result<usize, LookupError> {
-    let events: Vec<&EventRow> = parts.iter().flat_map(|p| p.iter()).collect();
+    let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.iter()).collect();
     let mut stored: HashSet<(String, Uuid), FastHash> = HashSet::default();
     // The lookups of one flush run concurrently: each waits mostly on ClickHouse reading
     // granules, and one after the other they made flushes latency-bound.
@@ -167,7 +167,7 @@ pub async fn drop_stored(
 async fn lookup(
     store: &Store,
     table: &str,
-    events: &[&EventRow],
+    events: &[&EncodedEvent],
 ) -> Result<Vec<(String, Uuid)>, LookupError> {
     // Per event: tenant, second, id; the `IN (SELECT ..)` sets drop the repeats.
     let mut keys = BytesMut::with_capacity(events.len() * 40);
@@ -208,30 +208,30 @@ async fn lookup(
 mod tests {
     use super::*;
 
-    fn row(tenant: &str, id: u128) -> EventRow {
-        EventRow {
-            tenant: tenant.into(),
-            event_id: Uuid::from_u128(id),
-            ..Default::default()
-        }
+    fn rows(keys: &[(&str, u128)]) -> EventBatch {
+        let keys: Vec<(&str, Uuid, u32)> = keys
+            .iter()
+            .map(|(t, id)| (*t, Uuid::from_u128(*id), 1))
+            .collect();
+        crate::store::rows::test_events(&keys)
     }
 
     #[test]
     fn copies_within_a_flush_and_in_flight_elsewhere_are_dropped() {
         let inflight = Arc::new(InFlight::default());
-        let mut a = vec![row("t1", 1), row("t1", 1), row("t2", 1)];
-        let mut b = vec![row("t1", 2), row("t1", 1)];
+        let mut a = rows(&[("t1", 1), ("t1", 1), ("t2", 1)]);
+        let mut b = rows(&[("t1", 2), ("t1", 1)]);
         let (claim, dropped) = claim_unique(&inflight, &mut [&mut a, &mut b]);
         assert_eq!(dropped, 2, "the second t1/1 in a and the one in b");
         assert_eq!((a.len(), b.len()), (2, 1));
         // Another flush while the first is in flight: all of its ids are taken.
-        let mut c = vec![row("t1", 1), row("t1", 2), row("t2", 9)];
+        let mut c = rows(&[("t1", 1), ("t1", 2), ("t2", 9)]);
         let (claim2, dropped) = claim_unique(&inflight, &mut [&mut c]);
         assert_eq!((dropped, c.len()), (2, 1));
         drop(claim);
         drop(claim2);
         // Once both ended, the ids are free again (ClickHouse answers from now on).
-        let mut d = vec![row("t1", 1)];
+        let mut d = rows(&[("t1", 1)]);
         assert_eq!(claim_unique(&inflight, &mut [&mut d]).1, 0);
     }
 }

@@ -3,6 +3,7 @@
 //! (18.16 lacks `RowBinaryWithNamesAndTypes`), so inserts are plain RowBinary with LZ4.
 
 pub mod dedup;
+pub mod event_rowbinary;
 pub mod external;
 pub mod migrations;
 pub mod recovery;

@@ -167,8 +167,8 @@ pub fn remove_existing(rows: &mut Rows, mut existing: Existing) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::rows::{RowContext, event_row, heartbeat_row, state_row};
-    use fleetpulse_proto::v1::{DeviceState, EnrollmentEvent, Heartbeat};
+    use crate::store::rows::{RowContext, heartbeat_row, state_row};
+    use fleetpulse_proto::v1::{DeviceState, Heartbeat};
 
     fn ctx() -> RowContext {
         RowContext {
@@ -188,11 +188,7 @@ mod tests {
             ..Default::default()
         };
         let mut rows = Rows {
-            events: vec![
-                event_row(&ctx(), EnrollmentEvent::default(), u1, 10, 0),
-                event_row(&ctx(), EnrollmentEvent::default(), u2, 10, 0),
-                event_row(&ctx(), EnrollmentEvent::default(), u2, 10, 0),
-            ],
+            events: crate::store::rows::test_events(&[("t", u1, 10), ("t", u2, 10), ("t", u2, 10)]),
             states: vec![
                 state_row(&ctx(), state("x"), 5, 0),
                 state_row(&ctx(), state("x"), 5, 0),

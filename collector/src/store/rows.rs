@@ -112,10 +112,129 @@ pub struct HeartbeatRow {
     pub last_error: String,
 }
 
+/// One event row of an [`EventBatch`]: its identity (for the duplicate checks) and where its
+/// RowBinary lies in the batch's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    pub tenant: Arc<str>,
+    pub event_id: Uuid,
+    pub occurred_at: u32,
+    start: usize,
+    end: usize,
+}
+
+/// The `enrollment_events` rows of one Push, already in RowBinary (written from borrowed
+/// events, see [`super::event_rowbinary`]), with each row's identity beside it. Dropping a row
+/// (a duplicate) only drops its entry; [`EventBatch::chunks`] sends the bytes of the rows left.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EventBatch {
+    bytes: bytes::Bytes,
+    rows: Vec<EncodedEvent>,
+}
+
+impl std::ops::Deref for EventBatch {
+    type Target = [EncodedEvent];
+    fn deref(&self) -> &[EncodedEvent] {
+        &self.rows
+    }
+}
+
+impl EventBatch {
+    /// Keeps the rows for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&EncodedEvent) -> bool) {
+        self.rows.retain(keep);
+    }
+
+    /// The RowBinary of the rows left, as few slices of the batch's bytes as their order
+    /// allows (one when nothing was dropped). No copy.
+    pub fn chunks(&self) -> impl Iterator<Item = bytes::Bytes> + '_ {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let first = self.rows.get(i)?;
+            let (start, mut end) = (first.start, first.end);
+            i += 1;
+            while let Some(next) = self.rows.get(i).filter(|r| r.start == end) {
+                end = next.end;
+                i += 1;
+            }
+            Some(self.bytes.slice(start..end))
+        })
+    }
+}
+
+/// Builds an [`EventBatch`], one row at a time.
+#[derive(Debug, Default)]
+pub struct EventBatchBuilder {
+    bytes: bytes::BytesMut,
+    rows: Vec<EncodedEvent>,
+}
+
+impl EventBatchBuilder {
+    /// Room for `rows` rows of about `bytes` bytes in all.
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Self {
+            bytes: bytes::BytesMut::with_capacity(bytes),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Appends the row of a validated event (see [`super::event_rowbinary::put_event_row`]).
+    pub fn push(
+        &mut self,
+        ctx: &RowContext,
+        e: &crate::event_view::EventView<'_>,
+        event_id: Uuid,
+        occurred_at: u32,
+        occurred_ms: u16,
+    ) {
+        let start = self.bytes.len();
+        super::event_rowbinary::put_event_row(
+            &mut self.bytes,
+            ctx,
+            e,
+            event_id,
+            occurred_at,
+            occurred_ms,
+        );
+        self.rows.push(EncodedEvent {
+            tenant: ctx.tenant.clone(),
+            event_id,
+            occurred_at,
+            start,
+            end: self.bytes.len(),
+        });
+    }
+
+    pub fn finish(self) -> EventBatch {
+        EventBatch {
+            bytes: self.bytes.freeze(),
+            rows: self.rows,
+        }
+    }
+}
+
+/// A batch of default events with these (tenant, id, second)s, for tests of the duplicate
+/// checks.
+#[cfg(test)]
+pub(crate) fn test_events(keys: &[(&str, Uuid, u32)]) -> EventBatch {
+    let mut b = EventBatchBuilder::default();
+    for (tenant, id, at) in keys {
+        let ctx = RowContext {
+            tenant: Arc::from(*tenant),
+            agent_id: Arc::from("a"),
+            batch_seq: 1,
+            received_at: 1,
+            registered_device_id: String::new(),
+        };
+        b.push(&ctx, &crate::event_view::EventView::default(), *id, *at, 0);
+    }
+    b.finish()
+}
+
 /// The rows produced by one Push, per table.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Rows {
-    pub events: Vec<EventRow>,
+    pub events: EventBatch,
     pub states: Vec<StateRow>,
     pub heartbeats: Vec<HeartbeatRow>,
 }
@@ -127,18 +246,6 @@ impl Rows {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn append(&mut self, other: &mut Rows) {
-        self.events.append(&mut other.events);
-        self.states.append(&mut other.states);
-        self.heartbeats.append(&mut other.heartbeats);
-    }
-
-    pub fn clear(&mut self) {
-        self.events.clear();
-        self.states.clear();
-        self.heartbeats.clear();
     }
 }
 

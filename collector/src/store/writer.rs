@@ -39,7 +39,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch}
 use super::{
     Store,
     dedup::{self, InFlight},
-    rows::{EventRow, HeartbeatRow, Rows, StateRow},
+    rows::{EventBatch, HeartbeatRow, Rows, StateRow},
 };
 use crate::metrics::{Metrics, Stage};
 
@@ -432,8 +432,7 @@ async fn flush(
     // Event-level exactly-once (see `dedup`): the claim keeps this flush's ids in flight
     // until the insert below has ended.
     let _claim = if live.iter().any(|r| !r.rows.events.is_empty()) {
-        let mut parts: Vec<&mut Vec<EventRow>> =
-            live.iter_mut().map(|r| &mut r.rows.events).collect();
+        let mut parts: Vec<&mut EventBatch> = live.iter_mut().map(|r| &mut r.rows.events).collect();
         let (claim, in_flush) = dedup::claim_unique(inflight, &mut parts);
         let lookup = dedup::drop_stored(store, &tables.events, &mut parts);
         let stored = match tokio::time::timeout(config.timeout, lookup).await {
@@ -526,8 +525,7 @@ async fn insert_all(
     batch: &[Request],
 ) -> Result<(), clickhouse::error::Error> {
     if batch.iter().any(|r| !r.rows.events.is_empty()) {
-        insert_table::<EventRow>(store, &tables.events, batch.iter().map(|r| &r.rows.events))
-            .await?;
+        insert_events(store, &tables.events, batch.iter().map(|r| &r.rows.events)).await?;
     }
     if batch.iter().any(|r| !r.rows.states.is_empty()) {
         insert_table::<StateRow>(store, &tables.states, batch.iter().map(|r| &r.rows.states))
@@ -542,6 +540,25 @@ async fn insert_all(
         .await?;
     }
     Ok(())
+}
+
+/// Inserts event rows already in RowBinary: each push's bytes go out as they are (sliced
+/// around rows dropped as duplicates), with no row struct serialised here.
+async fn insert_events<'a>(
+    store: &Store,
+    table: &str,
+    parts: impl Iterator<Item = &'a EventBatch>,
+) -> Result<(), clickhouse::error::Error> {
+    let mut insert = store
+        .client()
+        .insert_formatted_with(format!("INSERT INTO {table} FORMAT RowBinary"))
+        .with_timeouts(Some(store.timeout()), Some(store.timeout()));
+    for part in parts {
+        for chunk in part.chunks() {
+            insert.send(chunk).await?;
+        }
+    }
+    insert.end().await
 }
 
 async fn insert_table<'a, T>(
