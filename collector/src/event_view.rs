@@ -60,7 +60,8 @@ pub struct EventView<'a> {
     pub error: Option<ErrorView<'a>>,
     pub source: Option<SourceView<'a>>,
     pub user_principal_name: &'a str,
-    /// Distinct keys, each with the last value sent for it, in order of first appearance.
+    /// Distinct keys, each with the last value sent for it (sorted by key when decoded, in
+    /// the map's order when borrowed from a prost event).
     pub attributes: Vec<(&'a str, &'a str)>,
 }
 
@@ -202,17 +203,34 @@ pub fn decode_event(mut buf: &[u8]) -> Result<EventView<'_>> {
             11 => error(bytes(buf, wire)?, e.error.get_or_insert_default())?,
             12 => source(bytes(buf, wire)?, e.source.get_or_insert_default())?,
             13 => e.user_principal_name = string(buf, wire)?,
-            14 => {
-                let (k, v) = map_entry(bytes(buf, wire)?)?;
-                match e.attributes.iter_mut().find(|(seen, _)| *seen == k) {
-                    Some(entry) => entry.1 = v,
-                    None => e.attributes.push((k, v)),
-                }
-            }
+            14 => e.attributes.push(map_entry(bytes(buf, wire)?)?),
             _ => skip(buf, field, wire)?,
         }
     }
+    keep_last_per_key(&mut e.attributes);
     Ok(e)
+}
+
+/// Map semantics: one entry per key, the last value sent for it. Sorting keeps this
+/// O(n log n): the wire scan allows a single event up to the whole batch's attribute budget
+/// (160,000 entries at the defaults), which a search per entry would make quadratic.
+fn keep_last_per_key(entries: &mut Vec<(&str, &str)>) {
+    if entries.len() < 2 {
+        return;
+    }
+    // Stable: the entries of one key stay in the order they were sent.
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let mut kept = 0;
+    for i in 0..entries.len() {
+        let superseded = entries
+            .get(i + 1)
+            .is_some_and(|next| next.0 == entries[i].0);
+        if !superseded {
+            entries[kept] = entries[i];
+            kept += 1;
+        }
+    }
+    entries.truncate(kept);
 }
 
 fn timestamp(mut buf: &[u8], t: &mut TimestampView) -> Result<()> {
@@ -376,6 +394,29 @@ mod tests {
         let err = view.error.unwrap();
         assert_eq!((err.code, err.symbol, err.message), (5, "A", "m"));
         assert_eq!(view.attributes.len(), 2);
+    }
+
+    #[test]
+    fn many_attributes_in_one_event_decode_in_n_log_n() {
+        // 160,000 entries (the batch's whole attribute budget at the defaults) over 1,000
+        // keys: prost's map semantics, without a search per entry.
+        let mut bytes = Vec::new();
+        for i in 0..160_000u32 {
+            let mut entry = Vec::new();
+            prost::encoding::string::encode(1, &format!("k{}", i % 1000), &mut entry);
+            prost::encoding::string::encode(2, &i.to_string(), &mut entry);
+            prost::encoding::encode_key(14, WireType::LengthDelimited, &mut bytes);
+            prost::encoding::encode_varint(entry.len() as u64, &mut bytes);
+            bytes.extend(entry);
+        }
+        let view = decode_event(&bytes).unwrap();
+        assert_eq!(view.attributes.len(), 1000);
+        assert_eq!(
+            view.to_owned_event(),
+            EnrollmentEvent::decode(bytes.as_slice()).unwrap()
+        );
+        let k7 = view.attributes.iter().find(|(k, _)| *k == "k7").unwrap();
+        assert_eq!(k7.1, "159007");
     }
 
     #[test]
