@@ -102,14 +102,10 @@ impl<H: Sink> Canon<H> {
         self.buf.extend_from_slice(s.as_bytes());
     }
     fn ts(&mut self, t: Option<&Timestamp>) {
-        match t {
-            None => self.u8(0),
-            Some(t) => {
-                self.u8(1);
-                self.i64(t.seconds);
-                self.i32(t.nanos);
-            }
-        }
+        self.ts_view(t.map(|t| TimestampView {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        }));
     }
     fn error(&mut self, e: Option<&ReportedError>) {
         match e {

@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use uuid::Uuid;
 
 use super::{
-    external::rowbinary::{put_str, put_uuid},
+    external::rowbinary::{put_len, put_str, put_uuid},
     rows::{
         RowContext, enrollment_method_name, outcome_name, platform_name, source_kind_name,
         stage_name,
@@ -88,19 +88,6 @@ pub fn put_event_row(
     put_len(out, e.attributes.len());
     for (_, v) in &e.attributes {
         put_str(out, v);
-    }
-}
-
-/// An Array's length: LEB128, like a String's.
-fn put_len(out: &mut BytesMut, mut n: usize) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.put_u8(byte);
-            return;
-        }
-        out.put_u8(byte | 0x80);
     }
 }
 

@@ -172,17 +172,22 @@ pub mod rowbinary {
 
     /// A String: LEB128 length, then the bytes.
     pub fn put_str(out: &mut BytesMut, s: &str) {
-        let mut n = s.len() as u64;
+        put_len(out, s.len());
+        out.put_slice(s.as_bytes());
+    }
+
+    /// A String's or an Array's length: LEB128.
+    pub fn put_len(out: &mut BytesMut, len: usize) {
+        let mut n = len as u64;
         loop {
             let byte = (n & 0x7f) as u8;
             n >>= 7;
             if n == 0 {
                 out.put_u8(byte);
-                break;
+                return;
             }
             out.put_u8(byte | 0x80);
         }
-        out.put_slice(s.as_bytes());
     }
 
     /// A UUID: its high 64 bits, then its low 64 bits, each little-endian (ClickHouse stores
