@@ -7,6 +7,7 @@ mod analyzer_support;
 use std::collections::BTreeMap;
 
 use analyzer_support::*;
+use fleetpulse_tests::harness::rows::EnrollmentEventRow;
 use fleetpulse_tests::harness::{shared, unique_database};
 use serde_json::Value;
 
@@ -19,6 +20,32 @@ fn rows_to_map(body: &Value) -> BTreeMap<Option<String>, Counts> {
         .collect()
 }
 
+/// Windows reports a refused enrollment twice: event 52 with the server's fault, then event 76
+/// with the HRESULT's name. Every other licence failure (0x80180018) gets its event-76 twin
+/// (`MENROLL_E_USERLICENSE`), so one code is reported under two symbols with different counts
+/// (the top codes merge them into one row).
+fn with_event_76_twins(mut rows: Vec<EnrollmentEventRow>) -> Vec<EnrollmentEventRow> {
+    let twins: Vec<EnrollmentEventRow> = rows
+        .iter()
+        .filter(|r| r.error_has_code == 1 && r.error_code == 0x8018_0018)
+        .step_by(2)
+        .map(|r| EnrollmentEventRow {
+            event_id: uuid::Uuid::from_u128(r.event_id.as_u128() ^ 0x76),
+            stage: "complete".into(),
+            error_symbol: "MENROLL_E_USERLICENSE".into(),
+            error_message: "Auto MDM Enroll: Failed (Unknown Win32 Error code: 0x80180018)".into(),
+            source_event_id: 76,
+            ..r.clone()
+        })
+        .collect();
+    assert!(
+        !twins.is_empty(),
+        "the generated rows hold no licence failure"
+    );
+    rows.extend(twins);
+    rows
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breakdowns_summary_and_timeseries_equal_brute_force() {
     let ch = shared();
@@ -28,11 +55,11 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         ch.execute(&stmt).await.unwrap();
     }
     // History written before the analyzer (and its views) exist: reaches the rollups by backfill.
-    let before = events_over(1, 2500, now().saturating_sub(60), 12);
+    let before = with_event_76_twins(events_over(1, 2500, now().saturating_sub(60), 12));
     insert_events(ch, &db, &before).await;
     let analyzer = Analyzer::start(ch, &db, &[]).await;
     // Rows arriving after the views exist: reach the rollups through the views only.
-    let after = events_over(2, 2500, now(), 12);
+    let after = with_event_76_twins(events_over(2, 2500, now(), 12));
     insert_events(ch, &db, &after).await;
     let all: Vec<_> = before.iter().chain(after.iter()).cloned().collect();
     let token = analyzer.create_key(&["--all-tenants"]);
@@ -205,7 +232,18 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         }
     }
 
-    // Top codes: failures per (code, symbol, category), with the catalog's remediation.
+    // Top codes: failures per (code, category) for coded failures (their symbols merged),
+    // per (symbol, category) for the others, with the catalog's remediation.
+    let code_key = |r: &EnrollmentEventRow| {
+        let code = key_of(&c, "code", r);
+        let symbol = if code.is_some() {
+            ""
+        } else {
+            r.error_symbol.as_str()
+        };
+        format!("{code:?}|{symbol}|{}", category(&c, r))
+    };
+    let mut merged_symbols = 0;
     let ranges = [unaligned, with_week];
     for ((from, to), source) in ranges
         .into_iter()
@@ -221,26 +259,40 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         let want = brute(
             &all,
             |r| keep(r) && r.outcome == "failed",
-            |r| {
-                Some(Some(format!(
-                    "{:?}|{}|{}",
-                    key_of(&c, "code", r),
-                    r.error_symbol,
-                    category(&c, r)
-                )))
-            },
+            |r| Some(Some(code_key(r))),
+        );
+        let per_symbol = brute(
+            &all,
+            |r| keep(r) && r.outcome == "failed",
+            |r| Some(Some(format!("{}\u{1f}{}", code_key(r), r.error_symbol))),
         );
         let codes = body["codes"].as_array().unwrap();
         assert_eq!(codes.len(), want.len(), "{body}");
         for code in codes {
+            let symbol = code["symbol"].as_str().unwrap();
             let k = format!(
                 "{:?}|{}|{}",
                 code["code"].as_str().map(str::to_owned),
-                code["symbol"].as_str().unwrap(),
+                if code["code"].is_null() { symbol } else { "" },
                 code["category"].as_str().unwrap()
             );
             let w = &want[&Some(k.clone())];
             assert_eq!(code["failures"].as_u64(), Some(w.failures), "{k}");
+            // Its symbols, most failures first (ties: the greater symbol); `symbol` the first.
+            let mut symbols: Vec<(u64, String)> = per_symbol
+                .iter()
+                .filter_map(|(key, n)| {
+                    let (row, sym) = key.as_deref()?.split_once('\u{1f}')?;
+                    (row == k).then(|| (n.failures, sym.to_owned()))
+                })
+                .collect();
+            symbols.sort_by(|a, b| b.cmp(a));
+            let symbols: Vec<String> = symbols.into_iter().map(|(_, s)| s).collect();
+            assert_eq!(code["symbols"], serde_json::json!(symbols), "{k}");
+            assert_eq!(symbol, symbols[0], "{k}");
+            if symbols.len() > 1 {
+                merged_symbols += 1;
+            }
             assert_eq!(
                 code["affected_devices"].as_u64(),
                 Some(w.affected_devices),
@@ -263,6 +315,11 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
         );
     }
 
+    // The event-76 twins were merged into their code's row (both ranges, both sources).
+    assert_eq!(
+        merged_symbols, 4,
+        "device-cap failures under two symbols in one row"
+    );
     // Every rollup holds every row exactly once (backfill + views, no double count), and
     // the weekly and totals families agree with the raw counts too.
     assert_rollups_hold_every_row_once(ch, &db, all.len() as u64).await;

@@ -439,7 +439,14 @@ pub struct Point {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TopCode {
     pub code: Option<String>,
+    /// The symbol reported with most of this row's failures (ties: the greater symbol).
     pub symbol: String,
+    /// Every symbol reported with this code and category, most failures first. One failure
+    /// often reaches us under two names: Windows logs a server fault as event 52 with the
+    /// SOAP subcode (`DeviceCapReached`) and then as event 76 with the HRESULT's name
+    /// (`MENROLL_E_DEVICECAPREACHED`), so a row per symbol listed one failure twice. A row
+    /// without a code keeps one symbol: the symbol is then its only identity.
+    pub symbols: Vec<String>,
     pub category: String,
     pub failures: u64,
     pub affected_devices: u64,
@@ -495,6 +502,8 @@ struct TopCodeRow {
     error_code: u32,
     error_has_code: u8,
     error_symbol: String,
+    /// `(symbol, failures)` per symbol of the row.
+    symbols: Vec<(String, u64)>,
     category: String,
     sample: u64,
     failures: u64,
@@ -1186,18 +1195,37 @@ impl Engine {
             Col::Named("error_symbol"),
             map.key,
         ];
+        // Two levels: per symbol (its failures, and its unique sets as states), then per
+        // (code, category) for coded failures, merging the symbols' sets into one count (see
+        // `TopCode::symbols`). Uncoded failures keep a row per symbol (`symbol_key`).
+        let (per_symbol, merged) = if Self::only_raw(&segs).is_some() {
+            (
+                "count() AS sym_failures, uniqExactState(u_tenant, u_device) AS d, \
+                 uniqExactIfState(u_tenant, u_upn, u_upn != '') AS u",
+                "uniqExactMerge(d) AS affected_devices, uniqExactIfMerge(u) AS affected_users",
+            )
+        } else {
+            (
+                "countMerge(events) AS sym_failures, uniqCombinedMergeState(14)(devices) AS d, \
+                 uniqCombinedIfMergeState(14)(users) AS u",
+                "uniqCombinedMerge(14)(d) AS affected_devices, \
+                 uniqCombinedIfMerge(14)(u) AS affected_users",
+            )
+        };
         let mut sql = Sql::default();
+        sql.push(
+            "SELECT error_code, error_has_code, \
+             argMax(sym, (sym_failures, sym)) AS error_symbol, \
+             groupArray((sym, sym_failures)) AS symbols, category, min(sym_sample) AS sample, \
+             sum(sym_failures) AS failures, ",
+        );
+        sql.push(merged);
         sql.push(&format!(
-            "SELECT error_code, error_has_code, error_symbol, category, min({}) AS sample, ",
+            " FROM (SELECT error_code, error_has_code, error_symbol AS sym, \
+             if(error_has_code = 1, '', error_symbol) AS symbol_key, category, \
+             min({}) AS sym_sample, {per_symbol} FROM (SELECT *, ",
             map.key.alias()
         ));
-        sql.push(if Self::only_raw(&segs).is_some() {
-            "count() AS failures, uniqExact(u_tenant, u_device) AS affected_devices, \
-             uniqExactIf(u_tenant, u_upn, u_upn != '') AS affected_users FROM (SELECT *, "
-        } else {
-            "countMerge(events) AS failures, uniqCombinedMerge(14)(devices) AS affected_devices, \
-             uniqCombinedIfMerge(14)(users) AS affected_users FROM (SELECT *, "
-        });
         Self::category_expr(&mut sql, &map);
         sql.push(" AS category FROM (");
         sql.append(self.rows(&segs, &cols, f, true));
@@ -1206,7 +1234,8 @@ impl Engine {
             sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
         }
         sql.push(
-            " GROUP BY error_code, error_has_code, error_symbol, category \
+            " GROUP BY error_code, error_has_code, error_symbol, category) \
+             GROUP BY error_code, error_has_code, symbol_key, category \
              ORDER BY failures DESC, error_code, error_symbol LIMIT ",
         )
         .bind(Bind::U64(limit));
@@ -1222,6 +1251,7 @@ impl Engine {
                 TopCode {
                     code: format_code(r.error_code, r.error_has_code == 1),
                     symbol: r.error_symbol,
+                    symbols: symbols_by_failures(r.symbols),
                     category: r.category,
                     failures: r.failures,
                     affected_devices: r.affected_devices,
@@ -1250,6 +1280,13 @@ impl MetricRow {
             users: 0,
         }
     }
+}
+
+/// The symbols of a top-code row, most failures first (ties: the greater symbol first, as
+/// the row's `symbol` is chosen).
+fn symbols_by_failures(mut symbols: Vec<(String, u64)>) -> Vec<String> {
+    symbols.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    symbols.into_iter().map(|(s, _)| s).collect()
 }
 
 fn unknown_info() -> SignalInfo {

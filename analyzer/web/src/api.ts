@@ -41,6 +41,8 @@ export interface TimeseriesResp {
 export interface TopCode {
   code: string | null;
   symbol: string;
+  /** Every symbol reported with this code and category, most failures first. */
+  symbols: string[];
   category: string;
   failures: number;
   affected_devices: number;

@@ -206,6 +206,14 @@ try {
   const shownCodes = await page.getByTestId("top-codes-table").locator("td[data-col=failures]").allInnerTexts();
   eq(shownCodes.map(intOf), codes.map((c) => c.failures), "top codes' failures");
   check((await page.getByTestId("top-codes-table").innerText()).includes(codes[0].remediation.slice(0, 40)), "top code's remediation shown");
+  // One row per (code, category): Windows reports a refused enrollment as event 52 and event 76
+  // under two symbols, which are merged into their code's row and shown together.
+  const coded = codes.filter((c) => c.code).map((c) => `${c.code} ${c.category}`);
+  eq(coded.length, new Set(coded).size, "each coded failure listed once");
+  const shownSymbols = await page.getByTestId("top-codes-table").locator(".symbol").allInnerTexts();
+  const merged = codes.filter((c) => c.symbols.filter((x) => x).length > 1);
+  check(merged.length > 0, "a code reported under two symbols in the simulated fleet");
+  for (const c of merged) check(shownSymbols.includes(c.symbols.filter((x) => x).join(" / ")), `symbols of ${c.code} shown together`);
   const funnel = (await api(`/api/v1/funnel${qs(win)}`)).groups;
   const reached = {};
   for (const g of funnel) for (const s of g.stages) reached[s.stage] = (reached[s.stage] ?? 0) + s.reached;

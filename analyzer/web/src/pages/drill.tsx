@@ -51,7 +51,7 @@ function CodeInfo(props: { v: View; code: string }) {
                 <a href={href("category", c.category, carry(props.v.params))} class="pill pill-info">
                   {label(c.category)}
                 </a>{" "}
-                {c.symbol && <span class="mono">{c.symbol}</span>}
+                {c.symbols.some((x) => x) && <span class="mono">{c.symbols.filter((x) => x).join(" / ")}</span>}
               </div>
               <p class="cause">{c.cause || c.failure_reason || "No catalog entry for this code yet."}</p>
               {c.remediation && (

@@ -179,7 +179,7 @@ export function TopCodes(props: { v: View; extra?: Record<string, string>; title
               </thead>
               <tbody>
                 {d.codes.map((c) => (
-                  <tr key={`${c.code}-${c.symbol}-${c.category}`}>
+                  <tr key={`${c.code}-${c.symbols.join("/")}-${c.category}`}>
                     <td>
                       {c.code ? (
                         <a href={href("code", c.code, carry(v.params))} class="mono">
@@ -188,7 +188,9 @@ export function TopCodes(props: { v: View; extra?: Record<string, string>; title
                       ) : (
                         <span class="mono">(no code)</span>
                       )}
-                      {c.symbol && <div class="symbol mono">{c.symbol}</div>}
+                      {c.symbols.some((x) => x) && (
+                        <div class="symbol mono">{c.symbols.filter((x) => x).join(" / ")}</div>
+                      )}
                     </td>
                     <td>
                       <a href={href("category", c.category, carry(v.params))}>{label(c.category)}</a>
