@@ -754,6 +754,57 @@ async fn devices_funnel_and_insights_are_exact() {
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }
 
+/// Analyzers starting together on one fresh PostgreSQL database all create their schema: the
+/// losers of a concurrent `CREATE TABLE IF NOT EXISTS` (a unique violation on the catalog, or
+/// "type .. already exists") run it again instead of failing to start. Seen in the cluster
+/// suite as `type "analyzer_api_keys" already exists`. The creators are connected first and
+/// released together, so the statements really overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_creators_starting_together_on_postgres_all_succeed() {
+    use fleetpulse_analyzer::keys;
+    use std::sync::Arc;
+
+    sqlx::any::install_default_drivers();
+    let pg = fleetpulse_tests::harness::Postgres::start().expect("start PostgreSQL");
+    for round in 0..10 {
+        let url = pg
+            .create_database(&format!("schema_race_{round}"))
+            .expect("create database");
+        let mut pools = Vec::new();
+        for _ in 0..8 {
+            let pool = sqlx::any::AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+                .expect("connect");
+            pools.push(pool);
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(pools.len()));
+        let creators = pools.into_iter().map(|pool| {
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                // Hold the connection before the barrier, so only the statement remains.
+                sqlx::query("SELECT 1").execute(&pool).await?;
+                start.wait().await;
+                keys::create_schema(
+                    &pool,
+                    "CREATE TABLE IF NOT EXISTS race_probe (id TEXT PRIMARY KEY, v TEXT)",
+                )
+                .await
+            })
+        });
+        for (i, r) in futures::future::join_all(creators)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(e) = r.expect("creator task") {
+                panic!("round {round}: creator {i} failed: {e}");
+            }
+        }
+    }
+}
+
 /// The API-key store on a real private PostgreSQL (the SQLite path is covered above through
 /// the binary): schema creation twice, scopes, hashed lookup, tampering, revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,7 +69,8 @@ pub async fn open(url: &str) -> Result<AnyPool, KeyError> {
 
 /// Runs an idempotent `CREATE .. IF NOT EXISTS`. PostgreSQL's `IF NOT EXISTS` is not safe
 /// against a concurrent creator (two analyzers starting at once: one of them fails with a
-/// unique violation on the catalog); the statement is then simply run again, and finds the
+/// unique violation on the catalog, `duplicate_table`, or `duplicate_object` for the table's
+/// row type: "type .. already exists"); the statement is then simply run again, and finds the
 /// object the other process created.
 pub async fn create_schema(pool: &AnyPool, sql: &str) -> Result<(), sqlx::Error> {
     let mut attempt = 0;
@@ -77,7 +78,8 @@ pub async fn create_schema(pool: &AnyPool, sql: &str) -> Result<(), sqlx::Error>
         match sqlx::query(sql).execute(pool).await {
             Ok(_) => return Ok(()),
             Err(sqlx::Error::Database(e))
-                if attempt < 5 && matches!(e.code().as_deref(), Some("23505" | "42P07")) =>
+                if attempt < 5
+                    && matches!(e.code().as_deref(), Some("23505" | "42P07" | "42710")) =>
             {
                 attempt += 1;
                 // The concurrent creator's transaction is about to commit.
