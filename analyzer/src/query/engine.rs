@@ -501,8 +501,7 @@ struct TsRow {
 struct TopCodeRow {
     error_code: u32,
     error_has_code: u8,
-    error_symbol: String,
-    /// `(symbol, failures)` per symbol of the row.
+    /// `(symbol, failures)` pairs, several per symbol (summed by [`symbols_by_failures`]).
     symbols: Vec<(String, u64)>,
     category: String,
     sample: u64,
@@ -1195,37 +1194,35 @@ impl Engine {
             Col::Named("error_symbol"),
             map.key,
         ];
-        // Two levels: per symbol (its failures, and its unique sets as states), then per
-        // (code, category) for coded failures, merging the symbols' sets into one count (see
-        // `TopCode::symbols`). Uncoded failures keep a row per symbol (`symbol_key`).
-        let (per_symbol, merged) = if Self::only_raw(&segs).is_some() {
-            (
-                "count() AS sym_failures, uniqExactState(u_tenant, u_device) AS d, \
-                 uniqExactIfState(u_tenant, u_upn, u_upn != '') AS u",
-                "uniqExactMerge(d) AS affected_devices, uniqExactIfMerge(u) AS affected_users",
-            )
-        } else {
-            (
-                "countMerge(events) AS sym_failures, uniqCombinedMergeState(14)(devices) AS d, \
-                 uniqCombinedIfMergeState(14)(users) AS u",
-                "uniqCombinedMerge(14)(d) AS affected_devices, \
-                 uniqCombinedIfMerge(14)(u) AS affected_users",
-            )
-        };
+        // One row per (code, category) for coded failures, the symbols' device and user sets
+        // merged into one count (see `TopCode::symbols`); uncoded failures keep a row per
+        // symbol (`symbol_key`). `symbols` carries (symbol, failures) pairs that Rust sums per
+        // symbol: per rollup cell (`finalizeAggregation` of its count state, so the states are
+        // merged once, as before), or per symbol from an inner grouping for raw rows (one
+        // pair per event would be too many). Sorted, so that every server answers alike.
         let mut sql = Sql::default();
-        sql.push(
-            "SELECT error_code, error_has_code, \
-             argMax(sym, (sym_failures, sym)) AS error_symbol, \
-             groupArray((sym, sym_failures)) AS symbols, category, min(sym_sample) AS sample, \
-             sum(sym_failures) AS failures, ",
-        );
-        sql.push(merged);
-        sql.push(&format!(
-            " FROM (SELECT error_code, error_has_code, error_symbol AS sym, \
-             if(error_has_code = 1, '', error_symbol) AS symbol_key, category, \
-             min({}) AS sym_sample, {per_symbol} FROM (SELECT *, ",
-            map.key.alias()
-        ));
+        let sample = map.key.alias();
+        if exact {
+            sql.push(&format!(
+                "SELECT error_code, error_has_code, arraySort(groupArray((sym, sym_failures))) AS symbols, \
+                 category, min(sym_sample) AS sample, sum(sym_failures) AS failures, \
+                 uniqExactMerge(d) AS affected_devices, uniqExactIfMerge(u) AS affected_users \
+                 FROM (SELECT error_code, error_has_code, error_symbol AS sym, \
+                 symbol_key, category, min({sample}) AS sym_sample, \
+                 count() AS sym_failures, uniqExactState(u_tenant, u_device) AS d, \
+                 uniqExactIfState(u_tenant, u_upn, u_upn != '') AS u FROM (SELECT *, "
+            ));
+        } else {
+            sql.push(&format!(
+                "SELECT error_code, error_has_code, \
+                 arraySort(groupArray((error_symbol, finalizeAggregation(events)))) AS symbols, \
+                 category, \
+                 min({sample}) AS sample, countMerge(events) AS failures, \
+                 uniqCombinedMerge(14)(devices) AS affected_devices, \
+                 uniqCombinedIfMerge(14)(users) AS affected_users FROM (SELECT *, "
+            ));
+        }
+        sql.push("if(error_has_code = 1, '', error_symbol) AS symbol_key, ");
         Self::category_expr(&mut sql, &map);
         sql.push(" AS category FROM (");
         sql.append(self.rows(&segs, &cols, f, true));
@@ -1233,10 +1230,12 @@ impl Engine {
         if let Some(c) = &f.category {
             sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
         }
+        if exact {
+            sql.push(" GROUP BY error_code, error_has_code, error_symbol, symbol_key, category)");
+        }
         sql.push(
-            " GROUP BY error_code, error_has_code, error_symbol, category) \
-             GROUP BY error_code, error_has_code, symbol_key, category \
-             ORDER BY failures DESC, error_code, error_symbol LIMIT ",
+            " GROUP BY error_code, error_has_code, symbol_key, category \
+             ORDER BY failures DESC, error_code, symbol_key, category LIMIT ",
         )
         .bind(Bind::U64(limit));
         let rows: Vec<TopCodeRow> = sql.query(&self.client).fetch_all().await?;
@@ -1248,10 +1247,11 @@ impl Engine {
                     _ => self.cache.get(r.sample),
                 }
                 .unwrap_or_else(|| Arc::new(unknown_info()));
+                let symbols = symbols_by_failures(r.symbols);
                 TopCode {
                     code: format_code(r.error_code, r.error_has_code == 1),
-                    symbol: r.error_symbol,
-                    symbols: symbols_by_failures(r.symbols),
+                    symbol: symbols.first().cloned().unwrap_or_default(),
+                    symbols,
                     category: r.category,
                     failures: r.failures,
                     affected_devices: r.affected_devices,
@@ -1282,9 +1282,14 @@ impl MetricRow {
     }
 }
 
-/// The symbols of a top-code row, most failures first (ties: the greater symbol first, as
-/// the row's `symbol` is chosen).
-fn symbols_by_failures(mut symbols: Vec<(String, u64)>) -> Vec<String> {
+/// The symbols of a top-code row from its (symbol, failures) pairs: failures summed per
+/// symbol, most failures first, ties the greater symbol first (the row's `symbol` is the first).
+fn symbols_by_failures(pairs: Vec<(String, u64)>) -> Vec<String> {
+    let mut per_symbol: HashMap<String, u64> = HashMap::new();
+    for (symbol, n) in pairs {
+        *per_symbol.entry(symbol).or_default() += n;
+    }
+    let mut symbols: Vec<(String, u64)> = per_symbol.into_iter().collect();
     symbols.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
     symbols.into_iter().map(|(s, _)| s).collect()
 }
