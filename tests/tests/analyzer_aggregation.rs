@@ -278,16 +278,17 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
             );
             let w = &want[&Some(k.clone())];
             assert_eq!(code["failures"].as_u64(), Some(w.failures), "{k}");
-            // Its symbols, most failures first (ties: the greater symbol); `symbol` the first.
-            let mut symbols: Vec<(u64, String)> = per_symbol
+            // Its symbols: named ones first, each by most failures (ties: the greater
+            // symbol), then "" (no symbol reported); `symbol` is the first.
+            let mut symbols: Vec<(bool, u64, String)> = per_symbol
                 .iter()
                 .filter_map(|(key, n)| {
                     let (row, sym) = key.as_deref()?.split_once('\u{1f}')?;
-                    (row == k).then(|| (n.failures, sym.to_owned()))
+                    (row == k).then(|| (!sym.is_empty(), n.failures, sym.to_owned()))
                 })
                 .collect();
             symbols.sort_by(|a, b| b.cmp(a));
-            let symbols: Vec<String> = symbols.into_iter().map(|(_, s)| s).collect();
+            let symbols: Vec<String> = symbols.into_iter().map(|(_, _, s)| s).collect();
             assert_eq!(code["symbols"], serde_json::json!(symbols), "{k}");
             assert_eq!(symbol, symbols[0], "{k}");
             if symbols.len() > 1 {

@@ -439,9 +439,11 @@ pub struct Point {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TopCode {
     pub code: Option<String>,
-    /// The symbol reported with most of this row's failures (ties: the greater symbol).
+    /// The first of `symbols`: the named symbol reported with most of this row's failures
+    /// (ties: the greater symbol), or `""` when the failures came without one.
     pub symbol: String,
-    /// Every symbol reported with this code and category, most failures first. One failure
+    /// Every symbol reported with this code and category, named ones first, each group by
+    /// most failures (ties: the greater symbol); `""` (reported without a symbol) last. One failure
     /// often reaches us under two names: Windows logs a server fault as event 52 with the
     /// SOAP subcode (`DeviceCapReached`) and then as event 76 with the HRESULT's name
     /// (`MENROLL_E_DEVICECAPREACHED`), so a row per symbol listed one failure twice. A row
@@ -1283,14 +1285,21 @@ impl MetricRow {
 }
 
 /// The symbols of a top-code row from its (symbol, failures) pairs: failures summed per
-/// symbol, most failures first, ties the greater symbol first (the row's `symbol` is the first).
+/// symbol; named symbols first (a SIEM reading `symbol` should get the name when one was
+/// reported), each by most failures, ties the greater symbol first; the row's `symbol` is the
+/// first.
 fn symbols_by_failures(pairs: Vec<(String, u64)>) -> Vec<String> {
     let mut per_symbol: HashMap<String, u64> = HashMap::new();
     for (symbol, n) in pairs {
         *per_symbol.entry(symbol).or_default() += n;
     }
     let mut symbols: Vec<(String, u64)> = per_symbol.into_iter().collect();
-    symbols.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    symbols.sort_by(|a, b| {
+        a.0.is_empty()
+            .cmp(&b.0.is_empty())
+            .then_with(|| b.1.cmp(&a.1))
+            .then_with(|| b.0.cmp(&a.0))
+    });
     symbols.into_iter().map(|(s, _)| s).collect()
 }
 
@@ -1399,5 +1408,33 @@ fn push_filters_as(sql: &mut Sql, f: &Filters, facet: Option<&str>) {
         let op = if side == "server" { "=" } else { "!=" };
         sql.push(&format!(" AND {} {op} ", name("source_kind")))
             .bind(Bind::Str(SERVER_SOURCE_KIND.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::symbols_by_failures;
+
+    fn pairs(p: &[(&str, u64)]) -> Vec<(String, u64)> {
+        p.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn symbols_are_summed_per_symbol_and_ordered_by_failures() {
+        // Per-cell pairs: UserLicense 3 + 4 = 7, MENROLL_E_USERLICENSE 5.
+        let got = symbols_by_failures(pairs(&[
+            ("UserLicense", 3),
+            ("MENROLL_E_USERLICENSE", 5),
+            ("UserLicense", 4),
+        ]));
+        assert_eq!(got, ["UserLicense", "MENROLL_E_USERLICENSE"]);
+    }
+
+    #[test]
+    fn ties_go_to_the_greater_symbol_and_unnamed_failures_come_last() {
+        let got = symbols_by_failures(pairs(&[("", 50), ("B", 2), ("A", 2), ("", 1)]));
+        assert_eq!(got, ["B", "A", ""]);
+        assert_eq!(symbols_by_failures(pairs(&[("", 4)])), [""]);
+        assert!(symbols_by_failures(Vec::new()).is_empty());
     }
 }

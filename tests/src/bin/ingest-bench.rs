@@ -925,9 +925,13 @@ struct AgentConnection {
 }
 
 impl AgentConnection {
-    /// Connects (TCP, no delay, HTTP/2 handshake) and spawns the connection's driver.
+    /// Connects (TCP within 5 s as tonic's endpoint did, no delay, HTTP/2 handshake) and
+    /// spawns the connection's driver.
     async fn open(addr: SocketAddr) -> anyhow::Result<tonic::client::Grpc<Self>> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .context("TCP connect timed out after 5 s")??;
         tcp.set_nodelay(true)?;
         let (send, connection) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
