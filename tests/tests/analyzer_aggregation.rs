@@ -319,7 +319,7 @@ async fn breakdowns_summary_and_timeseries_equal_brute_force() {
     // The event-76 twins were merged into their code's row (both ranges, both sources).
     assert_eq!(
         merged_symbols, 4,
-        "device-cap failures under two symbols in one row"
+        "licence failures under two symbols in one row"
     );
     // Every rollup holds every row exactly once (backfill + views, no double count), and
     // the weekly and totals families agree with the raw counts too.

@@ -783,7 +783,7 @@ async fn schema_creators_starting_together_on_postgres_all_succeed() {
         let creators = pools.into_iter().map(|pool| {
             let start = Arc::clone(&start);
             tokio::spawn(async move {
-                // Hold the connection before the barrier, so only the statement remains.
+                // Open the pool's connection before the barrier, so only the statement remains.
                 sqlx::query("SELECT 1").execute(&pool).await?;
                 start.wait().await;
                 keys::create_schema(

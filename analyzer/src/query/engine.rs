@@ -442,9 +442,9 @@ pub struct TopCode {
     /// The first of `symbols`: the named symbol reported with most of this row's failures
     /// (ties: the greater symbol), or `""` when the failures came without one.
     pub symbol: String,
-    /// Every symbol reported with this code and category, named ones first, each group by
-    /// most failures (ties: the greater symbol); `""` (reported without a symbol) last. One failure
-    /// often reaches us under two names: Windows logs a server fault as event 52 with the
+    /// Every symbol reported with this code and category: named ones first, by most failures
+    /// (ties: the greater symbol); `""` (reported without a symbol) last. One failure often
+    /// reaches us under two names: Windows logs a server fault as event 52 with the
     /// SOAP subcode (`DeviceCapReached`) and then as event 76 with the HRESULT's name
     /// (`MENROLL_E_DEVICECAPREACHED`), so a row per symbol listed one failure twice. A row
     /// without a code keeps one symbol: the symbol is then its only identity.

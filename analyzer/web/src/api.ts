@@ -41,7 +41,7 @@ export interface TimeseriesResp {
 export interface TopCode {
   code: string | null;
   symbol: string;
-  /** Every symbol reported with this code and category, most failures first. */
+  /** Every symbol reported with this code and category: named ones first, by failures; "" last. */
   symbols: string[];
   category: string;
   failures: number;

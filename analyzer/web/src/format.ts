@@ -57,6 +57,11 @@ const LABELS: Record<string, string> = {
   enrollment_status_page: "Enrollment Status Page",
 };
 
+/** A top code's named symbols as one label ("UserLicense / MENROLL_E_USERLICENSE"); "" when none. */
+export function symbolsLabel(symbols: string[]): string {
+  return symbols.filter((s) => s).join(" / ");
+}
+
 /** A readable label for an API value (`autopilot_user_driven` → "Autopilot user-driven"). */
 export function label(v: string | null | undefined): string {
   if (v == null || v === "") return "(none)";

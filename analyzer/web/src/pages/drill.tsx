@@ -3,7 +3,7 @@
 
 import { useMemo, useState } from "preact/hooks";
 import { useApi, useApiCtx, type AffectedDevicesResp, type BreakdownResp, type TopCodesResp } from "../api";
-import { label, n, when } from "../format";
+import { label, n, symbolsLabel, when } from "../format";
 import { carry, href, type Route } from "../route";
 import { Async, BarList, Panel } from "../ui";
 import { makeView, type View } from "../view";
@@ -51,7 +51,7 @@ function CodeInfo(props: { v: View; code: string }) {
                 <a href={href("category", c.category, carry(props.v.params))} class="pill pill-info">
                   {label(c.category)}
                 </a>{" "}
-                {c.symbols.some((x) => x) && <span class="mono">{c.symbols.filter((x) => x).join(" / ")}</span>}
+                {symbolsLabel(c.symbols) && <span class="mono">{symbolsLabel(c.symbols)}</span>}
               </div>
               <p class="cause">{c.cause || c.failure_reason || "No catalog entry for this code yet."}</p>
               {c.remediation && (

@@ -10,7 +10,7 @@ import {
   type TopCodesResp,
 } from "../api";
 import { TrendChart } from "../chart";
-import { dur, label, n, pct } from "../format";
+import { dur, label, n, pct, symbolsLabel } from "../format";
 import { carry, href, navigate, type Route } from "../route";
 import { Async, BarList, ErrorBox, Kpi, Panel, toneOfRate } from "../ui";
 import { makeView, type View } from "../view";
@@ -188,9 +188,7 @@ export function TopCodes(props: { v: View; extra?: Record<string, string>; title
                       ) : (
                         <span class="mono">(no code)</span>
                       )}
-                      {c.symbols.some((x) => x) && (
-                        <div class="symbol mono">{c.symbols.filter((x) => x).join(" / ")}</div>
-                      )}
+                      {symbolsLabel(c.symbols) && <div class="symbol mono">{symbolsLabel(c.symbols)}</div>}
                     </td>
                     <td>
                       <a href={href("category", c.category, carry(v.params))}>{label(c.category)}</a>
