@@ -97,9 +97,10 @@ async fn signals_in_scope(engine: &Engine, f: &Filters) -> Result<CategoryMap, Q
     let mut needed: Vec<&'static str> = filter_columns(f).collect();
     needed.push("sig");
     let family = Family::for_columns_at(needed, Resolution::Whole);
-    engine
-        .category_map(f, &engine.segments(f, Resolution::Whole, family))
-        .await
+    let segs = engine
+        .resolve_spans(engine.segments(f, Resolution::Whole, family))
+        .await?;
+    engine.category_map(f, &segs).await
 }
 
 /// Per-device failure rows in scope with their category, as a subquery: one row per key of
@@ -148,7 +149,7 @@ fn failure_rows(
             ));
         }
         union.push(&format!(" FROM {}.{} WHERE (", engine.db(), source.table()));
-        push_ranges(&mut union, *source, ranges);
+        push_ranges(&mut union, engine.db(), *source, ranges);
         union.push(")");
         if !outcome_ok {
             union.push(" AND 0");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::QueryError;
 use super::classes::{ClassCache, RawSignal, SignalInfo, format_code};
 use super::filters::{Filters, SERVER_SOURCE_KIND, SourceChoice};
-use super::plan::{Family, Resolution, Segment, Source, plan};
+use super::plan::{Family, Grain, Resolution, Segment, Source, plan};
 use super::series;
 use super::sql::MESSAGE_KEY_SQL;
 
@@ -577,6 +577,14 @@ fn source_family(source: Source) -> Option<Family> {
     }
 }
 
+/// One side of a span check (`Engine::resolve_spans`): the span's (0) or its days' (1) events.
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct SpanCount {
+    i: u32,
+    side: u8,
+    n: u64,
+}
+
 /// The aggregate query engine.
 pub struct Engine {
     client: Client,
@@ -614,6 +622,91 @@ impl Engine {
             resolution,
             (f.source == SourceChoice::Auto).then_some(family),
         )
+    }
+
+    /// `segs` with each week span checked now: a span whose event count equals the days'
+    /// count in the daily rollup becomes a checked span (read alone, no guard), any other one
+    /// its days; their guarded fallbacks go. One small query for all the plan's spans (two at
+    /// most), instead of guards evaluated inside the question: 18.16 runs a scalar subquery
+    /// once per analysis of every nested SELECT, and each branch of a UNION costs ~2.5 ms to
+    /// set up even when it reads nothing (BENCHMARKS.md, issue 7, ninth session).
+    pub(super) async fn resolve_spans(
+        &self,
+        segs: Vec<Segment>,
+    ) -> Result<Vec<Segment>, QueryError> {
+        let spans: Vec<(usize, Family, Grain, u32, u32)> = segs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s.source {
+                Source::Rollup(family, g @ (Grain::WeekHead | Grain::WeekTail)) => {
+                    Some((i, family, g, s.from, s.to))
+                }
+                _ => None,
+            })
+            .collect();
+        if spans.is_empty() {
+            return Ok(segs);
+        }
+        let mut sql = Sql::default();
+        for (j, (i, family, grain, from, to)) in spans.iter().enumerate() {
+            if j > 0 {
+                sql.push(" UNION ALL ");
+            }
+            let table = Source::Rollup(*family, *grain).table();
+            let daily = Source::Rollup(*family, Grain::Day).table();
+            sql.push(&format!(
+                "SELECT toUInt32({i}) AS i, toUInt8(0) AS side, countMerge(events) AS n \
+                 FROM {db}.{table} WHERE bucket = toDateTime(",
+                db = self.db
+            ))
+            .bind(Bind::U32(span_bucket(*grain, *from, *to)))
+            .push(&format!(
+                ", 'UTC') UNION ALL SELECT toUInt32({i}), toUInt8(1), countMerge(events) \
+                 FROM {db}.{daily} WHERE bucket >= toDateTime(",
+                db = self.db
+            ))
+            .bind(Bind::U32(*from))
+            .push(", 'UTC') AND bucket < toDateTime(")
+            .bind(Bind::U32(*to))
+            .push(", 'UTC')");
+        }
+        let rows: Vec<SpanCount> = sql.query(&self.client).fetch_all().await?;
+        let count = |i: usize, side: u8| {
+            rows.iter()
+                .find(|r| r.i as usize == i && r.side == side)
+                .map_or(0, |r| r.n)
+        };
+        let mut out = Vec::with_capacity(segs.len());
+        for (i, seg) in segs.into_iter().enumerate() {
+            match seg.source {
+                Source::Rollup(family, g @ (Grain::WeekHead | Grain::WeekTail)) => {
+                    let (checked, grain) = if count(i, 0) == count(i, 1) {
+                        let checked = if g == Grain::WeekHead {
+                            Grain::CheckedHead
+                        } else {
+                            Grain::CheckedTail
+                        };
+                        (true, checked)
+                    } else {
+                        (false, Grain::Day)
+                    };
+                    if !checked {
+                        tracing::debug!(
+                            from = seg.from,
+                            to = seg.to,
+                            "week span behind its days; reading the days"
+                        );
+                    }
+                    out.push(Segment {
+                        source: Source::Rollup(family, grain),
+                        ..seg
+                    });
+                }
+                Source::Rollup(_, Grain::HeadDays | Grain::TailDays) => {}
+                _ => out.push(seg),
+            }
+        }
+        Ok(out)
     }
 
     /// The `UNION ALL` of per-table subqueries producing `cols` (+ states when `states`).
@@ -665,7 +758,7 @@ impl Engine {
                 Family::facet_of(aliases.iter().copied().chain(filter_columns(f)))
                     .unwrap_or(Family::FACETS[0])
             });
-            push_ranges(&mut sql, *source, ranges);
+            push_ranges(&mut sql, &self.db, *source, ranges);
             sql.push(")");
             if let Some(facet) = facet {
                 sql.push(&format!(" AND facet = '{facet}'"));
@@ -856,7 +949,9 @@ impl Engine {
             let mut with_core = needed.clone();
             with_core.push("core");
             let family = Family::for_columns_at(with_core, resolution);
-            let segs = self.segments(f, resolution, family);
+            let segs = self
+                .resolve_spans(self.segments(f, resolution, family))
+                .await?;
             if family.columns().contains(&"core")
                 && Self::only_raw(&segs).is_none()
                 && let Some(map) = self.core_map().await?
@@ -868,7 +963,9 @@ impl Engine {
             needed.push("sig");
         }
         let family = Family::for_columns_at(needed, resolution);
-        let segs = self.segments(f, resolution, family);
+        let segs = self
+            .resolve_spans(self.segments(f, resolution, family))
+            .await?;
         let map = if needs_cat {
             Some(self.category_map(f, &segs).await?)
         } else {
@@ -912,16 +1009,23 @@ impl Engine {
     /// tenants with no filter, read from the rollups; None otherwise (and when the range is
     /// too short for any rollup: raw rows are then aggregated directly). One tenant's
     /// questions read `rollup_narrow_*`, ordered by tenant first; 0007 is ordered by bucket.
-    fn tenant_totals_plan(&self, f: &Filters, dim: Option<Dimension>) -> Option<Vec<Segment>> {
+    async fn tenant_totals_plan(
+        &self,
+        f: &Filters,
+        dim: Option<Dimension>,
+    ) -> Result<Option<Vec<Segment>>, QueryError> {
         if dim != Some(Dimension::Tenant)
             || f.source != SourceChoice::Auto
             || f.category.is_some()
             || filter_columns(f).next().is_some()
         {
-            return None;
+            return Ok(None);
         }
         let segs = self.segments(f, Resolution::Whole, Family::TenantTotals);
-        Self::only_raw(&segs).is_none().then_some(segs)
+        if Self::only_raw(&segs).is_some() {
+            return Ok(None);
+        }
+        Ok(Some(self.resolve_spans(segs).await?))
     }
 
     /// Groups by `dim` (or by nothing when None, giving one row keyed '').
@@ -931,7 +1035,7 @@ impl Engine {
         dim: Option<Dimension>,
         limit: u64,
     ) -> Result<(Vec<MetricRow>, bool), QueryError> {
-        if let Some(segs) = self.tenant_totals_plan(f, dim) {
+        if let Some(segs) = self.tenant_totals_plan(f, dim).await? {
             let mut sql = Sql::default();
             sql.push("SELECT tenant AS key, ").push(TENANT_METRICS);
             Self::push_categorized(
@@ -1340,8 +1444,11 @@ pub(super) fn tables_of(segs: &[Segment]) -> Vec<(Source, Vec<(u32, u32)>)> {
 }
 
 /// `(t >= from AND t < to) OR ..` over `ranges` (bound), `t` being the time column of
-/// `source` (`occurred_at` for raw rows, `bucket` for a rollup).
-pub(super) fn push_ranges(sql: &mut Sql, source: Source, ranges: &[(u32, u32)]) {
+/// `source` (`occurred_at` for raw rows, `bucket` for a rollup). A week span (`Grain::WeekHead`,
+/// `Grain::WeekTail`) is its one bucket, read only while [`push_span_valid`] holds; its daily
+/// fallback (`Grain::HeadDays`, `Grain::TailDays`) only while it does not. A span checked
+/// before the query (`Engine::resolve_spans`) is its bucket alone.
+pub(super) fn push_ranges(sql: &mut Sql, db: &str, source: Source, ranges: &[(u32, u32)]) {
     let tcol = if source == Source::Raw {
         "occurred_at"
     } else {
@@ -1351,12 +1458,72 @@ pub(super) fn push_ranges(sql: &mut Sql, source: Source, ranges: &[(u32, u32)]) 
         if j > 0 {
             sql.push(" OR ");
         }
-        sql.push(&format!("({tcol} >= toDateTime("))
-            .bind(Bind::U32(*from))
-            .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
-            .bind(Bind::U32(*to))
-            .push(", 'UTC'))");
+        let span = match source {
+            Source::Rollup(family, grain) => grain.span_pair().map(|p| (family, grain, p)),
+            Source::Raw => None,
+        };
+        if let Source::Rollup(_, grain @ (Grain::CheckedHead | Grain::CheckedTail)) = source {
+            sql.push("(bucket = toDateTime(")
+                .bind(Bind::U32(span_bucket(grain.unchecked(), *from, *to)))
+                .push(", 'UTC'))");
+            continue;
+        }
+        match span {
+            Some((family, grain, (span_grain, _))) if grain == span_grain => {
+                sql.push("(bucket = toDateTime(")
+                    .bind(Bind::U32(span_bucket(grain, *from, *to)))
+                    .push(", 'UTC') AND ");
+                push_span_valid(sql, db, family, span_grain, *from, *to);
+                sql.push(")");
+            }
+            Some((family, _, (span_grain, _))) => {
+                sql.push("(bucket >= toDateTime(")
+                    .bind(Bind::U32(*from))
+                    .push(", 'UTC') AND bucket < toDateTime(")
+                    .bind(Bind::U32(*to))
+                    .push(", 'UTC') AND NOT ");
+                push_span_valid(sql, db, family, span_grain, *from, *to);
+                sql.push(")");
+            }
+            None => {
+                sql.push(&format!("({tcol} >= toDateTime("))
+                    .bind(Bind::U32(*from))
+                    .push(&format!(", 'UTC') AND {tcol} < toDateTime("))
+                    .bind(Bind::U32(*to))
+                    .push(", 'UTC'))");
+            }
+        }
     }
+}
+
+/// The bucket of the span covering the whole days `[from, to)`: a head's last day, a tail's
+/// first (migration 0011).
+pub(crate) fn span_bucket(grain: Grain, from: u32, to: u32) -> u32 {
+    if grain == Grain::WeekHead {
+        to.saturating_sub(86_400)
+    } else {
+        from
+    }
+}
+
+/// `(<span's event count> = <the days' event count in the daily rollup>)`, as two scalar
+/// subqueries (run once, before the query reads any table; a false guard reads no granule).
+/// Daily rows are only ever added, so equal counts mean the span was built from the rows the
+/// days hold now, and its states are the merge of theirs.
+fn push_span_valid(sql: &mut Sql, db: &str, family: Family, span: Grain, from: u32, to: u32) {
+    let spans = Source::Rollup(family, span).table();
+    let daily = Source::Rollup(family, Grain::Day).table();
+    sql.push(&format!(
+        "((SELECT countMerge(events) FROM {db}.{spans} WHERE bucket = toDateTime("
+    ))
+    .bind(Bind::U32(span_bucket(span, from, to)))
+    .push(&format!(
+        ", 'UTC')) = (SELECT countMerge(events) FROM {db}.{daily} WHERE bucket >= toDateTime("
+    ))
+    .bind(Bind::U32(from))
+    .push(", 'UTC') AND bucket < toDateTime(")
+    .bind(Bind::U32(to))
+    .push(", 'UTC')))");
 }
 
 /// The column filters of `f` as (column, value) pairs.

@@ -24,7 +24,7 @@ use super::engine::{
     Bind, EXACT_UNIQUE_LIMIT, Engine, Sql, filter_columns, push_filters, push_ranges, tables_of,
 };
 use super::filters::{Filters, STAGES};
-use super::plan::{Family, Resolution, Source};
+use super::plan::{Family, Resolution, Segment, Source};
 
 /// Stages whose success means "enrolled".
 pub const ENROLLED_STAGES: &[&str] = &["complete", "first_sync"];
@@ -165,9 +165,8 @@ fn quoted(names: &[&str]) -> String {
 /// The (method, platform, stage, outcome) device-set states of the range: whole weeks, days
 /// (and hours, for [`Family::FleetFunnel`]) from `family`'s rollups, raw rows at the unaligned
 /// edges, built with the same function as the views; one state per key and table read.
-fn device_sets(engine: &Engine, f: &Filters, family: Family) -> Sql {
-    let segs = engine.segments(f, Resolution::Whole, family);
-    let tables = tables_of(&segs);
+fn device_sets(engine: &Engine, f: &Filters, segs: &[Segment]) -> Sql {
+    let tables = tables_of(segs);
     let mut sql = Sql::default();
     for (i, (source, ranges)) in tables.iter().enumerate() {
         if i > 0 {
@@ -184,7 +183,7 @@ fn device_sets(engine: &Engine, f: &Filters, family: Family) -> Sql {
             engine.db(),
             source.table()
         ));
-        push_ranges(&mut sql, *source, ranges);
+        push_ranges(&mut sql, engine.db(), *source, ranges);
         sql.push(")");
         push_filters(&mut sql, f);
         if raw {
@@ -249,7 +248,10 @@ async fn rollup_groups(
         per_stage(&|i| format!("stage = '{}' AND outcome = 'failed'", STAGES[i])),
         per_stage(&|i| format!("{stage_idx} >= {} OR {enrolled}", i + 1)),
     ));
-    sql.append(device_sets(engine, f, family));
+    let segs = engine
+        .resolve_spans(engine.segments(f, Resolution::Whole, family))
+        .await?;
+    sql.append(device_sets(engine, f, &segs));
     sql.push(
         ") GROUP BY enrollment_method, platform, stage, outcome) \
          GROUP BY enrollment_method, platform \

@@ -179,6 +179,22 @@ impl Family {
         matches!(self, Family::Totals | Family::FleetTotals)
     }
 
+    /// Whether the family has week spans (migration 0011: heads and tails of weeks, built by
+    /// `rollups::spans`): the all-tenant families and the per-tenant totals, which the
+    /// dashboard reads over whole 7- to 90-day ranges.
+    pub fn has_spans(self) -> bool {
+        matches!(
+            self,
+            Family::FleetNarrow
+                | Family::FleetFacets
+                | Family::FleetTotals
+                | Family::FleetCores
+                | Family::Fleet
+                | Family::TenantTotals
+                | Family::FleetFunnel
+        )
+    }
+
     /// Whether the family has an hourly table. Without one, the partial days at a range's
     /// edges are read from raw rows (the funnel: its views stay two per event, and a range's
     /// edges cost at most two days of raw rows).
@@ -258,6 +274,44 @@ pub enum Grain {
     Day,
     /// Monday 00:00 UTC (`toMonday`).
     Week,
+    /// A week's head, Monday to day `d` (2 to 6 days), from the `_heads` table (its bucket is
+    /// `d`), read only while its event count equals the days' count in the daily rollup
+    /// (`engine::push_ranges` renders that guard); [`Grain::HeadDays`] reads the same days
+    /// from the daily rollup when it does not.
+    WeekHead,
+    /// A week's tail, day `d` to Sunday (2 to 6 days), from the `_tails` table (its bucket is
+    /// `d`), guarded like [`Grain::WeekHead`], with [`Grain::TailDays`] as its fallback.
+    WeekTail,
+    /// The days of a [`Grain::WeekHead`] from the daily rollup, read only when the head is not
+    /// (missing, being rebuilt, or behind events added since it was built).
+    HeadDays,
+    /// The days of a [`Grain::WeekTail`] from the daily rollup, read only when the tail is not.
+    TailDays,
+    /// A [`Grain::WeekHead`] whose count the engine checked before the query
+    /// (`Engine::resolve_spans`): read without a guard and without its fallback.
+    CheckedHead,
+    /// A [`Grain::WeekTail`] checked before the query, like [`Grain::CheckedHead`].
+    CheckedTail,
+}
+
+impl Grain {
+    /// The span grain a guarded daily fallback stands in for, and the other way round.
+    pub fn span_pair(self) -> Option<(Grain, Grain)> {
+        match self {
+            Grain::WeekHead | Grain::HeadDays => Some((Grain::WeekHead, Grain::HeadDays)),
+            Grain::WeekTail | Grain::TailDays => Some((Grain::WeekTail, Grain::TailDays)),
+            _ => None,
+        }
+    }
+
+    /// The span table grain a checked span reads (`WeekHead` for `CheckedHead`, ...).
+    pub fn unchecked(self) -> Grain {
+        match self {
+            Grain::CheckedHead => Grain::WeekHead,
+            Grain::CheckedTail => Grain::WeekTail,
+            g => g,
+        }
+    }
 }
 
 /// A table a segment reads.
@@ -275,6 +329,32 @@ impl Source {
             Source::Raw => "enrollment_events",
             // No such tables (see `Family::has_five_minutes`): `plan` never produces these,
             // and a bug that did would fail loudly instead of reading the wrong grain.
+            // A span's guarded fallback reads the daily rollup.
+            Source::Rollup(f, HeadDays | TailDays) => Source::Rollup(f, Day).table(),
+            Source::Rollup(f, g @ (CheckedHead | CheckedTail)) => {
+                Source::Rollup(f, g.unchecked()).table()
+            }
+            Source::Rollup(FleetNarrow, WeekHead) => "rollup_fleet_narrow_heads",
+            Source::Rollup(FleetNarrow, WeekTail) => "rollup_fleet_narrow_tails",
+            Source::Rollup(FleetFacets, WeekHead) => "rollup_fleet_facets_heads",
+            Source::Rollup(FleetFacets, WeekTail) => "rollup_fleet_facets_tails",
+            Source::Rollup(FleetTotals, WeekHead) => "rollup_fleet_outcomes_heads",
+            Source::Rollup(FleetTotals, WeekTail) => "rollup_fleet_outcomes_tails",
+            Source::Rollup(FleetCores, WeekHead) => "rollup_fleet_cores_heads",
+            Source::Rollup(FleetCores, WeekTail) => "rollup_fleet_cores_tails",
+            Source::Rollup(Fleet, WeekHead) => "rollup_fleet_signals_heads",
+            Source::Rollup(Fleet, WeekTail) => "rollup_fleet_signals_tails",
+            Source::Rollup(TenantTotals, WeekHead) => "rollup_tenant_totals_heads",
+            Source::Rollup(TenantTotals, WeekTail) => "rollup_tenant_totals_tails",
+            Source::Rollup(FleetFunnel, WeekHead) => "rollup_fleet_funnel_heads",
+            Source::Rollup(FleetFunnel, WeekTail) => "rollup_fleet_funnel_tails",
+            // No such tables (see `Family::has_spans`): `plan` never produces these.
+            Source::Rollup(Fine | Totals | Narrow | DeviceFailures | Funnel, WeekHead) => {
+                "rollup_heads_not_built"
+            }
+            Source::Rollup(Fine | Totals | Narrow | DeviceFailures | Funnel, WeekTail) => {
+                "rollup_tails_not_built"
+            }
             Source::Rollup(Fine, FiveMinutes) => "rollup_signals_5m",
             Source::Rollup(Fleet, FiveMinutes) => "rollup_fleet_signals_5m",
             Source::Rollup(Totals, FiveMinutes) => "rollup_outcomes_5m",
@@ -402,10 +482,58 @@ fn weeks(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
             from: ws,
             to: we,
         });
-        days(family, from, ws, out);
-        days(family, we, to, out);
+        before_monday(family, from, ws, out);
+        after_monday(family, we, to, out);
+    } else if from <= ws && ws < to {
+        // No whole week, but a Monday inside (or at the start): a tail, then a head.
+        before_monday(family, from, ws, out);
+        after_monday(family, ws, to, out);
     } else {
         days(family, from, to, out);
+    }
+}
+
+/// Whole days a span may cover: 2 to 6 (one day is a daily row, seven a weekly one).
+fn span_days(from: u32, to: u32) -> bool {
+    (2 * DAY..=6 * DAY).contains(&to.saturating_sub(from))
+}
+
+/// `[from, monday)`: its whole days as a week's tail (guarded, with the days as fallback) when
+/// the family has spans and they are 2 to 6 days, else as days; the partial day before them
+/// as hours.
+fn before_monday(family: Family, from: u32, monday: u32, out: &mut Vec<Segment>) {
+    let ds = ceil_to(from, DAY);
+    if family.has_spans() && ds < monday && span_days(ds, monday) {
+        guarded_span(family, Grain::WeekTail, ds, monday, out);
+        hours(family, from, ds, out);
+    } else {
+        days(family, from, monday, out);
+    }
+}
+
+/// `[monday, to)`: its whole days as a week's head when possible (see [`before_monday`]), the
+/// partial day after them as hours.
+fn after_monday(family: Family, monday: u32, to: u32, out: &mut Vec<Segment>) {
+    let de = floor_to(to, DAY);
+    if family.has_spans() && monday < de && span_days(monday, de) {
+        guarded_span(family, Grain::WeekHead, monday, de, out);
+        hours(family, de, to, out);
+    } else {
+        days(family, monday, to, out);
+    }
+}
+
+/// The span segment and its guarded daily fallback: exactly one of the two is read.
+fn guarded_span(family: Family, span: Grain, from: u32, to: u32, out: &mut Vec<Segment>) {
+    let Some((span, fallback)) = span.span_pair() else {
+        return;
+    };
+    for grain in [span, fallback] {
+        out.push(Segment {
+            source: Source::Rollup(family, grain),
+            from,
+            to,
+        });
     }
 }
 
@@ -550,6 +678,86 @@ mod tests {
                 .iter()
                 .all(|s| s.from >= FIRST_MONDAY
                     || s.source != Source::Rollup(Family::Fine, Grain::Week))
+        );
+    }
+
+    fn seg(family: Family, grain: Grain, from: u32, to: u32) -> Segment {
+        Segment {
+            source: Source::Rollup(family, grain),
+            from,
+            to,
+        }
+    }
+
+    #[test]
+    fn edge_days_of_a_span_family_are_a_guarded_tail_and_head() {
+        use Family::FleetCores as F;
+        // 2024-03-01 (Friday) to 2024-03-31 (Sunday, excluded): Friday to Sunday is a tail,
+        // three weeks, Monday 03-25 to Saturday 03-30 a head; each span beside its fallback.
+        let p = plan(FRI, MON + 3 * WEEK + 6 * DAY, Resolution::Whole, Some(F));
+        assert_eq!(
+            p,
+            vec![
+                seg(F, Grain::Week, MON, MON + 3 * WEEK),
+                seg(F, Grain::WeekTail, FRI, MON),
+                seg(F, Grain::TailDays, FRI, MON),
+                seg(F, Grain::WeekHead, MON + 3 * WEEK, MON + 3 * WEEK + 6 * DAY),
+                seg(F, Grain::HeadDays, MON + 3 * WEEK, MON + 3 * WEEK + 6 * DAY),
+            ]
+        );
+        // Unaligned: the partial days are hours and raw rows; the whole days beside them spans.
+        let (from, to) = (FRI - 5 * HOUR - 10, MON + WEEK + 2 * DAY + HOUR);
+        let p = plan(from, to, Resolution::Whole, Some(F));
+        assert!(p.contains(&seg(F, Grain::WeekTail, FRI, MON)));
+        assert!(p.contains(&seg(F, Grain::WeekHead, MON + WEEK, MON + WEEK + 2 * DAY)));
+        let mut read: Vec<(u32, u32)> = p
+            .iter()
+            .filter(|s| {
+                !matches!(
+                    s.source,
+                    Source::Rollup(_, Grain::TailDays | Grain::HeadDays)
+                )
+            })
+            .map(|s| (s.from, s.to))
+            .collect();
+        read.sort();
+        // Without the fallbacks the segments tile the range exactly once.
+        assert_eq!(read.first().map(|r| r.0), Some(from));
+        assert!(read.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!(read.last().map(|r| r.1), Some(to));
+    }
+
+    #[test]
+    fn spans_only_where_two_to_six_whole_days_and_only_for_span_families() {
+        use Family::FleetCores as F;
+        // One edge day (Sunday) stays a daily row; a Monday start with 6 days is a head.
+        let p = plan(MON - DAY, MON + WEEK + DAY, Resolution::Whole, Some(F));
+        assert!(p.contains(&seg(F, Grain::Day, MON - DAY, MON)));
+        assert!(p.contains(&seg(F, Grain::Day, MON + WEEK, MON + WEEK + DAY)));
+        let p = plan(MON, MON + 6 * DAY, Resolution::Whole, Some(F));
+        assert_eq!(p[0], seg(F, Grain::WeekHead, MON, MON + 6 * DAY));
+        // A tail and a head around a Monday with no whole week.
+        let p = plan(FRI, MON + 3 * DAY, Resolution::Whole, Some(F));
+        assert_eq!(p[0], seg(F, Grain::WeekTail, FRI, MON));
+        assert_eq!(p[2], seg(F, Grain::WeekHead, MON, MON + 3 * DAY));
+        // Families without spans and day-resolution plans read days.
+        for (family, resolution) in [
+            (Family::Totals, Resolution::Whole),
+            (Family::Fine, Resolution::Whole),
+            (Family::FleetCores, Resolution::Day),
+        ] {
+            assert!(
+                plan(FRI, MON + 3 * WEEK + 6 * DAY, resolution, Some(family))
+                    .iter()
+                    .all(|s| matches!(
+                        s.source,
+                        Source::Rollup(_, Grain::Week | Grain::Day | Grain::Hour)
+                    ))
+            );
+        }
+        assert_eq!(
+            Source::Rollup(F, Grain::HeadDays).table(),
+            Source::Rollup(F, Grain::Day).table()
         );
     }
 

@@ -50,6 +50,7 @@ use fleetpulse_chcluster::{ClusterSchema, RenderError};
 use crate::query::sql::{MESSAGE_KEY_SQL, valid_identifier};
 
 pub mod lease;
+pub mod spans;
 
 /// Cluster mode: how far ahead of the server clock the cutover is placed per view to create,
 /// so that every view exists on every server before `C` (see the module docs).
@@ -309,6 +310,30 @@ const MIGRATIONS: &[Migration] = &[
             "TABLE rollup_fleet_funnel_hourly",
             "TABLE rollup_fleet_funnel_daily",
             "TABLE rollup_fleet_funnel_weekly",
+        ],
+        retired: false,
+        drops: &[],
+    },
+    Migration {
+        version: 11,
+        name: "week_spans",
+        up: include_str!("../../migrations/clickhouse/0011_week_spans.sql"),
+        backfill: None,
+        objects: &[
+            "TABLE rollup_fleet_narrow_heads",
+            "TABLE rollup_fleet_narrow_tails",
+            "TABLE rollup_fleet_facets_heads",
+            "TABLE rollup_fleet_facets_tails",
+            "TABLE rollup_fleet_outcomes_heads",
+            "TABLE rollup_fleet_outcomes_tails",
+            "TABLE rollup_fleet_cores_heads",
+            "TABLE rollup_fleet_cores_tails",
+            "TABLE rollup_fleet_signals_heads",
+            "TABLE rollup_fleet_signals_tails",
+            "TABLE rollup_tenant_totals_heads",
+            "TABLE rollup_tenant_totals_tails",
+            "TABLE rollup_fleet_funnel_heads",
+            "TABLE rollup_fleet_funnel_tails",
         ],
         retired: false,
         drops: &[],
@@ -816,6 +841,9 @@ mod tests {
             statements(MIGRATIONS[9].backfill.unwrap_or_default()).len(),
             3
         );
+        // 0011: heads and tails of 7 families, built by the analyzer (no views, no backfill).
+        assert_eq!(statements(MIGRATIONS[10].up).len(), 14);
+        assert!(MIGRATIONS[10].backfill.is_none());
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {
             for obj in m.objects {
