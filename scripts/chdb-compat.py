@@ -245,9 +245,13 @@ def main():
             # Likewise the insight snapshot refreshes (INSERT into the snapshot tables, ALTER ..
             # DROP PARTITION of old generations): the snapshot reads after them compare the
             # stored answers of both sides.
-            if (head == "INSERT" and (".rollup_closed_series " in sql or ".insight_snapshot" in sql)) or (
-                head == "ALTER" and ".insight_snapshot" in sql
-            ):
+            # And the week span builds (INSERT into and ALTER .. DROP PARTITION of the `_heads`
+            # and `_tails` tables), so that a question reading a span after its build reads the
+            # same span on both sides.
+            span_table = "_heads " in sql or "_tails " in sql or "_heads_local " in sql or "_tails_local " in sql
+            if (
+                head == "INSERT" and (".rollup_closed_series " in sql or ".insight_snapshot" in sql or span_table)
+            ) or (head == "ALTER" and (".insight_snapshot" in sql or span_table)):
                 try:
                     ch.query(sql)
                     finalized += 1
@@ -255,6 +259,10 @@ def main():
                     errors.append({"sql": sql[:300], "side": "chdb", "error": str(e)[:300]})
                 continue
             if head not in ("SELECT", "WITH"):
+                continue
+            # The span builder's and the span check's counts depend on when they ran (before or
+            # after a build): 18.16 answers them now, with every build done. Not compared.
+            if "AS day, countMerge(events) AS n" in sql or "toUInt8(0) AS side" in sql:
                 continue
             try:
                 want = server.query(sql + "\nFORMAT TabSeparated")

@@ -735,3 +735,157 @@ async fn series_read_finalized_buckets_until_late_events_arrive() {
     }
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }
+
+/// Week spans (migration 0011): the analyzer builds heads and tails of the stored weeks at
+/// start; a breakdown over a range whose edge days are a tail and a head reads them and equals
+/// brute force; late events in those days put the spans behind, and the answers (read from
+/// the days again) still equal brute force; a rebuild brings the spans back, holding every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakdowns_read_week_spans_until_late_events_arrive() {
+    let ch = shared();
+    let db = unique_database("analyzer_spans");
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    // T0 is Friday 2024-03-01: 24 days are a tail (Friday to Sunday), two whole weeks and
+    // Monday to Sunday 03-24 of the third.
+    let before = events_over(11, 3000, now().saturating_sub(60), 24);
+    insert_events(ch, &db, &before).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sql.log");
+    let analyzer = Analyzer::start_with_env(
+        ch,
+        &db,
+        &[],
+        &[(
+            fleetpulse_analyzer::query::engine::sql_log::ENV,
+            log.as_path(),
+        )],
+    )
+    .await;
+    let token = analyzer.create_key(&["--all-tenants"]);
+    let c = classifier();
+    let in_days =
+        |rows: &[fleetpulse_tests::harness::rows::EnrollmentEventRow], from: u32, to: u32| {
+            rows.iter()
+                .filter(|r| r.occurred_at >= from && r.occurred_at < to)
+                .count() as u64
+        };
+    // The tail Friday-Sunday (bucket T0) and the head Monday 03-18 to Friday 03-22 (bucket
+    // 03-22) of the category family hold every event of their days once built.
+    let (head_from, head_to) = (T0 + 17 * DAY, T0 + 22 * DAY);
+    let span_events = |table: &'static str, bucket: u32| {
+        let db = db.clone();
+        async move {
+            ch.count(
+                &format!(
+                    "SELECT countMerge(events) FROM {db}.{table} WHERE bucket = toDateTime({bucket}, 'UTC')"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let tail = span_events("rollup_fleet_cores_tails", T0).await;
+        let head = span_events("rollup_tenant_totals_heads", head_to - DAY).await;
+        if tail == in_days(&before, T0, T0 + 3 * DAY)
+            && head == in_days(&before, head_from, head_to)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spans not built within 60 s: tail {tail}, head {head}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let check = |all: Vec<fleetpulse_tests::harness::rows::EnrollmentEventRow>| {
+        let analyzer = &analyzer;
+        let token = token.clone();
+        let c = &c;
+        async move {
+            // Aligned (tail + 2 weeks + head) and unaligned (hours and raw rows beside them).
+            for (from, to) in [(T0, head_to), (T0 - 5 * 3600 - 7, head_to + 7 * 3600 + 11)] {
+                for dim in ["category", "code", "platform", "tenant", "stage", "outcome"] {
+                    let path = format!(
+                        "/api/v1/breakdown/{dim}?from={}&to={}&limit=1000",
+                        iso(from),
+                        iso(to)
+                    );
+                    let body = analyzer.ok(&path, &token).await;
+                    let keep = in_range(from, to);
+                    let want = if dim == "category" {
+                        brute(
+                            &all,
+                            |r| keep(r) && r.outcome == "failed",
+                            |r| Some(key_of(c, dim, r)),
+                        )
+                    } else {
+                        brute(&all, &keep, |r| Some(key_of(c, dim, r)))
+                    };
+                    assert_eq!(rows_to_map(&body), want, "{path}");
+                }
+            }
+        }
+    };
+    let log_len = || std::fs::read_to_string(&log).unwrap().len();
+    let reads_spans = |from: usize| {
+        let sql = std::fs::read_to_string(&log).unwrap();
+        // A span read by a question (not by the check before it): its bucket alone.
+        sql[from..].contains("_tails WHERE ((bucket = toDateTime(")
+            && sql[from..].contains("_heads WHERE ((bucket = toDateTime(")
+    };
+    let start = log_len();
+    check(before.clone()).await;
+    assert!(reads_spans(start), "built spans were not read");
+
+    // Late events on the tail's Saturday and the head's Wednesday: both spans are behind.
+    let late: Vec<_> = events_over(12, 400, now(), 24)
+        .into_iter()
+        .filter(|r| {
+            (r.occurred_at >= T0 + DAY && r.occurred_at < T0 + 2 * DAY)
+                || (r.occurred_at >= T0 + 19 * DAY && r.occurred_at < T0 + 20 * DAY)
+        })
+        .collect();
+    assert!(!late.is_empty());
+    insert_events(ch, &db, &late).await;
+    let all: Vec<_> = before.iter().chain(late.iter()).cloned().collect();
+    let start = log_len();
+    check(all.clone()).await;
+    // Unless the analyzer's own pass (every minute) rebuilt them meanwhile, the spans are still
+    // behind now, so they were behind during the check too: it must have read the days.
+    if span_events("rollup_fleet_cores_tails", T0).await == in_days(&before, T0, T0 + 3 * DAY) {
+        assert!(!reads_spans(start), "spans behind their days were read");
+    }
+
+    // A build pass (as `serve` runs every minute) rebuilds the two weeks it finds behind.
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    let rebuilt = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
+        .await
+        .unwrap();
+    // 7 families x 2 weeks (every family holds every event), or none when the analyzer's own
+    // pass got there first.
+    assert!(rebuilt == 14 || rebuilt == 0, "rebuilt {rebuilt}");
+    assert_eq!(
+        span_events("rollup_fleet_cores_tails", T0).await,
+        in_days(&all, T0, T0 + 3 * DAY)
+    );
+    assert_eq!(
+        fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
+            .await
+            .unwrap(),
+        0,
+        "a second pass finds nothing behind"
+    );
+    let start = log_len();
+    check(all).await;
+    assert!(reads_spans(start), "rebuilt spans were not read");
+    drop(analyzer);
+}

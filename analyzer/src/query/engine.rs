@@ -1507,9 +1507,13 @@ pub(crate) fn span_bucket(grain: Grain, from: u32, to: u32) -> u32 {
 }
 
 /// `(<span's event count> = <the days' event count in the daily rollup>)`, as two scalar
-/// subqueries (run once, before the query reads any table; a false guard reads no granule).
+/// subqueries (evaluated before the query reads any table: a false guard reads no granule).
 /// Daily rows are only ever added, so equal counts mean the span was built from the rows the
-/// days hold now, and its states are the merge of theirs.
+/// days hold now, and its states are the merge of theirs. The engine checks spans before the
+/// question instead ([`Engine::resolve_spans`]): 18.16 re-runs scalar subqueries for every
+/// analysis of a nested SELECT (+30 ms for a category breakdown at 10M events); this form keeps
+/// a plan that skipped the check correct (identical answers to the checked form over 80
+/// requests at 10M events, BENCHMARKS.md issue 7 ninth session).
 fn push_span_valid(sql: &mut Sql, db: &str, family: Family, span: Grain, from: u32, to: u32) {
     let spans = Source::Rollup(family, span).table();
     let daily = Source::Rollup(family, Grain::Day).table();
@@ -1581,6 +1585,53 @@ fn push_filters_as(sql: &mut Sql, f: &Filters, facet: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::symbols_by_failures;
+    use super::{Bind, Family, Grain, Source, Sql, push_ranges};
+
+    #[test]
+    fn an_unchecked_span_and_its_days_carry_opposite_guards() {
+        let family = Family::FleetCores;
+        // 2024-03-01 (Friday) to Monday 03-04: a tail, bucket 03-01.
+        let (from, to) = (1_709_251_200, 1_709_510_400);
+        let mut span = Sql::default();
+        push_ranges(
+            &mut span,
+            "db",
+            Source::Rollup(family, Grain::WeekTail),
+            &[(from, to)],
+        );
+        let mut days = Sql::default();
+        push_ranges(
+            &mut days,
+            "db",
+            Source::Rollup(family, Grain::TailDays),
+            &[(from, to)],
+        );
+        let guard = "((SELECT countMerge(events) FROM db.rollup_fleet_cores_tails WHERE bucket = \
+                     toDateTime(?, 'UTC')) = (SELECT countMerge(events) FROM db.rollup_fleet_cores_daily \
+                     WHERE bucket >= toDateTime(?, 'UTC') AND bucket < toDateTime(?, 'UTC')))";
+        assert_eq!(
+            span.text,
+            format!("(bucket = toDateTime(?, 'UTC') AND {guard})")
+        );
+        assert_eq!(
+            days.text,
+            format!(
+                "(bucket >= toDateTime(?, 'UTC') AND bucket < toDateTime(?, 'UTC') AND NOT {guard})"
+            )
+        );
+        assert_eq!(span.binds.len(), 4);
+        assert!(matches!(span.binds[0], Bind::U32(b) if b == from));
+        // Checked: the bucket alone (a head's bucket is its last day).
+        let mut head = Sql::default();
+        push_ranges(
+            &mut head,
+            "db",
+            Source::Rollup(family, Grain::CheckedHead),
+            &[(to, to + 3 * 86_400)],
+        );
+        assert_eq!(head.text, "(bucket = toDateTime(?, 'UTC'))");
+        assert!(matches!(head.binds[0], Bind::U32(b) if b == to + 2 * 86_400));
+    }
 
     fn pairs(p: &[(&str, u64)]) -> Vec<(String, u64)> {
         p.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()

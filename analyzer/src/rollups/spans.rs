@@ -303,10 +303,9 @@ pub async fn build(
         for monday in stale_weeks(&daily, &heads, &tails, now) {
             for grain in [Grain::WeekHead, Grain::WeekTail] {
                 let table = Source::Rollup(f.family, grain).table();
-                client
-                    .query(&drop_sql(db, table, cluster, monday))
-                    .execute()
-                    .await?;
+                let mut drop = Sql::default();
+                drop.push(&drop_sql(db, table, cluster, monday));
+                drop.query(&client).execute().await?;
                 insert_sql(db, f, grain, monday, now)
                     .query(&client)
                     .execute()
