@@ -607,16 +607,7 @@ async fn series_read_finalized_buckets_until_late_events_arrive() {
     insert_events(ch, &db, &before).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sql.log");
-    let analyzer = Analyzer::start_with_env(
-        ch,
-        &db,
-        &[],
-        &[(
-            fleetpulse_analyzer::query::engine::sql_log::ENV,
-            log.as_path(),
-        )],
-    )
-    .await;
+    let analyzer = Analyzer::start_with_sql_log(ch, &db, &log).await;
     let token = analyzer.create_key(&["--all-tenants"]);
     let c = classifier();
     // Every closed bucket was finalized at start: 3 days of hours, fleet and per tenant.
@@ -754,16 +745,7 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     insert_events(ch, &db, &before).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sql.log");
-    let analyzer = Analyzer::start_with_env(
-        ch,
-        &db,
-        &[],
-        &[(
-            fleetpulse_analyzer::query::engine::sql_log::ENV,
-            log.as_path(),
-        )],
-    )
-    .await;
+    let analyzer = Analyzer::start_with_sql_log(ch, &db, &log).await;
     let token = analyzer.create_key(&["--all-tenants"]);
     let c = classifier();
     let in_days =

@@ -78,13 +78,7 @@ async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
 
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sql.log");
-    let analyzer = Analyzer::start_with_env(
-        ch,
-        &db,
-        &[],
-        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
-    )
-    .await;
+    let analyzer = Analyzer::start_with_sql_log(ch, &db, &log).await;
     let token = analyzer.create_key(&["--all-tenants"]);
 
     let aligned = format!("from={}&to={}", iso(T0), iso(T0 + 3 * DAY));

@@ -407,6 +407,36 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
     assert_same_answers("analyzer 2 vs analyzer 1", &two, &one);
     drop(single);
 
+    // Week spans (migration 0011) in the cluster: a build pass with a clock two weeks ahead
+    // (so that this week's spans are complete) drops the week on every server (`ON CLUSTER`,
+    // the local tables) and fills it through the Distributed tables; a second pass then finds
+    // every span equal to its days' counts in every family, so it rebuilds nothing.
+    let mut client = clickhouse::Client::default()
+        .with_url(cluster.node(1, 1).url())
+        .with_validation(false);
+    for (k, v) in fleetpulse_chcluster::SESSION_SETTINGS {
+        client = client.with_setting(*k, *v);
+    }
+    let later = u32::try_from(now).unwrap_or(u32::MAX) + 14 * 86_400;
+    let span_pass =
+        || fleetpulse_analyzer::rollups::spans::build(&client, &db, Some(cluster.name()), 0, later);
+    let rebuilt = span_pass().await.unwrap();
+    assert!(
+        rebuilt >= 7,
+        "one week at least in each of the 7 families: {rebuilt}"
+    );
+    assert_eq!(
+        span_pass().await.unwrap(),
+        0,
+        "spans still behind after a build"
+    );
+    let in_spans = count(
+        cluster.node(2, 2),
+        &format!("SELECT toUInt64(countMerge(events)) FROM {db}.rollup_fleet_cores_tails"),
+    )
+    .await;
+    assert!(in_spans > 0, "no span holds an event");
+
     // Insight snapshots in the cluster (migration 0006) are off: a refreshed generation's
     // counts were measured wrong here (unlicensed users 2 or 5 where the live answer is 6).
     // An analyzer asked to refresh every 2 s in cluster mode says so, writes no generation,

@@ -66,6 +66,22 @@ impl Analyzer {
         Self::start_full(ch, database, None, extra, env).await
     }
 
+    /// An analyzer recording every SQL statement it sends into `log`
+    /// (`FLEETPULSE_ANALYZER_SQL_LOG`), so that a test can tell which tables answered.
+    pub async fn start_with_sql_log(
+        ch: &ClickHouseServer,
+        database: &str,
+        log: &std::path::Path,
+    ) -> Analyzer {
+        Self::start_with_env(
+            ch,
+            database,
+            &[],
+            &[(fleetpulse_analyzer::query::engine::sql_log::ENV, log)],
+        )
+        .await
+    }
+
     async fn start_full(
         ch: &ClickHouseServer,
         database: &str,
