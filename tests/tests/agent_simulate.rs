@@ -380,8 +380,11 @@ async fn agent_backfilled_week_shows_a_daily_rhythm_a_realistic_failure_rate_and
     assert!(model_line.contains("first-time-right"), "{model_line}");
     let events = fixture.count("enrollment_events").await.unwrap();
     // A whole week (so the result does not depend on today's weekday): 0.05 sessions/s is
-    // ~30,000 sessions, retries and two-event failures on top.
-    assert!((28_000..50_000).contains(&events), "{events}\n{stderr}");
+    // ~30,000 sessions, ~38,000 events with retries and two-event failures. Refresh waves
+    // (`rhythm::wave`) add up to ~+53 % of a tenant's week each (6 peak hours at 5.4x), and
+    // seven days not starting on a Monday straddle two weeks: up to two waves per tenant, about
+    // twice the volume at most (2026-11-25 to 12-02 held 39,952 sessions, 50,204 events).
+    assert!((28_000..80_000).contains(&events), "{events}\n{stderr}");
     let failed = fixture
         .count_where("enrollment_events", "outcome = 'failed'", &[])
         .await

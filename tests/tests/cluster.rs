@@ -420,6 +420,20 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
     let later = u32::try_from(now).unwrap_or(u32::MAX) + 14 * 86_400;
     let span_pass =
         || fleetpulse_analyzer::rollups::spans::build(&client, &db, Some(cluster.name()), 0, later);
+    // Both passes under the analyzers' own builder lease: their periodic pass (real clock)
+    // would otherwise rebuild this week between ours. From Wednesday on this week's Tuesday
+    // head is complete at the real clock, so their pass finds the week stale and drops it
+    // (seen on 2026-12-02: 3 families rebuilt by our second pass).
+    sqlx::any::install_default_drivers();
+    let leases = sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg_url)
+        .await
+        .unwrap();
+    let builder_lease =
+        fleetpulse_analyzer::rollups::lease::acquire(&leases, &format!("{db}/week_spans"))
+            .await
+            .unwrap();
     let rebuilt = span_pass().await.unwrap();
     assert!(
         rebuilt >= 7,
@@ -430,6 +444,7 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
         0,
         "spans still behind after a build"
     );
+    builder_lease.release().await.unwrap();
     let in_spans = count(
         cluster.node(2, 2),
         &format!("SELECT toUInt64(countMerge(events)) FROM {db}.rollup_fleet_cores_tails"),
