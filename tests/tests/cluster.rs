@@ -430,10 +430,12 @@ async fn two_collectors_with_resends_and_two_analyzers_match_a_single_server() {
         .connect(&pg_url)
         .await
         .unwrap();
-    let builder_lease =
-        fleetpulse_analyzer::rollups::lease::acquire(&leases, &format!("{db}/week_spans"))
-            .await
-            .unwrap();
+    let builder_lease = fleetpulse_analyzer::rollups::lease::acquire(
+        &leases,
+        &fleetpulse_analyzer::rollups::spans::builder_lease_name(&db),
+    )
+    .await
+    .unwrap();
     let rebuilt = span_pass().await.unwrap();
     assert!(
         rebuilt >= 7,

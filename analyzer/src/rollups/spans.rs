@@ -321,6 +321,12 @@ fn unix_now() -> u32 {
     u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
+/// The lease every span builder of database `db` takes for a pass, so that passes of several
+/// analyzers (or a test's own) never interleave.
+pub fn builder_lease_name(db: &str) -> String {
+    format!("{db}/week_spans")
+}
+
 /// Builds the spans of all history at once, then those of the last [`RECENT_SECS`] every
 /// [`BUILD_EVERY`], until `stop` turns true, taking the lease `<db>/week_spans` for each pass.
 /// A failed pass is logged; readers take the days meanwhile.
@@ -334,8 +340,7 @@ pub async fn run_builder(
     loop {
         let started = std::time::Instant::now();
         let pass = async {
-            let lease =
-                super::lease::acquire(&pool, &format!("{}/week_spans", engine.db())).await?;
+            let lease = super::lease::acquire(&pool, &builder_lease_name(engine.db())).await?;
             let result = build(
                 engine.client(),
                 engine.db(),
