@@ -90,6 +90,10 @@ pub struct Config {
     /// How long a Push owns its batch in the ledger before another attempt may take it over,
     /// in seconds. Must exceed twice the ClickHouse timeout. Default 30.
     pub batch_lease_secs: u64,
+    /// Hours a batch's ledger row is kept to answer a resend from the control database; a
+    /// later resend is verified against ClickHouse instead (`control::ledger_compaction`).
+    /// The ledger holds about pushes/s x this x 3600 rows. 1..=24 x retention_days. Default 24.
+    pub ledger_keep_hours: u32,
     /// Open gRPC connections at most; beyond, new connections are closed at once. Default 20000.
     pub grpc_max_connections: usize,
     /// Concurrent streams (calls) per gRPC connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -165,6 +169,7 @@ impl Default for Config {
             max_pending_rows: 400_000,
             clickhouse_timeout_secs: 10,
             batch_lease_secs: 30,
+            ledger_keep_hours: 24,
             grpc_max_connections: 20_000,
             grpc_max_concurrent_streams: 16,
             grpc_body_timeout_secs: 30,
@@ -351,6 +356,21 @@ impl Config {
                 2 * self.clickhouse_timeout_secs + 5
             ));
         }
+        if self.ledger_keep_hours == 0 {
+            return invalid(
+                "ledger_keep_hours: must be at least 1 (resends within the hour are the \
+                 common case and must be answered from the ledger)"
+                    .into(),
+            );
+        }
+        if self.ledger_keep_hours > self.retention_days.saturating_mul(24) {
+            return invalid(format!(
+                "ledger_keep_hours: {} is above 24 x retention_days = {} (a row is useless \
+                 once its items are past the retention)",
+                self.ledger_keep_hours,
+                self.retention_days.saturating_mul(24)
+            ));
+        }
         for (name, value) in [
             ("grpc_max_connections", self.grpc_max_connections as u64),
             (
@@ -446,6 +466,11 @@ impl Config {
 
     pub fn batch_lease(&self) -> Duration {
         Duration::from_secs(self.batch_lease_secs)
+    }
+
+    /// How long ledger rows are kept (see `ledger_keep_hours`).
+    pub fn ledger_keep(&self) -> Duration {
+        Duration::from_secs(u64::from(self.ledger_keep_hours) * 3600)
     }
 
     pub fn grpc_body_timeout(&self) -> Duration {
@@ -684,6 +709,16 @@ pub struct ConfigArgs {
     )]
     pub batch_lease_secs: Option<u64>,
 
+    /// Hours a batch's ledger row is kept to answer a resend from the control database; older
+    /// rows are compacted and a later resend is verified against ClickHouse. Size the control
+    /// database for about pushes/s x hours x 3600 rows. [default: 24]
+    #[arg(
+        long,
+        env = "FLEETPULSE_COLLECTOR_LEDGER_KEEP_HOURS",
+        value_name = "HOURS"
+    )]
+    pub ledger_keep_hours: Option<u32>,
+
     /// Open gRPC connections at most; a connection beyond is closed at once and the agent
     /// retries with backoff. [default: 20000]
     #[arg(
@@ -895,6 +930,7 @@ impl ConfigArgs {
             &self.clickhouse_timeout_secs,
         );
         set(&mut c.batch_lease_secs, &self.batch_lease_secs);
+        set(&mut c.ledger_keep_hours, &self.ledger_keep_hours);
         set(&mut c.grpc_max_connections, &self.grpc_max_connections);
         set(
             &mut c.grpc_max_concurrent_streams,
@@ -1005,6 +1041,7 @@ mod tests {
         assert_eq!(c.max_pending_rows, 400_000);
         assert_eq!(c.clickhouse_timeout_secs, 10);
         assert_eq!(c.batch_lease_secs, 30);
+        assert_eq!(c.ledger_keep_hours, 24);
         assert_eq!(c.grpc_max_connections, 20_000);
         assert_eq!(c.grpc_max_concurrent_streams, 16);
         assert_eq!(c.grpc_body_timeout_secs, 30);
@@ -1132,6 +1169,20 @@ mod tests {
              under it)"
         );
         c.batch_lease_secs = 30;
+        c.ledger_keep_hours = 0;
+        assert_eq!(
+            c.check().unwrap_err().to_string(),
+            "invalid configuration: ledger_keep_hours: must be at least 1 (resends within the \
+             hour are the common case and must be answered from the ledger)"
+        );
+        c.retention_days = 2;
+        c.ledger_keep_hours = 49;
+        assert_eq!(
+            c.check().unwrap_err().to_string(),
+            "invalid configuration: ledger_keep_hours: 49 is above 24 x retention_days = 48 (a \
+             row is useless once its items are past the retention)"
+        );
+        c.ledger_keep_hours = 48;
         c.tls_key = Some("k.pem".into());
         assert_eq!(
             c.check().unwrap_err().to_string(),

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub batches_received: Counter,
     pub batches_accepted: Counter,
     pub batches_duplicate: Counter,
+    /// Pushes whose ledger row may have been compacted away, verified against ClickHouse.
+    pub batches_recovered_compacted: Counter,
     /// Pushes refused as a whole, by gRPC status (invalid_argument, unavailable, ...).
     pub batches_rejected: Family<ReasonLabel, Counter>,
     pub items_received: Family<KindLabel, Counter>,
@@ -147,6 +149,7 @@ impl Metrics {
             batches_received: Counter::default(),
             batches_accepted: Counter::default(),
             batches_duplicate: Counter::default(),
+            batches_recovered_compacted: Counter::default(),
             batches_rejected: Family::default(),
             items_received: Family::default(),
             items_accepted: Family::default(),
@@ -219,6 +222,12 @@ impl Metrics {
             "batches_duplicate",
             "Push requests answered OK as duplicates of a stored batch",
             m.batches_duplicate.clone(),
+        );
+        registry.register(
+            "batches_recovered_compacted",
+            "Push requests of a batch number under its agent's ledger compaction floor, \
+             verified against ClickHouse before writing (late resends)",
+            m.batches_recovered_compacted.clone(),
         );
         registry.register(
             "batches_rejected",

@@ -305,7 +305,7 @@ pub async fn start(config: Config) -> Result<Collector, ServeError> {
             store.clone(),
             control.clone(),
             config.retention_days,
-            config.max_future_skew_secs,
+            config.ledger_keep(),
             RETENTION_EVERY,
             cancel.clone(),
         )),

@@ -42,9 +42,9 @@
 //! default, at least 2 x timeout + 5 s) compares wall clocks of collectors sharing a PostgreSQL
 //! ledger, which must therefore agree within a few seconds. Everything lives in the shared
 //! database, so the guarantee holds across restarts and across several collectors.
-//! Ledger rows older than the retention plus the future skew plus a day are pruned hourly: a
-//! batch that old can only carry items older than the retention, which validation rejects, so
-//! a late resend stores nothing.
+//! Ledger rows are kept for `ledger_keep_hours` (default 24), not for the retention: compaction
+//! (`ledger_compaction`) deletes older rows under a per-agent floor, and a claim at or below
+//! the floor that finds no row is [`Claim::Pruned`]: recovered from ClickHouse like a takeover.
 //!
 //! Cost: one INSERT (claim) and one UPDATE (finish) per Push on the hot path, each sharing a
 //! transaction with the other pushes' of the moment (group commit, `ledger_group`).
@@ -158,6 +158,11 @@ pub enum Claim {
     /// An earlier attempt's lease expired; this Push owns it now and must recover, since the
     /// earlier attempt may have stored some rows. `first_seen_ms` bounds when those were written.
     TakenOver { owner: String, first_seen_ms: i64 },
+    /// First sight of this batch *in the ledger*, but its number is at or below its agent's
+    /// compaction floor (`ledger_compaction`): an earlier attempt's row may have been
+    /// compacted away after its rows were stored, so this Push owns it and must recover, like
+    /// a takeover with no bound on when the earlier attempt ran.
+    Pruned { owner: String },
     /// Already stored: answer OK with `duplicate = true`.
     Duplicate {
         accepted: u32,
@@ -186,10 +191,14 @@ impl ControlDb {
         // or change between SELECT and UPDATE (a racing takeover); a few rounds settle it.
         for _ in 0..5 {
             let owner = new_owner();
+            // Fresh only above the agent's compaction floor: at or below it, a missing row may
+            // be one that compaction deleted (see `ledger_compaction`).
             let inserted = sqlx::query(
                 "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
                      accepted, rejects, owner, lease_until, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, 'pending', $5, 0, '[]', $6, $7, $8, $9)
+                 SELECT $1, $2, $3, $4, 'pending', $5, 0, '[]', $6, $7, $8, $9
+                 WHERE NOT EXISTS (SELECT 1 FROM ledger_floors
+                                   WHERE agent_id = $10 AND guard_seq >= $11)
                  ON CONFLICT (agent_id, batch_seq) DO NOTHING",
             )
             .bind(key.agent_id)
@@ -201,6 +210,8 @@ impl ControlDb {
             .bind(now_ms + lease_ms)
             .bind(now_ms)
             .bind(now_ms)
+            .bind(key.agent_id)
+            .bind(key.batch_seq)
             .execute(self.pool())
             .await?
             .rows_affected();
@@ -217,6 +228,13 @@ impl ControlDb {
             .fetch_optional(self.pool())
             .await?
             else {
+                if self.below_floor(key.agent_id, key.batch_seq).await? {
+                    if self.insert_claim(key, &owner, now_ms, lease_ms).await? {
+                        return Ok(Claim::Pruned { owner });
+                    }
+                }
+                // Otherwise the row went away between the two statements (an abandoned
+                // claim): look again.
                 continue;
             };
             let digest: String = row.try_get("digest")?;
@@ -274,6 +292,45 @@ impl ControlDb {
         Ok(Claim::Busy {
             lease_remaining_ms: lease_ms,
         })
+    }
+
+    /// Whether `batch_seq` is at or below `agent_id`'s compaction floor.
+    async fn below_floor(&self, agent_id: &str, batch_seq: i64) -> Result<bool, ControlError> {
+        let guard: Option<i64> =
+            sqlx::query_scalar("SELECT guard_seq FROM ledger_floors WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(guard.is_some_and(|g| g >= batch_seq))
+    }
+
+    /// Inserts a pending claim whatever the floor says; whether this call inserted it.
+    async fn insert_claim(
+        &self,
+        key: &BatchKey<'_>,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<bool, ControlError> {
+        let inserted = sqlx::query(
+            "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
+                 accepted, rejects, owner, lease_until, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'pending', $5, 0, '[]', $6, $7, $8, $9)
+             ON CONFLICT (agent_id, batch_seq) DO NOTHING",
+        )
+        .bind(key.agent_id)
+        .bind(key.batch_seq)
+        .bind(key.tenant)
+        .bind(key.digest)
+        .bind(key.item_count)
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     /// Marks an owned batch stored. Returns false when the lease was lost meanwhile (the rows
@@ -347,17 +404,6 @@ impl ControlDb {
         .execute(self.pool())
         .await?;
         Ok(())
-    }
-
-    /// Deletes ledger rows created before `before_ms`; returns how many.
-    pub async fn prune_batches(&self, before_ms: i64) -> Result<u64, ControlError> {
-        Ok(
-            sqlx::query("DELETE FROM ingest_batches WHERE created_at < $1")
-                .bind(before_ms)
-                .execute(self.pool())
-                .await?
-                .rows_affected(),
-        )
     }
 }
 
@@ -519,12 +565,13 @@ mod tests {
             db.claim_batch(&key(4, "h"), now, LEASE).await.unwrap(),
             Claim::Fresh { .. }
         ));
+    }
 
-        assert_eq!(
-            db.prune_batches(now).await.unwrap(),
-            0,
-            "nothing older than `now`"
-        );
+    async fn ledger_rows(db: &ControlDb) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM ingest_batches")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
     }
 
     async fn concurrent_claims_have_one_winner(db: &ControlDb) {
@@ -562,7 +609,7 @@ mod tests {
         let (_dir, db) = test_support::sqlite().await;
         state_machine(&db).await;
         concurrent_claims_have_one_winner(&db).await;
-        assert_eq!(db.prune_batches(i64::MAX).await.unwrap(), 5);
+        assert_eq!(ledger_rows(&db).await, 5);
     }
 
     #[tokio::test]
@@ -594,6 +641,6 @@ mod tests {
                 }
             }
         );
-        assert_eq!(other.prune_batches(i64::MAX).await.unwrap(), 5);
+        assert_eq!(ledger_rows(&other).await, 5);
     }
 }

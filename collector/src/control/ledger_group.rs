@@ -359,19 +359,22 @@ async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
         .filter(|op| matches!(op, Op::Touch { .. }))
         .collect();
     if !claims.is_empty() {
+        // Only claims above their agent's compaction floor insert (`ledger_compaction`); the
+        // others fall back to the single path, which tells a compacted batch from a resend.
         let mut sql = String::from(
             "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
-                 accepted, rejects, owner, lease_until, created_at, updated_at) VALUES ",
+                 accepted, rejects, owner, lease_until, created_at, updated_at)
+             SELECT v.column1, v.column2, v.column3, v.column4, 'pending', v.column5, 0, '[]',
+                 v.column6, v.column7, v.column8, v.column9
+             FROM (VALUES ",
         );
-        push_rows(&mut sql, &mut params, claims.len(), |p| {
-            format!(
-                "({}, 'pending', {}, 0, '[]', {})",
-                p.list(4),
-                p.next(),
-                p.list(4)
-            )
-        });
-        sql.push_str(" ON CONFLICT (agent_id, batch_seq) DO NOTHING RETURNING owner");
+        push_rows(&mut sql, &mut params, claims.len(), |p| format!("({})", p.list(9)));
+        sql.push_str(
+            ") AS v
+             WHERE NOT EXISTS (SELECT 1 FROM ledger_floors f
+                               WHERE f.agent_id = v.column1 AND f.guard_seq >= v.column2)
+             ON CONFLICT (agent_id, batch_seq) DO NOTHING RETURNING owner",
+        );
         let mut query = sqlx::query(&sql).persistent(false);
         for op in &claims {
             if let Op::Claim {

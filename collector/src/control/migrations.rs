@@ -84,6 +84,20 @@ const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE enrollment_tokens ADD COLUMN expires_at BIGINT",
         ],
     },
+    Migration {
+        version: 4,
+        name: "ledger_floors",
+        // Per agent, the batch numbers whose ledger rows may have been compacted away
+        // (`ledger_compaction`): a claim at or below `guard_seq` that finds no row is verified
+        // against ClickHouse; rows at or below `deletable_seq` (a guard at least
+        // `PROMOTE_AFTER` old) may be deleted once older than the ledger window.
+        statements: &["CREATE TABLE IF NOT EXISTS ledger_floors (
+            agent_id VARCHAR(36) PRIMARY KEY,
+            guard_seq BIGINT NOT NULL,
+            raised_at BIGINT NOT NULL,
+            deletable_seq BIGINT NOT NULL
+        )"],
+    },
 ];
 
 const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS control_schema_migrations (
@@ -160,7 +174,7 @@ mod tests {
                 .fetch_all(db.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
     }
 
     /// A control database of the first release (tokens without caps) upgrades in place: its
@@ -187,7 +201,7 @@ mod tests {
         .execute(db.pool())
         .await
         .unwrap();
-        assert_eq!(run(db).await.unwrap(), vec![2, 3]);
+        assert_eq!(run(db).await.unwrap(), vec![2, 3, 4]);
         let old = db.token_by_id("00000000000000aa").await.unwrap().unwrap();
         assert_eq!((old.uses, old.max_uses, old.expires_at_ms), (0, None, None));
         assert!(old.unusable_at(now_ms()).is_none());
@@ -222,7 +236,7 @@ mod tests {
         applied.sort();
         assert_eq!(
             applied,
-            [vec![], vec![1, 2, 3]],
+            [vec![], vec![1, 2, 3, 4]],
             "exactly one run applies the migrations"
         );
         assert_eq!(run(&db).await.unwrap(), Vec::<i64>::new());
@@ -230,6 +244,6 @@ mod tests {
             .fetch_one(db.pool())
             .await
             .unwrap();
-        assert_eq!(count, 3);
+        assert_eq!(count, 4);
     }
 }

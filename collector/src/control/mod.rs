@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod credential_cache;
 pub mod ledger;
+pub mod ledger_compaction;
 pub mod ledger_group;
 pub mod migrations;
 pub mod secrets;

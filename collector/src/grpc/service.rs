@@ -187,6 +187,32 @@ impl Shared {
     }
 }
 
+/// Whether a claimed batch may already have rows in ClickHouse, and since when.
+#[derive(Debug, Clone, Copy)]
+enum Recover {
+    /// A fresh claim: nothing of the batch can be stored.
+    No,
+    /// An earlier attempt's lease expired; it was first seen at `first_seen_ms`.
+    TakenOver { first_seen_ms: i64 },
+    /// The batch's ledger row may have been compacted away (`control::ledger_compaction`):
+    /// an attempt of unknown age may have stored it.
+    Compacted,
+}
+
+impl Recover {
+    /// The receipt time from which the recovery looks for stored heartbeats (0: any time), or
+    /// None when there is nothing to recover.
+    fn first_seen_secs(self) -> Option<u32> {
+        match self {
+            Self::No => None,
+            Self::TakenOver { first_seen_ms } => {
+                Some(u32::try_from(first_seen_ms / 1000).unwrap_or(0))
+            }
+            Self::Compacted => Some(0),
+        }
+    }
+}
+
 fn max_future_skew_secs_u32(r: &Rules) -> u32 {
     u32::try_from(r.max_future_skew_secs).unwrap_or(u32::MAX)
 }
@@ -435,7 +461,7 @@ impl IngestSvc {
             claim => claim,
         };
         m.stage(Stage::Claim, claim_started.elapsed().as_secs_f64());
-        let (owner, first_seen_ms) = match claim {
+        let (owner, recover) = match claim {
             Claim::Duplicate { accepted, rejects } => {
                 m.batches_duplicate.inc();
                 tracing::info!(accepted, "duplicate batch; nothing stored again");
@@ -454,21 +480,26 @@ impl IngestSvc {
                     Duration::from_millis(u64::try_from(lease_remaining_ms.max(1)).unwrap_or(1)),
                 ));
             }
-            Claim::Fresh { owner } => (owner, None),
+            Claim::Fresh { owner } => (owner, Recover::No),
             Claim::TakenOver {
                 owner,
                 first_seen_ms,
-            } => (owner, Some(first_seen_ms)),
+            } => (owner, Recover::TakenOver { first_seen_ms }),
+            Claim::Pruned { owner } => {
+                m.batches_recovered_compacted.inc();
+                (owner, Recover::Compacted)
+            }
         };
 
         if invalid_all {
-            let result = match first_seen_ms {
-                None => {
+            // A takeover found the row; a fresh or compacted claim inserted it.
+            let result = match recover {
+                Recover::No | Recover::Compacted => {
                     s.control
                         .abandon_batch(&identity.agent_id, seq, &owner)
                         .await
                 }
-                Some(_) => {
+                Recover::TakenOver { .. } => {
                     s.control
                         .release_batch(&identity.agent_id, seq, &owner, now_ms())
                         .await
@@ -519,8 +550,10 @@ impl IngestSvc {
             }
         };
 
-        if let Some(first_seen_ms) = first_seen_ms {
-            let first_seen_secs = u32::try_from(first_seen_ms / 1000).unwrap_or(0);
+        // Whether a compacted batch's rows were all found: its answer is then a duplicate's.
+        let mut all_found = false;
+        if let Some(first_seen_secs) = recover.first_seen_secs() {
+            let total = rows.len();
             match find_existing(
                 &s.store,
                 &identity.tenant,
@@ -533,9 +566,11 @@ impl IngestSvc {
             {
                 Ok(existing) => {
                     let removed = remove_existing(&mut rows, existing);
+                    all_found = total > 0 && removed == total;
                     tracing::info!(
                         already_stored = removed,
                         to_store = rows.len(),
+                        compacted = matches!(recover, Recover::Compacted),
                         "recovering a batch taken over from an earlier attempt"
                     );
                 }
@@ -590,6 +625,12 @@ impl IngestSvc {
             })
             .map_err(|e| control_unavailable(&e))?;
 
+        let duplicate = all_found && matches!(recover, Recover::Compacted);
+        if duplicate {
+            m.batches_duplicate.inc();
+            tracing::info!(accepted, "compacted batch found stored; nothing stored again");
+            return Ok(rejects_response(batch_seq, accepted, rejects, true));
+        }
         m.batches_accepted.inc();
         for (kind, n) in ["event", "state", "heartbeat"].iter().zip(stored_kinds) {
             m.items(&m.items_accepted, kind, n as u64);

@@ -1,5 +1,5 @@
 //! Retention: drops whole daily partitions older than `retention_days` from the raw tables and
-//! prunes the batch ledger. Runs hourly in `serve`; works on 18.16 (which has no TTL).
+//! compacts the batch ledger. Runs hourly in `serve`; works on 18.16 (which has no TTL).
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::{Store, StoreError};
-use crate::control::ControlDb;
+use crate::control::{ControlDb, ledger_compaction::Compaction};
 
 /// The raw tables, all partitioned by `toYYYYMMDD(..)`.
 pub const TABLES: &[&str] = &["enrollment_events", "device_states", "agent_heartbeats"];
@@ -103,17 +103,19 @@ pub async fn drop_old_partitions(
     Ok(dropped)
 }
 
-/// Runs retention now and then every `every` until cancelled. Errors are logged and retried on
-/// the next round.
+/// Runs retention now and then every `every` until cancelled: drops the raw tables' partitions
+/// past `retention_days` and compacts the batch ledger to `ledger_keep`
+/// (`control::ledger_compaction`). Errors are logged and retried on the next round.
 pub async fn run_periodically(
     store: Store,
     control: Arc<ControlDb>,
     retention_days: u32,
-    max_future_skew_secs: u32,
+    ledger_keep: Duration,
     every: Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
+    let keep_ms = i64::try_from(ledger_keep.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -124,15 +126,15 @@ pub async fn run_periodically(
         if let Err(e) = drop_old_partitions(&store, cutoff, false).await {
             tracing::warn!(error = %e, "retention: dropping old partitions failed; retrying next round");
         }
-        // Ledger rows outlive the retention by the future skew plus a day: only then can no
-        // item of their batch pass validation any more (see control::ledger).
-        let before = now_ms
-            - (i64::from(retention_days) + 1) * 86_400_000
-            - i64::from(max_future_skew_secs) * 1000;
-        match control.prune_batches(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "retention: pruned batch ledger"),
-            Err(e) => tracing::warn!(error = %e, "retention: pruning the batch ledger failed"),
+        match control.compact_ledger(now_ms, keep_ms).await {
+            Ok(c) if c == Compaction::default() => {}
+            Ok(c) => tracing::info!(
+                deleted = c.deleted,
+                floors_promoted = c.promoted,
+                floors_raised = c.raised,
+                "retention: compacted batch ledger"
+            ),
+            Err(e) => tracing::warn!(error = %e, "retention: compacting the batch ledger failed"),
         }
     }
 }
