@@ -525,6 +525,83 @@ async fn a_batch_claimed_before_digest_v2_is_recognised_when_resent() -> anyhow:
     Ok(())
 }
 
+/// Past the ledger window a batch's ledger row is compacted away (issue 16: the ledger must
+/// not hold every push for the whole retention). A late resend is then verified against
+/// ClickHouse: a batch stored whole is answered as a duplicate and stored nothing again, a
+/// number under the agent's floor that was never seen is stored, and a reused number
+/// (refused while the row existed) stores only the rows ClickHouse lacks.
+#[tokio::test]
+async fn a_resend_after_the_ledger_window_is_verified_against_clickhouse() -> anyhow::Result<()> {
+    let fx = Fixture::start("ingest_compacted").await?;
+    let device = "3f4e5d6c-7b8a-4c9d-8e1f-2a3b4c5d6e7f";
+    let agent = fx.enroll("contoso", device).await?;
+    let mut client = fx.collector.client().await?;
+    let mut synth = Synth::new(41);
+    let mut mixed = synth.event_items(&agent.agent_id, &[], 3, recent(), Duration::from_secs(1));
+    mixed.push(state_item(
+        synth.device_state(&agent.agent_id, device, recent()),
+    ));
+    mixed.push(heartbeat_item(
+        synth.heartbeat(&agent.agent_id, device, recent()),
+    ));
+    let five = synth.event_items(&agent.agent_id, &[], 5, recent(), Duration::from_secs(1));
+    assert_eq!(agent.push(&mut client, 4, mixed.clone()).await?.accepted, 5);
+    assert_eq!(agent.push(&mut client, 6, five.clone()).await?.accepted, 5);
+    let counts = || async {
+        anyhow::Ok([
+            fx.count("enrollment_events").await?,
+            fx.count("device_states").await?,
+            fx.count("agent_heartbeats").await?,
+        ])
+    };
+    assert_eq!(counts().await?, [8, 1, 1]);
+
+    // Two compaction runs as a collector would make them two days on: the first raises the
+    // agent's floor to 6, the second (an hour later) deletes both rows under it.
+    let db = fleetpulse_collector::control::ControlDb::connect(fx.collector.database_url()).await?;
+    let later = i64::try_from(now_secs())? * 1000 + 48 * 3_600_000;
+    let keep = 24 * 3_600_000;
+    let first = db.compact_ledger(later, keep).await?;
+    assert_eq!((first.raised, first.deleted), (1, 0));
+    let second = db.compact_ledger(later + 3_600_000, keep).await?;
+    assert_eq!((second.promoted, second.deleted), (1, 2));
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ingest_batches")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(rows, 0);
+
+    // Stored whole: a duplicate, nothing written again (the heartbeat is found too).
+    let again = agent.push(&mut client, 4, mixed).await?;
+    assert_eq!((again.accepted, again.duplicate), (5, true));
+    assert_eq!(counts().await?, [8, 1, 1]);
+
+    // Never seen, under the floor: verified, then stored.
+    let unseen = synth.event_items(&agent.agent_id, &[], 2, recent(), Duration::from_secs(1));
+    let stored = agent.push(&mut client, 5, unseen).await?;
+    assert_eq!((stored.accepted, stored.duplicate), (2, false));
+    assert_eq!(counts().await?, [10, 1, 1]);
+
+    // Number 6 reused with one new event: only the new one is written.
+    let mut reused = five;
+    reused[4] = synth
+        .event_items(&agent.agent_id, &[], 1, recent(), Duration::from_secs(1))
+        .remove(0);
+    let answer = agent.push(&mut client, 6, reused).await?;
+    assert_eq!((answer.accepted, answer.duplicate), (5, false));
+    assert_eq!(counts().await?, [11, 1, 1]);
+
+    let metrics = fx.collector.http_get("/metrics").await?;
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "fleetpulse_collector_batches_recovered_compacted_total 3"),
+        "{}",
+        metrics.body
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn malformed_batches_are_invalid_argument() -> anyhow::Result<()> {
     let fx = Fixture::start("ingest_malformed").await?;
