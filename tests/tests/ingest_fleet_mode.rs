@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use fleetpulse_tests::harness::{self, collector::workspace_binary};
 
-#[tokio::test]
-async fn fleet_mode_bench_stores_every_event_and_reports_per_push_cost() -> anyhow::Result<()> {
+/// Runs `ingest-bench` in fleet mode with `extra` arguments; returns its JSON report after
+/// checking the counts and the per-push figures every run must carry.
+async fn fleet_run(extra: &[&str]) -> anyhow::Result<serde_json::Value> {
     let ch = harness::shared();
     let bench = workspace_binary("ingest-bench")?;
     let mut command = tokio::process::Command::new(bench);
@@ -26,6 +27,7 @@ async fn fleet_mode_bench_stores_every_event_and_reports_per_push_cost() -> anyh
             "--raw-chunk",
             "6000",
         ])
+        .args(extra)
         .env("CLICKHOUSE_URL", ch.url())
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -53,6 +55,30 @@ async fn fleet_mode_bench_stores_every_event_and_reports_per_push_cost() -> anyh
             "{field} missing or zero in {report}\n{stderr}"
         );
     }
+    Ok(report)
+}
+
+#[tokio::test]
+async fn fleet_mode_bench_stores_every_event_and_reports_per_push_cost() -> anyhow::Result<()> {
+    let report = fleet_run(&[]).await?;
+    assert_eq!(report["control_db"], "sqlite", "{report}");
+    assert!(report["control_db_cpu_ms_per_push"].is_null(), "{report}");
     println!("fleet mode: {report}");
+    Ok(())
+}
+
+/// The same on a private PostgreSQL control database, whose CPU (postmaster and backends) is
+/// reported per push.
+#[tokio::test]
+async fn fleet_mode_bench_on_postgres_reports_the_control_database_cost() -> anyhow::Result<()> {
+    let report = fleet_run(&["--control-db", "postgres"]).await?;
+    assert_eq!(report["control_db"], "postgres", "{report}");
+    assert!(
+        report["control_db_cpu_ms_per_push"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{report}"
+    );
+    println!("fleet mode on PostgreSQL: {report}");
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! `{"events":N,"agents":A,"batch":B,"pushes":P,"pipeline_eps":X,"pushes_per_s":..,
 //! "raw_clickhouse_eps":Y,"ratio":X/Y,"collector_cpu_s":..,"collector_cpu_ms_per_push":..,
 //! "collector_cpu_s_per_million_events":..,"collector_rss_mib":..,"collector_peak_rss_mib":..,
-//! "generation":"ahead"|"lazy","push_latency_p50_ms":..,"push_latency_p95_ms":..,..}`.
+//! "generation":"ahead"|"lazy","control_db":"sqlite"|"postgres","control_db_cpu_ms_per_push":..,
+//! "push_latency_p50_ms":..,"push_latency_p95_ms":..,..}`.
 //! Push latency is each batch's round trip as its agent sees it (first attempt sent to ack,
 //! retries included).
 //!
@@ -37,6 +38,12 @@
 //! the first server, the count reads the Distributed table, and the ClickHouse CPU is the sum
 //! of the four servers plus ZooKeeper. The raw baseline stays a plain single-server insert (a
 //! MergeTree table on the first server), so the ratios of both modes share one yardstick.
+//!
+//! `--control-db postgres`: the collector's control database (credentials, batch ledger) is a
+//! private PostgreSQL (`harness::postgres`) instead of its default SQLite file, as with several
+//! collectors in production; PostgreSQL's CPU (the postmaster and every backend) is reported
+//! as `control_db_cpu_ms_per_push` and is not counted as ClickHouse's. With SQLite the ledger
+//! runs inside the collector and its CPU is part of the collector's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,7 +56,7 @@ use clap::Parser;
 use fleetpulse_proto::v1::telemetry_item::Kind;
 use fleetpulse_proto::v1::{PushRequest, PushResponse, TelemetryItem};
 use fleetpulse_tests::harness::cluster::{CLUSTER_NAME, Cluster};
-use fleetpulse_tests::harness::process::{cpu_time, memory, raise_fd_limit};
+use fleetpulse_tests::harness::process::{cpu_time, memory, raise_fd_limit, tree_cpu_time};
 use fleetpulse_tests::harness::rows::{EnrollmentEventRow, raw_table_statements};
 use fleetpulse_tests::harness::synthetic::{Synth, event_item};
 use fleetpulse_tests::harness::{self, ClickHouseServer, Collector, Registered};
@@ -112,6 +119,26 @@ struct Args {
     /// agent waits for room before generating its next batch), which bounds the bench's memory.
     #[arg(long, default_value_t = 500_000)]
     max_held_items: usize,
+    /// The collector's control database (credentials, batch ledger): its default SQLite file,
+    /// or a private PostgreSQL as several collectors share in production.
+    #[arg(long, value_enum, default_value_t = ControlDb::Sqlite)]
+    control_db: ControlDb,
+}
+
+/// Where the collector keeps its control data during the bench.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ControlDb {
+    Sqlite,
+    Postgres,
+}
+
+impl ControlDb {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 /// Above this many events the batches are generated lazily (see `--lazy`).
@@ -209,6 +236,16 @@ async fn main() -> anyhow::Result<()> {
     // `--collector-arg` (e.g. `--collector-arg=--agent-pushes-rate=20:100`) is kept.
     let mut builder =
         Collector::builder(ch.url(), &pipeline_db).without_admission_limits(&args.collector_arg);
+    let postgres = match args.control_db {
+        ControlDb::Sqlite => None,
+        ControlDb::Postgres => {
+            let pg = harness::Postgres::start().context("start a private PostgreSQL")?;
+            let url = pg.create_database("bench_control")?;
+            eprintln!("bench: control database {url}");
+            builder = builder.database_url(url);
+            Some(pg)
+        }
+    };
     for a in &args.collector_arg {
         builder = builder.arg(a);
     }
@@ -306,7 +343,10 @@ async fn main() -> anyhow::Result<()> {
     } else {
         processes.push(("clickhouse-server", ch.pid()));
     }
-    let cpu = CpuMeter::new(&processes);
+    let mut cpu = CpuMeter::new(&processes);
+    if let Some(pid) = postgres.as_ref().and_then(harness::Postgres::pid) {
+        cpu.add_tree(CONTROL_DB, pid);
+    }
     let acked = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -374,9 +414,13 @@ async fn main() -> anyhow::Result<()> {
     // Every ClickHouse process (and ZooKeeper in cluster mode): the database's share.
     let clickhouse_cpu: f64 = used
         .iter()
-        .filter(|(name, _)| *name != "collector" && *name != "bench client")
+        .filter(|(name, _)| !["collector", "bench client", CONTROL_DB].contains(name))
         .map(|(_, d)| d.as_secs_f64())
         .sum();
+    let control_db_cpu = used
+        .iter()
+        .find(|(name, _)| *name == CONTROL_DB)
+        .map(|(_, d)| d.as_secs_f64());
     let (rss, peak_rss) = collector.pid().and_then(memory).unwrap_or_default();
     report_writer(&collector, pipeline).await;
     eprintln!(
@@ -519,6 +563,8 @@ async fn main() -> anyhow::Result<()> {
             "collector_rss_mib": mib(rss),
             "collector_peak_rss_mib": mib(peak_rss),
             "generation": if lazy { "lazy" } else { "ahead" },
+            "control_db": args.control_db.name(),
+            "control_db_cpu_ms_per_push": control_db_cpu.map(|c| round3(1000.0 * c / pushes as f64)),
             "push_latency_p50_ms": round3(latency.p50_ms),
             "push_latency_p95_ms": round3(latency.p95_ms),
             "push_latency_p99_ms": round3(latency.p99_ms),
@@ -613,8 +659,12 @@ fn build_collector() -> anyhow::Result<()> {
 
 /// CPU seconds each process spent during a phase: where the time goes, on a machine whose
 /// two cores the bench client, the collector and ClickHouse share.
+/// The name under which the PostgreSQL control database's CPU is reported.
+const CONTROL_DB: &str = "postgresql";
+
 struct CpuMeter {
-    start: Vec<(&'static str, u32, Duration)>,
+    /// (name, pid, CPU at the start, whether the process's descendants count too).
+    start: Vec<(&'static str, u32, Duration, bool)>,
 }
 
 impl CpuMeter {
@@ -623,10 +673,18 @@ impl CpuMeter {
             .iter()
             .filter_map(|(name, pid)| {
                 let pid = (*pid)?;
-                Some((*name, pid, cpu_time(pid)?))
+                Some((*name, pid, cpu_time(pid)?, false))
             })
             .collect();
         Self { start }
+    }
+
+    /// Also measures `pid` with all its descendants (a server forking a process per
+    /// connection).
+    fn add_tree(&mut self, name: &'static str, pid: u32) {
+        if let Some(t) = tree_cpu_time(pid) {
+            self.start.push((name, pid, t, true));
+        }
     }
 
     /// Prints and returns the CPU time each process used since [`CpuMeter::new`].
@@ -634,8 +692,13 @@ impl CpuMeter {
         let used: Vec<(&'static str, Duration)> = self
             .start
             .iter()
-            .filter_map(|(name, pid, before)| {
-                Some((*name, cpu_time(*pid)?.saturating_sub(*before)))
+            .filter_map(|(name, pid, before, tree)| {
+                let now = if *tree {
+                    tree_cpu_time(*pid)?
+                } else {
+                    cpu_time(*pid)?
+                };
+                Some((*name, now.saturating_sub(*before)))
             })
             .collect();
         let parts: Vec<String> = used

@@ -174,6 +174,11 @@ impl Postgres {
             .unwrap_or_else(|| HarnessError::Start("postgres".into(), "no free port".into())))
     }
 
+    /// The postmaster's process id (a private server only); its backends are its children.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server URL without a database, e.g. `postgres://postgres@127.0.0.1:41234`.
     pub fn base_url(&self) -> &str {
         &self.base_url

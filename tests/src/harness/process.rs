@@ -151,6 +151,48 @@ pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
     ))
 }
 
+/// CPU time (user + system) of a process *and its descendants*: its own time, the time of its
+/// children it has reaped (`cutime`, `cstime`) and that of every live descendant. For servers
+/// that fork a process per connection (PostgreSQL's backends), whose own `/proc/<pid>/stat`
+/// says almost nothing. `None` when the process is gone or the platform has no procfs.
+pub fn tree_cpu_time(pid: u32) -> Option<std::time::Duration> {
+    // (pid, ppid, utime + stime, cutime + cstime) of every process.
+    let mut all: Vec<(u32, u32, u64, u64)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(ppid), Some(u), Some(s), Some(cu), Some(cs)) =
+            (num(1), num(11), num(12), num(13), num(14))
+        {
+            all.push((p, u32::try_from(ppid).unwrap_or(0), u + s, cu + cs));
+        }
+    }
+    let root = all.iter().find(|(p, ..)| *p == pid)?;
+    let mut ticks = root.2 + root.3;
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, ppid, own, _) in &all {
+            if *ppid == parent {
+                ticks += own;
+                frontier.push(*p);
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|t| *t > 0)?;
+    Some(std::time::Duration::from_millis(ticks * 1000 / hz))
+}
+
 /// Resident memory of a process from `/proc/<pid>/status`: (`VmRSS`, `VmHWM` = peak RSS), in
 /// bytes; `None` when the process is gone or the platform has no procfs.
 pub fn memory(pid: u32) -> Option<(u64, u64)> {
