@@ -51,7 +51,10 @@ ALERT_HOOK_PORT="${FLEETPULSE_ALERT_HOOK_PORT:-7710}"
 ALERT_SYSLOG_PORT="${FLEETPULSE_ALERT_SYSLOG_PORT:-7714}"
 DATABASE=fleetpulse
 TENANTS="contoso fabrikam"
-BIN="${ROOT}/target/release"
+# cargo builds into CARGO_TARGET_DIR when it is set (a relative one is relative to ROOT).
+target_dir="${CARGO_TARGET_DIR:-target}"
+[[ "${target_dir}" = /* ]] || target_dir="${ROOT}/${target_dir}"
+BIN="${target_dir}/release"
 LOGS="${RUN_DIR}/logs"
 
 log() { echo "run: $*" >&2; }

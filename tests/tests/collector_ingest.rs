@@ -538,12 +538,16 @@ async fn a_resend_after_the_ledger_window_is_verified_against_clickhouse() -> an
     let mut client = fx.collector.client().await?;
     let mut synth = Synth::new(41);
     let mut mixed = synth.event_items(&agent.agent_id, &[], 3, recent(), Duration::from_secs(1));
-    mixed.push(state_item(
-        synth.device_state(&agent.agent_id, device, recent()),
-    ));
-    mixed.push(heartbeat_item(
-        synth.heartbeat(&agent.agent_id, device, recent()),
-    ));
+    mixed.push(state_item(synth.device_state(
+        &agent.agent_id,
+        device,
+        recent(),
+    )));
+    mixed.push(heartbeat_item(synth.heartbeat(
+        &agent.agent_id,
+        device,
+        recent(),
+    )));
     let five = synth.event_items(&agent.agent_id, &[], 5, recent(), Duration::from_secs(1));
     assert_eq!(agent.push(&mut client, 4, mixed.clone()).await?.accepted, 5);
     assert_eq!(agent.push(&mut client, 6, five.clone()).await?.accepted, 5);
@@ -559,7 +563,7 @@ async fn a_resend_after_the_ledger_window_is_verified_against_clickhouse() -> an
     // Two compaction runs as a collector would make them two days on: the first raises the
     // agent's floor to 6, the second (an hour later) deletes both rows under it.
     let db = fleetpulse_collector::control::ControlDb::connect(fx.collector.database_url()).await?;
-    let later = i64::try_from(now_secs())? * 1000 + 48 * 3_600_000;
+    let later = i64::from(now_secs()) * 1000 + 48 * 3_600_000;
     let keep = 24 * 3_600_000;
     let first = db.compact_ledger(later, keep).await?;
     assert_eq!((first.raised, first.deleted), (1, 0));

@@ -228,10 +228,10 @@ impl ControlDb {
             .fetch_optional(self.pool())
             .await?
             else {
-                if self.below_floor(key.agent_id, key.batch_seq).await? {
-                    if self.insert_claim(key, &owner, now_ms, lease_ms).await? {
-                        return Ok(Claim::Pruned { owner });
-                    }
+                if self.below_floor(key.agent_id, key.batch_seq).await?
+                    && self.insert_claim(key, &owner, now_ms, lease_ms).await?
+                {
+                    return Ok(Claim::Pruned { owner });
                 }
                 // Otherwise the row went away between the two statements (an abandoned
                 // claim): look again.

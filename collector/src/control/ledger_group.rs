@@ -368,7 +368,9 @@ async fn apply(db: &ControlDb, group: &[Op]) -> Result<Vec<bool>, sqlx::Error> {
                  v.column6, v.column7, v.column8, v.column9
              FROM (VALUES ",
         );
-        push_rows(&mut sql, &mut params, claims.len(), |p| format!("({})", p.list(9)));
+        push_rows(&mut sql, &mut params, claims.len(), |p| {
+            format!("({})", p.list(9))
+        });
         sql.push_str(
             ") AS v
              WHERE NOT EXISTS (SELECT 1 FROM ledger_floors f

@@ -628,7 +628,10 @@ impl IngestSvc {
         let duplicate = all_found && matches!(recover, Recover::Compacted);
         if duplicate {
             m.batches_duplicate.inc();
-            tracing::info!(accepted, "compacted batch found stored; nothing stored again");
+            tracing::info!(
+                accepted,
+                "compacted batch found stored; nothing stored again"
+            );
             return Ok(rejects_response(batch_seq, accepted, rejects, true));
         }
         m.batches_accepted.inc();

@@ -159,7 +159,11 @@ pub fn tree_cpu_time(pid: u32) -> Option<std::time::Duration> {
     // (pid, ppid, utime + stime, cutime + cstime) of every process.
     let mut all: Vec<(u32, u32, u64, u64)> = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
