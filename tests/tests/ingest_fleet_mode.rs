@@ -62,6 +62,11 @@ async fn fleet_run(extra: &[&str]) -> anyhow::Result<serde_json::Value> {
 async fn fleet_mode_bench_stores_every_event_and_reports_per_push_cost() -> anyhow::Result<()> {
     let report = fleet_run(&[]).await?;
     assert_eq!(report["control_db"], "sqlite", "{report}");
+    assert_eq!(
+        (&report["tls"], &report["connections"]),
+        (&serde_json::json!(false), &serde_json::json!(200)),
+        "{report}"
+    );
     assert!(report["control_db_cpu_ms_per_push"].is_null(), "{report}");
     println!("fleet mode: {report}");
     Ok(())
@@ -80,5 +85,17 @@ async fn fleet_mode_bench_on_postgres_reports_the_control_database_cost() -> any
         "{report}"
     );
     println!("fleet mode on PostgreSQL: {report}");
+    Ok(())
+}
+
+/// Over TLS, with every push on a new connection (TCP, TLS and HTTP/2 handshakes each time),
+/// as a fleet whose devices connect, push and go: all stored, one connection per push.
+#[tokio::test]
+async fn fleet_mode_bench_over_tls_with_a_connection_per_push() -> anyhow::Result<()> {
+    let report = fleet_run(&["--tls", "--pushes-per-connection", "1"]).await?;
+    assert_eq!(report["tls"], true, "{report}");
+    assert_eq!(report["pushes_per_connection"], 1, "{report}");
+    assert_eq!(report["connections"], 600, "{report}");
+    println!("fleet mode over TLS, a connection per push: {report}");
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! "raw_clickhouse_eps":Y,"ratio":X/Y,"collector_cpu_s":..,"collector_cpu_ms_per_push":..,
 //! "collector_cpu_s_per_million_events":..,"collector_rss_mib":..,"collector_peak_rss_mib":..,
 //! "generation":"ahead"|"lazy","control_db":"sqlite"|"postgres","control_db_cpu_ms_per_push":..,
+//! "tls":bool,"pushes_per_connection":N,"connections":opened,
 //! "push_latency_p50_ms":..,"push_latency_p95_ms":..,..}`.
 //! Push latency is each batch's round trip as its agent sees it (first attempt sent to ack,
 //! retries included).
@@ -38,6 +39,12 @@
 //! the first server, the count reads the Distributed table, and the ClickHouse CPU is the sum
 //! of the four servers plus ZooKeeper. The raw baseline stays a plain single-server insert (a
 //! MergeTree table on the first server), so the ratios of both modes share one yardstick.
+//!
+//! `--tls`: the collector serves gRPC over TLS (a throw-away CA from `harness::tls`) and every
+//! agent connection is a TLS 1.3 connection (rustls, ALPN h2), as in production. With
+//! `--pushes-per-connection N` each agent opens a new connection (TCP, TLS and HTTP/2
+//! handshakes) after every N pushes instead of keeping one open, like a fleet whose devices
+//! connect, push and go; the report counts the connections opened.
 //!
 //! `--control-db postgres`: the collector's control database (credentials, batch ledger) is a
 //! private PostgreSQL (`harness::postgres`) instead of its default SQLite file, as with several
@@ -123,6 +130,13 @@ struct Args {
     /// or a private PostgreSQL as several collectors share in production.
     #[arg(long, value_enum, default_value_t = ControlDb::Sqlite)]
     control_db: ControlDb,
+    /// Serve and connect over TLS (a generated CA), as production does.
+    #[arg(long)]
+    tls: bool,
+    /// Pushes an agent sends on one connection before opening a new one (TCP, TLS and HTTP/2
+    /// handshakes again); 0 keeps each agent's connection open for the whole run.
+    #[arg(long, default_value_t = 0)]
+    pushes_per_connection: u64,
 }
 
 /// Where the collector keeps its control data during the bench.
@@ -236,6 +250,17 @@ async fn main() -> anyhow::Result<()> {
     // `--collector-arg` (e.g. `--collector-arg=--agent-pushes-rate=20:100`) is kept.
     let mut builder =
         Collector::builder(ch.url(), &pipeline_db).without_admission_limits(&args.collector_arg);
+    let pki = if args.tls {
+        Some(harness::tls::TestPki::generate().context("generate the bench's CA")?)
+    } else {
+        None
+    };
+    if let Some(pki) = &pki {
+        builder = builder
+            .tls(pki.server_tls(false))
+            .client_tls(pki.client_tls(false));
+    }
+    let tls = pki.as_ref().map(|p| tls_connector(&p.ca_pem)).transpose()?;
     let postgres = match args.control_db {
         ControlDb::Sqlite => None,
         ControlDb::Postgres => {
@@ -348,13 +373,19 @@ async fn main() -> anyhow::Result<()> {
         cpu.add_tree(CONTROL_DB, pid);
     }
     let acked = Arc::new(AtomicU64::new(0));
+    let dial = Arc::new(Dial {
+        addr: collector.grpc_addr(),
+        tls,
+        pushes_per_connection: args.pushes_per_connection,
+        opened: AtomicU64::new(0),
+    });
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (agent, source) in agents.iter().cloned().zip(sources) {
         let acked = Arc::clone(&acked);
         let pushes_done = Arc::clone(&pushes_done);
         tasks.push(tokio::spawn(push_all(
-            collector.grpc_addr(),
+            Arc::clone(&dial),
             agent,
             source,
             acked,
@@ -564,6 +595,9 @@ async fn main() -> anyhow::Result<()> {
             "collector_peak_rss_mib": mib(peak_rss),
             "generation": if lazy { "lazy" } else { "ahead" },
             "control_db": args.control_db.name(),
+            "tls": args.tls,
+            "pushes_per_connection": args.pushes_per_connection,
+            "connections": dial.opened.load(Ordering::Relaxed),
             "control_db_cpu_ms_per_push": control_db_cpu.map(|c| round3(1000.0 * c / pushes as f64)),
             "push_latency_p50_ms": round3(latency.p50_ms),
             "push_latency_p95_ms": round3(latency.p95_ms),
@@ -873,23 +907,18 @@ impl Percentiles {
 /// One agent: push each batch, retrying UNAVAILABLE with backoff, until all are acknowledged.
 /// Returns each batch's round trip (first attempt sent to ack, retries included).
 async fn push_all(
-    collector: SocketAddr,
+    dial: Arc<Dial>,
     agent: Registered,
     source: Source,
     acked: Arc<AtomicU64>,
     pushes: Arc<AtomicU64>,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut client = AgentConnection::open(collector)
-        .await
-        .with_context(|| format!("agent {}: connecting to {collector}", agent.agent_id))?;
-    let auth: MetadataValue<Ascii> = format!("Bearer {}", agent.credential)
-        .parse()
-        .context("the agent credential is not a valid header value")?;
+    let mut client = AgentClient::new(dial, &agent)?;
     let mut latencies = Vec::new();
     match source {
         Source::Ahead(batches) => {
             for batch in batches {
-                let took = push_one(&mut client, &agent, &auth, &batch).await?;
+                let took = client.push(&batch).await?;
                 latencies.push(took);
                 acked.fetch_add(batch.items, Ordering::Relaxed);
                 pushes.fetch_add(1, Ordering::Relaxed);
@@ -902,13 +931,91 @@ async fn push_all(
                 break;
             };
             let batch = Encoded::of(&batch);
-            let took = push_one(&mut client, &agent, &auth, &batch).await?;
+            let took = client.push(&batch).await?;
             latencies.push(took);
             acked.fetch_add(batch.items, Ordering::Relaxed);
             pushes.fetch_add(1, Ordering::Relaxed);
         },
     }
     Ok(latencies)
+}
+
+/// Where and how agents connect: the collector's address, TLS or not, and how many pushes a
+/// connection carries before the agent opens a new one (0: one connection for the run).
+struct Dial {
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+    pushes_per_connection: u64,
+    /// Connections opened by all agents.
+    opened: AtomicU64,
+}
+
+/// One simulated agent: its credential header and its current connection, replaced after
+/// `pushes_per_connection` pushes.
+struct AgentClient<'a> {
+    dial: Arc<Dial>,
+    agent: &'a Registered,
+    auth: MetadataValue<Ascii>,
+    connection: Option<tonic::client::Grpc<AgentConnection>>,
+    pushes_on_connection: u64,
+}
+
+impl<'a> AgentClient<'a> {
+    fn new(dial: Arc<Dial>, agent: &'a Registered) -> anyhow::Result<Self> {
+        let auth = format!("Bearer {}", agent.credential)
+            .parse()
+            .context("the agent credential is not a valid header value")?;
+        Ok(Self {
+            dial,
+            agent,
+            auth,
+            connection: None,
+            pushes_on_connection: 0,
+        })
+    }
+
+    /// Pushes one batch until it is acknowledged, on the current connection or a new one.
+    async fn push(&mut self, batch: &Encoded) -> anyhow::Result<Duration> {
+        let limit = self.dial.pushes_per_connection;
+        if limit > 0 && self.pushes_on_connection >= limit {
+            self.connection = None;
+        }
+        let client = match &mut self.connection {
+            Some(c) => c,
+            None => {
+                let addr = self.dial.addr;
+                let opened = AgentConnection::open(addr, self.dial.tls.as_ref())
+                    .await
+                    .with_context(|| {
+                        format!("agent {}: connecting to {addr}", self.agent.agent_id)
+                    })?;
+                self.dial.opened.fetch_add(1, Ordering::Relaxed);
+                self.pushes_on_connection = 0;
+                self.connection.insert(opened)
+            }
+        };
+        let took = push_one(client, self.agent, &self.auth, batch).await?;
+        self.pushes_on_connection += 1;
+        Ok(took)
+    }
+}
+
+/// A client configuration trusting `ca_pem` only, offering HTTP/2 by ALPN (as tonic's TLS
+/// channel does).
+fn tls_connector(ca_pem: &str) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("reading the bench CA")?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// A `PushRequest` encoded once, as an agent's spool holds it: every attempt sends these
@@ -988,27 +1095,54 @@ struct AgentConnection {
 }
 
 impl AgentConnection {
-    /// Connects (TCP within 5 s as tonic's endpoint did, no delay, HTTP/2 handshake) and
-    /// spawns the connection's driver.
-    async fn open(addr: SocketAddr) -> anyhow::Result<tonic::client::Grpc<Self>> {
+    /// Connects (TCP within 5 s as tonic's endpoint did, no delay, the TLS handshake when
+    /// `tls` is given, the HTTP/2 handshake) and spawns the connection's driver.
+    async fn open(
+        addr: SocketAddr,
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> anyhow::Result<tonic::client::Grpc<Self>> {
         let tcp =
             tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
                 .await
                 .context("TCP connect timed out after 5 s")??;
         tcp.set_nodelay(true)?;
+        let (send, origin) = match tls {
+            None => (Self::h2(addr, tcp).await?, format!("http://{addr}")),
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::try_from("localhost")?;
+                let stream = connector.connect(name, tcp).await?;
+                (
+                    Self::h2(addr, stream).await?,
+                    format!("https://localhost:{}", addr.port()),
+                )
+            }
+        };
+        Ok(
+            tonic::client::Grpc::with_origin(Self { send }, origin.parse()?)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+    }
+
+    /// The HTTP/2 handshake over `io`; the connection's driver runs until the sender is
+    /// dropped.
+    async fn h2<IO>(
+        addr: SocketAddr,
+        io: IO,
+    ) -> anyhow::Result<hyper::client::conn::http2::SendRequest<tonic::body::Body>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let (send, connection) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .handshake(hyper_util::rt::TokioIo::new(tcp))
+                .handshake(hyper_util::rt::TokioIo::new(io))
                 .await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 eprintln!("bench: agent connection to {addr} ended: {e}");
             }
         });
-        let origin: http::Uri = format!("http://{addr}").parse()?;
-        Ok(tonic::client::Grpc::with_origin(Self { send }, origin)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        Ok(send)
     }
 }
 
