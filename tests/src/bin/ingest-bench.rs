@@ -1001,7 +1001,7 @@ impl<'a> AgentClient<'a> {
 }
 
 /// A client configuration trusting `ca_pem` only, offering HTTP/2 by ALPN (as tonic's TLS
-/// channel does).
+/// channel does), without session resumption.
 fn tls_connector(ca_pem: &str) -> anyhow::Result<tokio_rustls::TlsConnector> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
     use tokio_rustls::rustls;
@@ -1015,6 +1015,10 @@ fn tls_connector(ca_pem: &str) -> anyhow::Result<tokio_rustls::TlsConnector> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // Every connection makes a full handshake: the simulated agents share one process, and a
+    // shared session cache would let them resume each other's sessions, which a fleet of
+    // separate devices (against a server cache far smaller than the fleet) does not.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
