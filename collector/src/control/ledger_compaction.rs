@@ -35,7 +35,9 @@
 //! 1. **promote**: `deletable_seq = guard_seq` where the guard was raised at least
 //!    `PROMOTE_AFTER_MS` ago;
 //! 2. **delete** rows older than the window at or below `deletable_seq`, in chunks of
-//!    [`DELETE_CHUNK`] rows;
+//!    [`DELETE_CHUNK`] rows, except a row under a live lease: an old batch being recovered
+//!    right now (a takeover keeps the row's `created_at`) keeps its row, or a second attempt
+//!    would find none and write beside it;
 //! 3. **raise** each agent's guard to the highest number among its rows older than the window,
 //!    to be promoted (and those rows deleted) by a run at least `PROMOTE_AFTER_MS` later.
 //!
@@ -87,9 +89,11 @@ impl ControlDb {
                      SELECT b.agent_id, b.batch_seq FROM ingest_batches b
                      JOIN ledger_floors f ON f.agent_id = b.agent_id
                      WHERE b.created_at < $1 AND b.batch_seq <= f.deletable_seq
-                     LIMIT $2)",
+                       AND b.lease_until <= $2
+                     LIMIT $3)",
             )
             .bind(cutoff)
+            .bind(now_ms)
             .bind(DELETE_CHUNK)
             .execute(self.pool())
             .await?
@@ -218,6 +222,38 @@ mod tests {
         );
         assert_eq!(rows(&db).await, vec![(AGENT.to_owned(), 4)]);
 
+        // A batch under the floor that a push owns right now (a takeover of a two-day-old
+        // attempt) keeps its row while the lease lives, and goes once it has expired.
+        let taken_at = t0 + HOUR;
+        store(&db, OTHER, 7, t0 - 47 * HOUR).await;
+        sqlx::query(
+            "UPDATE ingest_batches SET state = 'pending', lease_until = $1
+             WHERE agent_id = $2 AND batch_seq = 7",
+        )
+        .bind(taken_at + 2 * HOUR + LEASE)
+        .bind(OTHER)
+        .execute(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            db.compact_ledger(taken_at + HOUR, 24 * HOUR)
+                .await
+                .unwrap()
+                .raised,
+            1
+        );
+        let leased = db
+            .compact_ledger(taken_at + 2 * HOUR, 24 * HOUR)
+            .await
+            .unwrap();
+        assert_eq!((leased.promoted, leased.deleted), (1, 0));
+        let expired = db
+            .compact_ledger(taken_at + 3 * HOUR, 24 * HOUR)
+            .await
+            .unwrap();
+        assert_eq!(expired.deleted, 1);
+        assert_eq!(rows(&db).await, vec![(AGENT.to_owned(), 4)]);
+
         // A resend of a compacted batch is owned and must be verified; so is a number under
         // the guard that was never seen. A new number is fresh; batch 4 is still a duplicate.
         let now = t0 + HOUR;
@@ -241,9 +277,9 @@ mod tests {
             db.claim_batch(&key(AGENT, 4), now, LEASE).await.unwrap(),
             Claim::Duplicate { .. }
         ));
-        // Another agent's floor does not touch this one's numbers.
+        // Each agent has its own floor: OTHER's is 7 now, AGENT's 3.
         assert!(matches!(
-            db.claim_batch(&key(OTHER, 2), now, LEASE).await.unwrap(),
+            db.claim_batch(&key(OTHER, 8), now, LEASE).await.unwrap(),
             Claim::Fresh { .. }
         ));
 
