@@ -85,13 +85,17 @@ impl ControlDb {
         let mut deleted = 0;
         loop {
             let n = sqlx::query(
-                "DELETE FROM ingest_batches WHERE (agent_id, batch_seq) IN (
+                // The lease condition is repeated on the deleted row itself: on PostgreSQL a
+                // row updated meanwhile (a takeover's compare-and-set) is re-checked against
+                // the outer condition before it is deleted.
+                "DELETE FROM ingest_batches WHERE lease_until <= $1 AND (agent_id, batch_seq) IN (
                      SELECT b.agent_id, b.batch_seq FROM ingest_batches b
                      JOIN ledger_floors f ON f.agent_id = b.agent_id
-                     WHERE b.created_at < $1 AND b.batch_seq <= f.deletable_seq
-                       AND b.lease_until <= $2
-                     LIMIT $3)",
+                     WHERE b.created_at < $2 AND b.batch_seq <= f.deletable_seq
+                       AND b.lease_until <= $3
+                     LIMIT $4)",
             )
+            .bind(now_ms)
             .bind(cutoff)
             .bind(now_ms)
             .bind(DELETE_CHUNK)
