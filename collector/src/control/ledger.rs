@@ -175,6 +175,15 @@ pub enum Claim {
     DigestMismatch { stored_is_v1: bool },
 }
 
+/// Whether a claim's insert obeys the agent's compaction floor.
+#[derive(Debug, Clone, Copy)]
+enum Floor {
+    /// Insert only above the floor (a fresh claim).
+    Respect,
+    /// Insert whatever the floor (a batch known to be at or below it, row gone).
+    Ignore,
+}
+
 pub(crate) fn new_owner() -> String {
     crate::control::secrets::new_token_id()
 }
@@ -193,29 +202,10 @@ impl ControlDb {
             let owner = new_owner();
             // Fresh only above the agent's compaction floor: at or below it, a missing row may
             // be one that compaction deleted (see `ledger_compaction`).
-            let inserted = sqlx::query(
-                "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
-                     accepted, rejects, owner, lease_until, created_at, updated_at)
-                 SELECT $1, $2, $3, $4, 'pending', $5, 0, '[]', $6, $7, $8, $9
-                 WHERE NOT EXISTS (SELECT 1 FROM ledger_floors
-                                   WHERE agent_id = $10 AND guard_seq >= $11)
-                 ON CONFLICT (agent_id, batch_seq) DO NOTHING",
-            )
-            .bind(key.agent_id)
-            .bind(key.batch_seq)
-            .bind(key.tenant)
-            .bind(key.digest)
-            .bind(key.item_count)
-            .bind(&owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(key.agent_id)
-            .bind(key.batch_seq)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-            if inserted == 1 {
+            let inserted = self
+                .insert_claim(key, &owner, now_ms, lease_ms, Floor::Respect)
+                .await?;
+            if inserted {
                 return Ok(Claim::Fresh { owner });
             }
 
@@ -229,7 +219,9 @@ impl ControlDb {
             .await?
             else {
                 if self.below_floor(key.agent_id, key.batch_seq).await?
-                    && self.insert_claim(key, &owner, now_ms, lease_ms).await?
+                    && self
+                        .insert_claim(key, &owner, now_ms, lease_ms, Floor::Ignore)
+                        .await?
                 {
                     return Ok(Claim::Pruned { owner });
                 }
@@ -304,32 +296,45 @@ impl ControlDb {
         Ok(guard.is_some_and(|g| g >= batch_seq))
     }
 
-    /// Inserts a pending claim whatever the floor says; whether this call inserted it.
+    /// Inserts a pending claim unless the row exists (or, with [`Floor::Respect`], unless the
+    /// number is at or below the agent's compaction floor); whether this call inserted it.
     async fn insert_claim(
         &self,
         key: &BatchKey<'_>,
         owner: &str,
         now_ms: i64,
         lease_ms: i64,
+        floor: Floor,
     ) -> Result<bool, ControlError> {
-        let inserted = sqlx::query(
+        // `WHERE` in the SELECT also keeps SQLite's parser from reading `ON CONFLICT` as a
+        // join's `ON`.
+        let condition = match floor {
+            Floor::Respect => {
+                "NOT EXISTS (SELECT 1 FROM ledger_floors WHERE agent_id = $10 AND guard_seq >= $11)"
+            }
+            Floor::Ignore => "true",
+        };
+        let sql = format!(
             "INSERT INTO ingest_batches (agent_id, batch_seq, tenant, digest, state, item_count,
                  accepted, rejects, owner, lease_until, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'pending', $5, 0, '[]', $6, $7, $8, $9)
-             ON CONFLICT (agent_id, batch_seq) DO NOTHING",
-        )
-        .bind(key.agent_id)
-        .bind(key.batch_seq)
-        .bind(key.tenant)
-        .bind(key.digest)
-        .bind(key.item_count)
-        .bind(owner)
-        .bind(now_ms + lease_ms)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
+             SELECT $1, $2, $3, $4, 'pending', $5, 0, '[]', $6, $7, $8, $9
+             WHERE {condition}
+             ON CONFLICT (agent_id, batch_seq) DO NOTHING"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(key.agent_id)
+            .bind(key.batch_seq)
+            .bind(key.tenant)
+            .bind(key.digest)
+            .bind(key.item_count)
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .bind(now_ms);
+        if let Floor::Respect = floor {
+            query = query.bind(key.agent_id).bind(key.batch_seq);
+        }
+        let inserted = query.execute(self.pool()).await?.rows_affected();
         Ok(inserted == 1)
     }
 
