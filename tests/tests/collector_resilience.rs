@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use fleetpulse_agent::shipper::{Disposition, disposition};
 use fleetpulse_proto::v1::PushResponse;
 use fleetpulse_proto::v1::TelemetryItem;
 use fleetpulse_proto::v1::ingest_service_client::IngestServiceClient;
@@ -34,9 +35,10 @@ fn items(agent: &Registered, seed: u64, n: usize) -> Vec<TelemetryItem> {
     )
 }
 
-/// What an agent does: resend the same batch until it is acknowledged. Failures that leave the
-/// outcome unknown (connection refused or reset, collector shutting down) are retried; a
-/// definite refusal is returned.
+/// What an agent does: resend the same batch until it is acknowledged. Failures the agent's
+/// shipper retries (`fleetpulse_agent::shipper::disposition`: connection refused or reset, a
+/// collector shutting down, an HTTP/2 GOAWAY surfacing as INTERNAL) are retried; a definite
+/// refusal panics.
 async fn push_until_acked(
     agent: &Registered,
     client: &mut IngestServiceClient<Channel>,
@@ -49,12 +51,7 @@ async fn push_until_acked(
     while Instant::now() < deadline {
         match agent.push(client, seq, items.clone()).await {
             Ok(r) => return r,
-            Err(s)
-                if matches!(
-                    s.code(),
-                    Code::Unavailable | Code::Unknown | Code::Cancelled
-                ) =>
-            {
+            Err(s) if disposition(s.code()) == Disposition::Retry => {
                 last = Some(s);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
