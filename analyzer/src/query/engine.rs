@@ -512,6 +512,16 @@ struct TopCodeRow {
     affected_users: u64,
 }
 
+/// How a plan assigns categories ([`Engine::plan_categories`]).
+enum Categories {
+    /// The question needs none.
+    None,
+    /// By signal core, every core classifying uniformly (this map).
+    Cores(CategoryMap),
+    /// By signal id, for the signals in the plan's segments (read once they are checked).
+    Signals,
+}
+
 /// Category assignment for the signals in scope, bound into `transform`.
 pub(super) struct CategoryMap {
     /// The column the ids are values of: `sig`, or `core` (see [`Engine::core_map`]).
@@ -622,6 +632,56 @@ impl Engine {
             resolution,
             (f.source == SourceChoice::Auto).then_some(family),
         )
+    }
+
+    /// `segs` as [`Self::resolve_spans`] turns them out when every week span is current: each
+    /// span read alone, checked, and its fallback days dropped. The common case: a span goes
+    /// stale only when events arrive late for the days under it, until the next build.
+    fn spans_assumed_current(segs: &[Segment]) -> Vec<Segment> {
+        segs.iter()
+            .filter_map(|seg| match seg.source {
+                Source::Rollup(family, Grain::WeekHead) => Some(Segment {
+                    source: Source::Rollup(family, Grain::CheckedHead),
+                    ..*seg
+                }),
+                Source::Rollup(family, Grain::WeekTail) => Some(Segment {
+                    source: Source::Rollup(family, Grain::CheckedTail),
+                    ..*seg
+                }),
+                Source::Rollup(_, Grain::HeadDays | Grain::TailDays) => None,
+                _ => Some(*seg),
+            })
+            .collect()
+    }
+
+    /// Answers `question` over `segs`, checking the plan's week spans *while* the question
+    /// runs on them rather than before it: the check ([`Self::resolve_spans`]) and the
+    /// question go to ClickHouse together, and the answer is kept when every span proved
+    /// current. When one did not (events arrived late for its days), that answer is dropped
+    /// and the question runs again over what the check resolved, so a stale span is never
+    /// served. Why: the check is its own round trip (~3 ms at 10M events), which before came
+    /// first on every span-backed question, about a tenth of a dashboard question's time
+    /// (BENCHMARKS.md, issue 7, thirteenth session).
+    pub(super) async fn with_checked_spans<T, Q, F>(
+        &self,
+        segs: Vec<Segment>,
+        question: Q,
+    ) -> Result<T, QueryError>
+    where
+        Q: Fn(Vec<Segment>) -> F,
+        F: Future<Output = Result<T, QueryError>>,
+    {
+        let assumed = Self::spans_assumed_current(&segs);
+        if assumed == segs {
+            return question(segs).await;
+        }
+        let (resolved, answer) = tokio::join!(self.resolve_spans(segs), question(assumed.clone()));
+        let resolved = resolved?;
+        if resolved == assumed {
+            answer
+        } else {
+            question(resolved).await
+        }
     }
 
     /// `segs` with each week span checked now: a span whose event count equals the days'
@@ -937,41 +997,97 @@ impl Engine {
     /// The family, segments and category map answering `f` at `resolution`, given the columns
     /// the question needs besides the category. Category questions read the signal cores when
     /// a cores family holds the question and every core classifies uniformly; otherwise the
-    /// signal ids (`sig`), classified for the signals in scope.
+    /// signal ids (`sig`), classified for the signals in scope. The week spans are checked
+    /// here, before the answer is built; [`Self::plan_categories`] leaves that to
+    /// [`Self::with_checked_spans`].
     async fn plan_with_categories(
+        &self,
+        f: &Filters,
+        needed: Vec<&'static str>,
+        needs_cat: bool,
+        resolution: Resolution,
+    ) -> Result<(Vec<Segment>, Option<CategoryMap>), QueryError> {
+        let (segs, categories) = self
+            .plan_categories(f, needed, needs_cat, resolution)
+            .await?;
+        let segs = self.resolve_spans(segs).await?;
+        let map = self.categories(f, &segs, categories).await?;
+        Ok((segs, map))
+    }
+
+    /// The segments (week spans not checked yet) and how categories are assigned, as
+    /// [`Self::plan_with_categories`] describes.
+    async fn plan_categories(
         &self,
         f: &Filters,
         mut needed: Vec<&'static str>,
         needs_cat: bool,
         resolution: Resolution,
-    ) -> Result<(Vec<Segment>, Option<CategoryMap>), QueryError> {
+    ) -> Result<(Vec<Segment>, Categories), QueryError> {
         if needs_cat && f.source == SourceChoice::Auto {
             let mut with_core = needed.clone();
             with_core.push("core");
             let family = Family::for_columns_at(with_core, resolution);
-            let segs = self
-                .resolve_spans(self.segments(f, resolution, family))
-                .await?;
+            let segs = self.segments(f, resolution, family);
+            // Checking spans never makes a plan raw-only: this holds before and after.
             if family.columns().contains(&"core")
                 && Self::only_raw(&segs).is_none()
                 && let Some(map) = self.core_map().await?
             {
-                return Ok((segs, Some(map)));
+                return Ok((segs, Categories::Cores(map)));
             }
         }
         if needs_cat {
             needed.push("sig");
         }
         let family = Family::for_columns_at(needed, resolution);
-        let segs = self
-            .resolve_spans(self.segments(f, resolution, family))
-            .await?;
-        let map = if needs_cat {
-            Some(self.category_map(f, &segs).await?)
+        let segs = self.segments(f, resolution, family);
+        let categories = if needs_cat {
+            Categories::Signals
         } else {
-            None
+            Categories::None
         };
-        Ok((segs, map))
+        Ok((segs, categories))
+    }
+
+    /// [`Self::plan_categories`] with its category map made, for a question answered through
+    /// [`Self::with_checked_spans`]: a plan classifying by signal reads the signal ids in scope
+    /// from its checked segments, so its spans are checked here (then the question runs on
+    /// them alone); the other plans' spans are left unchecked for the question to check.
+    async fn plan_for_question(
+        &self,
+        f: &Filters,
+        needed: Vec<&'static str>,
+        needs_cat: bool,
+        resolution: Resolution,
+    ) -> Result<(Vec<Segment>, Option<CategoryMap>), QueryError> {
+        let (segs, categories) = self
+            .plan_categories(f, needed, needs_cat, resolution)
+            .await?;
+        match categories {
+            Categories::Signals => {
+                let segs = self.resolve_spans(segs).await?;
+                let map = self.category_map(f, &segs).await?;
+                Ok((segs, Some(map)))
+            }
+            Categories::Cores(map) => Ok((segs, Some(map))),
+            Categories::None => Ok((segs, None)),
+        }
+    }
+
+    /// The category map of a plan over `segs` (checked): the cores' map as planned, or the
+    /// signals in scope classified now.
+    async fn categories(
+        &self,
+        f: &Filters,
+        segs: &[Segment],
+        categories: Categories,
+    ) -> Result<Option<CategoryMap>, QueryError> {
+        Ok(match categories {
+            Categories::None => None,
+            Categories::Cores(map) => Some(map),
+            Categories::Signals => Some(self.category_map(f, segs).await?),
+        })
     }
 
     pub(super) fn category_expr(sql: &mut Sql, map: &CategoryMap) {
@@ -1009,23 +1125,20 @@ impl Engine {
     /// tenants with no filter, read from the rollups; None otherwise (and when the range is
     /// too short for any rollup: raw rows are then aggregated directly). One tenant's
     /// questions read `rollup_narrow_*`, ordered by tenant first; 0007 is ordered by bucket.
-    async fn tenant_totals_plan(
-        &self,
-        f: &Filters,
-        dim: Option<Dimension>,
-    ) -> Result<Option<Vec<Segment>>, QueryError> {
+    /// Its week spans are not checked yet (see [`Self::with_checked_spans`]).
+    fn tenant_totals_plan(&self, f: &Filters, dim: Option<Dimension>) -> Option<Vec<Segment>> {
         if dim != Some(Dimension::Tenant)
             || f.source != SourceChoice::Auto
             || f.category.is_some()
             || filter_columns(f).next().is_some()
         {
-            return Ok(None);
+            return None;
         }
         let segs = self.segments(f, Resolution::Whole, Family::TenantTotals);
         if Self::only_raw(&segs).is_some() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(self.resolve_spans(segs).await?))
+        Some(segs)
     }
 
     /// Groups by `dim` (or by nothing when None, giving one row keyed '').
@@ -1035,18 +1148,22 @@ impl Engine {
         dim: Option<Dimension>,
         limit: u64,
     ) -> Result<(Vec<MetricRow>, bool), QueryError> {
-        if let Some(segs) = self.tenant_totals_plan(f, dim).await? {
-            let mut sql = Sql::default();
-            sql.push("SELECT tenant AS key, ").push(TENANT_METRICS);
-            Self::push_categorized(
-                &mut sql,
-                None,
-                self.union(&segs, &[Col::Named("tenant")], f, false, true),
-                f,
-            );
-            sql.push(" GROUP BY key ORDER BY failures DESC, n_events DESC, key ASC LIMIT ")
-                .bind(Bind::U64(limit));
-            return Ok((sql.query(&self.client).fetch_all().await?, false));
+        if let Some(segs) = self.tenant_totals_plan(f, dim) {
+            return self
+                .with_checked_spans(segs, |segs| async move {
+                    let mut sql = Sql::default();
+                    sql.push("SELECT tenant AS key, ").push(TENANT_METRICS);
+                    Self::push_categorized(
+                        &mut sql,
+                        None,
+                        self.union(&segs, &[Col::Named("tenant")], f, false, true),
+                        f,
+                    );
+                    sql.push(" GROUP BY key ORDER BY failures DESC, n_events DESC, key ASC LIMIT ")
+                        .bind(Bind::U64(limit));
+                    Ok((sql.query(&self.client).fetch_all().await?, false))
+                })
+                .await;
         }
         let needs_cat = f.category.is_some() || dim == Some(Dimension::Category);
         let mut needed: Vec<&'static str> = filter_columns(f).collect();
@@ -1057,8 +1174,24 @@ impl Engine {
             Some(d) => needed.push(d.column()),
         }
         let (segs, map) = self
-            .plan_with_categories(f, needed, needs_cat, Resolution::Whole)
+            .plan_for_question(f, needed, needs_cat, Resolution::Whole)
             .await?;
+        let map = map.as_ref();
+        self.with_checked_spans(segs, |segs| async move {
+            self.grouped_rows(f, dim, limit, &segs, map).await
+        })
+        .await
+    }
+
+    /// The grouped question of [`Self::grouped`] over planned segments and category map.
+    async fn grouped_rows(
+        &self,
+        f: &Filters,
+        dim: Option<Dimension>,
+        limit: u64,
+        segs: &[Segment],
+        map: Option<&CategoryMap>,
+    ) -> Result<(Vec<MetricRow>, bool), QueryError> {
         let mut cols = vec![Col::Named("outcome")];
         let side_expr = side_key();
         let key_expr: &str = match dim {
@@ -1094,11 +1227,11 @@ impl Engine {
             }
             Some(Dimension::Outcome) => "outcome",
         };
-        if let Some(map) = &map {
+        if let Some(map) = map {
             cols.push(map.key);
         }
         let failed_only = dim == Some(Dimension::Category);
-        let metrics = match (Self::only_raw(&segs).is_some(), failed_only) {
+        let metrics = match (Self::only_raw(segs).is_some(), failed_only) {
             (true, true) => RAW_FAILED_METRICS,
             (true, false) => RAW_METRICS,
             (false, true) => FAILED_METRICS,
@@ -1109,17 +1242,12 @@ impl Engine {
             .push(key_expr)
             .push(" AS key, ")
             .push(metrics);
-        Self::push_categorized(
-            &mut sql,
-            map.as_ref(),
-            self.rows(&segs, &cols, f, failed_only),
-            f,
-        );
+        Self::push_categorized(&mut sql, map, self.rows(segs, &cols, f, failed_only), f);
         if dim.is_some() {
             sql.push(" GROUP BY key ORDER BY failures DESC, n_events DESC, key ASC LIMIT ")
                 .bind(Bind::U64(limit));
         }
-        let exact = Self::only_raw(&segs).is_some();
+        let exact = Self::only_raw(segs).is_some();
         Ok((sql.query(&self.client).fetch_all().await?, exact))
     }
 
@@ -1288,11 +1416,52 @@ impl Engine {
         let mut needed: Vec<&'static str> = filter_columns(f).collect();
         needed.extend(["outcome", "error_code", "error_has_code", "error_symbol"]);
         let (segs, map) = self
-            .plan_with_categories(f, needed, true, Resolution::Whole)
+            .plan_for_question(f, needed, true, Resolution::Whole)
             .await?;
         // Always Some: categories were asked for.
         let map = map.unwrap_or_else(CategoryMap::empty);
-        let exact = Self::only_raw(&segs).is_some();
+        let (rows, exact) = self
+            .with_checked_spans(segs, |segs| {
+                let map = &map;
+                async move { self.top_code_rows(f, limit, &segs, map).await }
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let info = match map.key {
+                    Col::Core => map.infos.get(&r.sample).cloned(),
+                    _ => self.cache.get(r.sample),
+                }
+                .unwrap_or_else(|| Arc::new(unknown_info()));
+                let symbols = symbols_by_failures(r.symbols);
+                TopCode {
+                    code: format_code(r.error_code, r.error_has_code == 1),
+                    symbol: symbols.first().cloned().unwrap_or_default(),
+                    symbols,
+                    category: r.category,
+                    failures: r.failures,
+                    affected_devices: r.affected_devices,
+                    affected_users: r.affected_users,
+                    estimated: is_estimate(exact, &[r.affected_devices, r.affected_users]),
+                    failure_reason: info.failure_reason.clone(),
+                    cause: info.cause.clone(),
+                    remediation: info.remediation.clone(),
+                    source_doc: info.source_doc.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// The rows of [`Self::top_codes`] over planned segments, and whether they are exact.
+    async fn top_code_rows(
+        &self,
+        f: &Filters,
+        limit: u64,
+        segs: &[Segment],
+        map: &CategoryMap,
+    ) -> Result<(Vec<TopCodeRow>, bool), QueryError> {
+        let exact = Self::only_raw(segs).is_some();
         let cols = [
             Col::Named("outcome"),
             Col::Named("error_code"),
@@ -1329,9 +1498,9 @@ impl Engine {
             ));
         }
         sql.push("if(error_has_code = 1, '', error_symbol) AS symbol_key, ");
-        Self::category_expr(&mut sql, &map);
+        Self::category_expr(&mut sql, map);
         sql.push(" AS category FROM (");
-        sql.append(self.rows(&segs, &cols, f, true));
+        sql.append(self.rows(segs, &cols, f, true));
         sql.push("))");
         if let Some(c) = &f.category {
             sql.push(" WHERE category = ").bind(Bind::Str(c.clone()));
@@ -1344,32 +1513,7 @@ impl Engine {
              ORDER BY failures DESC, error_code, symbol_key, category LIMIT ",
         )
         .bind(Bind::U64(limit));
-        let rows: Vec<TopCodeRow> = sql.query(&self.client).fetch_all().await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let info = match map.key {
-                    Col::Core => map.infos.get(&r.sample).cloned(),
-                    _ => self.cache.get(r.sample),
-                }
-                .unwrap_or_else(|| Arc::new(unknown_info()));
-                let symbols = symbols_by_failures(r.symbols);
-                TopCode {
-                    code: format_code(r.error_code, r.error_has_code == 1),
-                    symbol: symbols.first().cloned().unwrap_or_default(),
-                    symbols,
-                    category: r.category,
-                    failures: r.failures,
-                    affected_devices: r.affected_devices,
-                    affected_users: r.affected_users,
-                    estimated: is_estimate(exact, &[r.affected_devices, r.affected_users]),
-                    failure_reason: info.failure_reason.clone(),
-                    cause: info.cause.clone(),
-                    remediation: info.remediation.clone(),
-                    source_doc: info.source_doc.clone(),
-                }
-            })
-            .collect())
+        Ok((sql.query(&self.client).fetch_all().await?, exact))
     }
 }
 

@@ -248,16 +248,20 @@ async fn rollup_groups(
         per_stage(&|i| format!("stage = '{}' AND outcome = 'failed'", STAGES[i])),
         per_stage(&|i| format!("{stage_idx} >= {} OR {enrolled}", i + 1)),
     ));
-    let segs = engine
-        .resolve_spans(engine.segments(f, Resolution::Whole, family))
-        .await?;
-    sql.append(device_sets(engine, f, &segs));
-    sql.push(
-        ") GROUP BY enrollment_method, platform, stage, outcome) \
-         GROUP BY enrollment_method, platform \
-         ORDER BY devices DESC, enrollment_method, platform",
-    );
-    Ok(sql.query(engine.client()).fetch_all().await?)
+    let head = sql;
+    let segs = engine.segments(f, Resolution::Whole, family);
+    engine
+        .with_checked_spans(segs, |segs| {
+            let mut sql = head.clone();
+            sql.append(device_sets(engine, f, &segs));
+            sql.push(
+                ") GROUP BY enrollment_method, platform, stage, outcome) \
+                 GROUP BY enrollment_method, platform \
+                 ORDER BY devices DESC, enrollment_method, platform",
+            );
+            async move { Ok(sql.query(engine.client()).fetch_all().await?) }
+        })
+        .await
 }
 
 /// Which data answered a funnel.
