@@ -111,6 +111,12 @@ pub struct ServeArgs {
     /// insight request live [default: 60].
     #[arg(long, env = "FLEETPULSE_ANALYZER_INSIGHTS_REFRESH_SECS")]
     pub insights_refresh_secs: Option<u64>,
+    /// Seconds between two passes of the week span builder (spans of the last five weeks that
+    /// are missing or behind their days are rebuilt; the first pass, at start, covers all
+    /// history); 0 runs no builder: questions then read the spans another analyzer built, when
+    /// current, and the days otherwise [default: 60].
+    #[arg(long, env = "FLEETPULSE_ANALYZER_WEEK_SPANS_INTERVAL_SECS")]
+    pub week_spans_interval_secs: Option<u64>,
     /// Base URL people open the dashboard at, used for links in alerts
     /// [default: http://<listen address>].
     #[arg(long, env = "FLEETPULSE_ANALYZER_PUBLIC_URL")]
@@ -146,6 +152,7 @@ struct FileConfig {
     default_device_cap: Option<u32>,
     stale_days: Option<u32>,
     insights_refresh_secs: Option<u64>,
+    week_spans_interval_secs: Option<u64>,
     public_url: Option<String>,
     max_connections: Option<usize>,
     header_timeout_secs: Option<u64>,
@@ -209,6 +216,8 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub ready_file: Option<PathBuf>,
     pub insights: InsightSettings,
+    /// Cadence of the week span builder; None runs none (`week_spans_interval_secs = 0`).
+    pub week_spans_interval: Option<Duration>,
     /// None: `http://<bound address>`.
     pub public_url: Option<String>,
     pub alerts: AlertSettings,
@@ -397,6 +406,17 @@ impl ServeArgs {
                 reason: format!("{refresh_secs} is outside 0..=86400"),
             });
         }
+        let spans_secs = self
+            .week_spans_interval_secs
+            .or(f.week_spans_interval_secs)
+            .unwrap_or(crate::rollups::spans::BUILD_EVERY.as_secs());
+        if spans_secs > 86_400 {
+            return Err(ConfigError::Invalid {
+                field: "week_spans_interval_secs",
+                reason: format!("{spans_secs} is outside 0..=86400"),
+            });
+        }
+        let week_spans_interval = (spans_secs > 0).then(|| Duration::from_secs(spans_secs));
         let public_url = self.public_url.clone().or(f.public_url.clone());
         if let Some(u) = &public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -435,6 +455,7 @@ impl ServeArgs {
             });
         }
         Ok(ServeConfig {
+            week_spans_interval,
             destinations,
             feed_settle_secs,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
@@ -489,6 +510,21 @@ mod tests {
             })
         ));
         a.insights_refresh_secs = None;
+        assert_eq!(
+            a.resolve().unwrap().week_spans_interval,
+            Some(Duration::from_secs(60))
+        );
+        a.week_spans_interval_secs = Some(0);
+        assert_eq!(a.resolve().unwrap().week_spans_interval, None);
+        a.week_spans_interval_secs = Some(86_401);
+        assert!(matches!(
+            a.resolve(),
+            Err(ConfigError::Invalid {
+                field: "week_spans_interval_secs",
+                ..
+            })
+        ));
+        a.week_spans_interval_secs = None;
         a.storage.clickhouse_database = Some("bad-name".into());
         assert!(matches!(
             a.resolve(),

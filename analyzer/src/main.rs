@@ -261,13 +261,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.storage.clickhouse_cluster.clone(),
         stop_rx.clone(),
     ));
-    // Week spans (migration 0011): built at once for all history, then every minute.
-    let span_builder = tokio::spawn(fleetpulse_analyzer::rollups::spans::run_builder(
-        engine.clone(),
-        pool.clone(),
-        cfg.storage.clickhouse_cluster.clone(),
-        stop_rx.clone(),
-    ));
+    // Week spans (migration 0011): built at once for all history, then every minute (or as
+    // configured; none when turned off).
+    let span_builder = cfg.week_spans_interval.map(|every| {
+        tokio::spawn(fleetpulse_analyzer::rollups::spans::run_builder(
+            engine.clone(),
+            pool.clone(),
+            cfg.storage.clickhouse_cluster.clone(),
+            every,
+            stop_rx.clone(),
+        ))
+    });
     let delivery_metrics = Arc::new(DeliveryMetrics::new(&mut metrics.registry));
     let owner = uuid::Uuid::new_v4().to_string();
     let mut workers = Vec::new();
@@ -365,7 +369,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = finalizer.await;
     let _ = refresher.await;
-    let _ = span_builder.await;
+    if let Some(builder) = span_builder {
+        let _ = builder.await;
+    }
     tracing::info!("analyzer stopped");
     Ok(())
 }

@@ -745,7 +745,15 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     insert_events(ch, &db, &before).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sql.log");
-    let analyzer = Analyzer::start_with_sql_log(ch, &db, &log).await;
+    // No builder in the analyzer: this test builds the spans itself, so every count below is
+    // exact and the spans are surely behind once late events arrive.
+    let analyzer = Analyzer::start_with_env(
+        ch,
+        &db,
+        &["--week-spans-interval-secs", "0"],
+        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
+    )
+    .await;
     let token = analyzer.create_key(&["--all-tenants"]);
     let c = classifier();
     let in_days =
@@ -770,21 +778,22 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
             .unwrap()
         }
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let tail = span_events("rollup_fleet_cores_tails", T0).await;
-        let head = span_events("rollup_tenant_totals_heads", head_to - DAY).await;
-        if tail == in_days(&before, T0, T0 + 3 * DAY)
-            && head == in_days(&before, head_from, head_to)
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "spans not built within 60 s: tail {tail}, head {head}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    let built = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
+        .await
+        .unwrap();
+    // 7 families x the 4 weeks the 24 days touch (03-01's week holds its tail only).
+    assert_eq!(built, 28, "weeks built");
+    assert_eq!(
+        span_events("rollup_fleet_cores_tails", T0).await,
+        in_days(&before, T0, T0 + 3 * DAY)
+    );
+    assert_eq!(
+        span_events("rollup_tenant_totals_heads", head_to - DAY).await,
+        in_days(&before, head_from, head_to)
+    );
 
     let check = |all: Vec<fleetpulse_tests::harness::rows::EnrollmentEventRow>| {
         let analyzer = &analyzer;
@@ -839,29 +848,25 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     let all: Vec<_> = before.iter().chain(late.iter()).cloned().collect();
     let start = log_len();
     check(all.clone()).await;
-    // Unless the analyzer's own pass (every minute) rebuilt them meanwhile, the spans are still
-    // behind now, so they were behind during the check too. Each question ran on the spans
-    // while they were checked (`Engine::with_checked_spans`); the check found them behind, so
-    // the answers above (equal to brute force) came from the questions asked again over the
-    // days under the spans.
-    if span_events("rollup_fleet_cores_tails", T0).await == in_days(&before, T0, T0 + 3 * DAY) {
-        let sql = std::fs::read_to_string(&log).unwrap();
-        assert!(
-            sql[start..].contains("_daily WHERE ((bucket >= toDateTime("),
-            "spans behind their days: no question re-read the days"
-        );
-    }
+    // The spans are behind (nothing rebuilt them). Each question ran on the spans while they
+    // were checked (`Engine::with_checked_spans`); the check found them behind, so the answers
+    // above (equal to brute force) came from the questions asked again over the days.
+    assert_eq!(
+        span_events("rollup_fleet_cores_tails", T0).await,
+        in_days(&before, T0, T0 + 3 * DAY)
+    );
+    let sql = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        sql[start..].contains("_daily WHERE ((bucket >= toDateTime("),
+        "spans behind their days: no question re-read the days"
+    );
 
-    // A build pass (as `serve` runs every minute) rebuilds the two weeks it finds behind.
-    let client = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_validation(false);
+    // A build pass (as `serve` runs every minute) rebuilds the two weeks it finds behind:
+    // 7 families x 2 weeks (every family holds every event).
     let rebuilt = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
         .await
         .unwrap();
-    // 7 families x 2 weeks (every family holds every event), or none when the analyzer's own
-    // pass got there first.
-    assert!(rebuilt == 14 || rebuilt == 0, "rebuilt {rebuilt}");
+    assert_eq!(rebuilt, 14, "weeks rebuilt");
     assert_eq!(
         span_events("rollup_fleet_cores_tails", T0).await,
         in_days(&all, T0, T0 + 3 * DAY)

@@ -4,7 +4,8 @@
 //!
 //! Correctness never depends on this builder: a query reads a span only while its event count
 //! equals the daily rollup's count for the same days (`query::engine::push_ranges`), and the
-//! days otherwise. The builder only makes spans *available*: every [`BUILD_EVERY`] it compares,
+//! days otherwise. The builder only makes spans *available*: every [`BUILD_EVERY`] (by
+//! default; `week_spans_interval_secs`, 0 for no builder) it compares,
 //! per family, each complete span's count with the daily counts, and rebuilds every week
 //! holding a span that is missing or behind (late events): `DROP PARTITION` of the week, then
 //! one `INSERT .. SELECT` per table merging the week's daily states into every span they belong
@@ -28,7 +29,7 @@ use crate::query::QueryError;
 use crate::query::engine::{Bind, Engine, Sql};
 use crate::query::plan::{Family, Grain, Source};
 
-/// How often `serve` looks for spans to build.
+/// How often `serve` looks for spans to build, unless configured otherwise.
 pub const BUILD_EVERY: Duration = Duration::from_secs(60);
 
 /// How far back the periodic pass looks (five weeks: every span a "last 30 days" range reads);
@@ -328,12 +329,13 @@ pub fn builder_lease_name(db: &str) -> String {
 }
 
 /// Builds the spans of all history at once, then those of the last [`RECENT_SECS`] every
-/// [`BUILD_EVERY`], until `stop` turns true, taking the lease `<db>/week_spans` for each pass.
+/// `every`, until `stop` turns true, taking the lease `<db>/week_spans` for each pass.
 /// A failed pass is logged; readers take the days meanwhile.
 pub async fn run_builder(
     engine: Arc<Engine>,
     pool: sqlx::AnyPool,
     cluster: Option<String>,
+    every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut since = 0;
@@ -377,7 +379,7 @@ pub async fn run_builder(
             ),
         }
         tokio::select! {
-            _ = tokio::time::sleep(BUILD_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
