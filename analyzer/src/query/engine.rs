@@ -994,29 +994,11 @@ impl Engine {
         }))
     }
 
-    /// The family, segments and category map answering `f` at `resolution`, given the columns
-    /// the question needs besides the category. Category questions read the signal cores when
-    /// a cores family holds the question and every core classifies uniformly; otherwise the
-    /// signal ids (`sig`), classified for the signals in scope. The week spans are checked
-    /// here, before the answer is built; [`Self::plan_categories`] leaves that to
-    /// [`Self::with_checked_spans`].
-    async fn plan_with_categories(
-        &self,
-        f: &Filters,
-        needed: Vec<&'static str>,
-        needs_cat: bool,
-        resolution: Resolution,
-    ) -> Result<(Vec<Segment>, Option<CategoryMap>), QueryError> {
-        let (segs, categories) = self
-            .plan_categories(f, needed, needs_cat, resolution)
-            .await?;
-        let segs = self.resolve_spans(segs).await?;
-        let map = self.categories(f, &segs, categories).await?;
-        Ok((segs, map))
-    }
-
-    /// The segments (week spans not checked yet) and how categories are assigned, as
-    /// [`Self::plan_with_categories`] describes.
+    /// The segments answering `f` at `resolution` (week spans not checked yet), given the
+    /// columns the question needs besides the category, and how categories are assigned.
+    /// Category questions read the signal cores when a cores family holds the question and
+    /// every core classifies uniformly; otherwise the signal ids (`sig`), classified for the
+    /// signals in scope.
     async fn plan_categories(
         &self,
         f: &Filters,
@@ -1073,21 +1055,6 @@ impl Engine {
             Categories::Cores(map) => Ok((segs, Some(map))),
             Categories::None => Ok((segs, None)),
         }
-    }
-
-    /// The category map of a plan over `segs` (checked): the cores' map as planned, or the
-    /// signals in scope classified now.
-    async fn categories(
-        &self,
-        f: &Filters,
-        segs: &[Segment],
-        categories: Categories,
-    ) -> Result<Option<CategoryMap>, QueryError> {
-        Ok(match categories {
-            Categories::None => None,
-            Categories::Cores(map) => Some(map),
-            Categories::Signals => Some(self.category_map(f, segs).await?),
-        })
     }
 
     pub(super) fn category_expr(sql: &mut Sql, map: &CategoryMap) {
@@ -1388,14 +1355,14 @@ impl Engine {
                 ..f.clone()
             };
             let (s, m) = self
-                .plan_with_categories(
+                .plan_for_question(
                     &part,
                     needed.clone(),
                     f.category.is_some(),
                     bucket.resolution(),
                 )
                 .await?;
-            segs.extend(s);
+            segs.extend(self.resolve_spans(s).await?);
             map = m;
         }
         let exact = Self::only_raw(&segs).is_some();
