@@ -640,12 +640,8 @@ impl Engine {
     fn spans_assumed_current(segs: &[Segment]) -> Vec<Segment> {
         segs.iter()
             .filter_map(|seg| match seg.source {
-                Source::Rollup(family, Grain::WeekHead) => Some(Segment {
-                    source: Source::Rollup(family, Grain::CheckedHead),
-                    ..*seg
-                }),
-                Source::Rollup(family, Grain::WeekTail) => Some(Segment {
-                    source: Source::Rollup(family, Grain::CheckedTail),
+                Source::Rollup(family, g @ (Grain::WeekHead | Grain::WeekTail)) => Some(Segment {
+                    source: Source::Rollup(family, g.checked()),
                     ..*seg
                 }),
                 Source::Rollup(_, Grain::HeadDays | Grain::TailDays) => None,
@@ -741,12 +737,7 @@ impl Engine {
             match seg.source {
                 Source::Rollup(family, g @ (Grain::WeekHead | Grain::WeekTail)) => {
                     let (checked, grain) = if count(i, 0) == count(i, 1) {
-                        let checked = if g == Grain::WeekHead {
-                            Grain::CheckedHead
-                        } else {
-                            Grain::CheckedTail
-                        };
-                        (true, checked)
+                        (true, g.checked())
                     } else {
                         (false, Grain::Day)
                     };

@@ -304,6 +304,15 @@ impl Grain {
         }
     }
 
+    /// The grain of a span once checked current (`CheckedHead` for `WeekHead`, ...).
+    pub fn checked(self) -> Grain {
+        match self {
+            Grain::WeekHead => Grain::CheckedHead,
+            Grain::WeekTail => Grain::CheckedTail,
+            g => g,
+        }
+    }
+
     /// The span table grain a checked span reads (`WeekHead` for `CheckedHead`, ...).
     pub fn unchecked(self) -> Grain {
         match self {

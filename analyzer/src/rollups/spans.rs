@@ -2,9 +2,9 @@
 //! Sunday), d Tuesday to Saturday, from the daily rollup of the same family, so that a range's
 //! edge days are read as at most two states per key instead of up to twelve daily ones.
 //!
-//! Correctness never depends on this builder: a query reads a span only while its event count
-//! equals the daily rollup's count for the same days (`query::engine::push_ranges`), and the
-//! days otherwise. The builder only makes spans *available*: every [`BUILD_EVERY`] (by
+//! Correctness never depends on this builder: an answer comes from a span only while its event
+//! count equals the daily rollup's count for the same days (`Engine::resolve_spans`, run
+//! beside the question by `Engine::with_checked_spans`), and from the days otherwise. The builder only makes spans *available*: every [`BUILD_EVERY`] (by
 //! default; `week_spans_interval_secs`, 0 for no builder) it compares,
 //! per family, each complete span's count with the daily counts, and rebuilds every week
 //! holding a span that is missing or behind (late events): `DROP PARTITION` of the week, then
