@@ -184,8 +184,12 @@ enum Floor {
     Ignore,
 }
 
+/// A claim's owner: 64 random bits as 16 hex digits, unique per claim so that a takeover's
+/// compare-and-set can tell attempts apart. They need not be secret, so they come from the
+/// thread's CSPRNG (seeded from the operating system) rather than one `getrandom` system call
+/// per push, which `OsRng` made (about one per push at batch 10, measured with `strace`).
 pub(crate) fn new_owner() -> String {
-    crate::control::secrets::new_token_id()
+    format!("{:016x}", rand::random::<u64>())
 }
 
 impl ControlDb {
@@ -414,6 +418,18 @@ impl ControlDb {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn owners_are_16_hex_digits_and_distinct() {
+        let owners: std::collections::HashSet<String> =
+            (0..1000).map(|_| super::new_owner()).collect();
+        assert_eq!(owners.len(), 1000);
+        assert!(owners.iter().all(|o| {
+            o.len() == 16
+                && o.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }));
+    }
+
     #[test]
     fn reject_ranges_round_trip_and_legacy_rows_parse() {
         use super::{StoredRejects, format_ranges, parse_ranges};
