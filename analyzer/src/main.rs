@@ -263,12 +263,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     // Week spans (migration 0011): built at once for all history, then every minute (or as
     // configured; none when turned off).
+    let span_metrics = Arc::new(fleetpulse_analyzer::rollups::spans::SpanMetrics::new(
+        &mut metrics.registry,
+    ));
     let span_builder = cfg.week_spans_interval.map(|every| {
         tokio::spawn(fleetpulse_analyzer::rollups::spans::run_builder(
             engine.clone(),
             pool.clone(),
             cfg.storage.clickhouse_cluster.clone(),
             every,
+            span_metrics.clone(),
             stop_rx.clone(),
         ))
     });

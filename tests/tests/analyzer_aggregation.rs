@@ -861,12 +861,36 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
         "spans behind their days: no question re-read the days"
     );
 
-    // A build pass (as `serve` runs every minute) rebuilds the two weeks it finds behind:
-    // 7 families x 2 weeks (every family holds every event).
-    let rebuilt = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
-        .await
-        .unwrap();
-    assert_eq!(rebuilt, 14, "weeks rebuilt");
+    // The analyzer without a builder has run no pass.
+    let metrics = span_metrics(&analyzer).await;
+    assert_eq!(
+        metrics,
+        (0, 0, 0),
+        "passes, rebuilt, failures without a builder"
+    );
+
+    // The builder of `serve` (a second analyzer, default interval) rebuilds at its first pass
+    // the two weeks it finds behind: 7 families x 2 weeks (every family holds every event),
+    // and says so on /metrics.
+    let builder = Analyzer::start(ch, &db, &[]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let metrics = loop {
+        let m = span_metrics(&builder).await;
+        if m.0 >= 1 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no span pass within 120 s: {m:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (metrics.1, metrics.2),
+        (14, 0),
+        "(family, week) rebuilt and failed passes"
+    );
+    drop(builder);
     assert_eq!(
         span_events("rollup_fleet_cores_tails", T0).await,
         in_days(&all, T0, T0 + 3 * DAY)
@@ -876,10 +900,32 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
             .await
             .unwrap(),
         0,
-        "a second pass finds nothing behind"
+        "a pass after the builder's finds nothing behind"
     );
     let start = log_len();
     check(all).await;
     assert!(reads_spans(start), "rebuilt spans were not read");
     drop(analyzer);
+}
+
+/// (passes, (family, week) rebuilt, failed passes) of the week span builder, from /metrics.
+async fn span_metrics(a: &Analyzer) -> (u64, u64, u64) {
+    let m = fleetpulse_tests::harness::http::get(a.addr, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(m.status, 200);
+    let value = |name: &str| -> u64 {
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{}", m.body))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        value("fleetpulse_analyzer_week_span_passes_total"),
+        value("fleetpulse_analyzer_week_spans_rebuilt_total"),
+        value("fleetpulse_analyzer_week_span_pass_failures_total"),
+    )
 }

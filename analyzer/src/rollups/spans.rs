@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::Client;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use crate::query::QueryError;
@@ -328,14 +331,59 @@ pub fn builder_lease_name(db: &str) -> String {
     format!("{db}/week_spans")
 }
 
+/// Prometheus metrics of the span builder. Spans only make questions faster, so an operator
+/// needs to see whether the builder keeps up: passes against the interval (a pass slower than
+/// `week_spans_interval_secs` means spans lag behind late events and questions read days),
+/// how many (family, week) it rebuilds per pass (late events), and failures. Benchmarks also
+/// wait for the first pass, so that they time the spans and not the days they replace.
+pub struct SpanMetrics {
+    pub passes: Counter,
+    pub failures: Counter,
+    pub rebuilt: Counter,
+    pub pass_seconds: Histogram,
+}
+
+impl SpanMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            passes: Counter::default(),
+            failures: Counter::default(),
+            rebuilt: Counter::default(),
+            pass_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
+        };
+        registry.register(
+            "fleetpulse_analyzer_week_span_passes",
+            "Completed passes of the week span builder (the first covers all history)",
+            m.passes.clone(),
+        );
+        registry.register(
+            "fleetpulse_analyzer_week_span_pass_failures",
+            "Week span passes that failed or could not take the lease (questions read days meanwhile)",
+            m.failures.clone(),
+        );
+        registry.register(
+            "fleetpulse_analyzer_week_spans_rebuilt",
+            "(family, week) pairs whose spans a pass rebuilt: new days and late events",
+            m.rebuilt.clone(),
+        );
+        registry.register(
+            "fleetpulse_analyzer_week_span_pass_duration_seconds",
+            "Duration of one completed week span pass",
+            m.pass_seconds.clone(),
+        );
+        m
+    }
+}
+
 /// Builds the spans of all history at once, then those of the last [`RECENT_SECS`] every
 /// `every`, until `stop` turns true, taking the lease `<db>/week_spans` for each pass.
-/// A failed pass is logged; readers take the days meanwhile.
+/// A failed pass is logged and counted; readers take the days meanwhile.
 pub async fn run_builder(
     engine: Arc<Engine>,
     pool: sqlx::AnyPool,
     cluster: Option<String>,
     every: Duration,
+    metrics: Arc<SpanMetrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut since = 0;
@@ -362,21 +410,27 @@ pub async fn run_builder(
         };
         match result {
             Ok(Ok(weeks)) => {
-                tracing::debug!(
-                    weeks,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "week spans built"
-                );
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::debug!(weeks, seconds, "week spans built");
+                metrics.rebuilt.inc_by(weeks as u64);
+                metrics.pass_seconds.observe(seconds);
+                metrics.passes.inc();
                 since = unix_now().saturating_sub(RECENT_SECS);
             }
-            Ok(Err(e)) => tracing::warn!(
-                error = %e,
-                "building week spans failed; queries read the days meanwhile"
-            ),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "taking the week spans lease failed; queries read the days meanwhile"
-            ),
+            Ok(Err(e)) => {
+                metrics.failures.inc();
+                tracing::warn!(
+                    error = %e,
+                    "building week spans failed; queries read the days meanwhile"
+                );
+            }
+            Err(e) => {
+                metrics.failures.inc();
+                tracing::warn!(
+                    error = %e,
+                    "taking the week spans lease failed; queries read the days meanwhile"
+                );
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -105,6 +105,16 @@ async fn get(http: &Http, addr: SocketAddr, path: &str, token: &str) -> anyhow::
     Ok(body)
 }
 
+/// `fleetpulse_analyzer_week_span_passes_total` from the analyzer's `/metrics` text (0 when
+/// absent).
+fn span_passes(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fleetpulse_analyzer_week_span_passes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn generate_events_sql(db: &str, n: u64) -> String {
     format!(
         "INSERT INTO {db}.enrollment_events (tenant, event_id, agent_id, batch_seq, device_id, occurred_at, \
@@ -258,6 +268,21 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     eprintln!("first insight snapshot {first_snapshot_s:.1} s after ready");
+    // The span-backed questions read their days until the week span builder's first pass
+    // (all history) is done: time them from then on, as a running analyzer serves them. At
+    // 10M the pass takes seconds; at 100M it is minutes.
+    let t = Instant::now();
+    let first_span_pass_s = loop {
+        let body = get(&http, addr, "/metrics", &token).await?;
+        if span_passes(&String::from_utf8_lossy(&body)) >= 1 {
+            break t.elapsed().as_secs_f64();
+        }
+        if t.elapsed() > Duration::from_secs(3600) {
+            bail!("the week span builder completed no pass within an hour");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!("first week span pass done {first_span_pass_s:.1} s after the snapshot");
 
     #[derive(Debug, serde::Deserialize, clickhouse::Row)]
     struct TableSize {
@@ -423,6 +448,7 @@ async fn main() -> anyhow::Result<()> {
             "endpoints": endpoints,
             "backfill_s": round2(backfill_s),
             "first_insight_snapshot_s": round2(first_snapshot_s),
+            "first_week_span_pass_s": round2(first_span_pass_s),
             "raw_bytes": raw_bytes,
             "rollup_bytes": rollup_bytes,
         })
