@@ -873,18 +873,15 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     // the two weeks it finds behind: 7 families x 2 weeks (every family holds every event),
     // and says so on /metrics.
     let builder = Analyzer::start(ch, &db, &[]).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let metrics = loop {
-        let m = span_metrics(&builder).await;
-        if m.0 >= 1 {
-            break m;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no span pass within 120 s: {m:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let metrics = fleetpulse_tests::harness::poll_until(
+        std::time::Duration::from_secs(120),
+        "the builder's first span pass",
+        || async {
+            let m = span_metrics(&builder).await;
+            if m.0 >= 1 { Ok(m) } else { Err(m) }
+        },
+    )
+    .await;
     assert_eq!(
         (metrics.1, metrics.2),
         (14, 0),
@@ -915,13 +912,8 @@ async fn span_metrics(a: &Analyzer) -> (u64, u64, u64) {
         .unwrap();
     assert_eq!(m.status, 200);
     let value = |name: &str| -> u64 {
-        m.body
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{}", m.body))
-            .trim()
-            .parse()
-            .unwrap()
+        fleetpulse_tests::harness::http::metric_value(&m.body, name)
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{}", m.body)) as u64
     };
     (
         value("fleetpulse_analyzer_week_span_passes_total"),

@@ -11,6 +11,7 @@ use fleetpulse_agent::shipper::{Disposition, disposition};
 use fleetpulse_proto::v1::PushResponse;
 use fleetpulse_proto::v1::TelemetryItem;
 use fleetpulse_proto::v1::ingest_service_client::IngestServiceClient;
+use fleetpulse_tests::harness::http::metric_value;
 use fleetpulse_tests::harness::synthetic::Synth;
 use fleetpulse_tests::harness::{
     self, Collector, Fixture, Registered, poll_eq, poll_until, unique_database,
@@ -201,16 +202,6 @@ async fn collector_restarted_mid_stream_stores_every_batch_once() -> anyhow::Res
 /// Rows handed to the collector's writer and not yet confirmed by ClickHouse.
 const PENDING_ROWS_METRIC: &str = "fleetpulse_collector_pending_rows";
 
-fn metric_value(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| *series == name || series.starts_with(&format!("{name}{{")))
-        .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
-        .reduce(|a, b| a + b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_killed_mid_flush_then_resend_is_stored_once() -> anyhow::Result<()> {
     let mut fx = Fixture::start_with("kill9", |b| {
@@ -285,12 +276,4 @@ async fn collector_killed_mid_flush_then_resend_is_stored_once() -> anyhow::Resu
         .await?;
     assert_eq!((total, distinct), (N as u64 + 50, N as u64 + 50));
     Ok(())
-}
-
-#[test]
-fn metric_values_are_summed_over_labels() {
-    let text =
-        "# HELP x_total X.\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 3\nx_totalother 9\n";
-    assert_eq!(metric_value(text, "x_total"), Some(5.0));
-    assert_eq!(metric_value(text, "y_total"), None);
 }

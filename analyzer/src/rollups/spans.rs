@@ -4,12 +4,13 @@
 //!
 //! Correctness never depends on this builder: an answer comes from a span only while its event
 //! count equals the daily rollup's count for the same days (`Engine::resolve_spans`, run
-//! beside the question by `Engine::with_checked_spans`), and from the days otherwise. The builder only makes spans *available*: every [`BUILD_EVERY`] (by
-//! default; `week_spans_interval_secs`, 0 for no builder) it compares,
-//! per family, each complete span's count with the daily counts, and rebuilds every week
-//! holding a span that is missing or behind (late events): `DROP PARTITION` of the week, then
-//! one `INSERT .. SELECT` per table merging the week's daily states into every span they belong
-//! to. While a week is being rebuilt its spans disagree with the days, so readers take the
+//! beside the question by `Engine::with_checked_spans`), and from the days otherwise. The
+//! builder only makes spans *available*: every [`BUILD_EVERY`] (by default;
+//! `week_spans_interval_secs`, 0 for no builder) it compares, per family, each complete span's
+//! count with the daily counts, and rebuilds every week holding a span that is missing or
+//! behind (late events): `DROP PARTITION` of the week, then one `INSERT .. SELECT` per table
+//! merging the week's daily states into every span they belong to. [`SpanMetrics`] says on
+//! `/metrics` whether it keeps up. While a week is being rebuilt its spans disagree with the days, so readers take the
 //! days. A span is built once its last day is over (a head ending yesterday is built today;
 //! a tail once its Sunday is over).
 //!

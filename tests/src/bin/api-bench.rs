@@ -105,16 +105,6 @@ async fn get(http: &Http, addr: SocketAddr, path: &str, token: &str) -> anyhow::
     Ok(body)
 }
 
-/// `fleetpulse_analyzer_week_span_passes_total` from the analyzer's `/metrics` text (0 when
-/// absent).
-fn span_passes(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("fleetpulse_analyzer_week_span_passes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn generate_events_sql(db: &str, n: u64) -> String {
     format!(
         "INSERT INTO {db}.enrollment_events (tenant, event_id, agent_id, batch_seq, device_id, occurred_at, \
@@ -274,7 +264,11 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let first_span_pass_s = loop {
         let body = get(&http, addr, "/metrics", &token).await?;
-        if span_passes(&String::from_utf8_lossy(&body)) >= 1 {
+        let passes = fleetpulse_tests::harness::http::metric_value(
+            &String::from_utf8_lossy(&body),
+            "fleetpulse_analyzer_week_span_passes_total",
+        );
+        if passes.is_some_and(|n| n >= 1.0) {
             break t.elapsed().as_secs_f64();
         }
         if t.elapsed() > Duration::from_secs(3600) {

@@ -168,3 +168,34 @@ mod tests {
         );
     }
 }
+
+/// The value of metric `name` in a Prometheus text body, summed over its label sets (`None`
+/// when no sample of that name is present). Comment lines and metrics whose name merely
+/// starts with `name` are ignored.
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            *series == name
+                || series
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
+        .reduce(|a, b| a + b)
+}
+
+#[cfg(test)]
+mod metric_tests {
+    use super::metric_value;
+
+    #[test]
+    fn metric_values_are_summed_over_labels() {
+        let text =
+            "# HELP x_total X.\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 3\nx_totalother 9\n";
+        assert_eq!(metric_value(text, "x_total"), Some(5.0));
+        assert_eq!(metric_value(text, "y_total"), None);
+    }
+}
