@@ -20,7 +20,7 @@ use super::engine::{
     Bind, CategoryMap, Col, Engine, Sql, filter_columns, push_filters, push_ranges, tables_of,
 };
 use super::filters::{FieldError, Filters, rfc3339};
-use super::plan::{Family, Resolution, Source};
+use super::plan::{Family, Grain, Resolution, Source};
 
 /// Position after the last row of a page: (failures, tenant, device_id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +44,6 @@ struct Row {
     tenant: String,
     device_id: String,
     upn: String,
-    failures: u64,
-    first_failure: u32,
-    last_failure: u32,
     last_code: u32,
     last_has_code: u8,
     last_symbol: String,
@@ -108,15 +105,23 @@ async fn signals_in_scope(engine: &Engine, f: &Filters) -> Result<CategoryMap, Q
 /// and weeks come from the per-device failure rollups (migration 0008), the unaligned edges
 /// (or everything, with `source=raw`) from raw failed rows grouped the same way. `search`
 /// matches a substring of the device id or the user, case-insensitively; `devices`
-/// (tenants, device ids) keeps the rows of those tenants and device ids only.
+/// (tenants, device ids) keeps the rows of those tenants and device ids only; `at` (times,
+/// read at [`Resolution::Hour`]) keeps the hourly rows of the hours holding those times and the
+/// raw rows at exactly those times.
 fn failure_rows(
     engine: &Engine,
     f: &Filters,
     map: &CategoryMap,
     search: Option<&str>,
     devices: Option<(&[String], &[String])>,
+    at: Option<&[u32]>,
 ) -> Sql {
-    let segs = engine.segments(f, Resolution::Whole, Family::DeviceFailures);
+    let resolution = if at.is_some() {
+        Resolution::Hour
+    } else {
+        Resolution::Whole
+    };
+    let segs = engine.segments(f, resolution, Family::DeviceFailures);
     let tables = tables_of(&segs);
     // Every row here is a failure: the outcome filter keeps all or nothing.
     let outcome_ok = f.outcome.as_deref().is_none_or(|o| o == "failed");
@@ -190,6 +195,9 @@ fn failure_rows(
                 .bind(Bind::Strs(ids.to_vec()))
                 .push("))");
         }
+        if let Some(times) = at {
+            push_at(&mut union, *source, times);
+        }
         if let Some(q) = search {
             union
                 .push(" AND (positionCaseInsensitiveUTF8(device_id, ")
@@ -217,20 +225,44 @@ fn failure_rows(
     outer
 }
 
-/// A device of a page and its failures in scope.
+/// ` AND <time> IN (..)`: the rows of `source` that can hold one of `times` (a failure's exact
+/// second in raw rows, its hour in the hourly rollup). Other grains are read whole (correct,
+/// only slower; [`Resolution::Hour`] plans none).
+fn push_at(sql: &mut Sql, source: Source, times: &[u32]) {
+    let (column, mut starts): (&str, Vec<u64>) = match source {
+        Source::Raw => ("occurred_at", times.iter().map(|&t| u64::from(t)).collect()),
+        Source::Rollup(_, Grain::Hour) => (
+            "bucket",
+            times.iter().map(|&t| u64::from(t / 3600 * 3600)).collect(),
+        ),
+        Source::Rollup(..) => return,
+    };
+    starts.sort_unstable();
+    starts.dedup();
+    sql.push(&format!(" AND {column} IN (SELECT toDateTime(arrayJoin("))
+        .bind(Bind::U64s(starts))
+        .push("), 'UTC'))");
+}
+
+/// A device of a page: its failures in scope, the first and the latest.
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct PageKey {
     tenant: String,
     device_id: String,
     failures: u64,
+    first_failure: u32,
+    last_failure: u32,
 }
 
 /// One page of the devices hit by the failures `f` selects, most failures first.
 ///
 /// Three queries: the number of devices and the page's devices (grouped per device with
-/// their failures only) run concurrently; then the details of the page's devices alone (the
-/// latest failure's fields, `argMax` over the rows: computing them for every device in scope
-/// cost three quarters of the time at 10M events).
+/// their failures, first and latest failure times) run concurrently; then the details of the
+/// page's devices alone: the latest failure's fields, `argMax` over the rows of the hours
+/// holding those latest failures only. Why: computing the fields for every device in scope
+/// cost three quarters of the time at 10M events, and reading them from every row in scope
+/// for the page's devices over a third (the page's devices are spread over every bucket, so
+/// only hours narrow the read; BENCHMARKS.md, issue 7, fifteenth session).
 pub async fn affected_devices(
     engine: &Engine,
     f: &Filters,
@@ -239,7 +271,7 @@ pub async fn affected_devices(
     cursor: Option<&DeviceCursor>,
 ) -> Result<AffectedPage, QueryError> {
     let map = signals_in_scope(engine, f).await?;
-    let rows_sql = failure_rows(engine, f, &map, search, None);
+    let rows_sql = failure_rows(engine, f, &map, search, None, None);
 
     let mut count = Sql::default();
     count.push("SELECT uniqExact(tenant, device_id) FROM (");
@@ -247,7 +279,10 @@ pub async fn affected_devices(
     count.push(")");
 
     let mut page = Sql::default();
-    page.push("SELECT tenant, device_id, sum(n) AS failures FROM (");
+    page.push(
+        "SELECT tenant, device_id, sum(n) AS failures, toUInt32(min(first)) AS first_failure, \
+         toUInt32(max(last)) AS last_failure FROM (",
+    );
     page.append(rows_sql);
     page.push(") GROUP BY tenant, device_id");
     if let Some(c) = cursor {
@@ -300,15 +335,19 @@ pub async fn affected_devices(
     // each key finds its details.
     let devices = keys
         .into_iter()
-        .filter_map(|k| details.remove(&(k.tenant, k.device_id)))
-        .map(|r| AffectedDevice {
-            first_failure: rfc3339(r.first_failure),
-            last_failure: rfc3339(r.last_failure),
+        .filter_map(|k| {
+            details
+                .remove(&(k.tenant.clone(), k.device_id.clone()))
+                .map(|r| (k, r))
+        })
+        .map(|(k, r)| AffectedDevice {
+            first_failure: rfc3339(k.first_failure),
+            last_failure: rfc3339(k.last_failure),
             last_code: format_code(r.last_code, r.last_has_code == 1),
-            tenant: r.tenant,
-            device_id: r.device_id,
+            tenant: k.tenant,
+            device_id: k.device_id,
             user_principal_name: r.upn,
-            failures: r.failures,
+            failures: k.failures,
             last_symbol: r.last_symbol,
             last_category: r.last_category,
             last_stage: r.last_stage,
@@ -324,9 +363,11 @@ pub async fn affected_devices(
     })
 }
 
-/// The details of the page's devices, by (tenant, device id): the rows in scope of those
-/// tenants and device ids only (a device id of another tenant on the page is read and left
-/// out), grouped per device.
+/// The latest failure's fields of the page's devices, by (tenant, device id): the rows in
+/// scope of those tenants and device ids (a device id of another tenant on the page is read
+/// and left out) in the hours holding the page's latest failures, grouped per device. A
+/// device's latest failure is in the hour holding its `last_failure`, so `argMax` over those
+/// rows is `argMax` over all of its rows in scope; the counts and times come from the page.
 async fn page_details(
     engine: &Engine,
     f: &Filters,
@@ -345,15 +386,22 @@ async fn page_details(
     ids.dedup();
     let mut sql = Sql::default();
     sql.push(
-        "SELECT tenant, device_id, argMax(user_principal_name, last) AS upn, sum(n) AS failures, \
-         toUInt32(min(first)) AS first_failure, toUInt32(max(last)) AS last_failure, \
+        "SELECT tenant, device_id, argMax(user_principal_name, last) AS upn, \
          argMax(error_code, last) AS last_code, argMax(error_has_code, last) AS last_has_code, \
          argMax(error_symbol, last) AS last_symbol, argMax(category, last) AS last_category, \
          argMax(stage, last) AS last_stage, argMax(platform, last) AS platform, \
          argMax(os_version, last) AS os_version, \
          argMax(enrollment_method, last) AS enrollment_method FROM (",
     );
-    sql.append(failure_rows(engine, f, map, search, Some((&tenants, &ids))));
+    let lasts: Vec<u32> = keys.iter().map(|k| k.last_failure).collect();
+    sql.append(failure_rows(
+        engine,
+        f,
+        map,
+        search,
+        Some((&tenants, &ids)),
+        Some(&lasts),
+    ));
     sql.push(") GROUP BY tenant, device_id");
     let rows: Vec<Row> = sql.query(engine.client()).fetch_all().await?;
     Ok(rows
