@@ -214,6 +214,26 @@ impl Analyzer {
         .await;
     }
 
+    /// Waits (up to `within`) until the week span builder completed its first pass
+    /// (`fleetpulse_analyzer_week_span_passes_total` >= 1). Questions asked before it read
+    /// their days, but the span-backed attempt that runs beside its check is still sent (and
+    /// logged, for the chDB lane) against spans that are being written.
+    pub async fn await_first_span_pass(&self, within: Duration) {
+        poll_until(within, "the week span builder's first pass", || async {
+            let m = fleetpulse_tests::harness::http::get(self.addr, "/metrics")
+                .await
+                .map_err(|e| e.to_string())?;
+            match fleetpulse_tests::harness::http::metric_value(
+                &m.body,
+                "fleetpulse_analyzer_week_span_passes_total",
+            ) {
+                Some(n) if n >= 1.0 => Ok(()),
+                other => Err(format!("passes: {other:?}")),
+            }
+        })
+        .await;
+    }
+
     /// The server's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("log.txt")).unwrap_or_default()
