@@ -31,7 +31,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Finds a workspace binary built next to the running executable.
 ///
-/// `FLEETPULSE_BIN_DIR` overrides the directory. Test executables live in
+/// `FLEETPULSE_BIN_DIR` overrides the directory (relative to the current directory when
+/// relative). Test executables live in
 /// `target/<profile>/deps/`, bench binaries in `target/<profile>/`; both resolve to
 /// `target/<profile>/<name>`.
 pub fn workspace_binary(name: &str) -> Result<PathBuf, HarnessError> {
@@ -50,7 +51,10 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf, HarnessError> {
             dir
         }
     };
-    let path = dir.join(name);
+    // Absolute, so that a relative `FLEETPULSE_BIN_DIR` still names the binary from the
+    // temporary working directories the servers are spawned in.
+    let path = std::path::absolute(dir.join(name))
+        .map_err(|e| HarnessError::io("resolve the binary's path", e))?;
     if path.is_file() {
         Ok(path)
     } else {
