@@ -23,7 +23,7 @@ use super::filters::{FieldError, Filters, rfc3339};
 use super::plan::{Family, Grain, Resolution, Source};
 
 /// The device a failure row belongs to, as one 64-bit key: grouping ~184k devices by it took
-/// 57 ms at 10M events against 120 ms by the two strings (BENCHMARKS.md, issue 7, sixteenth
+/// 52 ms at 10M events against 121 ms by the two strings (BENCHMARKS.md, issue 7, sixteenth
 /// session). Two devices share a key with probability ~n^2 / 2^65 (3e-8 at a million
 /// devices); they would then be counted and listed as one.
 const DEVICE_HASH: &str = "cityHash64(tenant, device_id)";
@@ -91,14 +91,15 @@ pub struct AffectedPage {
     pub next_cursor: Option<String>,
 }
 
-/// The grouping key of the per-device failure rows (migration 0008's key but the bucket): every
-/// column the page's details read. Filters and the search test the tables' columns in `WHERE`.
+/// The grouping key of the per-device failure rows (migration 0008's key but the bucket and
+/// `sig`, which every row also carries): every column the page's details read. Filters and
+/// the search test the tables' columns in `WHERE`.
 const KEY: &str = "tenant, device_id, user_principal_name, os_version, enrollment_method, \
-platform, stage, source_kind, error_code, error_has_code, error_symbol, sig";
+platform, stage, source_kind, error_code, error_has_code, error_symbol";
 
-/// The columns the count and the page read: the device and the signal (for the category).
-/// 18.16 reads every column a `UNION ALL` branch names, used above it or not.
-const DEVICE_KEY: &str = "tenant, device_id, sig";
+/// The key the count and the page read: the device (and `sig`, for the category). 18.16
+/// reads every column a `UNION ALL` branch names, used above it or not.
+const DEVICE_KEY: &str = "tenant, device_id";
 
 /// The classified signals in scope: read from the rollups' signal ids for whole days or weeks
 /// (the raw rows only at the edges), as the category breakdown does.
@@ -113,14 +114,13 @@ async fn signals_in_scope(engine: &Engine, f: &Filters) -> Result<CategoryMap, Q
 }
 
 /// Per-device failure rows in scope with their category, as a subquery: one row per `key`
-/// ([`KEY`] or [`DEVICE_KEY`], ending with `sig`; per table read) with `n` failures between
-/// `first` and `last`. Whole hours, days
-/// and weeks come from the per-device failure rollups (migration 0008), the unaligned edges
-/// (or everything, with `source=raw`) from raw failed rows grouped the same way. `search`
-/// matches a substring of the device id or the user, case-insensitively; `devices`
-/// (tenants, device ids) keeps the rows of those tenants and device ids only; `at` (times,
-/// read at [`Resolution::Hour`]) keeps the hourly rows of the hours holding those times and the
-/// raw rows at exactly those times.
+/// ([`KEY`] or [`DEVICE_KEY`]) and `sig` (per table read) with `n` failures between `first`
+/// and `last`. Whole hours, days and weeks come from the per-device failure rollups
+/// (migration 0008), the unaligned edges (or everything, with `source=raw`) from raw failed
+/// rows grouped the same way. `search` matches a substring of the device id or the user,
+/// case-insensitively; `devices` (tenants, device ids) keeps the rows of those tenants and
+/// device ids only; `at` (times, read at [`Resolution::Hour`]) keeps the hourly rows of the
+/// hours holding those times and the raw rows at exactly those times.
 fn failure_rows(
     engine: &Engine,
     f: &Filters,
@@ -151,17 +151,15 @@ fn failure_rows(
         }
         let raw = *source == Source::Raw;
         if raw {
-            // `key` ends with `sig`, computed here from the raw row's signal columns.
-            let columns = key.strip_suffix("sig").unwrap_or(key);
             union
-                .push(&format!("SELECT {columns}"))
+                .push(&format!("SELECT {key}, "))
                 .push(&Col::Sig.select(Source::Raw))
                 .push(", count() AS n, min(occurred_at) AS first, max(occurred_at) AS last");
         } else {
             // Rows of one key from parts not merged yet are partial rows of the same key: the
             // page adds their counts and takes min/max, so they need no merge here.
             union.push(&format!(
-                "SELECT {key}, finalizeAggregation(failures) AS n, \
+                "SELECT {key}, sig, finalizeAggregation(failures) AS n, \
                  finalizeAggregation(first_failure) AS first, \
                  finalizeAggregation(last_failure) AS last"
             ));
@@ -220,7 +218,7 @@ fn failure_rows(
                 .push(") > 0)");
         }
         if raw {
-            union.push(&format!(" GROUP BY {key}"));
+            union.push(&format!(" GROUP BY {key}, sig"));
         }
     }
     // The category is computed over the rows, where `sig` is in scope; every row is a failure
@@ -271,12 +269,12 @@ struct PageKey {
 ///
 /// Three queries: the number of devices and the page's devices (grouped per device, by
 /// [`DEVICE_HASH`], with their failures, first and latest failure times; both read only
-/// [`DEVICE_KEY`]) run concurrently; then the details of the
-/// page's devices alone: the latest failure's fields, `argMax` over the rows of the hours
-/// holding those latest failures only. Why: computing the fields for every device in scope
-/// cost three quarters of the time at 10M events, and reading them from every row in scope
-/// for the page's devices over a third (the page's devices are spread over every bucket, so
-/// only hours narrow the read; BENCHMARKS.md, issue 7, fifteenth session).
+/// [`DEVICE_KEY`] and `sig`) run concurrently; then the details of the page's devices alone:
+/// the latest failure's fields, `argMax` over the rows of the hours holding those latest
+/// failures only. Why: computing the fields for every device in scope cost three quarters of
+/// the time at 10M events, and reading them from every row in scope for the page's devices
+/// over a third (the page's devices are spread over every bucket, so only hours narrow the
+/// read; BENCHMARKS.md, issue 7, fifteenth session).
 pub async fn affected_devices(
     engine: &Engine,
     f: &Filters,
