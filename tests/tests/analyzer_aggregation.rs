@@ -557,6 +557,34 @@ async fn large_unique_counts_are_marked_estimates_within_the_bound() {
             );
         }
     }
+    // The affected-devices list: its total is the same estimate without a search (flagged),
+    // exact with `source=raw` and with a search; its pages are exact either way.
+    let list = analyzer
+        .ok(&format!("/api/v1/affected-devices?{range}&limit=1000"), &token)
+        .await;
+    assert_eq!(list["total_estimated"], true, "{}", list["total"]);
+    let total = list["total"].as_f64().unwrap();
+    assert!((total - 3000.0).abs() <= 0.02 * 3000.0, "estimated total {total}");
+    assert_eq!(list["devices"].as_array().unwrap().len(), 1000);
+    let raw_list = analyzer
+        .ok(
+            &format!("/api/v1/affected-devices?{range}&limit=1000&source=raw"),
+            &token,
+        )
+        .await;
+    assert_eq!(raw_list["total"], 3000);
+    assert_eq!(raw_list["total_estimated"], false);
+    assert_eq!(list["devices"], raw_list["devices"]);
+    // Every failing device id is even: "dev1" matches dev1, dev10..dev19, dev100.. (1,111 of
+    // the 6,000 ids), of which the even ones fail: 555.
+    let searched = analyzer
+        .ok(
+            &format!("/api/v1/affected-devices?{range}&limit=1&q=DEV1"),
+            &token,
+        )
+        .await;
+    assert_eq!(searched["total"], 555);
+    assert_eq!(searched["total_estimated"], false);
     // The tenant breakdown (per-tenant totals, migration 0007): 3,000 devices per tenant.
     let got = analyzer
         .ok(&format!("/api/v1/breakdown/tenant?{range}"), &token)

@@ -107,6 +107,7 @@ async fn code_filter_affected_devices_and_whoami() {
         }
         let body = a.ok(&path, &all).await;
         assert_eq!(body["total"].as_u64().unwrap(), want_devices.len() as u64);
+        assert_eq!(body["total_estimated"], false, "{path}");
         for d in body["devices"].as_array().unwrap() {
             let k = (
                 d["tenant"].as_str().unwrap().to_owned(),
@@ -340,6 +341,7 @@ async fn affected_devices_equal_brute_force_over_every_grain() {
                     }
                     let body = a.ok(&path, &all).await;
                     assert_eq!(body["total"].as_u64(), Some(want.len() as u64), "{path}");
+                    assert_eq!(body["total_estimated"], false, "{path}");
                     for d in body["devices"].as_array().unwrap() {
                         let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
                         let t = |k: &str| {
@@ -351,7 +353,7 @@ async fn affected_devices_equal_brute_force_over_every_grain() {
                             .unix_timestamp() as u32
                         };
                         let f = d["failures"].as_u64().unwrap();
-                        order.push(f);
+                        order.push((f, t("last_failure")));
                         let dev = WantDevice {
                             failures: f,
                             first: t("first_failure"),
@@ -375,6 +377,7 @@ async fn affected_devices_equal_brute_force_over_every_grain() {
                         break;
                     }
                 }
+                // Most failures first, then the most recent latest failure.
                 assert!(order.windows(2).all(|w| w[0] >= w[1]), "{order:?}");
                 for (k, w) in &want {
                     assert_eq!(got.get(k), Some(w), "{range}{extra} {source}: {k:?}");

@@ -510,7 +510,7 @@ pub struct AffectedDevicesResponse {
     get,
     path = "/affected-devices",
     summary = "Devices with failures matching the filters, most failures first",
-    description = "One row per (tenant, device) with its failure count, first and last failure, and the code, symbol, category and stage of its latest failure in scope. Read from raw failed events in the range. Keyset pagination: pass next_cursor back as cursor.",
+    description = "One row per (tenant, device) with its failure count, first and last failure, and the code, symbol, category and stage of its latest failure in scope. Ordered by failures, then the latest failure (most recent first), then an arbitrary but stable device key. Read from the per-device failure rollups (raw failed events at unaligned edges, or all of them with source=raw). `total` is exact up to 1,024 devices and with a search; above that, without a search, it is an estimate within ~2.1% and `total_estimated` is true. Keyset pagination: pass next_cursor back as cursor.",
     params(FilterParams, AffectedQuery),
     security(("bearer" = [])),
     responses((status = 200, description = "One page of affected devices", body = AffectedDevicesResponse), QueryErrors)

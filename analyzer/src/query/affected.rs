@@ -28,12 +28,13 @@ use super::plan::{Family, Grain, Resolution, Source};
 /// devices); they would then be counted and listed as one.
 const DEVICE_HASH: &str = "cityHash64(tenant, device_id)";
 
-/// Position after the last row of a page: (failures, tenant, device_id).
+/// Position after the last row of a page: (failures, latest failure, device key), the page's
+/// order ([`affected_devices`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceCursor {
     pub f: u64,
-    pub t: String,
-    pub d: String,
+    pub l: u32,
+    pub h: u64,
 }
 
 impl DeviceCursor {
@@ -47,6 +48,7 @@ impl DeviceCursor {
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct Row {
+    h: u64,
     tenant: String,
     device_id: String,
     upn: String,
@@ -83,10 +85,15 @@ pub struct AffectedDevice {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(as = AffectedDevicesPage)]
 pub struct AffectedPage {
-    /// Devices matching the filters and the search, over all pages. Exact unless two devices
-    /// share a 64-bit key (`cityHash64(tenant, device_id)`; probability ~n^2 / 2^65, 3e-8 at a
-    /// million devices), which would count them as one.
+    /// Devices matching the filters and the search, over all pages. Without a search, from the
+    /// rollups' device states like every other unique count: exact up to 1,024 devices, above
+    /// that a HyperLogLog estimate within ~2.1% (then `total_estimated` is true). With a search
+    /// or `source=raw`, counted from the rows: exact unless two devices share a 64-bit key
+    /// (`cityHash64(tenant, device_id)`; probability ~n^2 / 2^65, 3e-8 at a million devices),
+    /// which would count them as one.
     pub total: u64,
+    /// True when `total` is an estimate.
+    pub total_estimated: bool,
     pub devices: Vec<AffectedDevice>,
     pub next_cursor: Option<String>,
 }
@@ -118,15 +125,15 @@ async fn signals_in_scope(engine: &Engine, f: &Filters) -> Result<CategoryMap, Q
 /// and `last`. Whole hours, days and weeks come from the per-device failure rollups
 /// (migration 0008), the unaligned edges (or everything, with `source=raw`) from raw failed
 /// rows grouped the same way. `search` matches a substring of the device id or the user,
-/// case-insensitively; `devices` (tenants, device ids) keeps the rows of those tenants and
-/// device ids only; `at` (times, read at [`Resolution::Hour`]) keeps the hourly rows of the
-/// hours holding those times and the raw rows at exactly those times.
+/// case-insensitively; `devices` keeps the rows of those device keys ([`DEVICE_HASH`]) only;
+/// `at` (times, read at [`Resolution::Hour`]) keeps the hourly rows of the hours holding
+/// those times and the raw rows at exactly those times.
 fn failure_rows(
     engine: &Engine,
     f: &Filters,
     map: &CategoryMap,
     search: Option<&str>,
-    devices: Option<(&[String], &[String])>,
+    devices: Option<&[u64]>,
     at: Option<&[u32]>,
     key: &str,
 ) -> Sql {
@@ -198,12 +205,10 @@ fn failure_rows(
             }
             None => {}
         }
-        if let Some((tenants, ids)) = devices {
+        if let Some(keys) = devices {
             union
-                .push(" AND tenant IN (SELECT arrayJoin(")
-                .bind(Bind::Strs(tenants.to_vec()))
-                .push(")) AND device_id IN (SELECT arrayJoin(")
-                .bind(Bind::Strs(ids.to_vec()))
+                .push(&format!(" AND {DEVICE_HASH} IN (SELECT arrayJoin("))
+                .bind(Bind::U64s(keys.to_vec()))
                 .push("))");
         }
         if let Some(times) = at {
@@ -255,26 +260,34 @@ fn push_at(sql: &mut Sql, source: Source, times: &[u32]) {
         .push("), 'UTC'))");
 }
 
-/// A device of a page: its failures in scope, the first and the latest.
+/// A device of a page, by its key ([`DEVICE_HASH`]): its failures in scope, the first and the
+/// latest.
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct PageKey {
-    tenant: String,
-    device_id: String,
+    h: u64,
     failures: u64,
     first_failure: u32,
     last_failure: u32,
 }
 
-/// One page of the devices hit by the failures `f` selects, most failures first.
+/// One page of the devices hit by the failures `f` selects: most failures first, then the
+/// most recent latest failure, then the device key ([`DEVICE_HASH`], an arbitrary but stable
+/// order of devices tied on both).
 ///
-/// Three queries: the number of devices and the page's devices (grouped per device, by
-/// [`DEVICE_HASH`], with their failures, first and latest failure times; both read only
-/// [`DEVICE_KEY`] and `sig`) run concurrently; then the details of the page's devices alone:
-/// the latest failure's fields, `argMax` over the rows of the hours holding those latest
+/// Three queries: the number of devices and the page's devices run concurrently; then the
+/// details of the page's devices alone. The number is the failed-device states of the
+/// rollups merged ([`Engine::affected_device_count`]), a question about as cheap as the
+/// summary's, unless a search asks for substrings no state can count; counting the device
+/// keys of every row in scope instead took ~60 ms of the two cores' time at 10M events
+/// (seventeenth session). The page is grouped per device key with integer
+/// aggregates and integer sort keys only: no device id or tenant is carried through the
+/// grouping of every affected device, nor compared to break ties (BENCHMARKS.md, issue 7,
+/// seventeenth session). The details, the latest failure's fields and the device's tenant
+/// and id, are `argMax` over the rows of the page's devices in the hours holding their latest
 /// failures only. Why: computing the fields for every device in scope cost three quarters of
 /// the time at 10M events, and reading them from every row in scope for the page's devices
 /// over a third (the page's devices are spread over every bucket, so only hours narrow the
-/// read; BENCHMARKS.md, issue 7, fifteenth session).
+/// read; fifteenth session).
 pub async fn affected_devices(
     engine: &Engine,
     f: &Filters,
@@ -285,41 +298,44 @@ pub async fn affected_devices(
     let map = signals_in_scope(engine, f).await?;
     let rows_sql = failure_rows(engine, f, &map, search, None, None, DEVICE_KEY);
 
-    let mut count = Sql::default();
-    count.push(&format!("SELECT uniqExact({DEVICE_HASH}) FROM ("));
-    count.append(rows_sql.clone());
-    count.push(")");
+    // A search matches substrings of device ids and users, which no rollup state can count.
+    let count = search.is_some().then(|| {
+        let mut count = Sql::default();
+        count.push(&format!("SELECT uniqExact({DEVICE_HASH}) FROM ("));
+        count.append(rows_sql.clone());
+        count.push(")");
+        count
+    });
 
     let mut page = Sql::default();
-    page.push(
-        "SELECT any(tenant) AS t, any(device_id) AS d, sum(n) AS failures, \
-         toUInt32(min(first)) AS first_failure, toUInt32(max(last)) AS last_failure FROM (",
-    );
+    page.push(&format!(
+        "SELECT {DEVICE_HASH} AS h, sum(n) AS failures, toUInt32(min(first)) AS first_failure, \
+         toUInt32(max(last)) AS last_failure FROM ("
+    ));
     page.append(rows_sql);
-    page.push(&format!(") GROUP BY {DEVICE_HASH}"));
+    page.push(") GROUP BY h");
     if let Some(c) = cursor {
         page.push(" HAVING failures < ")
             .bind(Bind::U64(c.f))
             .push(" OR (failures = ")
             .bind(Bind::U64(c.f))
-            .push(" AND (t > ")
-            .bind(Bind::Str(c.t.clone()))
-            .push(" OR (t = ")
-            .bind(Bind::Str(c.t.clone()))
-            .push(" AND d > ")
-            .bind(Bind::Str(c.d.clone()))
+            .push(" AND (last_failure < ")
+            .bind(Bind::U32(c.l))
+            .push(" OR (last_failure = ")
+            .bind(Bind::U32(c.l))
+            .push(" AND h > ")
+            .bind(Bind::U64(c.h))
             .push(")))");
     }
-    page.push(" ORDER BY failures DESC, t ASC, d ASC LIMIT ")
+    page.push(" ORDER BY failures DESC, last_failure DESC, h ASC LIMIT ")
         .bind(Bind::U64(limit + 1));
 
-    let (total, mut keys) = tokio::try_join!(
+    let ((total, total_estimated), mut keys) = tokio::try_join!(
         async {
-            count
-                .query(engine.client())
-                .fetch_one::<u64>()
-                .await
-                .map_err(QueryError::from)
+            match &count {
+                Some(count) => Ok((count.query(engine.client()).fetch_one::<u64>().await?, false)),
+                None => engine.affected_device_count(f).await,
+            }
         },
         async {
             page.query(engine.client())
@@ -334,8 +350,8 @@ pub async fn affected_devices(
         keys.last().map(|k| {
             DeviceCursor {
                 f: k.failures,
-                t: k.tenant.clone(),
-                d: k.device_id.clone(),
+                l: k.last_failure,
+                h: k.h,
             }
             .encode()
         })
@@ -347,17 +363,13 @@ pub async fn affected_devices(
     // each key finds its details.
     let devices = keys
         .into_iter()
-        .filter_map(|k| {
-            details
-                .remove(&(k.tenant.clone(), k.device_id.clone()))
-                .map(|r| (k, r))
-        })
+        .filter_map(|k| details.remove(&k.h).map(|r| (k, r)))
         .map(|(k, r)| AffectedDevice {
             first_failure: rfc3339(k.first_failure),
             last_failure: rfc3339(k.last_failure),
             last_code: format_code(r.last_code, r.last_has_code == 1),
-            tenant: k.tenant,
-            device_id: k.device_id,
+            tenant: r.tenant,
+            device_id: r.device_id,
             user_principal_name: r.upn,
             failures: k.failures,
             last_symbol: r.last_symbol,
@@ -370,57 +382,53 @@ pub async fn affected_devices(
         .collect();
     Ok(AffectedPage {
         total,
+        total_estimated,
         devices,
         next_cursor,
     })
 }
 
-/// The latest failure's fields of the page's devices, by (tenant, device id): the rows in
-/// scope of those tenants and device ids (a device id of another tenant on the page is read
-/// and left out) in the hours holding the page's latest failures, grouped per device. A
-/// device's latest failure is in the hour holding its `last_failure`, so `argMax` over those
-/// rows is `argMax` over all of its rows in scope; the counts and times come from the page.
+/// The tenant, device id and latest failure's fields of the page's devices, by device key:
+/// the rows in scope of those keys in the hours holding the page's latest failures, grouped
+/// per device. A device's latest failure is in the hour holding its `last_failure`, so
+/// `argMax` over those rows is `argMax` over all of its rows in scope; the counts and times
+/// come from the page.
 async fn page_details(
     engine: &Engine,
     f: &Filters,
     map: &CategoryMap,
     search: Option<&str>,
     keys: &[PageKey],
-) -> Result<HashMap<(String, String), Row>, QueryError> {
+) -> Result<HashMap<u64, Row>, QueryError> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut tenants: Vec<String> = keys.iter().map(|k| k.tenant.clone()).collect();
-    tenants.sort();
-    tenants.dedup();
-    let mut ids: Vec<String> = keys.iter().map(|k| k.device_id.clone()).collect();
-    ids.sort();
-    ids.dedup();
+    let mut hashes: Vec<u64> = keys.iter().map(|k| k.h).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
     let mut sql = Sql::default();
-    sql.push(
-        "SELECT tenant, device_id, argMax(user_principal_name, last) AS upn, \
+    sql.push(&format!(
+        "SELECT {DEVICE_HASH} AS h, tenant, device_id, \
+         argMax(user_principal_name, last) AS upn, \
          argMax(error_code, last) AS last_code, argMax(error_has_code, last) AS last_has_code, \
          argMax(error_symbol, last) AS last_symbol, argMax(category, last) AS last_category, \
          argMax(stage, last) AS last_stage, argMax(platform, last) AS platform, \
          argMax(os_version, last) AS os_version, \
-         argMax(enrollment_method, last) AS enrollment_method FROM (",
-    );
+         argMax(enrollment_method, last) AS enrollment_method FROM ("
+    ));
     let lasts: Vec<u32> = keys.iter().map(|k| k.last_failure).collect();
     sql.append(failure_rows(
         engine,
         f,
         map,
         search,
-        Some((&tenants, &ids)),
+        Some(&hashes),
         Some(&lasts),
         KEY,
     ));
     sql.push(") GROUP BY tenant, device_id");
     let rows: Vec<Row> = sql.query(engine.client()).fetch_all().await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ((r.tenant.clone(), r.device_id.clone()), r))
-        .collect())
+    Ok(rows.into_iter().map(|r| (r.h, r)).collect())
 }
 #[cfg(test)]
 mod tests {
@@ -430,8 +438,8 @@ mod tests {
     fn cursor_round_trip_and_garbage() {
         let c = DeviceCursor {
             f: 12,
-            t: "contoso".into(),
-            d: "dev-1".into(),
+            l: 1_709_251_200,
+            h: u64::MAX,
         };
         assert_eq!(DeviceCursor::decode(&c.encode()).unwrap(), c);
         assert_eq!(DeviceCursor::decode("%%").unwrap_err().field, "cursor");

@@ -1209,6 +1209,15 @@ impl Engine {
         Ok((sql.query(&self.client).fetch_all().await?, exact))
     }
 
+    /// The number of devices with a failure `f` selects, merged from the rollups' device
+    /// states like every other unique count, and whether it is an estimate (see
+    /// [`EXACT_UNIQUE_LIMIT`]); exact from raw rows for a raw-only plan.
+    pub(super) async fn affected_device_count(&self, f: &Filters) -> Result<(u64, bool), QueryError> {
+        let (rows, exact) = self.grouped(f, None, 1).await?;
+        let n = rows.first().map_or(0, |r| r.affected_devices);
+        Ok((n, is_estimate(exact, &[n])))
+    }
+
     /// Totals for the range plus the five categories with most failures. The two questions
     /// read different rollups (totals need no signal columns) and run concurrently.
     pub async fn summary(&self, f: &Filters) -> Result<Summary, QueryError> {

@@ -171,6 +171,8 @@ export interface AffectedDevice {
 }
 export interface AffectedDevicesResp {
   total: number;
+  /** True when `total` is a HyperLogLog estimate (within ~2.1%; exact up to 1,024 devices). */
+  total_estimated: boolean;
   devices: AffectedDevice[];
   next_cursor: string | null;
 }

@@ -164,7 +164,8 @@ function Devices(props: { v: View; extra: Record<string, string> }) {
             </div>
             <nav class="pager" aria-label="Pages of affected devices">
               <span data-testid="affected-range">
-                {n(start + 1)}–{n(start + d.devices.length)} of {n(d.total)}
+                {n(start + 1)}–{n(start + d.devices.length)} of {d.total_estimated ? "about " : ""}
+                {n(d.total)}
               </span>
               <button type="button" disabled={cursors.length === 0} onClick={() => setCursors(cursors.slice(0, -1))}>
                 Previous
