@@ -560,11 +560,17 @@ async fn large_unique_counts_are_marked_estimates_within_the_bound() {
     // The affected-devices list: its total is the same estimate without a search (flagged),
     // exact with `source=raw` and with a search; its pages are exact either way.
     let list = analyzer
-        .ok(&format!("/api/v1/affected-devices?{range}&limit=1000"), &token)
+        .ok(
+            &format!("/api/v1/affected-devices?{range}&limit=1000"),
+            &token,
+        )
         .await;
     assert_eq!(list["total_estimated"], true, "{}", list["total"]);
     let total = list["total"].as_f64().unwrap();
-    assert!((total - 3000.0).abs() <= 0.02 * 3000.0, "estimated total {total}");
+    assert!(
+        (total - 3000.0).abs() <= 0.02 * 3000.0,
+        "estimated total {total}"
+    );
     assert_eq!(list["devices"].as_array().unwrap().len(), 1000);
     let raw_list = analyzer
         .ok(

@@ -98,15 +98,30 @@ pub struct AffectedPage {
     pub next_cursor: Option<String>,
 }
 
-/// The grouping key of the per-device failure rows (migration 0008's key but the bucket and
-/// `sig`, which every row also carries): every column the page's details read. Filters and
-/// the search test the tables' columns in `WHERE`.
-const KEY: &str = "tenant, device_id, user_principal_name, os_version, enrollment_method, \
-platform, stage, source_kind, error_code, error_has_code, error_symbol";
+/// What [`failure_rows`] returns per row besides `sig`, `n`, `first` and `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The device (tenant, device id) only: what the count and the page read. 18.16 reads
+    /// every column a `UNION ALL` branch names, used above it or not.
+    Devices,
+    /// Every column the page's details read (migration 0008's key but the bucket and `sig`,
+    /// which every row also carries), and the row's `category`.
+    Details,
+}
 
-/// The key the count and the page read: the device (and `sig`, for the category). 18.16
-/// reads every column a `UNION ALL` branch names, used above it or not.
-const DEVICE_KEY: &str = "tenant, device_id";
+impl Shape {
+    /// The grouping key of the rows. Filters and the search test the tables' columns in
+    /// `WHERE`.
+    fn key(self) -> &'static str {
+        match self {
+            Shape::Devices => "tenant, device_id",
+            Shape::Details => {
+                "tenant, device_id, user_principal_name, os_version, enrollment_method, \
+                 platform, stage, source_kind, error_code, error_has_code, error_symbol"
+            }
+        }
+    }
+}
 
 /// The classified signals in scope: read from the rollups' signal ids for whole days or weeks
 /// (the raw rows only at the edges), as the category breakdown does.
@@ -120,9 +135,9 @@ async fn signals_in_scope(engine: &Engine, f: &Filters) -> Result<CategoryMap, Q
     engine.category_map(f, &segs).await
 }
 
-/// Per-device failure rows in scope with their category, as a subquery: one row per `key`
-/// ([`KEY`] or [`DEVICE_KEY`]) and `sig` (per table read) with `n` failures between `first`
-/// and `last`. Whole hours, days and weeks come from the per-device failure rollups
+/// Per-device failure rows in scope, as a subquery: one row per key of `shape` and `sig` (per
+/// table read) with `n` failures between `first` and `last`, and for [`Shape::Details`] the
+/// row's `category`. Whole hours, days and weeks come from the per-device failure rollups
 /// (migration 0008), the unaligned edges (or everything, with `source=raw`) from raw failed
 /// rows grouped the same way. `search` matches a substring of the device id or the user,
 /// case-insensitively; `devices` keeps the rows of those device keys ([`DEVICE_HASH`]) only;
@@ -135,8 +150,9 @@ fn failure_rows(
     search: Option<&str>,
     devices: Option<&[u64]>,
     at: Option<&[u32]>,
-    key: &str,
+    shape: Shape,
 ) -> Sql {
+    let key = shape.key();
     let resolution = if at.is_some() {
         Resolution::Hour
     } else {
@@ -226,6 +242,17 @@ fn failure_rows(
             union.push(&format!(" GROUP BY {key}, sig"));
         }
     }
+    // A category's rollup rows are read by its signal ids, so they are exactly its rows; raw
+    // rows are narrowed by code only. Without raw rows, a shape that does not return the
+    // category needs no category computed (~7 ms of a 19 ms scan of ~480k rows at 10M
+    // events, BENCHMARKS.md, issue 7, seventeenth session).
+    let exact_by_sig = match category {
+        None => true,
+        Some(c) => map.sigs_of(c).is_some() && tables.iter().all(|(s, _)| *s != Source::Raw),
+    };
+    if shape == Shape::Devices && exact_by_sig {
+        return union;
+    }
     // The category is computed over the rows, where `sig` is in scope; every row is a failure
     // (the category expression reads `outcome`, named outside the branches so that it never
     // shadows the raw column their WHERE tests).
@@ -296,7 +323,7 @@ pub async fn affected_devices(
     cursor: Option<&DeviceCursor>,
 ) -> Result<AffectedPage, QueryError> {
     let map = signals_in_scope(engine, f).await?;
-    let rows_sql = failure_rows(engine, f, &map, search, None, None, DEVICE_KEY);
+    let rows_sql = failure_rows(engine, f, &map, search, None, None, Shape::Devices);
 
     // A search matches substrings of device ids and users, which no rollup state can count.
     let count = search.is_some().then(|| {
@@ -333,7 +360,10 @@ pub async fn affected_devices(
     let ((total, total_estimated), mut keys) = tokio::try_join!(
         async {
             match &count {
-                Some(count) => Ok((count.query(engine.client()).fetch_one::<u64>().await?, false)),
+                Some(count) => Ok((
+                    count.query(engine.client()).fetch_one::<u64>().await?,
+                    false,
+                )),
                 None => engine.affected_device_count(f).await,
             }
         },
@@ -424,7 +454,7 @@ async fn page_details(
         search,
         Some(&hashes),
         Some(&lasts),
-        KEY,
+        Shape::Details,
     ));
     sql.push(") GROUP BY tenant, device_id");
     let rows: Vec<Row> = sql.query(engine.client()).fetch_all().await?;

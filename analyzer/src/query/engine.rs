@@ -1212,7 +1212,10 @@ impl Engine {
     /// The number of devices with a failure `f` selects, merged from the rollups' device
     /// states like every other unique count, and whether it is an estimate (see
     /// [`EXACT_UNIQUE_LIMIT`]); exact from raw rows for a raw-only plan.
-    pub(super) async fn affected_device_count(&self, f: &Filters) -> Result<(u64, bool), QueryError> {
+    pub(super) async fn affected_device_count(
+        &self,
+        f: &Filters,
+    ) -> Result<(u64, bool), QueryError> {
         let (rows, exact) = self.grouped(f, None, 1).await?;
         let n = rows.first().map_or(0, |r| r.affected_devices);
         Ok((n, is_estimate(exact, &[n])))
