@@ -244,7 +244,7 @@ fn failure_rows(
     }
     // A category's rollup rows are read by its signal ids, so they are exactly its rows; raw
     // rows are narrowed by code only. Without raw rows, a shape that does not return the
-    // category needs no category computed (~7 ms of a 19 ms scan of ~480k rows at 10M
+    // category needs no category computed (+7 ms over the 19 ms read of ~480k rows at 10M
     // events, BENCHMARKS.md, issue 7, seventeenth session).
     let exact_by_sig = match category {
         None => true,
