@@ -301,20 +301,21 @@ struct PageKey {
 /// most recent latest failure, then the device key ([`DEVICE_HASH`], an arbitrary but stable
 /// order of devices tied on both).
 ///
-/// Three queries: the number of devices and the page's devices run concurrently; then the
-/// details of the page's devices alone. The number is the failed-device states of the
-/// rollups merged ([`Engine::affected_device_count`]), a question about as cheap as the
-/// summary's, unless a search asks for substrings no state can count; counting the device
-/// keys of every row in scope instead took ~60 ms of the two cores' time at 10M events
-/// (seventeenth session). The page is grouped per device key with integer
-/// aggregates and integer sort keys only: no device id or tenant is carried through the
-/// grouping of every affected device, nor compared to break ties (BENCHMARKS.md, issue 7,
-/// seventeenth session). The details, the latest failure's fields and the device's tenant
-/// and id, are `argMax` over the rows of the page's devices in the hours holding their latest
-/// failures only. Why: computing the fields for every device in scope cost three quarters of
-/// the time at 10M events, and reading them from every row in scope for the page's devices
-/// over a third (the page's devices are spread over every bucket, so only hours narrow the
-/// read; fifteenth session).
+/// Three queries: the number of devices and the page's devices run concurrently, then the
+/// details of the page's devices alone.
+/// - The number is the failed-device states of the rollups merged
+///   ([`Engine::affected_device_count`]), a question about as cheap as the summary's, unless
+///   a search asks for substrings no state can count. Counting the device keys of every row
+///   in scope instead took 60-120 ms of the other core at 10M events.
+/// - The page is grouped per device key with integer aggregates and integer sort keys only:
+///   no device id or tenant is carried through the grouping of every affected device, nor
+///   compared to break ties (BENCHMARKS.md, issue 7, seventeenth session).
+/// - The details, the latest failure's fields and the device's tenant and id, are `argMax`
+///   over the rows of the page's devices in the hours holding their latest failures only.
+///   Computing the fields for every device in scope cost three quarters of the time at 10M
+///   events, and reading them from every row in scope for the page's devices over a third
+///   (the page's devices are spread over every bucket, so only hours narrow the read;
+///   fifteenth session).
 pub async fn affected_devices(
     engine: &Engine,
     f: &Filters,
