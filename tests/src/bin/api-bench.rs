@@ -72,6 +72,42 @@ struct Args {
     /// --skip insights` at 100M events, where one raw-scan funnel request takes minutes.
     #[arg(long)]
     skip: Vec<String>,
+    /// The shape of the ranges the cases ask for: `days` (2024-03-01 to 03-31, whole days),
+    /// `minute` (29.5 days ending at a whole minute, 06:37 to 18:37: the dashboard's rolling
+    /// window before it was aligned to the hour) or `hour` (the same length ending at a whole
+    /// hour, 07:00 to 19:00: the dashboard's rolling window of 7 days and more). The 7-day
+    /// time series ends where the others do. The unaligned funnel case and the raw-scan
+    /// baseline keep their own ranges in every shape.
+    #[arg(long, value_enum, default_value_t = Window::Days)]
+    window: Window,
+}
+
+/// The range shape of the timed cases (see `Args::window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Window {
+    Days,
+    Minute,
+    Hour,
+}
+
+impl Window {
+    /// The query strings of the 30-day (or 29.5-day) range and of the 7-day one.
+    fn ranges(self) -> (&'static str, &'static str) {
+        match self {
+            Window::Days => (
+                "from=2024-03-01T00:00:00Z&to=2024-03-31T00:00:00Z",
+                "from=2024-03-24T00:00:00Z&to=2024-03-31T00:00:00Z",
+            ),
+            Window::Minute => (
+                "from=2024-03-01T06:37:00Z&to=2024-03-30T18:37:00Z",
+                "from=2024-03-23T18:37:00Z&to=2024-03-30T18:37:00Z",
+            ),
+            Window::Hour => (
+                "from=2024-03-01T07:00:00Z&to=2024-03-30T19:00:00Z",
+                "from=2024-03-23T19:00:00Z&to=2024-03-30T19:00:00Z",
+            ),
+        }
+    }
 }
 
 /// 2024-03-01T00:00:00Z, a Friday.
@@ -308,8 +344,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|s| s.bytes)
         .sum();
 
-    let range = "from=2024-03-01T00:00:00Z&to=2024-03-31T00:00:00Z";
-    let last_week = "from=2024-03-24T00:00:00Z&to=2024-03-31T00:00:00Z";
+    let (range, last_week) = args.window.ranges();
     let mut cases: Vec<(String, String)> =
         vec![("summary".into(), format!("/api/v1/summary?{range}"))];
     for dim in fleetpulse_analyzer::query::engine::Dimension::NAMES {
@@ -395,7 +430,7 @@ async fn main() -> anyhow::Result<()> {
     let (base_p50, base_p95) = stats(&mut samples[0]);
 
     println!(
-        "# api-bench: {events} events, {} rounds; analyzer ready (migration + backfill) in {backfill_s:.1} s",
+        "# api-bench: {events} events, {} rounds, ranges {range}; analyzer ready (migration + backfill) in {backfill_s:.1} s",
         args.iterations
     );
     println!(
@@ -445,6 +480,7 @@ async fn main() -> anyhow::Result<()> {
             "first_week_span_pass_s": round2(first_span_pass_s),
             "raw_bytes": raw_bytes,
             "rollup_bytes": rollup_bytes,
+            "window": format!("{:?}", args.window).to_lowercase(),
         })
     );
     Ok(())
