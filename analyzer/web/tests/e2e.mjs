@@ -266,7 +266,18 @@ try {
   await page.waitForFunction(() => location.hash.includes("range=24h"));
   await settle();
   const w24 = { from: await page.locator("main").getAttribute("data-from"), to: await page.locator("main").getAttribute("data-to") };
+  // A rolling window is whole buckets ending with the current one (format.ts, resolveWindow).
+  eq(Date.parse(w24.to) - Date.parse(w24.from), 86_400_000, "last 24 hours spans 24 h");
+  eq(Date.parse(w24.to) % 900_000, 0, `last 24 hours by 15 minutes ends at a whole quarter hour (${w24.to})`);
+  eq(Date.parse(w24.to) > Date.now() - 60_000 && Date.parse(w24.to) <= Date.now() + 900_000, true, `last 24 hours ends with the current quarter hour (${w24.to})`);
   await until(() => kpis(), kpisOf((await api(`/api/v1/summary${qs(w24)}`)).summary), "KPIs for the last 24 hours");
+  await page.getByTestId("range").selectOption("30d");
+  await page.waitForFunction(() => location.hash.includes("range=30d"));
+  await settle();
+  const w30 = { from: await page.locator("main").getAttribute("data-from"), to: await page.locator("main").getAttribute("data-to") };
+  eq(Date.parse(w30.to) - Date.parse(w30.from), 30 * 86_400_000, "last 30 days spans 30 days");
+  eq(w30.to.endsWith("T00:00:00Z") && Date.parse(w30.to) > Date.now() - 60_000, true, `last 30 days by day ends at the coming midnight (${w30.to})`);
+  await until(() => kpis(), kpisOf((await api(`/api/v1/summary${qs(w30)}`)).summary), "KPIs for the last 30 days");
 
   // ---- 6. tenant switch ----
   step = "tenant switch";
