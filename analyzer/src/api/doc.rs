@@ -113,7 +113,10 @@ pub struct FilterParams {
     /// Start (inclusive), RFC 3339. Default: to - 24h.
     #[param(schema_with = date_time)]
     pub from: Option<String>,
-    /// End (exclusive), RFC 3339. Default: now. At most 400 days after from.
+    /// End (exclusive), RFC 3339. Default: now. At most 400 days after from. A range of
+    /// whole UTC days is answered from day and week rollups alone and is the fastest to ask;
+    /// whole hours next; a range ending inside an hour also reads raw events (several times
+    /// slower at scale: docs/capacity.md). The dashboard's rolling windows are whole buckets.
     #[param(schema_with = date_time)]
     pub to: Option<String>,
     /// Tenant; forced to the key's tenant for tenant-scoped keys (another value is a 403).
