@@ -72,12 +72,12 @@ struct Args {
     /// --skip insights` at 100M events, where one raw-scan funnel request takes minutes.
     #[arg(long)]
     skip: Vec<String>,
-    /// The shape of the ranges the cases ask for: `days` (2024-03-01 to 03-31, whole days),
-    /// `minute` (29.5 days ending at a whole minute, 06:37 to 18:37: the dashboard's rolling
-    /// window before it was aligned to the hour) or `hour` (the same length ending at a whole
-    /// hour, 07:00 to 19:00: the dashboard's rolling window of 7 days and more). The 7-day
-    /// time series ends where the others do. The unaligned funnel case and the raw-scan
-    /// baseline keep their own ranges in every shape.
+    /// The shape of the ranges the cases ask for: `days` (2024-03-01 to 03-31, whole days:
+    /// the dashboard's 30- and 90-day views), `minute` (29.5 days ending at a whole minute,
+    /// 06:37 to 18:37: every rolling view before they were aligned to their buckets) or
+    /// `hour` (the same length ending at a whole hour, 07:00 to 19:00: the edges of the
+    /// dashboard's 7-day view). The 7-day time series ends where the others do. The unaligned
+    /// funnel case and the raw-scan baseline keep their own ranges in every shape.
     #[arg(long, value_enum, default_value_t = Window::Days)]
     window: Window,
 }
