@@ -761,10 +761,12 @@ async fn series_read_finalized_buckets_until_late_events_arrive() {
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }
 
-/// Week spans (migration 0011): the analyzer builds heads and tails of the stored weeks at
-/// start; a breakdown over a range whose edge days are a tail and a head reads them and equals
-/// brute force; late events in those days put the spans behind, and the answers (read from
-/// the days again) still equal brute force; a rebuild brings the spans back, holding every event.
+/// Week and day spans (migrations 0011 and 0012): the analyzer builds heads and tails of the
+/// stored weeks, and of the last days' hours, at start; a breakdown over a range whose edge
+/// days are a tail and a head reads them and equals brute force, as does one whose edge hours
+/// are a day's head; late events in those days put the spans behind, and the answers (read
+/// from the days and hours again) still equal brute force; a rebuild brings the spans back,
+/// holding every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breakdowns_read_week_spans_until_late_events_arrive() {
     let ch = shared();
@@ -818,8 +820,29 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     let built = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
         .await
         .unwrap();
-    // 7 families x the 4 weeks the 24 days touch (03-01's week holds its tail only).
-    assert_eq!(built, 28, "weeks built");
+    // 7 families x the 4 weeks the 24 days touch (03-01's week holds its tail only), and
+    // 3 families x the 9 days kept back from the newest hour (03-24 23:00): 03-16 to 03-24.
+    assert_eq!(
+        built,
+        fleetpulse_analyzer::rollups::spans::Built {
+            rebuilt: 28 + 27,
+            dropped: 0,
+            day_spans_since: T0 + 15 * DAY,
+        },
+        "weeks and days built"
+    );
+    // The head of 03-23 to 06:59 (bucket 06:00) and the tail of 03-16 from 05:00.
+    assert_eq!(
+        span_events("rollup_tenant_totals_day_heads", head_to + 6 * 3600).await,
+        in_days(&before, head_to, head_to + 7 * 3600)
+    );
+    // (A facets row counts an event once per facet: platform, method, stage, OS version and
+    // source kind.)
+    assert_eq!(
+        span_events("rollup_fleet_facets_day_tails", T0 + 15 * DAY + 5 * 3600).await,
+        5 * in_days(&before, T0 + 15 * DAY + 5 * 3600, T0 + 16 * DAY)
+    );
+
     assert_eq!(
         span_events("rollup_fleet_cores_tails", T0).await,
         in_days(&before, T0, T0 + 3 * DAY)
@@ -864,6 +887,7 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
         // A span read by a question (not by the check before it): its bucket alone.
         sql[from..].contains("_tails WHERE ((bucket = toDateTime(")
             && sql[from..].contains("_heads WHERE ((bucket = toDateTime(")
+            && sql[from..].contains("_day_heads WHERE ((bucket = toDateTime(")
     };
     let start = log_len();
     check(before.clone()).await;
@@ -904,8 +928,9 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     );
 
     // The builder of `serve` (a second analyzer, default interval) rebuilds at its first pass
-    // the two weeks it finds behind: 7 families x 2 weeks (every family holds every event),
-    // and says so on /metrics.
+    // the two weeks it finds behind (7 families x 2 weeks: every family holds every event)
+    // and the day it finds behind among the days kept (03-20, 3 families), and says so on
+    // /metrics.
     let builder = Analyzer::start(ch, &db, &[]).await;
     let metrics = fleetpulse_tests::harness::poll_until(
         std::time::Duration::from_secs(120),
@@ -918,8 +943,8 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     .await;
     assert_eq!(
         (metrics.1, metrics.2),
-        (14, 0),
-        "(family, week) rebuilt and failed passes"
+        (14 + 3, 0),
+        "(family, week or day) rebuilt and failed passes"
     );
     drop(builder);
     assert_eq!(
@@ -929,17 +954,55 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     assert_eq!(
         fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
             .await
-            .unwrap(),
+            .unwrap()
+            .rebuilt,
         0,
         "a pass after the builder's finds nothing behind"
     );
     let start = log_len();
     check(all).await;
     assert!(reads_spans(start), "rebuilt spans were not read");
+
+    // An event 40 days after T0 moves the newest hour on: the next pass builds its day and
+    // its week, and drops every day span older than the 9 days kept back from it (03-16 to
+    // 03-24 in 3 families), so the day span tables stay bounded.
+    let mut newer = events_over(13, 1, now(), 1);
+    newer[0].occurred_at = T0 + 40 * DAY + 12 * 3600;
+    insert_events(ch, &db, &newer).await;
+    let moved = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        moved,
+        fleetpulse_analyzer::rollups::spans::Built {
+            rebuilt: 7 + 3,
+            dropped: 27,
+            day_spans_since: T0 + 32 * DAY,
+        }
+    );
+    for table in [
+        "rollup_fleet_narrow_day_heads",
+        "rollup_fleet_facets_day_tails",
+        "rollup_tenant_totals_day_heads",
+    ] {
+        assert_eq!(
+            ch.count(
+                &format!(
+                    "SELECT count() FROM {db}.{table} WHERE bucket < toDateTime({}, 'UTC')",
+                    T0 + 32 * DAY
+                ),
+                &[]
+            )
+            .await
+            .unwrap(),
+            0,
+            "{table} keeps dropped days"
+        );
+    }
     drop(analyzer);
 }
 
-/// (passes, (family, week) rebuilt, failed passes) of the week span builder, from /metrics.
+/// (passes, (family, week or day) rebuilt, failed passes) of the span builder, from /metrics.
 async fn span_metrics(a: &Analyzer) -> (u64, u64, u64) {
     let m = fleetpulse_tests::harness::http::get(a.addr, "/metrics")
         .await

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use clickhouse::Client;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::QueryError;
 use super::classes::{ClassCache, RawSignal, SignalInfo, format_code};
 use super::filters::{Filters, SERVER_SOURCE_KIND, SourceChoice};
-use super::plan::{Family, Grain, Resolution, Segment, Source, plan};
+use super::plan::{Family, Grain, Resolution, Segment, Source, plan, settle_day_spans};
 use super::series;
 use super::sql::MESSAGE_KEY_SQL;
 
@@ -600,12 +601,23 @@ pub struct Engine {
     client: Client,
     db: String,
     cache: Arc<ClassCache>,
+    /// See [`Engine::set_day_spans_since`].
+    day_spans_since: AtomicU32,
+}
+
+fn unix_now() -> u32 {
+    u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
 impl Engine {
     /// `db` must be a validated identifier.
     pub fn new(client: Client, db: String, cache: Arc<ClassCache>) -> Self {
-        Self { client, db, cache }
+        Self {
+            client,
+            db,
+            cache,
+            day_spans_since: AtomicU32::new(0),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -626,12 +638,24 @@ impl Engine {
         resolution: Resolution,
         family: Family,
     ) -> Vec<Segment> {
-        plan(
+        let segs = plan(
             f.from,
             f.to,
             resolution,
             (f.source == SourceChoice::Auto).then_some(family),
+        );
+        settle_day_spans(
+            segs,
+            unix_now(),
+            self.day_spans_since.load(Ordering::Relaxed),
         )
+    }
+
+    /// Tells the planner the first day the span builder keeps day spans for
+    /// (`rollups::spans`); hour edges of older days are read from the hourly rollup without
+    /// trying spans first. 0 (the default, also with no builder) tries them everywhere.
+    pub fn set_day_spans_since(&self, day: u32) {
+        self.day_spans_since.store(day, Ordering::Relaxed);
     }
 
     /// `segs` as [`Self::resolve_spans`] turns them out when every week span is current: each
@@ -640,11 +664,11 @@ impl Engine {
     fn spans_assumed_current(segs: &[Segment]) -> Vec<Segment> {
         segs.iter()
             .filter_map(|seg| match seg.source {
-                Source::Rollup(family, g @ (Grain::WeekHead | Grain::WeekTail)) => Some(Segment {
+                Source::Rollup(family, g) if g.is_span() => Some(Segment {
                     source: Source::Rollup(family, g.checked()),
                     ..*seg
                 }),
-                Source::Rollup(_, Grain::HeadDays | Grain::TailDays) => None,
+                Source::Rollup(_, g) if g.is_fallback() => None,
                 _ => Some(*seg),
             })
             .collect()
@@ -694,9 +718,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match s.source {
-                Source::Rollup(family, g @ (Grain::WeekHead | Grain::WeekTail)) => {
-                    Some((i, family, g, s.from, s.to))
-                }
+                Source::Rollup(family, g) if g.is_span() => Some((i, family, g, s.from, s.to)),
                 _ => None,
             })
             .collect();
@@ -709,7 +731,7 @@ impl Engine {
                 sql.push(" UNION ALL ");
             }
             let table = Source::Rollup(*family, *grain).table();
-            let daily = Source::Rollup(*family, Grain::Day).table();
+            let daily = Source::Rollup(*family, grain.span_unit()).table();
             sql.push(&format!(
                 "SELECT toUInt32({i}) AS i, toUInt8(0) AS side, countMerge(events) AS n \
                  FROM {db}.{table} WHERE bucket = toDateTime(",
@@ -735,17 +757,17 @@ impl Engine {
         let mut out = Vec::with_capacity(segs.len());
         for (i, seg) in segs.into_iter().enumerate() {
             match seg.source {
-                Source::Rollup(family, g @ (Grain::WeekHead | Grain::WeekTail)) => {
+                Source::Rollup(family, g) if g.is_span() => {
                     let (checked, grain) = if count(i, 0) == count(i, 1) {
                         (true, g.checked())
                     } else {
-                        (false, Grain::Day)
+                        (false, g.span_unit())
                     };
                     if !checked {
                         tracing::debug!(
                             from = seg.from,
                             to = seg.to,
-                            "week span behind its days; reading the days"
+                            "span behind its days or hours; reading those"
                         );
                     }
                     out.push(Segment {
@@ -753,7 +775,7 @@ impl Engine {
                         ..seg
                     });
                 }
-                Source::Rollup(_, Grain::HeadDays | Grain::TailDays) => {}
+                Source::Rollup(_, g) if g.is_fallback() => {}
                 _ => out.push(seg),
             }
         }
@@ -1576,7 +1598,9 @@ pub(super) fn push_ranges(sql: &mut Sql, db: &str, source: Source, ranges: &[(u3
             Source::Rollup(family, grain) => grain.span_pair().map(|p| (family, grain, p)),
             Source::Raw => None,
         };
-        if let Source::Rollup(_, grain @ (Grain::CheckedHead | Grain::CheckedTail)) = source {
+        if let Source::Rollup(_, grain) = source
+            && grain.is_checked()
+        {
             sql.push("(bucket = toDateTime(")
                 .bind(Bind::U32(span_bucket(grain.unchecked(), *from, *to)))
                 .push(", 'UTC'))");
@@ -1610,11 +1634,16 @@ pub(super) fn push_ranges(sql: &mut Sql, db: &str, source: Source, ranges: &[(u3
     }
 }
 
-/// The bucket of the span covering the whole days `[from, to)`: a head's last day, a tail's
-/// first (migration 0011).
+/// The bucket of the span covering the whole days (week spans, migration 0011) or hours (day
+/// spans, migration 0012) `[from, to)`: a head's last day or hour, a tail's first.
 pub(crate) fn span_bucket(grain: Grain, from: u32, to: u32) -> u32 {
-    if grain == Grain::WeekHead {
-        to.saturating_sub(86_400)
+    let unit = if grain.span_unit() == Grain::Hour {
+        3_600
+    } else {
+        86_400
+    };
+    if grain.is_head() {
+        to.saturating_sub(unit)
     } else {
         from
     }
@@ -1630,7 +1659,7 @@ pub(crate) fn span_bucket(grain: Grain, from: u32, to: u32) -> u32 {
 /// requests at 10M events, BENCHMARKS.md issue 7 ninth session).
 fn push_span_valid(sql: &mut Sql, db: &str, family: Family, span: Grain, from: u32, to: u32) {
     let spans = Source::Rollup(family, span).table();
-    let daily = Source::Rollup(family, Grain::Day).table();
+    let daily = Source::Rollup(family, span.span_unit()).table();
     sql.push(&format!(
         "((SELECT countMerge(events) FROM {db}.{spans} WHERE bucket = toDateTime("
     ))

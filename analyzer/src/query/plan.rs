@@ -195,6 +195,18 @@ impl Family {
         )
     }
 
+    /// Whether the family has day spans (migration 0012: heads and tails of days, built by
+    /// `rollups::spans` from the hourly rollup for the last [`DAY_SPAN_DAYS`] days): the
+    /// families of the dashboard's 7-day view whose hour edges cost most (BENCHMARKS.md, issue
+    /// 7, nineteenth and twentieth sessions): fleet totals, the facet breakdowns and the tenant
+    /// breakdown.
+    pub fn has_day_spans(self) -> bool {
+        matches!(
+            self,
+            Family::FleetNarrow | Family::FleetFacets | Family::TenantTotals
+        )
+    }
+
     /// Whether the family has an hourly table. Without one, the partial days at a range's
     /// edges are read from raw rows (the funnel: its views stay two per event, and a range's
     /// edges cost at most two days of raw rows).
@@ -292,6 +304,21 @@ pub enum Grain {
     CheckedHead,
     /// A [`Grain::WeekTail`] checked before the query, like [`Grain::CheckedHead`].
     CheckedTail,
+    /// A day's head, 00:00 to the end of hour `h` (2 to 23 hours), from the `_day_heads` table
+    /// (its bucket is hour `h`), guarded like [`Grain::WeekHead`], with [`Grain::HeadHours`]
+    /// (the same hours from the hourly rollup) as its fallback.
+    DayHead,
+    /// A day's tail, hour `h` to 24:00 (2 to 23 hours), from the `_day_tails` table (its bucket
+    /// is hour `h`), with [`Grain::TailHours`] as its fallback.
+    DayTail,
+    /// The hours of a [`Grain::DayHead`] from the hourly rollup, read only when the head is not.
+    HeadHours,
+    /// The hours of a [`Grain::DayTail`] from the hourly rollup, read only when the tail is not.
+    TailHours,
+    /// A [`Grain::DayHead`] checked before the query, like [`Grain::CheckedHead`].
+    CheckedDayHead,
+    /// A [`Grain::DayTail`] checked before the query, like [`Grain::CheckedHead`].
+    CheckedDayTail,
 }
 
 impl Grain {
@@ -300,7 +327,42 @@ impl Grain {
         match self {
             Grain::WeekHead | Grain::HeadDays => Some((Grain::WeekHead, Grain::HeadDays)),
             Grain::WeekTail | Grain::TailDays => Some((Grain::WeekTail, Grain::TailDays)),
+            Grain::DayHead | Grain::HeadHours => Some((Grain::DayHead, Grain::HeadHours)),
+            Grain::DayTail | Grain::TailHours => Some((Grain::DayTail, Grain::TailHours)),
             _ => None,
+        }
+    }
+
+    /// Whether this is a span read under a guard (or checked by `Engine::resolve_spans`).
+    pub fn is_span(self) -> bool {
+        matches!(
+            self,
+            Grain::WeekHead | Grain::WeekTail | Grain::DayHead | Grain::DayTail
+        )
+    }
+
+    /// Whether this is a span's guarded fallback (read only when the span is not).
+    pub fn is_fallback(self) -> bool {
+        matches!(
+            self,
+            Grain::HeadDays | Grain::TailDays | Grain::HeadHours | Grain::TailHours
+        )
+    }
+
+    /// Whether this span (checked or not) is a head: its bucket is its last unit.
+    pub fn is_head(self) -> bool {
+        matches!(
+            self,
+            Grain::WeekHead | Grain::CheckedHead | Grain::DayHead | Grain::CheckedDayHead
+        )
+    }
+
+    /// The grain of the rows a span is built from and checked against: days for week spans,
+    /// hours for day spans.
+    pub fn span_unit(self) -> Grain {
+        match self.unchecked() {
+            Grain::DayHead | Grain::DayTail | Grain::HeadHours | Grain::TailHours => Grain::Hour,
+            _ => Grain::Day,
         }
     }
 
@@ -309,6 +371,8 @@ impl Grain {
         match self {
             Grain::WeekHead => Grain::CheckedHead,
             Grain::WeekTail => Grain::CheckedTail,
+            Grain::DayHead => Grain::CheckedDayHead,
+            Grain::DayTail => Grain::CheckedDayTail,
             g => g,
         }
     }
@@ -318,8 +382,18 @@ impl Grain {
         match self {
             Grain::CheckedHead => Grain::WeekHead,
             Grain::CheckedTail => Grain::WeekTail,
+            Grain::CheckedDayHead => Grain::DayHead,
+            Grain::CheckedDayTail => Grain::DayTail,
             g => g,
         }
+    }
+
+    /// Whether this grain is a checked span (read alone, its bucket only).
+    pub fn is_checked(self) -> bool {
+        matches!(
+            self,
+            Grain::CheckedHead | Grain::CheckedTail | Grain::CheckedDayHead | Grain::CheckedDayTail
+        )
     }
 }
 
@@ -340,9 +414,20 @@ impl Source {
             // and a bug that did would fail loudly instead of reading the wrong grain.
             // A span's guarded fallback reads the daily rollup.
             Source::Rollup(f, HeadDays | TailDays) => Source::Rollup(f, Day).table(),
-            Source::Rollup(f, g @ (CheckedHead | CheckedTail)) => {
-                Source::Rollup(f, g.unchecked()).table()
-            }
+            Source::Rollup(f, HeadHours | TailHours) => Source::Rollup(f, Hour).table(),
+            Source::Rollup(
+                f,
+                g @ (CheckedHead | CheckedTail | CheckedDayHead | CheckedDayTail),
+            ) => Source::Rollup(f, g.unchecked()).table(),
+            Source::Rollup(FleetNarrow, DayHead) => "rollup_fleet_narrow_day_heads",
+            Source::Rollup(FleetNarrow, DayTail) => "rollup_fleet_narrow_day_tails",
+            Source::Rollup(FleetFacets, DayHead) => "rollup_fleet_facets_day_heads",
+            Source::Rollup(FleetFacets, DayTail) => "rollup_fleet_facets_day_tails",
+            Source::Rollup(TenantTotals, DayHead) => "rollup_tenant_totals_day_heads",
+            Source::Rollup(TenantTotals, DayTail) => "rollup_tenant_totals_day_tails",
+            // No such tables (see `Family::has_day_spans`): `plan` never produces these.
+            Source::Rollup(_, DayHead) => "rollup_day_heads_not_built",
+            Source::Rollup(_, DayTail) => "rollup_day_tails_not_built",
             Source::Rollup(FleetNarrow, WeekHead) => "rollup_fleet_narrow_heads",
             Source::Rollup(FleetNarrow, WeekTail) => "rollup_fleet_narrow_tails",
             Source::Rollup(FleetFacets, WeekHead) => "rollup_fleet_facets_heads",
@@ -470,7 +555,7 @@ pub fn plan(from: u32, to: u32, resolution: Resolution, family: Option<Family>) 
     };
     match resolution {
         Resolution::Whole => weeks(family, from, to, &mut out),
-        Resolution::Day => days(family, from, to, &mut out),
+        Resolution::Day => days(family, from, to, hours, &mut out),
         Resolution::Hour => hours(family, from, to, &mut out),
         Resolution::SubHour => five_minutes(family, from, to, &mut out),
     }
@@ -498,7 +583,7 @@ fn weeks(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
         before_monday(family, from, ws, out);
         after_monday(family, ws, to, out);
     } else {
-        days(family, from, to, out);
+        days(family, from, to, edge_hours, out);
     }
 }
 
@@ -514,9 +599,9 @@ fn before_monday(family: Family, from: u32, monday: u32, out: &mut Vec<Segment>)
     let ds = ceil_to(from, DAY);
     if family.has_spans() && ds < monday && span_days(ds, monday) {
         guarded_span(family, Grain::WeekTail, ds, monday, out);
-        hours(family, from, ds, out);
+        edge_hours(family, from, ds, out);
     } else {
-        days(family, from, monday, out);
+        days(family, from, monday, edge_hours, out);
     }
 }
 
@@ -526,9 +611,9 @@ fn after_monday(family: Family, monday: u32, to: u32, out: &mut Vec<Segment>) {
     let de = floor_to(to, DAY);
     if family.has_spans() && monday < de && span_days(monday, de) {
         guarded_span(family, Grain::WeekHead, monday, de, out);
-        hours(family, de, to, out);
+        edge_hours(family, de, to, out);
     } else {
-        days(family, monday, to, out);
+        days(family, monday, to, edge_hours, out);
     }
 }
 
@@ -546,7 +631,11 @@ fn guarded_span(family: Family, span: Grain, from: u32, to: u32, out: &mut Vec<S
     }
 }
 
-fn days(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
+/// How the partial days at a range's edges are read: [`hours`] when the answer has time
+/// buckets, [`edge_hours`] (day spans) when it is one answer for the range.
+type Edge = fn(Family, u32, u32, &mut Vec<Segment>);
+
+fn days(family: Family, from: u32, to: u32, edge: Edge, out: &mut Vec<Segment>) {
     if from >= to {
         return;
     }
@@ -557,11 +646,119 @@ fn days(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
             from: ds,
             to: de,
         });
-        hours(family, from, ds, out);
-        hours(family, de, to, out);
+        edge(family, from, ds, out);
+        edge(family, de, to, out);
     } else {
-        hours(family, from, to, out);
+        edge(family, from, to, out);
     }
+}
+
+/// The days back from the newest hour holding events for which the analyzer builds day spans
+/// (`rollups::spans`): the dashboard's 7-day view reads the tail of the day 7 days back and
+/// the head of today, so 9 days cover it with a day to spare. Older hour edges are read from
+/// the hourly rollup, as before day spans (`settle_day_spans`).
+pub const DAY_SPAN_DAYS: u32 = 9;
+
+/// Hours a day span may cover: 2 to 23 (one hour is an hourly row, 24 a daily one).
+fn span_hours(from: u32, to: u32) -> bool {
+    (2 * HOUR..=23 * HOUR).contains(&to.saturating_sub(from))
+}
+
+/// The partial day `[from, to)` at an edge of a whole-range answer: its whole hours as a
+/// day's head (from midnight) or tail (to midnight) when the family has day spans and they
+/// are 2 to 23 hours, guarded with the hours as fallback; else hours. Raw rows for what is
+/// not hour-aligned, as [`hours`].
+fn edge_hours(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
+    let (hs, he) = (ceil_to(from, HOUR), floor_to(to, HOUR));
+    let day = floor_to(hs, DAY);
+    // Less than a whole day across a midnight (the 24-hour view): a tail, then a head.
+    let midnight = day.saturating_add(DAY);
+    if family.has_day_spans() && hs < midnight && midnight < he {
+        edge_hours(family, from, midnight, out);
+        edge_hours(family, midnight, to, out);
+        return;
+    }
+    let grain = if hs == day {
+        Grain::DayHead
+    } else {
+        Grain::DayTail
+    };
+    let within_day = if grain == Grain::DayHead {
+        he < day + DAY
+    } else {
+        he == day + DAY
+    };
+    if !family.has_day_spans() || hs >= he || !within_day || !span_hours(hs, he) {
+        hours(family, from, to, out);
+        return;
+    }
+    guarded_span(family, grain, hs, he, out);
+    for (a, b) in [(from, hs), (he, to)] {
+        if a < b {
+            out.push(Segment {
+                source: Source::Raw,
+                from: a,
+                to: b,
+            });
+        }
+    }
+}
+
+/// How long after an hour ends its day spans may still be missing or behind: the builder
+/// builds a span [`DAY_SPAN_DELAY`] after its last hour (so that the hour's late events are
+/// in), and runs every minute by default.
+pub const DAY_SPAN_SETTLE: u32 = 600;
+/// How long after its last hour the builder builds a day span (`rollups::spans`).
+pub const DAY_SPAN_DELAY: u32 = 300;
+
+/// `segs` with day spans that cannot be current read from the hourly rollup instead: a head
+/// reaching past `now - DAY_SPAN_SETTLE` is cut there (the hours after the cut are hourly
+/// rows) and a tail ending after it is read as hours, so that the dashboard's 7-day view,
+/// which ends at the next whole hour, reads today's head up to the last settled hour. Spans
+/// of days before `since` (older than the builder keeps, [`DAY_SPAN_DAYS`]) are hours too.
+/// Without this the check would find those spans missing and every such question would run
+/// twice (`Engine::with_checked_spans`).
+pub fn settle_day_spans(segs: Vec<Segment>, now: u32, since: u32) -> Vec<Segment> {
+    let settled = floor_to(now.saturating_sub(DAY_SPAN_SETTLE), HOUR);
+    let mut out = Vec::with_capacity(segs.len() + 1);
+    for seg in segs {
+        let Source::Rollup(family, grain) = seg.source else {
+            out.push(seg);
+            continue;
+        };
+        let hourly = |from: u32, to: u32| Segment {
+            source: Source::Rollup(family, Grain::Hour),
+            from,
+            to,
+        };
+        let day = floor_to(seg.from, DAY);
+        match grain {
+            Grain::DayHead | Grain::HeadHours => {
+                let cut = seg.to.min(settled);
+                if day < since || cut < seg.from || !span_hours(seg.from, cut) {
+                    if grain == Grain::DayHead {
+                        out.push(hourly(seg.from, seg.to));
+                    }
+                } else {
+                    out.push(Segment { to: cut, ..seg });
+                    if cut < seg.to && grain == Grain::DayHead {
+                        out.push(hourly(cut, seg.to));
+                    }
+                }
+            }
+            Grain::DayTail | Grain::TailHours => {
+                if day < since || seg.to > settled {
+                    if grain == Grain::DayTail {
+                        out.push(hourly(seg.from, seg.to));
+                    }
+                } else {
+                    out.push(seg);
+                }
+            }
+            _ => out.push(seg),
+        }
+    }
+    out
 }
 
 fn hours(family: Family, from: u32, to: u32, out: &mut Vec<Segment>) {
@@ -768,6 +965,143 @@ mod tests {
             Source::Rollup(F, Grain::HeadDays).table(),
             Source::Rollup(F, Grain::Day).table()
         );
+    }
+
+    #[test]
+    fn hour_edges_of_a_day_span_family_are_a_guarded_day_tail_and_head() {
+        use Family::FleetFacets as F;
+        // 30 days from Friday 03-01 07:00 to Sunday 03-31 07:00 (the 7-day view's shape):
+        // the first day's tail 07:00-24:00, the last day's head 00:00-07:00.
+        let (from, to) = (FRI + 7 * HOUR, MON + 3 * WEEK + 6 * DAY + 7 * HOUR);
+        let p = plan(from, to, Resolution::Whole, Some(F));
+        assert!(p.contains(&seg(F, Grain::DayTail, from, FRI + DAY)));
+        assert!(p.contains(&seg(F, Grain::TailHours, from, FRI + DAY)));
+        let last = MON + 3 * WEEK + 6 * DAY;
+        assert!(p.contains(&seg(F, Grain::DayHead, last, to)));
+        assert!(p.contains(&seg(F, Grain::HeadHours, last, to)));
+        assert!(!p.iter().any(|s| s.source == Source::Rollup(F, Grain::Hour)));
+        // Without the fallbacks the segments tile the range exactly once.
+        let mut read: Vec<(u32, u32)> = p
+            .iter()
+            .filter(|s| !matches!(s.source, Source::Rollup(_, g) if g.is_fallback()))
+            .map(|s| (s.from, s.to))
+            .collect();
+        read.sort();
+        assert_eq!(read.first().map(|r| r.0), Some(from));
+        assert!(read.windows(2).all(|w| w[0].1 == w[1].0), "{read:?}");
+        assert_eq!(read.last().map(|r| r.1), Some(to));
+        // Unaligned ends: raw rows beside the spans.
+        let p = plan(from - 10, to + 20, Resolution::Whole, Some(F));
+        assert!(p.contains(&seg(F, Grain::DayTail, from, FRI + DAY)));
+        assert!(p.contains(&Segment {
+            source: Source::Raw,
+            from: from - 10,
+            to: from
+        }));
+        assert!(p.contains(&Segment {
+            source: Source::Raw,
+            from: to,
+            to: to + 20
+        }));
+        // One hour is an hourly row; families without day spans and bucketed answers read hours.
+        let p = plan(
+            FRI + 23 * HOUR,
+            MON + WEEK + HOUR,
+            Resolution::Whole,
+            Some(F),
+        );
+        assert!(p.contains(&seg(F, Grain::Hour, FRI + 23 * HOUR, FRI + DAY)));
+        assert!(p.contains(&seg(F, Grain::Hour, MON + WEEK, MON + WEEK + HOUR)));
+        for (family, resolution) in [
+            (Family::FleetCores, Resolution::Whole),
+            (F, Resolution::Day),
+            (F, Resolution::Hour),
+        ] {
+            assert!(
+                plan(from, to, resolution, Some(family))
+                    .iter()
+                    .all(|s| !matches!(s.source, Source::Rollup(_, g) if g.span_unit() == Grain::Hour && g != Grain::Hour)),
+                "{family:?} {resolution:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_day_across_midnight_is_a_tail_then_a_head() {
+        use Family::TenantTotals as F;
+        // The 24-hour view: 19:15 to 19:15 the next day.
+        let (from, to) = (FRI + 19 * HOUR + 900, FRI + DAY + 19 * HOUR + 900);
+        let p = plan(from, to, Resolution::Whole, Some(F));
+        assert_eq!(
+            p,
+            vec![
+                seg(F, Grain::DayTail, FRI + 20 * HOUR, FRI + DAY),
+                seg(F, Grain::TailHours, FRI + 20 * HOUR, FRI + DAY),
+                Segment {
+                    source: Source::Raw,
+                    from,
+                    to: FRI + 20 * HOUR
+                },
+                seg(F, Grain::DayHead, FRI + DAY, FRI + DAY + 19 * HOUR),
+                seg(F, Grain::HeadHours, FRI + DAY, FRI + DAY + 19 * HOUR),
+                Segment {
+                    source: Source::Raw,
+                    from: FRI + DAY + 19 * HOUR,
+                    to
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn unsettled_and_old_day_spans_are_read_as_hours() {
+        use Family::FleetFacets as F;
+        // The 7-day view at 10:04, ending at 11:00.
+        let today = MON + WEEK;
+        let (from, to) = (today - 7 * DAY + 11 * HOUR, today + 11 * HOUR);
+        let now = today + 10 * HOUR + 240;
+        let p = settle_day_spans(plan(from, to, Resolution::Whole, Some(F)), now, 0);
+        // Settled up to 09:00 (ten minutes back, floored to the hour): the head to 09:00 and
+        // the hours 09:00-11:00.
+        assert!(p.contains(&seg(F, Grain::DayHead, today, today + 9 * HOUR)));
+        assert!(p.contains(&seg(F, Grain::HeadHours, today, today + 9 * HOUR)));
+        assert!(p.contains(&seg(F, Grain::Hour, today + 9 * HOUR, to)));
+        assert!(p.contains(&seg(F, Grain::DayTail, from, today - 6 * DAY)));
+        // A head shorter than two settled hours is hours; so is a tail not over yet.
+        let p = settle_day_spans(
+            plan(from, to, Resolution::Whole, Some(F)),
+            today + HOUR + 700,
+            0,
+        );
+        assert!(p.contains(&seg(F, Grain::Hour, today, to)));
+        assert!(
+            !p.iter()
+                .any(|s| s.source == Source::Rollup(F, Grain::HeadHours))
+        );
+        let tail = plan(today + 3 * HOUR, today + DAY, Resolution::Whole, Some(F));
+        assert_eq!(
+            settle_day_spans(tail.clone(), today + DAY + 300, 0),
+            vec![seg(F, Grain::Hour, today + 3 * HOUR, today + DAY)]
+        );
+        assert_eq!(settle_day_spans(tail.clone(), today + DAY + 600, 0), tail);
+        // Days before `since` are hours, and nothing else changes.
+        let p = settle_day_spans(
+            plan(from, to, Resolution::Whole, Some(F)),
+            now,
+            today - 6 * DAY,
+        );
+        assert!(p.contains(&seg(F, Grain::Hour, from, today - 6 * DAY)));
+        assert!(
+            !p.iter()
+                .any(|s| s.source == Source::Rollup(F, Grain::TailHours))
+        );
+        let week = plan(
+            FRI,
+            MON + 3 * WEEK,
+            Resolution::Whole,
+            Some(Family::FleetCores),
+        );
+        assert_eq!(settle_day_spans(week.clone(), now, now), week);
     }
 
     #[test]

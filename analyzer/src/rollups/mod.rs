@@ -338,6 +338,22 @@ const MIGRATIONS: &[Migration] = &[
         retired: false,
         drops: &[],
     },
+    Migration {
+        version: 12,
+        name: "day_spans",
+        up: include_str!("../../migrations/clickhouse/0012_day_spans.sql"),
+        backfill: None,
+        objects: &[
+            "TABLE rollup_fleet_narrow_day_heads",
+            "TABLE rollup_fleet_narrow_day_tails",
+            "TABLE rollup_fleet_facets_day_heads",
+            "TABLE rollup_fleet_facets_day_tails",
+            "TABLE rollup_tenant_totals_day_heads",
+            "TABLE rollup_tenant_totals_day_tails",
+        ],
+        retired: false,
+        drops: &[],
+    },
 ];
 
 /// Latest schema version this build knows.
@@ -844,6 +860,9 @@ mod tests {
         // 0011: heads and tails of 7 families, built by the analyzer (no views, no backfill).
         assert_eq!(statements(MIGRATIONS[10].up).len(), 14);
         assert!(MIGRATIONS[10].backfill.is_none());
+        // 0012: heads and tails of days for 3 families, built by the analyzer.
+        assert_eq!(statements(MIGRATIONS[11].up).len(), 6);
+        assert!(MIGRATIONS[11].backfill.is_none());
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {
             for obj in m.objects {

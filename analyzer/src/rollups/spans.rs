@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use crate::query::QueryError;
 use crate::query::engine::{Bind, Engine, Sql};
-use crate::query::plan::{Family, Grain, Source};
+use crate::query::plan::{DAY_SPAN_DAYS, DAY_SPAN_DELAY, Family, Grain, Source};
 
 /// How often `serve` looks for spans to build, unless configured otherwise.
 pub const BUILD_EVERY: Duration = Duration::from_secs(60);
@@ -41,6 +41,7 @@ pub const BUILD_EVERY: Duration = Duration::from_secs(60);
 /// stale are read from the days (correct, slower) until the next start.
 pub const RECENT_SECS: u32 = 35 * DAY;
 
+const HOUR: u32 = 3_600;
 const DAY: u32 = 86_400;
 const WEEK: u32 = 7 * DAY;
 /// 1970-01-05T00:00:00Z, a Monday: weeks are aligned to it (as `toMonday`).
@@ -120,65 +121,210 @@ const FAMILIES: [SpanFamily; 7] = [
     },
 ];
 
+/// One level of spans: the periods (weeks or days) whose heads and tails are built, from the
+/// rows of the next finer unit (days or hours) of the same family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Level {
+    /// Seconds per period (a week, a day).
+    period: u32,
+    /// Seconds per unit the spans are made of (a day, an hour).
+    unit: u32,
+    /// The start of the first period (periods are aligned to it: weeks to a Monday).
+    origin: u32,
+    head: Grain,
+    tail: Grain,
+    /// The rollup grain of the units (`Grain::Day`, `Grain::Hour`).
+    fine: Grain,
+    /// Seconds after a span's last unit ends before it is built (late events settle).
+    delay: u32,
+    /// How many periods back from the newest unit holding events spans are kept; `None`
+    /// for all history. Older periods' partitions are dropped.
+    keep: Option<u32>,
+}
+
+/// Week spans (migration 0011): heads Monday..d and tails d..Sunday, d Tuesday to Saturday,
+/// from the daily rollups, for all history.
+const WEEKS: Level = Level {
+    period: WEEK,
+    unit: DAY,
+    origin: FIRST_MONDAY,
+    head: Grain::WeekHead,
+    tail: Grain::WeekTail,
+    fine: Grain::Day,
+    delay: 0,
+    keep: None,
+};
+
+/// Day spans (migration 0012): heads 00:00..h and tails h..24:00, h 01:00 to 22:00, from the
+/// hourly rollups, for the last [`DAY_SPAN_DAYS`] days.
+const DAYS: Level = Level {
+    period: DAY,
+    unit: HOUR,
+    origin: 0,
+    head: Grain::DayHead,
+    tail: Grain::DayTail,
+    fine: Grain::Hour,
+    delay: DAY_SPAN_DELAY,
+    keep: Some(DAY_SPAN_DAYS),
+};
+
+impl Level {
+    /// Units per period (7 days, 24 hours); spans are indexed 1..=units - 2.
+    fn units(&self) -> u32 {
+        self.period / self.unit
+    }
+
+    /// The start of the period holding `t`.
+    fn start_of(&self, t: u32) -> u32 {
+        if t < self.origin {
+            return 0;
+        }
+        self.origin + (t - self.origin) / self.period * self.period
+    }
+
+    fn families(&self) -> impl Iterator<Item = &'static SpanFamily> {
+        let days = self.fine == Grain::Hour;
+        FAMILIES
+            .iter()
+            .filter(move |f| !days || f.family.has_day_spans())
+    }
+
+    /// The spans of period `start` that are complete at `now`, with the count each should hold
+    /// given the unit counts: heads (bucket of unit i, units 0..=i) and tails (bucket of unit
+    /// i, units i..end), i 1 to units - 2.
+    fn expected(&self, start: u32, fine: &BTreeMap<u32, u64>, now: u32) -> Vec<(Grain, u32, u64)> {
+        let count = |k: u32| fine.get(&(start + k * self.unit)).copied().unwrap_or(0);
+        let n = self.units();
+        let mut out = Vec::new();
+        for i in 1..=n - 2 {
+            let d = start + i * self.unit;
+            if d + self.unit + self.delay <= now {
+                out.push((self.head, d, (0..=i).map(count).sum()));
+            }
+            if start + self.period + self.delay <= now {
+                out.push((self.tail, d, (i..n).map(count).sum()));
+            }
+        }
+        out
+    }
+
+    /// The periods whose complete spans disagree with the unit counts: a span missing (count 0
+    /// where the units hold events), behind, or doubled.
+    fn stale(
+        &self,
+        fine: &BTreeMap<u32, u64>,
+        heads: &BTreeMap<u32, u64>,
+        tails: &BTreeMap<u32, u64>,
+        now: u32,
+    ) -> Vec<u32> {
+        let mut periods: Vec<u32> = fine
+            .keys()
+            .chain(heads.keys())
+            .chain(tails.keys())
+            .map(|&d| self.start_of(d))
+            .collect();
+        periods.sort_unstable();
+        periods.dedup();
+        periods
+            .into_iter()
+            .filter(|&start| {
+                self.expected(start, fine, now)
+                    .into_iter()
+                    .any(|(grain, d, n)| {
+                        let built = if grain == self.head { heads } else { tails };
+                        built.get(&d).copied().unwrap_or(0) != n
+                    })
+            })
+            .collect()
+    }
+
+    /// The first period whose spans are kept, given the newest unit holding events.
+    fn kept_since(&self, newest: Option<u32>) -> u32 {
+        match (self.keep, newest) {
+            (Some(keep), Some(newest)) => self
+                .start_of(newest)
+                .saturating_sub((keep - 1) * self.period),
+            _ => 0,
+        }
+    }
+
+    /// For each unit row, the span buckets holding its unit, as an `arrayJoin` over `k`, the
+    /// row's unit index in its period (a head's bucket is its last unit: the row's unit to
+    /// units - 2; a tail's its first: 1 to the row's unit).
+    fn span_of_unit(&self, grain: Grain) -> String {
+        let (unit, last) = (self.unit, self.units() - 2);
+        if grain == self.head {
+            format!(
+                "bucket + {unit} * (greatest(k, 1) - k + \
+                 arrayJoin(range(toUInt32(greatest(0, {end} - greatest(k, 1))))))",
+                end = last + 1
+            )
+        } else {
+            format!(
+                "bucket - {unit} * (k - least(k, {last}) + \
+                 arrayJoin(range(toUInt32(greatest(0, least(k, {last}))))))"
+            )
+        }
+    }
+
+    /// `INSERT .. SELECT` of period `start`'s complete spans of one kind from the unit
+    /// states; `None` when none of that kind is complete.
+    fn insert_sql(
+        &self,
+        db: &str,
+        f: &SpanFamily,
+        grain: Grain,
+        start: u32,
+        now: u32,
+    ) -> Option<Sql> {
+        let last_complete = if grain == self.head {
+            // Heads ending with unit i are complete once i + 1 units and the delay are over.
+            now.checked_sub(self.delay + self.unit)
+        } else if start + self.period + self.delay <= now {
+            Some(start + (self.units() - 2) * self.unit)
+        } else {
+            None
+        }?;
+        if last_complete < start + self.unit {
+            return None;
+        }
+        let table = Source::Rollup(f.family, grain).table();
+        let fine = Source::Rollup(f.family, self.fine).table();
+        let keys = f.keys.join(", ");
+        let names: Vec<&str> = f.states.iter().map(|(c, _)| *c).collect();
+        let merges: Vec<String> = f
+            .states
+            .iter()
+            .map(|(c, m)| format!("{m}({c}) AS {c}"))
+            .collect();
+        let mut sql = Sql::default();
+        sql.push(&format!(
+            "INSERT INTO {db}.{table} (bucket, {keys}, {names}) \
+             SELECT span, {keys}, {merges} FROM (SELECT *, {span} AS span FROM \
+             (SELECT *, toInt32(intDiv(toUInt32(bucket) - ",
+            names = names.join(", "),
+            merges = merges.join(", "),
+            span = self.span_of_unit(grain),
+        ))
+        .bind(Bind::U32(start))
+        .push(&format!(
+            ", {unit})) AS k FROM {db}.{fine} WHERE bucket >= toDateTime(",
+            unit = self.unit
+        ))
+        .bind(Bind::U32(start))
+        .push(", 'UTC') AND bucket < toDateTime(")
+        .bind(Bind::U32(start + self.period))
+        .push(", 'UTC'))) WHERE toUInt32(span) <= ")
+        .bind(Bind::U32(last_complete))
+        .push(&format!(" GROUP BY span, {keys}"));
+        Some(sql)
+    }
+}
+
 /// The Monday 00:00 UTC of the week holding `t`.
+#[cfg(test)]
 fn monday_of(t: u32) -> u32 {
-    if t < FIRST_MONDAY {
-        return 0;
-    }
-    FIRST_MONDAY + (t - FIRST_MONDAY) / WEEK * WEEK
-}
-
-/// The spans of week `monday` that are complete at `now`, with the count each should hold
-/// given the daily counts: heads (bucket d, days monday..=d) and tails (bucket d, days
-/// d..monday + 7), d Tuesday to Saturday.
-fn expected(monday: u32, daily: &BTreeMap<u32, u64>, now: u32) -> Vec<(Grain, u32, u64)> {
-    let day_count = |d: u32| daily.get(&d).copied().unwrap_or(0);
-    let mut out = Vec::new();
-    for i in 1..=5 {
-        let d = monday + i * DAY;
-        if d + DAY <= now {
-            let n = (0..=i).map(|k| day_count(monday + k * DAY)).sum();
-            out.push((Grain::WeekHead, d, n));
-        }
-        if monday + WEEK <= now {
-            let n = (i..7).map(|k| day_count(monday + k * DAY)).sum();
-            out.push((Grain::WeekTail, d, n));
-        }
-    }
-    out
-}
-
-/// The weeks (Mondays) from `since` whose complete spans disagree with the daily counts: a
-/// span missing (count 0 where the days hold events), behind, or doubled.
-fn stale_weeks(
-    daily: &BTreeMap<u32, u64>,
-    heads: &BTreeMap<u32, u64>,
-    tails: &BTreeMap<u32, u64>,
-    now: u32,
-) -> Vec<u32> {
-    let mut weeks: Vec<u32> = daily
-        .keys()
-        .chain(heads.keys())
-        .chain(tails.keys())
-        .map(|&d| monday_of(d))
-        .collect();
-    weeks.sort_unstable();
-    weeks.dedup();
-    weeks
-        .into_iter()
-        .filter(|&monday| {
-            expected(monday, daily, now)
-                .into_iter()
-                .any(|(grain, d, n)| {
-                    let built = if grain == Grain::WeekHead {
-                        heads
-                    } else {
-                        tails
-                    };
-                    built.get(&d).copied().unwrap_or(0) != n
-                })
-        })
-        .collect()
+    WEEKS.start_of(t)
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -205,58 +351,26 @@ async fn counts(
     Ok(rows.into_iter().map(|r| (r.day, r.n)).collect())
 }
 
-/// For each daily row, the span buckets holding its day, as an `arrayJoin` (a head's bucket is
-/// its last day: the row's day to Saturday; a tail's its first: Tuesday to the row's day), and
-/// the condition that the span is complete at `now` (bound by the caller).
-fn span_of_day(grain: Grain) -> (&'static str, &'static str) {
-    if grain == Grain::WeekHead {
-        (
-            "bucket + 86400 * (greatest(dow, 2) - dow + \
-             arrayJoin(range(toUInt32(greatest(0, 7 - greatest(dow, 2))))))",
-            "toUInt32(span) + 86400",
-        )
-    } else {
-        (
-            "bucket - 86400 * (dow - least(dow, 6) + \
-             arrayJoin(range(toUInt32(greatest(0, least(dow, 6) - 1)))))",
-            "toUInt32(span) + 86400 * (8 - toDayOfWeek(span))",
-        )
-    }
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct Newest {
+    newest: u32,
+    rows: u64,
 }
 
-/// `INSERT .. SELECT` of week `monday`'s complete spans of one kind from the daily states.
-fn insert_sql(db: &str, f: &SpanFamily, grain: Grain, monday: u32, now: u32) -> Sql {
-    let table = Source::Rollup(f.family, grain).table();
-    let daily = Source::Rollup(f.family, Grain::Day).table();
-    let keys = f.keys.join(", ");
-    let names: Vec<&str> = f.states.iter().map(|(c, _)| *c).collect();
-    let merges: Vec<String> = f
-        .states
-        .iter()
-        .map(|(c, m)| format!("{m}({c}) AS {c}"))
-        .collect();
-    let (span, complete) = span_of_day(grain);
+/// The newest bucket of `table` holding events, if any.
+async fn newest_unit(client: &Client, db: &str, table: &str) -> Result<Option<u32>, QueryError> {
     let mut sql = Sql::default();
     sql.push(&format!(
-        "INSERT INTO {db}.{table} (bucket, {keys}, {names}) \
-         SELECT span, {keys}, {merges} FROM (SELECT *, {span} AS span FROM \
-         (SELECT *, toInt32(toDayOfWeek(bucket)) AS dow FROM {db}.{daily} \
-         WHERE bucket >= toDateTime(",
-        names = names.join(", "),
-        merges = merges.join(", "),
-    ))
-    .bind(Bind::U32(monday))
-    .push(", 'UTC') AND bucket < toDateTime(")
-    .bind(Bind::U32(monday + WEEK))
-    .push(&format!(", 'UTC'))) WHERE {complete} <= "))
-    .bind(Bind::U32(now))
-    .push(&format!(" GROUP BY span, {keys}"));
-    sql
+        "SELECT toUInt32(max(bucket)) AS newest, count() AS rows FROM {db}.{table}"
+    ));
+    let row: Newest = sql.query(client).fetch_one().await?;
+    Ok((row.rows > 0).then_some(row.newest))
 }
 
-/// Drops week `monday` of `table` (its partition: migration 0011 partitions by week).
-fn drop_sql(db: &str, table: &str, cluster: Option<&str>, monday: u32) -> String {
-    let day = time::OffsetDateTime::from_unix_timestamp(i64::from(monday))
+/// Drops the period starting at `start` of `table` (its partition: migration 0011 partitions
+/// by week, 0012 by day; both partition keys are the period's first day).
+fn drop_sql(db: &str, table: &str, cluster: Option<&str>, start: u32) -> String {
+    let day = time::OffsetDateTime::from_unix_timestamp(i64::from(start))
         .map(|t| t.date().to_string())
         .unwrap_or_default();
     // `day` is a date we computed (YYYY-MM-DD), formatted as the partition literal.
@@ -269,57 +383,89 @@ fn drop_sql(db: &str, table: &str, cluster: Option<&str>, monday: u32) -> String
     }
 }
 
+/// What a build pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Built {
+    /// (family, week or day) whose spans were rebuilt.
+    pub rebuilt: usize,
+    /// (family, day) whose day spans were dropped as older than [`DAY_SPAN_DAYS`].
+    pub dropped: usize,
+    /// The first day day spans are kept for (`Engine::set_day_spans_since`).
+    pub day_spans_since: u32,
+}
+
 /// Rebuilds, in every family, each week from `since` on whose complete spans disagree with
-/// the daily counts at `now`. Returns the number of (family, week) rebuilt.
+/// the daily counts at `now`, and each of the last [`DAY_SPAN_DAYS`] days whose complete day
+/// spans disagree with the hourly counts; drops day spans of older days.
 pub async fn build(
     client: &Client,
     db: &str,
     cluster: Option<&str>,
     since: u32,
     now: u32,
-) -> Result<usize, QueryError> {
+) -> Result<Built, QueryError> {
     // A replicated table (cluster mode) drops a block equal to a recent one: a rebuilt week
     // may re-insert the rows it held before its partition was dropped.
     let client = client.clone().with_setting("insert_deduplicate", "0");
-    let since = monday_of(since);
-    let mut rebuilt = 0;
-    for f in &FAMILIES {
-        let daily = counts(
-            &client,
-            db,
-            Source::Rollup(f.family, Grain::Day).table(),
-            since,
-        )
-        .await?;
-        let heads = counts(
-            &client,
-            db,
-            Source::Rollup(f.family, Grain::WeekHead).table(),
-            since,
-        )
-        .await?;
-        let tails = counts(
-            &client,
-            db,
-            Source::Rollup(f.family, Grain::WeekTail).table(),
-            since,
-        )
-        .await?;
-        for monday in stale_weeks(&daily, &heads, &tails, now) {
-            for grain in [Grain::WeekHead, Grain::WeekTail] {
-                let table = Source::Rollup(f.family, grain).table();
-                let mut drop = Sql::default();
-                drop.push(&drop_sql(db, table, cluster, monday));
-                drop.query(&client).execute().await?;
-                insert_sql(db, f, grain, monday, now)
-                    .query(&client)
-                    .execute()
-                    .await?;
+    let mut built = Built::default();
+    for level in [WEEKS, DAYS] {
+        let mut since = level.start_of(since);
+        // Spans kept from `kept` on (all history for weeks); older ones are dropped, so the
+        // span tables are read from 0 to find them.
+        let (kept, spans_since) = if level.keep.is_some() {
+            let newest = newest_unit(
+                &client,
+                db,
+                Source::Rollup(Family::FleetNarrow, level.fine).table(),
+            )
+            .await?;
+            let kept = level.kept_since(newest);
+            since = since.max(kept);
+            built.day_spans_since = kept;
+            (kept, 0)
+        } else {
+            (0, since)
+        };
+        for f in level.families() {
+            let table = |g: Grain| Source::Rollup(f.family, g).table();
+            let fine = counts(&client, db, table(level.fine), since).await?;
+            let heads = counts(&client, db, table(level.head), spans_since).await?;
+            let tails = counts(&client, db, table(level.tail), spans_since).await?;
+            let mut old: Vec<u32> = heads
+                .keys()
+                .chain(tails.keys())
+                .map(|&d| level.start_of(d))
+                .filter(|&d| d < kept)
+                .collect();
+            old.sort_unstable();
+            old.dedup();
+            for start in old {
+                for grain in [level.head, level.tail] {
+                    let table = Source::Rollup(f.family, grain).table();
+                    let mut drop = Sql::default();
+                    drop.push(&drop_sql(db, table, cluster, start));
+                    drop.query(&client).execute().await?;
+                }
+                built.dropped += 1;
             }
-            rebuilt += 1;
+            let in_range = |m: &BTreeMap<u32, u64>| -> BTreeMap<u32, u64> {
+                m.range(since..).map(|(k, v)| (*k, *v)).collect()
+            };
+            for start in level.stale(&fine, &in_range(&heads), &in_range(&tails), now) {
+                for grain in [level.head, level.tail] {
+                    let table = Source::Rollup(f.family, grain).table();
+                    let mut drop = Sql::default();
+                    drop.push(&drop_sql(db, table, cluster, start));
+                    drop.query(&client).execute().await?;
+                    if let Some(insert) = level.insert_sql(db, f, grain, start, now) {
+                        insert.query(&client).execute().await?;
+                    }
+                }
+                built.rebuilt += 1;
+            }
         }
     }
-    Ok(rebuilt)
+    Ok(built)
 }
 
 fn unix_now() -> u32 {
@@ -341,6 +487,7 @@ pub struct SpanMetrics {
     pub passes: Counter,
     pub failures: Counter,
     pub rebuilt: Counter,
+    pub dropped: Counter,
     pub pass_seconds: Histogram,
 }
 
@@ -350,26 +497,32 @@ impl SpanMetrics {
             passes: Counter::default(),
             failures: Counter::default(),
             rebuilt: Counter::default(),
+            dropped: Counter::default(),
             pass_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
         };
         registry.register(
             "fleetpulse_analyzer_week_span_passes",
-            "Completed passes of the week span builder (the first covers all history)",
+            "Completed passes of the span builder, week and day spans (the first covers all history)",
             m.passes.clone(),
         );
         registry.register(
             "fleetpulse_analyzer_week_span_pass_failures",
-            "Week span passes that failed or could not take the lease (questions read days meanwhile)",
+            "Span builder passes that failed or could not take the lease (questions read days and hours meanwhile)",
             m.failures.clone(),
         );
         registry.register(
             "fleetpulse_analyzer_week_spans_rebuilt",
-            "(family, week) pairs whose spans a pass rebuilt: new days and late events",
+            "(family, week) and (family, day) pairs whose spans a pass rebuilt: new days or hours, and late events",
             m.rebuilt.clone(),
         );
         registry.register(
+            "fleetpulse_analyzer_day_spans_dropped",
+            "(family, day) pairs whose day spans a pass dropped as older than the days kept",
+            m.dropped.clone(),
+        );
+        registry.register(
             "fleetpulse_analyzer_week_span_pass_duration_seconds",
-            "Duration of one completed week span pass",
+            "Duration of one completed span builder pass (week and day spans)",
             m.pass_seconds.clone(),
         );
         m
@@ -410,10 +563,17 @@ pub async fn run_builder(
             _ = stop.changed() => return,
         };
         match result {
-            Ok(Ok(weeks)) => {
+            Ok(Ok(built)) => {
                 let seconds = started.elapsed().as_secs_f64();
-                tracing::debug!(weeks, seconds, "week spans built");
-                metrics.rebuilt.inc_by(weeks as u64);
+                tracing::debug!(
+                    rebuilt = built.rebuilt,
+                    dropped = built.dropped,
+                    seconds,
+                    "spans built"
+                );
+                engine.set_day_spans_since(built.day_spans_since);
+                metrics.rebuilt.inc_by(built.rebuilt as u64);
+                metrics.dropped.inc_by(built.dropped as u64);
                 metrics.pass_seconds.observe(seconds);
                 metrics.passes.inc();
                 since = unix_now().saturating_sub(RECENT_SECS);
@@ -422,14 +582,14 @@ pub async fn run_builder(
                 metrics.failures.inc();
                 tracing::warn!(
                     error = %e,
-                    "building week spans failed; queries read the days meanwhile"
+                    "building spans failed; queries read the days and hours meanwhile"
                 );
             }
             Err(e) => {
                 metrics.failures.inc();
                 tracing::warn!(
                     error = %e,
-                    "taking the week spans lease failed; queries read the days meanwhile"
+                    "taking the span builder's lease failed; queries read the days and hours meanwhile"
                 );
             }
         }
@@ -468,7 +628,7 @@ mod tests {
     #[test]
     fn expected_heads_and_tails_of_a_past_week() {
         let daily = week([1, 2, 4, 8, 16, 32, 64]);
-        let e = expected(MON, &daily, MON + 30 * DAY);
+        let e = WEEKS.expected(MON, &daily, MON + 30 * DAY);
         let heads: Vec<(u32, u64)> = e
             .iter()
             .filter(|x| x.0 == Grain::WeekHead)
@@ -489,7 +649,7 @@ mod tests {
     fn only_complete_spans_are_expected() {
         let daily = week([1, 1, 1, 1, 1, 1, 1]);
         // Thursday noon: heads ending Tuesday and Wednesday are complete, no tail is.
-        let e = expected(MON, &daily, MON + 3 * DAY + 12 * 3600);
+        let e = WEEKS.expected(MON, &daily, MON + 3 * DAY + 12 * 3600);
         assert_eq!(
             e,
             vec![
@@ -503,28 +663,121 @@ mod tests {
     fn stale_weeks_are_the_ones_with_a_missing_behind_or_doubled_span() {
         let now = MON + 30 * DAY;
         let mut daily = week([1, 2, 4, 8, 16, 32, 64]);
-        let heads: BTreeMap<u32, u64> = expected(MON, &daily, now)
+        let heads: BTreeMap<u32, u64> = WEEKS
+            .expected(MON, &daily, now)
             .into_iter()
             .filter(|x| x.0 == Grain::WeekHead)
             .map(|x| (x.1, x.2))
             .collect();
-        let tails: BTreeMap<u32, u64> = expected(MON, &daily, now)
+        let tails: BTreeMap<u32, u64> = WEEKS
+            .expected(MON, &daily, now)
             .into_iter()
             .filter(|x| x.0 == Grain::WeekTail)
             .map(|x| (x.1, x.2))
             .collect();
-        assert!(stale_weeks(&daily, &heads, &tails, now).is_empty());
+        assert!(WEEKS.stale(&daily, &heads, &tails, now).is_empty());
         // A late event on Wednesday: the heads ending Wednesday and later and the tails from
         // Tuesday and Wednesday are behind.
         *daily.entry(MON + 2 * DAY).or_default() += 1;
-        assert_eq!(stale_weeks(&daily, &heads, &tails, now), vec![MON]);
+        assert_eq!(WEEKS.stale(&daily, &heads, &tails, now), vec![MON]);
         daily = week([1, 2, 4, 8, 16, 32, 64]);
         // A doubled tail.
         let mut doubled = tails.clone();
         doubled.insert(MON + DAY, 252);
-        assert_eq!(stale_weeks(&daily, &heads, &doubled, now), vec![MON]);
+        assert_eq!(WEEKS.stale(&daily, &heads, &doubled, now), vec![MON]);
         // Missing spans of another week with events.
         daily.insert(MON + WEEK + 3 * DAY, 5);
-        assert_eq!(stale_weeks(&daily, &heads, &tails, now), vec![MON + WEEK]);
+        assert_eq!(WEEKS.stale(&daily, &heads, &tails, now), vec![MON + WEEK]);
+    }
+
+    /// 2024-03-04 00:00 UTC as a day of day spans.
+    const D: u32 = MON;
+
+    #[test]
+    fn day_spans_of_a_past_day_and_of_today() {
+        let hourly: BTreeMap<u32, u64> = (0..24u32).map(|h| (D + h * HOUR, 1)).collect();
+        let e = DAYS.expected(D, &hourly, D + 3 * DAY);
+        // 22 heads (00:00 to 01:59 .. 00:00 to 22:59) and 22 tails (01:00 .. 22:00 to 24:00).
+        assert_eq!(e.len(), 44);
+        assert!(e.contains(&(Grain::DayHead, D + HOUR, 2)));
+        assert!(e.contains(&(Grain::DayHead, D + 22 * HOUR, 23)));
+        assert!(e.contains(&(Grain::DayTail, D + HOUR, 23)));
+        assert!(e.contains(&(Grain::DayTail, D + 22 * HOUR, 2)));
+        // Today at 10:04: no head is complete before its hour is over and the delay has
+        // passed (the head ending with 08:59 is, the one ending with 09:59 not yet); no tail.
+        let e = DAYS.expected(D, &hourly, D + 10 * HOUR + 240);
+        assert_eq!(e.last(), Some(&(Grain::DayHead, D + 8 * HOUR, 9)), "{e:?}");
+        assert!(e.iter().all(|x| x.0 == Grain::DayHead));
+        let e = DAYS.expected(D, &hourly, D + 10 * HOUR + DAY_SPAN_DELAY);
+        assert_eq!(e.last(), Some(&(Grain::DayHead, D + 9 * HOUR, 10)));
+    }
+
+    #[test]
+    fn day_spans_are_kept_for_the_last_days_before_the_newest_hour() {
+        assert_eq!(DAYS.kept_since(None), 0);
+        assert_eq!(
+            DAYS.kept_since(Some(D + 5 * HOUR)),
+            D - (DAY_SPAN_DAYS - 1) * DAY
+        );
+        assert_eq!(WEEKS.kept_since(Some(D)), 0);
+        assert_eq!(DAYS.start_of(D + 23 * HOUR + 59), D);
+    }
+
+    #[test]
+    fn span_rows_cover_exactly_the_spans_holding_their_unit() {
+        // The arrayJoin of `span_of_unit`, evaluated by hand: the spans a unit k belongs to.
+        let spans = |level: Level, head: bool, k: u32| -> Vec<u32> {
+            let last = level.units() - 2;
+            if head {
+                (k.max(1)..=last).collect()
+            } else {
+                (1..=k.min(last)).collect()
+            }
+        };
+        for level in [WEEKS, DAYS] {
+            let n = level.units();
+            for i in 1..=n - 2 {
+                for k in 0..n {
+                    // Head i holds units 0..=i; tail i holds units i..n.
+                    assert_eq!(spans(level, true, k).contains(&i), k <= i);
+                    assert_eq!(spans(level, false, k).contains(&i), k >= i);
+                }
+            }
+        }
+        let head = DAYS.span_of_unit(Grain::DayHead);
+        assert!(
+            head.contains("bucket + 3600 * (greatest(k, 1) - k"),
+            "{head}"
+        );
+        assert!(head.contains("greatest(0, 23 - greatest(k, 1))"), "{head}");
+        let tail = DAYS.span_of_unit(Grain::DayTail);
+        assert!(tail.contains("least(k, 22)"), "{tail}");
+    }
+
+    #[test]
+    fn nothing_to_insert_before_a_span_is_complete() {
+        let f = &FAMILIES[0];
+        assert!(
+            DAYS.insert_sql("db", f, Grain::DayTail, D, D + DAY)
+                .is_none()
+        );
+        assert!(
+            DAYS.insert_sql("db", f, Grain::DayTail, D, D + DAY + DAY_SPAN_DELAY)
+                .is_some()
+        );
+        assert!(
+            DAYS.insert_sql("db", f, Grain::DayHead, D, D + HOUR + DAY_SPAN_DELAY)
+                .is_none()
+        );
+        let sql = DAYS
+            .insert_sql("db", f, Grain::DayHead, D, D + 2 * HOUR + DAY_SPAN_DELAY)
+            .expect("the head ending with 01:59 is complete");
+        assert!(sql.text.starts_with(
+            "INSERT INTO db.rollup_fleet_narrow_day_heads (bucket, outcome, events, devices, users)"
+        ));
+        assert!(
+            sql.text
+                .contains("FROM db.rollup_fleet_narrow_hourly WHERE")
+        );
     }
 }
