@@ -111,10 +111,11 @@ pub struct ServeArgs {
     /// insight request live [default: 60].
     #[arg(long, env = "FLEETPULSE_ANALYZER_INSIGHTS_REFRESH_SECS")]
     pub insights_refresh_secs: Option<u64>,
-    /// Seconds between two passes of the week span builder (spans of the last five weeks that
-    /// are missing or behind their days are rebuilt; the first pass, at start, covers all
-    /// history); 0 runs no builder: questions then read the spans another analyzer built, when
-    /// current, and the days otherwise [default: 60].
+    /// Seconds between two passes of the span builder (week spans of the last five weeks and
+    /// day spans of the last 9 days that are missing or behind their days or hours are
+    /// rebuilt, older day spans dropped; the first pass, at start, covers all history's
+    /// weeks); 0 runs no builder: questions then read the spans another analyzer built, when
+    /// current, and the days and hours otherwise [default: 60].
     #[arg(long, env = "FLEETPULSE_ANALYZER_WEEK_SPANS_INTERVAL_SECS")]
     pub week_spans_interval_secs: Option<u64>,
     /// Base URL people open the dashboard at, used for links in alerts

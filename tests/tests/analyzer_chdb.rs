@@ -130,6 +130,19 @@ async fn analyzer_sql_answers_the_same_on_current_clickhouse() {
             }
         }
     }
+    // The dashboard's 7-day view (7 days ending at a whole hour): a day's tail and a day's
+    // head (migration 0012), both within the days the builder keeps day spans for.
+    let week_view = format!(
+        "from={}&to={}",
+        iso(T0 + 4 * DAY + 19 * 3600),
+        iso(T0 + 11 * DAY + 19 * 3600)
+    );
+    for extra in ["", "&tenant=contoso", "&platform=ios", "&outcome=failed"] {
+        paths.push(format!("/api/v1/summary?{week_view}{extra}"));
+        for dim in fleetpulse_analyzer::query::engine::Dimension::NAMES {
+            paths.push(format!("/api/v1/breakdown/{dim}?{week_view}{extra}"));
+        }
+    }
     // The device-set rollups (with raw edges, and over whole days) and the raw plan.
     for extra in [
         "",

@@ -16,8 +16,10 @@
 -- reads a span only while its event count equals the hourly rollup's count for the same
 -- hours, and the hours otherwise: answers never depend on whether the builder ran.
 --
--- Families: the fleet totals (summary), the facets (platform, method, stage, OS version and
--- source breakdowns) and the tenant totals (tenant breakdown). Partitioned by day so that a
+-- Families: those the 7-day view reads: the fleet totals (summary, outcome breakdown), the
+-- facets (platform, method, stage, OS version and source breakdowns), the tenant totals
+-- (tenant breakdown), the signal cores (category and code breakdowns, top codes) and the
+-- fleet funnel. Not the fleet outcomes and signals (questions with two or more filters). Partitioned by day so that a
 -- day is rebuilt or dropped with one DROP PARTITION. No `{extra_settings}`: a rebuilt day
 -- re-inserts rows that may equal earlier ones, which a deduplication window would drop.
 
@@ -109,4 +111,70 @@ CREATE TABLE IF NOT EXISTS {db}.rollup_tenant_totals_day_tails
 ENGINE = AggregatingMergeTree
 PARTITION BY toDate(bucket)
 ORDER BY (bucket, tenant)
+SETTINGS index_granularity = 32;
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_fleet_cores_day_heads
+(
+    bucket DateTime('UTC'),
+    outcome String,
+    source_kind String,
+    core UInt64,
+    error_code UInt32,
+    error_has_code UInt8,
+    error_symbol String,
+    events AggregateFunction(count),
+    devices AggregateFunction(uniqCombined(14), String, String),
+    users AggregateFunction(uniqCombinedIf(14), String, String, UInt8)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toDate(bucket)
+ORDER BY (bucket, outcome, source_kind, core, error_code, error_has_code, error_symbol)
+SETTINGS index_granularity = 256;
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_fleet_cores_day_tails
+(
+    bucket DateTime('UTC'),
+    outcome String,
+    source_kind String,
+    core UInt64,
+    error_code UInt32,
+    error_has_code UInt8,
+    error_symbol String,
+    events AggregateFunction(count),
+    devices AggregateFunction(uniqCombined(14), String, String),
+    users AggregateFunction(uniqCombinedIf(14), String, String, UInt8)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toDate(bucket)
+ORDER BY (bucket, outcome, source_kind, core, error_code, error_has_code, error_symbol)
+SETTINGS index_granularity = 256;
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_fleet_funnel_day_heads
+(
+    bucket DateTime('UTC'),
+    enrollment_method String,
+    platform String,
+    stage String,
+    outcome String,
+    events AggregateFunction(count),
+    devices AggregateFunction(uniqCombined(14), String, String)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toDate(bucket)
+ORDER BY (bucket, enrollment_method, platform, stage, outcome)
+SETTINGS index_granularity = 32;
+
+CREATE TABLE IF NOT EXISTS {db}.rollup_fleet_funnel_day_tails
+(
+    bucket DateTime('UTC'),
+    enrollment_method String,
+    platform String,
+    stage String,
+    outcome String,
+    events AggregateFunction(count),
+    devices AggregateFunction(uniqCombined(14), String, String)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toDate(bucket)
+ORDER BY (bucket, enrollment_method, platform, stage, outcome)
 SETTINGS index_granularity = 32;

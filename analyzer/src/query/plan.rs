@@ -197,13 +197,17 @@ impl Family {
 
     /// Whether the family has day spans (migration 0012: heads and tails of days, built by
     /// `rollups::spans` from the hourly rollup for the last [`DAY_SPAN_DAYS`] days): the
-    /// families of the dashboard's 7-day view whose hour edges cost most (BENCHMARKS.md, issue
-    /// 7, nineteenth and twentieth sessions): fleet totals, the facet breakdowns and the tenant
-    /// breakdown.
+    /// families the dashboard's 7-day view reads (BENCHMARKS.md, issue 7, nineteenth and
+    /// twentieth sessions): fleet totals, facets, tenant totals, signal cores and the fleet
+    /// funnel. Not the fleet outcomes and signals, read by questions with several filters.
     pub fn has_day_spans(self) -> bool {
         matches!(
             self,
-            Family::FleetNarrow | Family::FleetFacets | Family::TenantTotals
+            Family::FleetNarrow
+                | Family::FleetFacets
+                | Family::TenantTotals
+                | Family::FleetCores
+                | Family::FleetFunnel
         )
     }
 
@@ -425,6 +429,10 @@ impl Source {
             Source::Rollup(FleetFacets, DayTail) => "rollup_fleet_facets_day_tails",
             Source::Rollup(TenantTotals, DayHead) => "rollup_tenant_totals_day_heads",
             Source::Rollup(TenantTotals, DayTail) => "rollup_tenant_totals_day_tails",
+            Source::Rollup(FleetCores, DayHead) => "rollup_fleet_cores_day_heads",
+            Source::Rollup(FleetCores, DayTail) => "rollup_fleet_cores_day_tails",
+            Source::Rollup(FleetFunnel, DayHead) => "rollup_fleet_funnel_day_heads",
+            Source::Rollup(FleetFunnel, DayTail) => "rollup_fleet_funnel_day_tails",
             // No such tables (see `Family::has_day_spans`): `plan` never produces these.
             Source::Rollup(_, DayHead) => "rollup_day_heads_not_built",
             Source::Rollup(_, DayTail) => "rollup_day_tails_not_built",
@@ -918,12 +926,7 @@ mod tests {
         assert!(p.contains(&seg(F, Grain::WeekHead, MON + WEEK, MON + WEEK + 2 * DAY)));
         let mut read: Vec<(u32, u32)> = p
             .iter()
-            .filter(|s| {
-                !matches!(
-                    s.source,
-                    Source::Rollup(_, Grain::TailDays | Grain::HeadDays)
-                )
-            })
+            .filter(|s| !matches!(s.source, Source::Rollup(_, g) if g.is_fallback()))
             .map(|s| (s.from, s.to))
             .collect();
         read.sort();
@@ -1013,7 +1016,7 @@ mod tests {
         assert!(p.contains(&seg(F, Grain::Hour, FRI + 23 * HOUR, FRI + DAY)));
         assert!(p.contains(&seg(F, Grain::Hour, MON + WEEK, MON + WEEK + HOUR)));
         for (family, resolution) in [
-            (Family::FleetCores, Resolution::Whole),
+            (Family::Fleet, Resolution::Whole),
             (F, Resolution::Day),
             (F, Resolution::Hour),
         ] {
@@ -1273,6 +1276,8 @@ mod tests {
             include_str!("../../migrations/clickhouse/0008_device_failure_rollups.sql"),
             include_str!("../../migrations/clickhouse/0009_funnel_rollups.sql"),
             include_str!("../../migrations/clickhouse/0010_fleet_funnel_rollups.sql"),
+            include_str!("../../migrations/clickhouse/0011_week_spans.sql"),
+            include_str!("../../migrations/clickhouse/0012_day_spans.sql"),
         ]
         .concat();
         for f in Family::BY_SIZE.into_iter().chain([
@@ -1283,10 +1288,16 @@ mod tests {
         ]) {
             let five = f.has_five_minutes().then_some(Grain::FiveMinutes);
             let hour = f.has_hours().then_some(Grain::Hour);
+            let weeks = f.has_spans().then_some([Grain::WeekHead, Grain::WeekTail]);
+            let days = f
+                .has_day_spans()
+                .then_some([Grain::DayHead, Grain::DayTail]);
             for g in five
                 .into_iter()
                 .chain(hour)
                 .chain([Grain::Day, Grain::Week])
+                .chain(weeks.into_iter().flatten())
+                .chain(days.into_iter().flatten())
             {
                 let t = Source::Rollup(f, g).table();
                 let start = sql

@@ -76,8 +76,10 @@ struct Args {
     /// the dashboard's 30- and 90-day views), `minute` (29.5 days ending at a whole minute,
     /// 06:37 to 18:37: every rolling view before they were aligned to their buckets) or
     /// `hour` (the same length ending at a whole hour, 07:00 to 19:00: the edges of the
-    /// dashboard's 7-day view). The 7-day time series ends where the others do. The unaligned
-    /// funnel case and the raw-scan baseline keep their own ranges in every shape.
+    /// dashboard's 7-day view) or `week` (the 7-day view itself: 7 days ending at a whole hour,
+    /// 03-23 19:00 to 03-30 19:00, both edges within the days that keep day spans). The 7-day
+    /// time series ends where the others do. The unaligned funnel case and the raw-scan
+    /// baseline keep their own ranges in every shape.
     #[arg(long, value_enum, default_value_t = Window::Days)]
     window: Window,
 }
@@ -88,10 +90,11 @@ enum Window {
     Days,
     Minute,
     Hour,
+    Week,
 }
 
 impl Window {
-    /// The query strings of the 30-day (or 29.5-day) range and of the 7-day one.
+    /// The query strings of the 30-day (29.5-day, 7-day) range and of the 7-day one.
     fn ranges(self) -> (&'static str, &'static str) {
         match self {
             Window::Days => (
@@ -104,6 +107,10 @@ impl Window {
             ),
             Window::Hour => (
                 "from=2024-03-01T07:00:00Z&to=2024-03-30T19:00:00Z",
+                "from=2024-03-23T19:00:00Z&to=2024-03-30T19:00:00Z",
+            ),
+            Window::Week => (
+                "from=2024-03-23T19:00:00Z&to=2024-03-30T19:00:00Z",
                 "from=2024-03-23T19:00:00Z&to=2024-03-30T19:00:00Z",
             ),
         }
@@ -294,8 +301,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     eprintln!("first insight snapshot {first_snapshot_s:.1} s after ready");
-    // The span-backed questions read their days until the week span builder's first pass
-    // (all history) is done: time them from then on, as a running analyzer serves them. At
+    // The span-backed questions read their days (and hours) until the span builder's first
+    // pass (week spans of all history, day spans of the last days) is done: time them from then on, as a running analyzer serves them. At
     // 10M the pass takes seconds; at 100M it is minutes.
     let t = Instant::now();
     let first_span_pass_s = loop {
