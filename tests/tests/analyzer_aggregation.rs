@@ -821,11 +821,11 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
         .await
         .unwrap();
     // 7 families x the 4 weeks the 24 days touch (03-01's week holds its tail only), and
-    // 5 families x the 9 days kept back from the newest hour (03-24 23:00): 03-16 to 03-24.
+    // 4 families x the 9 days kept back from the newest hour (03-24 23:00): 03-16 to 03-24.
     assert_eq!(
         built,
         fleetpulse_analyzer::rollups::spans::Built {
-            rebuilt: 28 + 45,
+            rebuilt: 28 + 36,
             dropped: 0,
             day_spans_since: T0 + 15 * DAY,
         },
@@ -929,7 +929,7 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
 
     // The builder of `serve` (a second analyzer, default interval) rebuilds at its first pass
     // the two weeks it finds behind (7 families x 2 weeks: every family holds every event)
-    // and the day it finds behind among the days kept (03-20, 5 families), and says so on
+    // and the day it finds behind among the days kept (03-20, 4 families), and says so on
     // /metrics.
     let builder = Analyzer::start(ch, &db, &[]).await;
     let metrics = fleetpulse_tests::harness::poll_until(
@@ -943,7 +943,7 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     .await;
     assert_eq!(
         (metrics.1, metrics.2),
-        (14 + 5, 0),
+        (14 + 4, 0),
         "(family, week or day) rebuilt and failed passes"
     );
     drop(builder);
@@ -965,7 +965,7 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
 
     // An event 40 days after T0 moves the newest hour on: the next pass builds its day and
     // its week, and drops every day span older than the 9 days kept back from it (03-16 to
-    // 03-24 in 5 families), so the day span tables stay bounded.
+    // 03-24 in 4 families), so the day span tables stay bounded.
     let mut newer = events_over(13, 1, now(), 1);
     newer[0].occurred_at = T0 + 40 * DAY + 12 * 3600;
     insert_events(ch, &db, &newer).await;
@@ -975,8 +975,8 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
     assert_eq!(
         moved,
         fleetpulse_analyzer::rollups::spans::Built {
-            rebuilt: 7 + 5,
-            dropped: 45,
+            rebuilt: 7 + 4,
+            dropped: 36,
             day_spans_since: T0 + 32 * DAY,
         }
     );
@@ -985,7 +985,6 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
         "rollup_fleet_facets_day_tails",
         "rollup_tenant_totals_day_heads",
         "rollup_fleet_cores_day_tails",
-        "rollup_fleet_funnel_day_heads",
     ] {
         assert_eq!(
             ch.count(

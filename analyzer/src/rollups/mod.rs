@@ -352,8 +352,6 @@ const MIGRATIONS: &[Migration] = &[
             "TABLE rollup_tenant_totals_day_tails",
             "TABLE rollup_fleet_cores_day_heads",
             "TABLE rollup_fleet_cores_day_tails",
-            "TABLE rollup_fleet_funnel_day_heads",
-            "TABLE rollup_fleet_funnel_day_tails",
         ],
         retired: false,
         drops: &[],
@@ -864,8 +862,8 @@ mod tests {
         // 0011: heads and tails of 7 families, built by the analyzer (no views, no backfill).
         assert_eq!(statements(MIGRATIONS[10].up).len(), 14);
         assert!(MIGRATIONS[10].backfill.is_none());
-        // 0012: heads and tails of days for 5 families, built by the analyzer.
-        assert_eq!(statements(MIGRATIONS[11].up).len(), 10);
+        // 0012: heads and tails of days for 4 families, built by the analyzer.
+        assert_eq!(statements(MIGRATIONS[11].up).len(), 8);
         assert!(MIGRATIONS[11].backfill.is_none());
         // 0003 drops every object of the migrations it retires.
         for m in MIGRATIONS.iter().filter(|m| m.retired) {

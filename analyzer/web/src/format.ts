@@ -94,10 +94,11 @@ export interface Window {
  *  days before it, "last 7 days" by hour ends at the next whole hour. Why whole buckets:
  *  - the chart's first bar is a whole bucket, not a partial one that looks like a dip;
  *  - the analyzer answers a range of whole days from day and week rollups alone, and one of
- *    whole hours from hourly ones, but reads raw events for a range's partial hours
- *    (BENCHMARKS.md, issue 7, eighteenth session: at 10M events a 30-day question by day is
- *    1.5-11x faster than one ending at a minute; one ending at an hour up to 5x, the
- *    hourly series most, the facet breakdowns not at all: their hourly edges are the cost);
+ *    whole hours from hourly ones and, for the last 9 days, day spans (one state per edge
+ *    day), but reads raw events for a range's partial hours (BENCHMARKS.md, issue 7,
+ *    eighteenth session: at 10M events a 30-day question by day is 1.5-11x faster than one
+ *    ending at a minute; twentieth session: the 7-day view's breakdowns 2-3x faster with
+ *    day spans than over hourly edges);
  *  - refreshes inside one bucket ask the rollups the same question.
  *  The window ends in the future by less than one bucket, which holds no events. */
 export function resolveWindow(params: URLSearchParams, now = Date.now()): Window {
