@@ -1019,3 +1019,96 @@ async fn span_metrics(a: &Analyzer) -> (u64, u64, u64) {
         value("fleetpulse_analyzer_week_span_pass_failures_total"),
     )
 }
+
+/// Day spans at the real clock (migration 0012, `plan::settle_day_spans`): the dashboard's
+/// 7-day view ends at the next whole hour, so its answers read the tail of the day 7 days back
+/// and today's head, cut at the last hour settled ten minutes ago (the hours after it are
+/// hourly rows: the current hour's head is not built yet). Answers equal brute force over
+/// events of the last two days, and the question reads the day spans the builder made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seven_day_view_reads_day_spans_up_to_the_settled_hour() {
+    let ch = shared();
+    let db = unique_database("analyzer_day_spans");
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    // 2,000 events over the two days before now (at least two minutes old).
+    let start = now() - 2 * DAY - 120;
+    let mut rows = events_over(21, 2000, now().saturating_sub(60), 2);
+    for r in &mut rows {
+        r.occurred_at = start + (r.occurred_at - T0);
+    }
+    insert_events(ch, &db, &rows).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sql.log");
+    let analyzer = Analyzer::start_with_env(
+        ch,
+        &db,
+        &["--week-spans-interval-secs", "0"],
+        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
+    )
+    .await;
+    let token = analyzer.create_key(&["--all-tenants"]);
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    let built = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
+        .await
+        .unwrap();
+    assert!(built.rebuilt >= 4 * 2, "two days in 4 families: {built:?}");
+
+    let asked_at = now();
+    let to = asked_at.div_ceil(3600) * 3600;
+    let from = to - 7 * DAY;
+    let c = classifier();
+    for dim in ["platform", "tenant", "outcome", "category", "stage"] {
+        let path = format!(
+            "/api/v1/breakdown/{dim}?from={}&to={}&limit=1000",
+            iso(from),
+            iso(to)
+        );
+        let body = analyzer.ok(&path, &token).await;
+        let keep = in_range(from, to);
+        let want = if dim == "category" {
+            brute(
+                &rows,
+                |r| keep(r) && r.outcome == "failed",
+                |r| Some(key_of(&c, dim, r)),
+            )
+        } else {
+            brute(&rows, &keep, |r| Some(key_of(&c, dim, r)))
+        };
+        assert_eq!(rows_to_map(&body), want, "{path}");
+    }
+    let sql = std::fs::read_to_string(&log).unwrap();
+    // The tail of the day 7 days back, from the range's first hour, read by its bucket, when
+    // it is 2 hours or more (the range ending at 01:00 to 22:00 UTC; ending at midnight it is
+    // whole days, at 23:00 one hourly row).
+    if (3600..=22 * 3600).contains(&(to % DAY)) {
+        let tail = format!("_day_tails WHERE ((bucket = toDateTime({from}, 'UTC'))");
+        assert!(
+            sql.contains(&tail),
+            "the 7-day view read no day tail:\n{sql}"
+        );
+    }
+    // Today's head: cut at the hour settled ten minutes before the question, read when it is
+    // two hours or more (from 02:10 UTC); between 00:00 and 02:10 today's hours are hourly rows.
+    let settled = (asked_at - 600) / 3600 * 3600;
+    let midnight = asked_at / DAY * DAY;
+    if settled >= midnight + 2 * 3600 && now() / 3600 == asked_at / 3600 {
+        // A head's bucket is its last hour; the hours from the cut on are hourly rows.
+        let head = format!(
+            "_day_heads WHERE ((bucket = toDateTime({}, 'UTC'))",
+            settled - 3600
+        );
+        let after = format!("_hourly WHERE ((bucket >= toDateTime({settled}, 'UTC')");
+        assert!(
+            sql.contains(&head) && sql.contains(&after),
+            "today's head (to {}) and the hours after it were not read:\n{sql}",
+            iso(settled)
+        );
+    }
+    drop(analyzer);
+    ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
+}
