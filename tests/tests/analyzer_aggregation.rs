@@ -761,6 +761,49 @@ async fn series_read_finalized_buckets_until_late_events_arrive() {
     ch.execute(&format!("DROP DATABASE {db}")).await.unwrap();
 }
 
+/// A span test's fixture: a fresh database holding `rows`, an analyzer without a span builder
+/// (the test builds spans itself, so every count is exact and spans are surely behind once late
+/// events arrive) logging its SQL, and a ClickHouse client for the builder.
+struct SpanFixture {
+    db: String,
+    analyzer: Analyzer,
+    token: String,
+    log: std::path::PathBuf,
+    client: clickhouse::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn span_fixture(prefix: &str, rows: &[EnrollmentEventRow]) -> SpanFixture {
+    let ch = shared();
+    let db = unique_database(prefix);
+    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
+        ch.execute(&stmt).await.unwrap();
+    }
+    insert_events(ch, &db, rows).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sql.log");
+    let analyzer = Analyzer::start_with_env(
+        ch,
+        &db,
+        &["--week-spans-interval-secs", "0"],
+        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
+    )
+    .await;
+    let token = analyzer.create_key(&["--all-tenants"]);
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    SpanFixture {
+        db,
+        analyzer,
+        token,
+        log,
+        client,
+        _dir: dir,
+    }
+}
+
 /// Week and day spans (migrations 0011 and 0012): the analyzer builds heads and tails of the
 /// stored weeks, and of the last days' hours, at start; a breakdown over a range whose edge
 /// days are a tail and a head reads them and equals brute force, as does one whose edge hours
@@ -770,27 +813,17 @@ async fn series_read_finalized_buckets_until_late_events_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breakdowns_read_week_spans_until_late_events_arrive() {
     let ch = shared();
-    let db = unique_database("analyzer_spans");
-    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
-    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
-        ch.execute(&stmt).await.unwrap();
-    }
     // T0 is Friday 2024-03-01: 24 days are a tail (Friday to Sunday), two whole weeks and
     // Monday to Sunday 03-24 of the third.
     let before = events_over(11, 3000, now().saturating_sub(60), 24);
-    insert_events(ch, &db, &before).await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("sql.log");
-    // No builder in the analyzer: this test builds the spans itself, so every count below is
-    // exact and the spans are surely behind once late events arrive.
-    let analyzer = Analyzer::start_with_env(
-        ch,
-        &db,
-        &["--week-spans-interval-secs", "0"],
-        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
-    )
-    .await;
-    let token = analyzer.create_key(&["--all-tenants"]);
+    let SpanFixture {
+        db,
+        analyzer,
+        token,
+        log,
+        client,
+        _dir,
+    } = span_fixture("analyzer_spans", &before).await;
     let c = classifier();
     let in_days =
         |rows: &[fleetpulse_tests::harness::rows::EnrollmentEventRow], from: u32, to: u32| {
@@ -814,9 +847,6 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
             .unwrap()
         }
     };
-    let client = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_validation(false);
     let built = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
         .await
         .unwrap();
@@ -1028,31 +1058,20 @@ async fn span_metrics(a: &Analyzer) -> (u64, u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seven_day_view_reads_day_spans_up_to_the_settled_hour() {
     let ch = shared();
-    let db = unique_database("analyzer_day_spans");
-    ch.execute(&format!("CREATE DATABASE {db}")).await.unwrap();
-    for stmt in fleetpulse_tests::harness::rows::raw_table_statements(&db) {
-        ch.execute(&stmt).await.unwrap();
-    }
     // 2,000 events over the two days before now (at least two minutes old).
     let start = now() - 2 * DAY - 120;
     let mut rows = events_over(21, 2000, now().saturating_sub(60), 2);
     for r in &mut rows {
         r.occurred_at = start + (r.occurred_at - T0);
     }
-    insert_events(ch, &db, &rows).await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("sql.log");
-    let analyzer = Analyzer::start_with_env(
-        ch,
-        &db,
-        &["--week-spans-interval-secs", "0"],
-        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
-    )
-    .await;
-    let token = analyzer.create_key(&["--all-tenants"]);
-    let client = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_validation(false);
+    let SpanFixture {
+        db,
+        analyzer,
+        token,
+        log,
+        client,
+        _dir,
+    } = span_fixture("analyzer_day_spans", &rows).await;
     let built = fleetpulse_analyzer::rollups::spans::build(&client, &db, None, 0, now())
         .await
         .unwrap();

@@ -1,6 +1,13 @@
 //! Week spans (migration 0011): builds each week's heads (Monday to day d) and tails (day d to
 //! Sunday), d Tuesday to Saturday, from the daily rollup of the same family, so that a range's
 //! edge days are read as at most two states per key instead of up to twelve daily ones.
+//! Day spans (migration 0012) are the same one level down ([`Level`]): each day's heads
+//! (00:00 to the end of hour h) and tails (hour h to 24:00), h 01:00 to 22:00, from the hourly
+//! rollup, so that the partial days at the edges of a range ending at an hour (the dashboard's
+//! 7-day view) are at most two states per key instead of up to 46 hourly ones. They are built
+//! only for the last [`DAY_SPAN_DAYS`] days back from the newest hour holding events (a day
+//! of spans holds ~5x its hourly rows), and each pass drops older days' partitions; a head is
+//! built [`DAY_SPAN_DELAY`] after its last hour, so that the hour's stragglers are in.
 //!
 //! Correctness never depends on this builder: an answer comes from a span only while its event
 //! count equals the daily rollup's count for the same days (`Engine::resolve_spans`, run
