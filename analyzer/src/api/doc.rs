@@ -115,8 +115,9 @@ pub struct FilterParams {
     pub from: Option<String>,
     /// End (exclusive), RFC 3339. Default: now. At most 400 days after from. A range of
     /// whole UTC days is answered from day and week rollups alone and is the fastest to ask;
-    /// whole hours next; a range ending inside an hour also reads raw events (several times
-    /// slower at scale: docs/capacity.md). The dashboard's rolling windows are whole buckets.
+    /// whole hours next (nearly as fast when its partial days are among the last 9, read as
+    /// day spans); a range ending inside an hour also reads raw events (several times slower
+    /// at scale: docs/capacity.md). The dashboard's rolling windows are whole buckets.
     #[param(schema_with = date_time)]
     pub to: Option<String>,
     /// Tenant; forced to the key's tenant for tenant-scoped keys (another value is a 403).
