@@ -130,7 +130,7 @@ const FAMILIES: [SpanFamily; 7] = [
 
 /// One level of spans: the periods (weeks or days) whose heads and tails are built, from the
 /// rows of the next finer unit (days or hours) of the same family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Level {
     /// Seconds per period (a week, a day).
     period: u32,
@@ -147,6 +147,9 @@ struct Level {
     /// How many periods back from the newest unit holding events spans are kept; `None`
     /// for all history. Older periods' partitions are dropped.
     keep: Option<u32>,
+    /// Which families have spans at this level (`Family::has_spans`,
+    /// `Family::has_day_spans`).
+    has: fn(Family) -> bool,
 }
 
 /// Week spans (migration 0011): heads Monday..d and tails d..Sunday, d Tuesday to Saturday,
@@ -160,6 +163,7 @@ const WEEKS: Level = Level {
     fine: Grain::Day,
     delay: 0,
     keep: None,
+    has: Family::has_spans,
 };
 
 /// Day spans (migration 0012): heads 00:00..h and tails h..24:00, h 01:00 to 22:00, from the
@@ -173,6 +177,7 @@ const DAYS: Level = Level {
     fine: Grain::Hour,
     delay: DAY_SPAN_DELAY,
     keep: Some(DAY_SPAN_DAYS),
+    has: Family::has_day_spans,
 };
 
 impl Level {
@@ -190,10 +195,8 @@ impl Level {
     }
 
     fn families(&self) -> impl Iterator<Item = &'static SpanFamily> {
-        let days = self.fine == Grain::Hour;
-        FAMILIES
-            .iter()
-            .filter(move |f| !days || f.family.has_day_spans())
+        let has = self.has;
+        FAMILIES.iter().filter(move |f| has(f.family))
     }
 
     /// The spans of period `start` that are complete at `now`, with the count each should hold
@@ -390,6 +393,20 @@ fn drop_sql(db: &str, table: &str, cluster: Option<&str>, start: u32) -> String 
     }
 }
 
+/// Runs [`drop_sql`].
+async fn drop_period(
+    client: &Client,
+    db: &str,
+    table: &str,
+    cluster: Option<&str>,
+    start: u32,
+) -> Result<(), QueryError> {
+    let mut drop = Sql::default();
+    drop.push(&drop_sql(db, table, cluster, start));
+    drop.query(client).execute().await?;
+    Ok(())
+}
+
 /// What a build pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Built {
@@ -448,10 +465,7 @@ pub async fn build(
             old.dedup();
             for start in old {
                 for grain in [level.head, level.tail] {
-                    let table = Source::Rollup(f.family, grain).table();
-                    let mut drop = Sql::default();
-                    drop.push(&drop_sql(db, table, cluster, start));
-                    drop.query(&client).execute().await?;
+                    drop_period(&client, db, table(grain), cluster, start).await?;
                 }
                 built.dropped += 1;
             }
@@ -460,10 +474,7 @@ pub async fn build(
             };
             for start in level.stale(&fine, &in_range(&heads), &in_range(&tails), now) {
                 for grain in [level.head, level.tail] {
-                    let table = Source::Rollup(f.family, grain).table();
-                    let mut drop = Sql::default();
-                    drop.push(&drop_sql(db, table, cluster, start));
-                    drop.query(&client).execute().await?;
+                    drop_period(&client, db, table(grain), cluster, start).await?;
                     if let Some(insert) = level.insert_sql(db, f, grain, start, now) {
                         insert.query(&client).execute().await?;
                     }
