@@ -1113,17 +1113,22 @@ async fn the_seven_day_view_reads_day_spans_up_to_the_settled_hour() {
     }
     // Today's head: cut at the hour settled ten minutes before the question, read when it is
     // two hours or more (from 02:10 UTC); between 00:00 and 02:10 today's hours are hourly rows.
+    // Asked after 23:00 the range ends at midnight and today is a whole day (daily rows).
     let settled = (asked_at - 600) / 3600 * 3600;
     let midnight = asked_at / DAY * DAY;
-    if settled >= midnight + 2 * 3600 && now() / 3600 == asked_at / 3600 {
-        // A head's bucket is its last hour; the hours from the cut on are hourly rows.
+    if to % DAY != 0 && settled >= midnight + 2 * 3600 && now() / 3600 == asked_at / 3600 {
+        // A head's bucket is its last hour; the hours from the cut on are hourly rows, read in
+        // the same statement as the first hour when the range starts at 23:00.
         let head = format!(
             "_day_heads WHERE ((bucket = toDateTime({}, 'UTC'))",
             settled - 3600
         );
-        let after = format!("_hourly WHERE ((bucket >= toDateTime({settled}, 'UTC')");
+        let after = format!("(bucket >= toDateTime({settled}, 'UTC') AND bucket < ");
+        let hours_after = sql
+            .split(";;")
+            .any(|statement| statement.contains("_hourly WHERE ") && statement.contains(&after));
         assert!(
-            sql.contains(&head) && sql.contains(&after),
+            sql.contains(&head) && hours_after,
             "today's head (to {}) and the hours after it were not read:\n{sql}",
             iso(settled)
         );
