@@ -1103,6 +1103,66 @@ mod tests {
         assert_eq!(settle_day_spans(week.clone(), now, now), week);
     }
 
+    /// The dashboard's 7-day view asked at every ten minutes of a day (what the real-clock
+    /// test `the_seven_day_view_reads_day_spans_up_to_the_settled_hour` meets at whatever
+    /// time CI runs it): the range is covered once, the first day is a day tail when it is
+    /// 2-22 hours, and today is a head cut at the settled hour, then hours, from 02:10 on;
+    /// asked after 23:00 the range ends at midnight and today is a whole day.
+    #[test]
+    fn the_seven_day_view_at_every_time_of_day() {
+        use Family::FleetFacets as F;
+        let today = MON + 2 * WEEK;
+        for asked in (today..today + DAY).step_by(600) {
+            let to = asked.div_ceil(HOUR) * HOUR;
+            let from = to - 7 * DAY;
+            let p = settle_day_spans(plan(from, to, Resolution::Whole, Some(F)), asked, 0);
+            let at = (asked - today) / 60;
+            let read: Vec<_> = p
+                .iter()
+                .filter(|s| match s.source {
+                    Source::Rollup(_, g) => !g.is_fallback(),
+                    Source::Raw => true,
+                })
+                .map(|s| (s.from, s.to))
+                .collect();
+            let mut sorted = read.clone();
+            sorted.sort();
+            assert_eq!(sorted.first().map(|r| r.0), Some(from), "{at} min: {p:?}");
+            assert_eq!(sorted.last().map(|r| r.1), Some(to), "{at} min: {p:?}");
+            assert!(
+                sorted.windows(2).all(|w| w[0].1 == w[1].0),
+                "{at} min: {p:?}"
+            );
+            let tail_hours = (DAY - to % DAY) % DAY;
+            let tail = seg(F, Grain::DayTail, from, from - from % DAY + DAY);
+            assert_eq!(
+                p.contains(&tail),
+                (2 * HOUR..=23 * HOUR).contains(&tail_hours),
+                "{at} min: {p:?}"
+            );
+            let settled = (asked - DAY_SPAN_SETTLE) / HOUR * HOUR;
+            let head_expected = to % DAY != 0 && settled >= today + 2 * HOUR;
+            assert_eq!(
+                p.contains(&seg(F, Grain::DayHead, today, settled)),
+                head_expected,
+                "{at} min: {p:?}"
+            );
+            if head_expected {
+                assert!(
+                    p.contains(&seg(F, Grain::Hour, settled, to)),
+                    "{at} min: {p:?}"
+                );
+            }
+            assert_eq!(
+                p.iter()
+                    .filter(|s| s.source == Source::Rollup(F, Grain::DayHead))
+                    .count(),
+                usize::from(head_expected),
+                "{at} min: {p:?}"
+            );
+        }
+    }
+
     #[test]
     fn unaligned_range_uses_all_three_and_covers_exactly() {
         let from = FRI - HOUR - 10;
