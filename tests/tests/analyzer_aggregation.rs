@@ -1116,7 +1116,8 @@ async fn the_seven_day_view_reads_day_spans_up_to_the_settled_hour() {
     // Asked after 23:00 the range ends at midnight and today is a whole day (daily rows).
     let settled = (asked_at - 600) / 3600 * 3600;
     let midnight = asked_at / DAY * DAY;
-    if to % DAY != 0 && settled >= midnight + 2 * 3600 && now() / 3600 == asked_at / 3600 {
+    if !to.is_multiple_of(DAY) && settled >= midnight + 2 * 3600 && now() / 3600 == asked_at / 3600
+    {
         // A head's bucket is its last hour; the hours from the cut on are hourly rows, read in
         // the same statement as the first hour when the range starts at 23:00.
         let head = format!(

@@ -1141,7 +1141,7 @@ mod tests {
                 "{at} min: {p:?}"
             );
             let settled = (asked - DAY_SPAN_SETTLE) / HOUR * HOUR;
-            let head_expected = to % DAY != 0 && settled >= today + 2 * HOUR;
+            let head_expected = !to.is_multiple_of(DAY) && settled >= today + 2 * HOUR;
             assert_eq!(
                 p.contains(&seg(F, Grain::DayHead, today, settled)),
                 head_expected,
