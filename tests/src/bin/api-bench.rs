@@ -319,7 +319,9 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    eprintln!("first week span pass done {first_span_pass_s:.1} s after the snapshot");
+    eprintln!(
+        "first span pass (week and day spans) done {first_span_pass_s:.1} s after the snapshot"
+    );
 
     #[derive(Debug, serde::Deserialize, clickhouse::Row)]
     struct TableSize {
@@ -484,7 +486,7 @@ async fn main() -> anyhow::Result<()> {
             "endpoints": endpoints,
             "backfill_s": round2(backfill_s),
             "first_insight_snapshot_s": round2(first_snapshot_s),
-            "first_week_span_pass_s": round2(first_span_pass_s),
+            "first_span_pass_s": round2(first_span_pass_s),
             "raw_bytes": raw_bytes,
             "rollup_bytes": rollup_bytes,
             "window": format!("{:?}", args.window).to_lowercase(),
