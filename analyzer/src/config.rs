@@ -115,7 +115,8 @@ pub struct ServeArgs {
     /// day spans of the last 9 days that are missing or behind their days or hours are
     /// rebuilt, older day spans dropped; the first pass, at start, covers all history's
     /// weeks); 0 runs no builder: questions then read the spans another analyzer built, when
-    /// current, and the days and hours otherwise [default: 60].
+    /// current, and the days and hours otherwise (which days hold day spans is read from the
+    /// span tables every minute) [default: 60].
     #[arg(long, env = "FLEETPULSE_ANALYZER_WEEK_SPANS_INTERVAL_SECS")]
     pub week_spans_interval_secs: Option<u64>,
     /// Base URL people open the dashboard at, used for links in alerts

@@ -266,16 +266,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let span_metrics = Arc::new(fleetpulse_analyzer::rollups::spans::SpanMetrics::new(
         &mut metrics.registry,
     ));
-    let span_builder = cfg.week_spans_interval.map(|every| {
-        tokio::spawn(fleetpulse_analyzer::rollups::spans::run_builder(
+    // Without a builder, the planner still learns which days another analyzer keeps day spans
+    // for, so that older hour edges are read as hours at once.
+    let span_builder = match cfg.week_spans_interval {
+        Some(every) => tokio::spawn(fleetpulse_analyzer::rollups::spans::run_builder(
             engine.clone(),
             pool.clone(),
             cfg.storage.clickhouse_cluster.clone(),
             every,
             span_metrics.clone(),
             stop_rx.clone(),
-        ))
-    });
+        )),
+        None => tokio::spawn(fleetpulse_analyzer::rollups::spans::watch_day_spans(
+            engine.clone(),
+            fleetpulse_analyzer::rollups::spans::BUILD_EVERY,
+            stop_rx.clone(),
+        )),
+    };
     let delivery_metrics = Arc::new(DeliveryMetrics::new(&mut metrics.registry));
     let owner = uuid::Uuid::new_v4().to_string();
     let mut workers = Vec::new();
@@ -373,9 +380,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = finalizer.await;
     let _ = refresher.await;
-    if let Some(builder) = span_builder {
-        let _ = builder.await;
-    }
+    let _ = span_builder.await;
     tracing::info!("analyzer stopped");
     Ok(())
 }

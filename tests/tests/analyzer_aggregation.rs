@@ -990,7 +990,7 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
         "a pass after the builder's finds nothing behind"
     );
     let start = log_len();
-    check(all).await;
+    check(all.clone()).await;
     assert!(reads_spans(start), "rebuilt spans were not read");
 
     // An event 40 days after T0 moves the newest hour on: the next pass builds its day and
@@ -1030,6 +1030,56 @@ async fn breakdowns_read_week_spans_until_late_events_arrive() {
             "{table} keeps dropped days"
         );
     }
+
+    // An analyzer without a builder learns which days hold day spans from the span tables
+    // (from 03-31 on: the days between hold no events, so no spans), and reads the hour edges
+    // of older days as hours at once: no span read, no check failing, no second question.
+    assert_eq!(
+        fleetpulse_analyzer::rollups::spans::day_spans_held_since(&client, &db)
+            .await
+            .unwrap(),
+        Some(T0 + 40 * DAY)
+    );
+    let reader = Analyzer::start_with_env(
+        ch,
+        &db,
+        &["--week-spans-interval-secs", "0"],
+        &[(fleetpulse_analyzer::query::engine::sql_log::ENV, &log)],
+    )
+    .await;
+    let reader_token = reader.create_key(&["--all-tenants"]);
+    let (from, to) = (T0 + 19 * DAY + 5 * 3600, T0 + 22 * DAY + 7 * 3600);
+    let path = format!(
+        "/api/v1/breakdown/platform?from={}&to={}&limit=1000",
+        iso(from),
+        iso(to)
+    );
+    let body = fleetpulse_tests::harness::poll_until(
+        std::time::Duration::from_secs(30),
+        "a reader without a builder reading dropped days' hour edges as hours",
+        || async {
+            let start = log_len();
+            let body = reader.ok(&path, &reader_token).await;
+            let sql = std::fs::read_to_string(&log).unwrap();
+            if sql[start..].contains("_day_heads WHERE")
+                || sql[start..].contains("_day_tails WHERE")
+            {
+                Err(format!("day spans read:\n{}", &sql[start..]))
+            } else {
+                Ok(body)
+            }
+        },
+    )
+    .await;
+    let all: Vec<_> = all.iter().chain(newer.iter()).cloned().collect();
+    assert_eq!(
+        rows_to_map(&body),
+        brute(&all, in_range(from, to), |r| Some(key_of(
+            &c, "platform", r
+        ))),
+        "{path}"
+    );
+    drop(reader);
     drop(analyzer);
 }
 

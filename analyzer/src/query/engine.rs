@@ -651,9 +651,11 @@ impl Engine {
         )
     }
 
-    /// Tells the planner the first day the span builder keeps day spans for
-    /// (`rollups::spans`); hour edges of older days are read from the hourly rollup without
-    /// trying spans first. 0 (the default, also with no builder) tries them everywhere.
+    /// Tells the planner the first day day spans are kept for: from the span builder's last
+    /// pass, or, in an analyzer without one, the oldest day the span tables hold
+    /// (`rollups::spans::watch_day_spans`). Hour edges of
+    /// older days are read from the hourly rollup without trying spans first. 0 (the default,
+    /// until the first pass or read) tries them everywhere.
     pub fn set_day_spans_since(&self, day: u32) {
         self.day_spans_since.store(day, Ordering::Relaxed);
     }

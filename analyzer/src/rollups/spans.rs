@@ -377,6 +377,52 @@ async fn newest_unit(client: &Client, db: &str, table: &str) -> Result<Option<u3
     Ok((row.rows > 0).then_some(row.newest))
 }
 
+/// The first day whose day spans are held, for an analyzer that builds none
+/// (`week_spans_interval_secs = 0`) beside one that does: the oldest day of the fleet totals'
+/// day heads and tails (the builder builds and drops every family's days together); `None`
+/// while they hold none (no builder has run yet).
+pub async fn day_spans_held_since(client: &Client, db: &str) -> Result<Option<u32>, QueryError> {
+    let mut oldest = None;
+    for grain in [DAYS.head, DAYS.tail] {
+        let table = Source::Rollup(Family::FleetNarrow, grain).table();
+        let mut sql = Sql::default();
+        sql.push(&format!(
+            "SELECT toUInt32(min(bucket)) AS newest, count() AS rows FROM {db}.{table}"
+        ));
+        let row: Newest = sql.query(client).fetch_one().await?;
+        if row.rows > 0 {
+            let day = DAYS.start_of(row.newest);
+            oldest = Some(oldest.map_or(day, |d: u32| d.min(day)));
+        }
+    }
+    Ok(oldest)
+}
+
+/// For an analyzer without a span builder: every `every`, tells the planner the first day
+/// holding day spans ([`day_spans_held_since`]) until `stop` turns true, so that a range's
+/// hour edges on older days (dropped by the builder) are read as hours at once instead of
+/// failing their span check and being asked again. A failed read keeps the last answer.
+pub async fn watch_day_spans(
+    engine: Arc<Engine>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match day_spans_held_since(engine.client(), engine.db()).await {
+            Ok(Some(since)) => engine.set_day_spans_since(since),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading which days hold day spans failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 /// Drops the period starting at `start` of `table` (its partition: migration 0011 partitions
 /// by week, 0012 by day; both partition keys are the period's first day).
 fn drop_sql(db: &str, table: &str, cluster: Option<&str>, start: u32) -> String {
